@@ -1,0 +1,10 @@
+"""`powernode module` commands: module_compose."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this file's commands to `powernode module`."""
+    del app
