@@ -1,7 +1,14 @@
-"""`powernode composefs …` commands."""
+"""`powernode composefs …` commands, shaped like the composefs project's tools.
+
+Each concern lives in its own file with a ``register(app)``.
+"""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="composefs commands.", no_args_is_help=True)
+from powernode.cli import composefs_info, composefs_mkimage
+
+app = typer.Typer(help="Write and read composefs images.", no_args_is_help=True)
+composefs_mkimage.register(app)
+composefs_info.register(app)

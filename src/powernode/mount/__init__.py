@@ -1,0 +1,1 @@
+"""Real EROFS and overlayfs mounts: composefs images stacked into a union."""

@@ -1,0 +1,1 @@
+"""composefs images: an EROFS metadata image plus a content-addressed object store."""
