@@ -1,0 +1,319 @@
+"""An OCI image-layout directory as a registry (image-spec ``image-layout.md``).
+
+::
+
+    <root>/oci-layout        {"imageLayoutVersion": "1.0.0"}
+    <root>/index.json        an image index; one descriptor per tag
+    <root>/blobs/sha256/<hex>
+
+One directory holds many repositories: a tag is recorded as the descriptor
+annotation ``org.opencontainers.image.ref.name`` = ``<repository>:<tag>``
+(the annotation's grammar allows ``/`` and ``:``; containerd writes full
+references there too), so ``skopeo copy oci:<root>:<repository>:<tag> …``
+finds it. Blobs are shared by all repositories, as content addressing allows.
+
+Every file is written to a temporary name in its own directory, fsynced and
+renamed into place; index.json changes are serialised by ``flock`` on the
+``oci-layout`` file, which is never replaced. A tampered blob is caught on
+read: every byte served is hashed against the digest asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from powernode.errors import DataError, DigestMismatchError
+from powernode.oci.cache import BlobCache, Readable, fsync_dir, write_verified
+from powernode.oci.digest import CHUNK_SIZE, Digest, verify_bytes
+from powernode.oci.errors import NotFoundError
+from powernode.oci.mediatypes import (
+    MANIFEST_TYPES,
+    MAX_MANIFEST_SIZE,
+    OCI_INDEX,
+    REF_NAME_ANNOTATION,
+    Manifest,
+)
+from powernode.oci.refs import Reference, check_repository
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = "1.0.0"
+MAX_INDEX_SIZE = 64 << 20  # index.json is ours, but may have been edited by hand
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _references(data: bytes, media_type: str) -> list[Digest]:
+    """Digests a manifest points at (config, layers, subject or child manifests)."""
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise DataError(f"manifest is not JSON ({e}); push the bytes of an OCI manifest") from e
+    if not isinstance(doc, dict):
+        raise DataError("manifest is not a JSON object")
+    declared = doc.get("mediaType")
+    if declared is not None and declared != media_type:
+        raise DataError(
+            f"manifest mediaType {declared!r} differs from the media type {media_type!r} "
+            "it is pushed with"
+        )
+    descriptors: list[Any] = []
+    if media_type == OCI_INDEX or "manifests" in doc:
+        descriptors.extend(doc.get("manifests") or [])
+    else:
+        descriptors.append(doc.get("config"))
+        descriptors.extend(doc.get("layers") or [])
+    # `subject` is deliberately not required to exist (OCI v1.1 allows a dangling subject).
+    out = []
+    for i, d in enumerate(descriptors):
+        if not isinstance(d, dict) or "digest" not in d:
+            raise DataError(f"manifest descriptor #{i} has no digest")
+        out.append(Digest.parse(d["digest"]))
+    return out
+
+
+class LayoutRegistry:
+    """A :class:`~powernode.oci.registry.Registry` over an image-layout directory."""
+
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        self.root = root
+        marker = root / "oci-layout"
+        if not marker.exists():
+            if not create:
+                raise NotFoundError(f"{root}: not an OCI image layout (no oci-layout file)")
+            (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            if not (root / "index.json").exists():
+                self._write_index({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+            # oci-layout last: its presence means the directory is complete.
+            _atomic_write_bytes(marker, json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+        try:
+            version = json.loads(marker.read_bytes()[:4096]).get("imageLayoutVersion")
+        except (ValueError, AttributeError) as e:
+            raise DataError(f"{marker}: not a JSON object ({e})") from e
+        if version != LAYOUT_VERSION:
+            raise DataError(
+                f"{marker}: imageLayoutVersion {version!r} is not supported (only {LAYOUT_VERSION})"
+            )
+
+    def __repr__(self) -> str:
+        return f"LayoutRegistry({str(self.root)!r})"
+
+    # -- index.json ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / "oci-layout").open("rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _read_index(self) -> dict[str, Any]:
+        path = self.root / "index.json"
+        with path.open("rb") as f:
+            raw = f.read(MAX_INDEX_SIZE + 1)
+        if len(raw) > MAX_INDEX_SIZE:
+            raise DataError(f"{path}: larger than {MAX_INDEX_SIZE} bytes")
+        try:
+            index = json.loads(raw)
+        except ValueError as e:
+            raise DataError(f"{path}: not JSON ({e}); restore it from a backup") from e
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise DataError(f"{path}: field 'manifests' must be a list")
+        for i, d in enumerate(index["manifests"]):
+            if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+                raise DataError(f"{path}: manifests[{i}]: a descriptor needs a digest")
+        return index
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        _atomic_write_bytes(self.root / "index.json", json.dumps(index, indent=2).encode())
+
+    @staticmethod
+    def _ref_name(d: dict[str, Any]) -> str | None:
+        annotations = d.get("annotations")
+        name = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, dict) else None
+        return name if isinstance(name, str) else None
+
+    def _resolve_tag(self, ref: Reference) -> dict[str, Any]:
+        wanted = f"{ref.repository}:{ref.tag}"
+        for d in self._read_index()["manifests"]:
+            if self._ref_name(d) == wanted:
+                return dict(d)
+        raise NotFoundError(f"{self.root}: no tag {wanted!r} in index.json; see list_tags()")
+
+    # -- blobs -----------------------------------------------------------------
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def blob_exists(self, repository: str, digest: Digest) -> bool:
+        check_repository(repository)
+        return self.blob_path(digest).is_file()
+
+    def push_blob(
+        self,
+        repository: str,
+        source: Path | Readable,
+        digest: Digest,
+        size: int,
+        *,
+        mount_from: str | None = None,
+    ) -> None:
+        del mount_from  # one shared blobs/ directory: every blob is already "mounted"
+        if self.blob_exists(repository, digest):
+            return
+        if isinstance(source, Path):
+            with source.open("rb") as f:
+                write_verified(self.blob_path(digest), f, digest, size=size)
+        else:
+            write_verified(self.blob_path(digest), source, digest, size=size)
+        log.debug("layout %s: stored blob %s (%d bytes)", self.root, digest, size)
+
+    def pull_blob_to(
+        self,
+        repository: str,
+        digest: Digest,
+        target: Path | BlobCache,
+        *,
+        size: int | None = None,
+    ) -> Path:
+        check_repository(repository)
+        if isinstance(target, BlobCache) and target.has(digest):
+            return target.path(digest)
+        dest = target.path(digest) if isinstance(target, BlobCache) else target
+        try:
+            f = self.blob_path(digest).open("rb")
+        except FileNotFoundError as e:
+            raise NotFoundError(f"{self.root}: no blob {digest} (repository {repository})") from e
+        with f:
+            return write_verified(
+                dest,
+                iter(lambda: f.read(CHUNK_SIZE), b""),
+                digest,
+                size=size,
+                what=f"{self.blob_path(digest)}",
+            )
+
+    # -- manifests -------------------------------------------------------------
+
+    def _read_manifest_blob(self, digest: Digest) -> bytes:
+        path = self.blob_path(digest)
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_MANIFEST_SIZE + 1)
+        except FileNotFoundError as e:
+            raise NotFoundError(f"{self.root}: no manifest {digest}") from e
+        if len(data) > MAX_MANIFEST_SIZE:
+            raise DataError(f"{path}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
+        verify_bytes(str(path), data, digest)
+        return data
+
+    def push_manifest(self, ref: Reference, data: bytes, media_type: str) -> Digest:
+        if len(data) > MAX_MANIFEST_SIZE:
+            raise DataError(f"manifest for {ref} is {len(data)} bytes; limit {MAX_MANIFEST_SIZE}")
+        if media_type not in MANIFEST_TYPES:
+            raise DataError(f"manifest for {ref}: unsupported media type {media_type!r}")
+        digest = Digest.of_bytes(data)
+        if ref.digest is not None and ref.digest != digest:
+            raise DigestMismatchError(f"manifest for {ref}", str(ref.digest), str(digest))
+        if ref.tag is None and ref.digest is None:
+            ref.target  # noqa: B018  # raises the "neither tag nor digest" error
+        missing = [d for d in _references(data, media_type) if not self.blob_path(d).is_file()]
+        if missing:
+            raise NotFoundError(
+                f"manifest for {ref} references blobs not in {self.root}: "
+                + ", ".join(map(str, missing))
+                + "; push them first"
+            )
+        write_verified(self.blob_path(digest), [data], digest, size=len(data))
+        descriptor: dict[str, Any] = {
+            "mediaType": media_type,
+            "digest": str(digest),
+            "size": len(data),
+        }
+        artifact_type = json.loads(data).get("artifactType")
+        if isinstance(artifact_type, str):
+            descriptor["artifactType"] = artifact_type
+        with self._locked():
+            index = self._read_index()
+            entries = index["manifests"]
+            if ref.tag is not None:
+                name = f"{ref.repository}:{ref.tag}"
+                entries[:] = [d for d in entries if self._ref_name(d) != name]
+                entries.append({**descriptor, "annotations": {REF_NAME_ANNOTATION: name}})
+            elif not any(d["digest"] == str(digest) for d in entries):
+                entries.append(descriptor)  # untagged, but listed so it is not garbage
+            self._write_index(index)
+        log.info("layout %s: %s -> %s", self.root, ref, digest)
+        return digest
+
+    def get_manifest(self, ref: Reference) -> Manifest:
+        if ref.digest is not None:
+            data = self._read_manifest_blob(ref.digest)
+            media_type = next(
+                (
+                    d.get("mediaType")
+                    for d in self._read_index()["manifests"]
+                    if d["digest"] == str(ref.digest)
+                ),
+                None,
+            ) or json.loads(data).get("mediaType")
+            if not isinstance(media_type, str):
+                raise DataError(f"{self.root}: manifest {ref.digest} has no media type")
+            return Manifest(data, media_type, ref.digest)
+        d = self._resolve_tag(ref)
+        digest = Digest.parse(d["digest"])
+        data = self._read_manifest_blob(digest)
+        if d.get("size") is not None and d["size"] != len(data):
+            raise DataError(
+                f"{self.root}: manifest {digest} is {len(data)} bytes, index.json says {d['size']}"
+            )
+        return Manifest(data, str(d.get("mediaType")), digest)
+
+    def list_tags(self, repository: str) -> list[str]:
+        prefix = check_repository(repository) + ":"
+        names = (self._ref_name(d) for d in self._read_index()["manifests"])
+        return sorted(n[len(prefix) :] for n in names if n is not None and n.startswith(prefix))
+
+    def delete_manifest(self, ref: Reference) -> None:
+        digest = ref.digest or Digest.parse(self._resolve_tag(ref)["digest"])
+        prefix = ref.repository + ":"
+        with self._locked():
+            index = self._read_index()
+            entries = index["manifests"]
+
+            def ours(d: dict[str, Any]) -> bool:
+                name = self._ref_name(d)
+                return d["digest"] == str(digest) and (name is None or name.startswith(prefix))
+
+            kept = [d for d in entries if not ours(d)]
+            if len(kept) == len(entries):
+                raise NotFoundError(f"{self.root}: no manifest {digest} in {ref.repository}")
+            index["manifests"] = kept
+            self._write_index(index)
+            if not any(d["digest"] == str(digest) for d in kept):
+                # Layers stay: other manifests may share them, and there is no GC yet.
+                self.blob_path(digest).unlink(missing_ok=True)
+        log.info("layout %s: deleted %s (%s)", self.root, ref, digest)

@@ -1,0 +1,229 @@
+"""The distribution client against a real CNCF distribution 2.8 registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from powernode.errors import DataError, DigestMismatchError, TransportError, VerificationError
+from powernode.oci.auth import Credentials
+from powernode.oci.cache import BlobCache
+from powernode.oci.digest import Digest
+from powernode.oci.distribution import ClientLimits, DistributionRegistry
+from powernode.oci.errors import AuthError, NotFoundError, UploadInterruptedError
+from powernode.oci.mediatypes import OCI_MANIFEST
+from powernode.oci.refs import parse_reference
+from powernode.oci.registry import Registry, open_registry
+from tests.oci.helpers import ARTIFACT_TYPE, blob, files_under, push_artifact, write_file
+from tests.oci.registry_fixture import RunningRegistry
+
+pytestmark = pytest.mark.registry
+
+SMALL = ClientLimits(chunk_size=64 << 10, attempts=2, backoff=0.0, read_timeout=5.0)
+
+
+class Counting(httpx.BaseTransport):
+    """Wraps the real transport; counts requests and can fail chosen ones."""
+
+    def __init__(self, fail_patch_after: int | None = None) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.requests: list[tuple[str, str]] = []
+        self.fail_patch_after = fail_patch_after
+        self.patches = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.path))
+        if request.method == "PATCH":
+            self.patches += 1
+            if self.fail_patch_after is not None and self.patches > self.fail_patch_after:
+                raise httpx.ConnectError("injected: connection dropped", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+_open: list[DistributionRegistry] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def client(
+    reg: RunningRegistry | str,
+    transport: httpx.BaseTransport | None = None,
+    limits: ClientLimits = SMALL,
+    credentials: Credentials | None = None,
+) -> DistributionRegistry:
+    """A client closed after the test (unclosed sockets are errors under -W error)."""
+    url = reg if isinstance(reg, str) else reg.url
+    if credentials is None and not isinstance(reg, str):
+        credentials = reg.credentials
+    c = DistributionRegistry(url, credentials=credentials, transport=transport, limits=limits)
+    _open.append(c)
+    return c
+
+
+def test_round_trip_chunked_and_monolithic(oci_registry: RunningRegistry, tmp_path: Path) -> None:
+    reg = client(oci_registry)
+    assert isinstance(reg, Registry)
+    repo = "pn/roundtrip"
+    layers = [blob(10), blob(300_000, seed=1)]  # one monolithic PUT, one 5-chunk upload
+    manifest, digest = push_artifact(reg, tmp_path, repo, layers)
+    ref = parse_reference(f"{repo}:v1")
+    assert reg.push_manifest(ref, manifest, OCI_MANIFEST) == digest
+    got = reg.get_manifest(ref)
+    assert (got.data, got.media_type, got.digest) == (manifest, OCI_MANIFEST, digest)
+    assert json.loads(got.data)["artifactType"] == ARTIFACT_TYPE
+    cache = BlobCache(tmp_path / "cache")
+    for data in layers:
+        path = reg.pull_blob_to(repo, Digest.of_bytes(data), cache, size=len(data))
+        assert path.read_bytes() == data
+    assert reg.get_manifest(ref.with_digest(digest)).data == manifest
+    assert cache.partials() == []
+
+
+def test_cache_shared_across_repositories(oci_registry: RunningRegistry, tmp_path: Path) -> None:
+    transport = Counting()
+    reg = client(oci_registry, transport=transport)
+    data = blob(5000, seed=2)
+    path, digest = write_file(tmp_path / "b", data)
+    reg.push_blob("pn/mod-a", path, digest, len(data))
+    reg.push_blob("pn/mod-b", path, digest, len(data), mount_from="pn/mod-a")
+    assert ("POST", "/v2/pn/mod-b/blobs/uploads/") in transport.requests  # mount attempted
+    assert not any(m in {"PATCH", "PUT"} for m, p in transport.requests if "mod-b" in p)
+    cache = BlobCache(tmp_path / "cache")
+    reg.pull_blob_to("pn/mod-a", digest, cache)
+    reg.pull_blob_to("pn/mod-b", digest, cache)
+    gets = [p for m, p in transport.requests if m == "GET" and "/blobs/sha256:" in p]
+    assert gets == [f"/v2/pn/mod-a/blobs/{digest}"]
+
+
+def test_tags_paginate_and_delete(oci_registry: RunningRegistry, tmp_path: Path) -> None:
+    reg = client(oci_registry, limits=ClientLimits(tags_page_size=2))
+    repo = "pn/tags"
+    manifest, digest = push_artifact(reg, tmp_path, repo, [blob(100, seed=3)])
+    names = ["a", "b", "c", "d", f"{digest.tag_form}.sig"]
+    for tag in names:
+        reg.push_manifest(parse_reference(f"{repo}:{tag}"), manifest, OCI_MANIFEST)
+    assert reg.list_tags(repo) == sorted(names)
+    assert reg.list_tags("pn/never-pushed") == []
+    reg.delete_manifest(parse_reference(f"{repo}:a"))  # deletes the manifest: every tag goes
+    with pytest.raises(NotFoundError, match="no manifest"):
+        reg.get_manifest(parse_reference(f"{repo}:b"))
+    with pytest.raises(NotFoundError, match=str(digest)):
+        reg.delete_manifest(parse_reference(f"{repo}@{digest}"))
+
+
+def test_manifest_with_missing_blob_is_rejected(oci_registry: RunningRegistry) -> None:
+    reg = client(oci_registry)
+    from tests.oci.helpers import manifest_for
+
+    manifest = manifest_for(b"{}", [blob(77, seed=4)])
+    with pytest.raises(DataError, match="MANIFEST_BLOB_UNKNOWN"):
+        reg.push_manifest(parse_reference("pn/missing:v1"), manifest, OCI_MANIFEST)
+    assert reg.list_tags("pn/missing") == []
+
+
+def test_tampered_blob_in_storage(oci_registry: RunningRegistry, tmp_path: Path) -> None:
+    reg = client(oci_registry)
+    data = blob(200_000, seed=5)
+    path, digest = write_file(tmp_path / "b", data)
+    reg.push_blob("pn/tamper", path, digest, len(data))
+    stored = oci_registry.blob_data(digest)
+    stored.write_bytes(b"X" + data[1:])  # same size, one byte changed on the server's disk
+    cache = BlobCache(tmp_path / "cache")
+    with pytest.raises(DigestMismatchError, match=f"expected {digest}"):
+        reg.pull_blob_to("pn/tamper", digest, cache, size=len(data))
+    assert files_under(tmp_path / "cache") == []
+    target = tmp_path / "out" / "blob"
+    with pytest.raises(VerificationError):
+        reg.pull_blob_to("pn/tamper", digest, target)
+    assert files_under(tmp_path / "out") == []
+
+
+def test_interrupted_push_resumes_from_location(
+    oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    data = blob(64 * 1024 * 5 + 123, seed=6)  # 6 chunks of 64 KiB
+    path, digest = write_file(tmp_path / "b", data)
+    failing = Counting(fail_patch_after=3)
+    reg = client(oci_registry, transport=failing)
+    with pytest.raises(UploadInterruptedError, match="stopped at byte 196608") as info:
+        reg.push_blob("pn/resume", path, digest, len(data))
+    assert info.value.offset == 3 * 64 * 1024
+    assert not reg.blob_exists("pn/resume", digest)
+    # A new client (as after a restart) continues from the registry's Range.
+    fresh = Counting()
+    client(oci_registry, transport=fresh).push_blob(
+        "pn/resume", path, digest, len(data), resume_location=info.value.location
+    )
+    assert [m for m, _ in fresh.requests].count("PATCH") == 3  # only the missing chunks
+    out = tmp_path / "pulled"
+    client(oci_registry).pull_blob_to("pn/resume", digest, out, size=len(data))
+    assert out.read_bytes() == data
+
+
+def test_transient_patch_failure_resyncs_within_one_push(
+    oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    class FlakyOnce(Counting):
+        """Drops the third PATCH once, before it reaches the registry."""
+
+        dropped = False
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "PATCH" and self.patches == 2 and not self.dropped:
+                self.dropped = True
+                raise httpx.ConnectError("injected", request=request)
+            return super().handle_request(request)
+
+    transport = FlakyOnce()
+    data = blob(64 * 1024 * 4, seed=7)
+    path, digest = write_file(tmp_path / "b", data)
+    reg = client(oci_registry, transport=transport)
+    reg.push_blob("pn/flaky", path, digest, len(data))
+    assert reg.blob_exists("pn/flaky", digest)
+    status_checks = [p for m, p in transport.requests if m == "GET" and "/uploads/" in p]
+    assert len(status_checks) == 1  # one resync via the upload status endpoint
+    assert transport.patches == 4
+
+
+def test_push_of_file_not_matching_digest(oci_registry: RunningRegistry, tmp_path: Path) -> None:
+    reg = client(oci_registry)
+    data = blob(200_000, seed=8)
+    path, _ = write_file(tmp_path / "b", data)
+    claimed = Digest.of_bytes(b"something else")
+    with pytest.raises(DigestMismatchError, match=f"expected {claimed}"):
+        reg.push_blob("pn/wrong", path, claimed, len(data))
+    assert not reg.blob_exists("pn/wrong", claimed)
+
+
+def test_basic_auth(oci_registry_basic: RunningRegistry, tmp_path: Path) -> None:
+    anonymous = client(oci_registry_basic.url)
+    with pytest.raises(AuthError, match="asks for a user name and password"):
+        anonymous.list_tags("pn/auth")
+    wrong = client(oci_registry_basic, credentials=Credentials("tester", "nope"))
+    with pytest.raises(AuthError, match="refused the credentials for user 'tester'"):
+        wrong.blob_exists("pn/auth", Digest.of_bytes(b""))
+    reg = client(oci_registry_basic)
+    manifest, _digest = push_artifact(reg, tmp_path, "pn/auth", [blob(90_000, seed=9)])
+    reg.push_manifest(parse_reference("pn/auth:v1"), manifest, OCI_MANIFEST)
+    assert reg.list_tags("pn/auth") == ["v1"]
+
+
+def test_open_registry_url(oci_registry: RunningRegistry) -> None:
+    reg = open_registry(oci_registry.url)
+    assert isinstance(reg, DistributionRegistry)
+    _open.append(reg)
+    reg.check()
+    with pytest.raises(TransportError, match="connection failed"):
+        client("http://127.0.0.1:9", limits=ClientLimits(attempts=1)).check()
