@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from powernode.errors import DataError, DigestMismatchError, TransportError
+from powernode.errors import DataError, DigestMismatchError, TransportError, VerificationError
 from powernode.oci.auth import Authenticator, Credentials
 from powernode.oci.cache import BlobCache, Readable, write_verified
 from powernode.oci.digest import Digest, verify_bytes
@@ -227,7 +227,7 @@ class DistributionRegistry:
                     raise self.unexpected("GET", url, resp)
                 declared = int(resp.headers.get("Content-Length", "-1"))
                 if declared > limit:
-                    raise DataError(
+                    raise VerificationError(
                         f"GET {url}: Content-Length {declared} exceeds the expected "
                         f"{limit} bytes of {digest}; refusing to download"
                     )

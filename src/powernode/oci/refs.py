@@ -83,9 +83,11 @@ class Reference:
 
 def check_repository(name: str) -> str:
     """Return ``name`` if it is a valid repository path, else raise DataError."""
-    if len(name) > MAX_NAME or REPOSITORY_RE.fullmatch(name) is None:
+    if len(name) > MAX_NAME:
+        raise DataError(f"repository name is {len(name)} characters; the limit is {MAX_NAME}")
+    if REPOSITORY_RE.fullmatch(name) is None:
         raise DataError(
-            f"invalid repository name {name[:MAX_NAME]!r}: use lowercase path components "
+            f"invalid repository name {name!r}: use lowercase path components "
             "[a-z0-9] joined by '.', '_', '__' or '-', separated by '/'"
         )
     return name
