@@ -227,3 +227,21 @@ def test_open_registry_url(oci_registry: RunningRegistry) -> None:
     reg.check()
     with pytest.raises(TransportError, match="connection failed"):
         client("http://127.0.0.1:9", limits=ClientLimits(attempts=1)).check()
+
+
+def test_bearer_token_auth(tmp_path: Path) -> None:
+    from tests.oci.registry_fixture import run_registry
+    from tests.oci.token_server import run_token_server
+
+    user = Credentials("tokenuser", "tokenpass")
+    with (
+        run_token_server(tmp_path / "tokens", user) as tokens,
+        run_registry(tmp_path / "reg", token=tokens.auth) as running,
+    ):
+        with pytest.raises(AuthError, match="refused anonymous"):
+            client(running.url).list_tags("pn/tok")
+        reg = client(running, credentials=user)
+        manifest, _ = push_artifact(reg, tmp_path, "pn/tok", [blob(100_000, seed=12)])
+        reg.push_manifest(parse_reference("pn/tok:v1"), manifest, OCI_MANIFEST)
+        assert reg.list_tags("pn/tok") == ["v1"]
+        assert "repository:pn/tok:pull,push" in tokens.issued
