@@ -19,6 +19,7 @@ with ``raise ... from e``.
     │   └── VerificationError     content that does not match its digest/signature
     │       └── DigestMismatchError
     ├── TransportError            network or registry trouble (may be retried)
+    ├── MountError                the kernel refused a mount or unmount
     └── CommandError              an external command failed
 """
 
@@ -107,6 +108,10 @@ class DigestMismatchError(VerificationError):
 
 class TransportError(PowernodeError):
     """Network or remote-service trouble; may succeed when retried."""
+
+
+class MountError(PowernodeError):
+    """A mount(2)/umount2(2) call failed; the message names the call and errno."""
 
 
 class CommandError(PowernodeError):
