@@ -22,7 +22,7 @@ from powernode.verity.composefs.tree import Node, Tree
 from powernode.verity.composefs.writer import image_bytes, write_image
 from tests.conftest import require_root
 
-from .vectors import VECTOR_D_V0, VECTORS
+from .vectors import CORPUS_MIXED, CORPUS_MIXED_EPOCH, VECTOR_D_V0, VECTORS, corpus_mixed
 
 ALLOW = TreePolicy(allow_devices=True, allow_setuid=True)
 
@@ -197,3 +197,15 @@ def test_write_image_returns_digest_and_writes_bytes(tmp_path: Path) -> None:
         digest = write_image(vector_f_tree(), f)
     assert digest == fsverity_digest(out.read_bytes()).hex()
     assert stat.S_ISREG(out.stat().st_mode) and out.stat().st_size % 4096 == 0
+
+
+def test_corpus_mixed_matches_mkcomposefs(tmp_path: Path) -> None:
+    """Digests produced by the real mkcomposefs 1.0.8 (see vectors.corpus_mixed)."""
+    require_root()
+    src = tmp_path / "mixed"
+    corpus_mixed(src)
+    img = image_bytes(scan_tree(src, policy=ALLOW))
+    assert img[8] == L.COMPOSEFS_FLAG_HAS_ACL and img[12] == 1  # ACL and whiteouts present
+    assert fsverity_digest(img).hex() == CORPUS_MIXED
+    epoch = scan_tree(src, policy=TreePolicy(allow_devices=True, use_epoch=True))
+    assert fsverity_digest(image_bytes(epoch)).hex() == CORPUS_MIXED_EPOCH

@@ -110,3 +110,66 @@ VECTORS: dict[str, tuple[Callable[[Path], None], str]] = {
     "E": (vector_e, "da63f379d312d3be281dbd02e668b07a123f525f1825ee0f97a86d5bab6a9fc4"),
 }
 VECTOR_D_V0 = "a97dde58122d844db0a5d09410f60210b2bc24d78e2150d647efc335f42de6ef"
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A POSIX ACL xattr value (version 2; tag, perm, id per entry)."""
+    import struct
+
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def corpus_mixed(root: Path) -> None:
+    """Every feature at once; its digests were produced by the real mkcomposefs 1.0.8."""
+    _dir(root)
+    _dir(root / "etc")
+    _dir(root / "usr" / "lib" / "deep")
+    _dir(root / "var" / "empty", mode=0o700)
+    _write(root / "etc" / "hostname", b"node\n")
+    _write(root / "etc" / "passwd", b"root:x:0:0::/root:/bin/sh\n" * 20)
+    os.link(root / "etc" / "passwd", root / "etc" / "passwd-")  # two inodes in the image
+    _write(root / "usr" / "lib" / "libbig.so", bytes(range(256)) * 400, mode=0o755)
+    _write(root / "usr" / "lib" / "copy.so", bytes(range(256)) * 400, mode=0o755)  # same object
+    for size in (63, 64, 65, 2048, 2049, 4096):
+        _write(root / "usr" / "lib" / "deep" / f"s{size}", b"k" * size)
+    os.symlink("../../" + "p/" * 1990 + "x", root / "usr" / "lib" / "deep" / "longlink")
+    os.symlink("hostname", root / "etc" / "alias")
+    for i in range(400):
+        _write(root / "usr" / "lib" / f"mod{i:04d}.py", b"")
+    os.mknod(root / "etc" / "gone", 0o20000, os.makedev(0, 0))
+    os.mknod(root / "gone-top", 0o20000, os.makedev(0, 0))
+    os.mkfifo(root / "var" / "fifo")
+    os.mknod(root / "var" / "sock", 0o140755)
+    os.mknod(root / "var" / "tty", 0o20620, os.makedev(4, 70000))
+    _write(root / "var" / "owned", b"o" * 70, uid=100000, gid=200000)
+    for name in ("passwd", "passwd-", "hostname"):
+        os.setxattr(root / "etc" / name, "user.origin", b"base-files")
+    os.setxattr(root / "etc", "trusted.overlay.opaque", b"y")
+    os.setxattr(root / "etc", "trusted.overlay.overlay.x", b"z")
+    os.setxattr(root / "usr", "security.selinux", b"system_u:object_r:usr_t:s0")
+    acl = _acl(
+        (1, 6, 0xFFFFFFFF),
+        (2, 6, 1000),
+        (4, 4, 0xFFFFFFFF),
+        (0x10, 6, 0xFFFFFFFF),
+        (0x20, 4, 0xFFFFFFFF),
+    )
+    os.setxattr(root / "var" / "owned", "system.posix_acl_access", acl)
+    times = {
+        "etc/hostname": (1700000000, 1),
+        "etc/passwd": (1700000000, 0),
+        "usr/lib/libbig.so": (-100, 999_999_999),
+        "var/owned": (4102444800, 0),
+    }
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for n in filenames + dirnames:
+            p = Path(dirpath) / n
+            rel = str(p.relative_to(root))
+            _touch(p, *times.get(rel, (1600000000, 500)))
+    _touch(root, 1600000000, 500)
+
+
+# Digests from mkcomposefs 1.0.8 (git ec2573a, built from source in /tmp, not
+# packaged for Debian 12) on corpus_mixed: default options and --use-epoch.
+CORPUS_MIXED = "a24cb9966cab3bfdbf79317998c0d7654a2c03f47d4fedd057ea645f34203cec"
+CORPUS_MIXED_EPOCH = "df284e73134345d04a14a0861dc2605f391c339f3349ce75b2e3b7ec491ed9b5"
