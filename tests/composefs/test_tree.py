@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from powernode.errors import SourceTreeError
-from powernode.verity.composefs.tree import HardLink, Node, Tree, split_path
+from powernode.verity.composefs.tree import HardLink, Node, Tree, split_path, tree_path
 
 
 def _tree() -> Tree:
@@ -112,3 +114,17 @@ def test_node_limits(node: Node, message: str) -> None:
 def test_root_must_be_a_directory() -> None:
     with pytest.raises(SourceTreeError, match="must be a directory"):
         Tree(Node(mode=0o100644))
+
+
+@pytest.mark.parametrize(
+    ("path", "want"),
+    [("/srv/root/etc/x", b"/etc/x"), ("etc/x", b"/etc/x"), ("/srv/root", b"/"), ("a/../b", b"/b")],
+)
+def test_tree_path_inside(path: str, want: bytes) -> None:
+    assert tree_path(Path("/srv/root"), Path(path)) == want
+
+
+@pytest.mark.parametrize("path", ["/srv/rootx/a", "/etc/passwd", "../x", "/srv/root/../y"])
+def test_tree_path_outside_is_rejected(path: str) -> None:
+    with pytest.raises(SourceTreeError, match="outside the image root /srv/root"):
+        tree_path(Path("/srv/root"), Path(path))

@@ -11,6 +11,7 @@ the limits mkcomposefs enforces, so the writer can trust what it is given.
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,6 +164,19 @@ def split_path(path: str | bytes) -> list[bytes]:
         check_name(comp, raw.decode(errors="replace"))
         parts.append(comp)
     return parts
+
+
+def tree_path(root: Path, path: Path) -> bytes:
+    """``path`` (absolute, or relative to ``root``) as a tree path; outside ``root`` is an error.
+
+    Lexical only (like ``os.path.normpath``): for file lists whose entries name
+    host paths under the source root.
+    """
+    base = os.path.normpath(os.fsencode(root))
+    full = os.path.normpath(os.path.join(base, os.fsencode(path)))
+    if full != base and not full.startswith(base.rstrip(b"/") + b"/"):
+        raise _err(os.fsdecode(path), f"path is outside the image root {root}")
+    return b"/" + full[len(base) :].lstrip(b"/")
 
 
 class Tree:
