@@ -1,0 +1,394 @@
+"""Dependency resolution: choose one version of every module a template needs.
+
+Pure: takes root requirements and candidate versions (NodeModuleVersion rows turned into
+``Candidate`` values) and returns a ``Resolution`` or raises ``ResolutionError`` whose
+message explains why as a chain of requirements. Semantics are in docs/dependencies.md.
+
+The search is depth-first with chronological backtracking. Requirements are taken from a
+FIFO queue (so each module is reached by a shortest chain); real module names before
+virtual ``provides`` names (so a virtual name is met by a module already chosen when one
+fits). At each new module the highest allowed version that satisfies every requirement
+known for it is tried first; a conflict or a cycle further on backtracks to the next
+version. A dependency solver is NP-hard in general, hence ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from powernode.core.semver import Requirement, Version
+from powernode.errors import ResolutionError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ALLOWED_STATES = frozenset({"blessed", "live"})
+_ROOT = ""  # the requirer of root requirements in the edge map
+_MAX_LISTED = 20  # versions shown in an "available: ..." list
+_MAX_OTHER_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One version of one module, as the catalog offers it."""
+
+    owner: str
+    name: str
+    version: Version
+    requires: tuple[Requirement, ...]
+    provides: tuple[str, ...]
+    promotion_state: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """``requirer`` requires ``requirement``; ``requirer`` None is the root (the template)."""
+
+    requirer: Candidate | None
+    requirement: Requirement
+
+
+Chain = tuple[Link, ...]
+
+
+def describe_chain(chain: Sequence[Link], root_label: str = "template") -> str:
+    """``template requires a/b@^1 → a/b@1.2.0 requires c/d@^2.0``."""
+    return " → ".join(
+        f"{root_label if link.requirer is None else link.requirer} requires {link.requirement}"
+        for link in chain
+    )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The chosen versions, keyed ``owner/name``.
+
+    ``order`` installs dependencies first (ties broken by ``owner/name``);
+    ``dependencies[k]`` are the keys ``k`` requires; ``chains[k]`` is the chain of
+    requirements through which ``k`` was first reached (a shortest one).
+    """
+
+    chosen: Mapping[str, Candidate]
+    order: tuple[Candidate, ...]
+    dependencies: Mapping[str, tuple[str, ...]]
+    chains: Mapping[str, Chain]
+    root_label: str = "template"
+
+    def explain(self, key: str) -> str:
+        """Why ``key`` is in the resolution, as a readable chain."""
+        return describe_chain(self.chains[key], self.root_label)
+
+
+@dataclass
+class _State:
+    """One node of the search; copied (shallowly: values are immutable) at each branch."""
+
+    chosen: dict[str, Candidate] = field(default_factory=dict)
+    chains: dict[str, Chain] = field(default_factory=dict)
+    edges: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    real: deque[Chain] = field(default_factory=deque)
+    virtual: deque[Chain] = field(default_factory=deque)
+
+    def copy(self) -> _State:
+        return _State(
+            dict(self.chosen),
+            dict(self.chains),
+            dict(self.edges),
+            deque(self.real),
+            deque(self.virtual),
+        )
+
+
+@dataclass(frozen=True)
+class _Choice:
+    chain: Chain
+    options: tuple[Candidate, ...]
+
+
+class _Search:
+    """The index of candidates plus the rules; the driver loop is ``resolve``."""
+
+    def __init__(self, candidates: Iterable[Candidate], allowed: frozenset[str], label: str):
+        self.allowed = allowed
+        self.label = label
+        self.by_key: dict[str, list[Candidate]] = {}
+        self.providers: dict[str, list[Candidate]] = {}
+        for c in candidates:
+            self.by_key.setdefault(c.key, []).append(c)
+        for key, versions in self.by_key.items():
+            versions.sort(key=lambda c: c.version.precedence(), reverse=True)
+            unique = [versions[0]]
+            for c in versions[1:]:
+                if c == unique[-1]:
+                    continue
+                if c.version.precedence() == unique[-1].version.precedence():
+                    raise ResolutionError(
+                        f"two candidates of {key} have the same version precedence: "
+                        f"{unique[-1].version} ({unique[-1].promotion_state}) and "
+                        f"{c.version} ({c.promotion_state}); remove one from the catalog"
+                    )
+                unique.append(c)
+            self.by_key[key] = unique
+            for c in unique:
+                for name in c.provides:
+                    self.providers.setdefault(name, []).append(c)
+        for provs in self.providers.values():
+            # Lexicographically first owner/name, then its highest version (stable sorts).
+            provs.sort(key=lambda c: c.version.precedence(), reverse=True)
+            provs.sort(key=lambda c: c.key)
+
+    def enqueue(self, st: _State, chain: Chain) -> None:
+        is_real = chain[-1].requirement.key in self.by_key
+        (st.real if is_real else st.virtual).append(chain)
+
+    def chain_text(self, chain: Chain) -> str:
+        return describe_chain(chain, self.label)
+
+    def advance(self, st: _State) -> _Choice | str | None:
+        """Settle requirements that need no decision; stop at a decision or a failure."""
+        while st.real or st.virtual:
+            chain = st.real.popleft() if st.real else st.virtual.popleft()
+            req = chain[-1].requirement
+            if req.key not in self.by_key:
+                options = self.virtual_options(st, req)
+                return _Choice(chain, options) if options else self.explain_virtual(chain)
+            current = st.chosen.get(req.key)
+            if current is None:
+                pending = [chain] + [p for p in st.real if p[-1].requirement.key == req.key]
+                options = tuple(
+                    c
+                    for c in self.by_key[req.key]
+                    if c.promotion_state in self.allowed
+                    and all(p[-1].requirement.constraint.allows(c.version) for p in pending)
+                )
+                return _Choice(chain, options) if options else self.explain_none(pending)
+            if not req.constraint.allows(current.version):
+                return (
+                    f"conflicting requirements on {req.key}: {current.version} was chosen for\n"
+                    f"  {self.chain_text(st.chains[req.key])}\n"
+                    f"  but {self.chain_text(chain)} does not allow it"
+                )
+            failure = self.link(st, chain, current)
+            if failure:
+                return failure
+        return None
+
+    def virtual_options(self, st: _State, req: Requirement) -> tuple[Candidate, ...]:
+        fitting = [
+            c
+            for c in self.providers.get(req.name, ())
+            if c.promotion_state in self.allowed and req.constraint.allows(c.version)
+        ]
+        # A provider already in the solution first; never a second version of a module.
+        already = [c for c in fitting if st.chosen.get(c.key) == c]
+        fresh = [c for c in fitting if c.key not in st.chosen]
+        return tuple(already + fresh)
+
+    def choose(self, st: _State, chain: Chain, c: Candidate) -> str | None:
+        if c.key not in st.chosen:
+            st.chosen[c.key] = c
+            st.chains[c.key] = chain
+            for r in c.requires:
+                self.enqueue(st, (*chain, Link(c, r)))
+        return self.link(st, chain, c)
+
+    def link(self, st: _State, chain: Chain, target: Candidate) -> str | None:
+        """Record requirer → target; a requirement cycle is a failure."""
+        requirer = chain[-1].requirer
+        source = _ROOT if requirer is None else requirer.key
+        if target.key not in st.edges.get(source, ()):
+            st.edges[source] = (*st.edges.get(source, ()), target.key)
+        path = _path(st.edges, target.key, source) if requirer is not None else None
+        if path is None:
+            return None
+        cycle = [source, *path]  # source → target → ... → source
+        start = cycle.index(min(cycle[:-1]))
+        loop = cycle[start:-1] + cycle[:start]
+        text = " → ".join(str(st.chosen[k]) for k in loop) + f" → {loop[0]}"
+        return (
+            f"{self.chain_text(chain)}: requirement cycle {text}; "
+            "modules must not require each other in a loop, drop one of these requirements"
+        )
+
+    def available(self, key: str, req: Requirement | None) -> str:
+        versions = list(reversed(self.by_key[key]))
+        shown = [
+            f"{c.version} {c.promotion_state}"
+            + (
+                " — not in an allowed state"
+                if req is not None
+                and c.promotion_state not in self.allowed
+                and req.constraint.allows(c.version)
+                else ""
+            )
+            for c in versions[-_MAX_LISTED:]
+        ]
+        older = len(versions) - len(shown)
+        return (
+            f"(available: {f'… {older} older, ' if older else ''}{', '.join(shown)}; "
+            f"allowed states: {', '.join(sorted(self.allowed))})"
+        )
+
+    def explain_none(self, pending: list[Chain]) -> str:
+        key = pending[0][-1].requirement.key
+        usable = [c for c in self.by_key[key] if c.promotion_state in self.allowed]
+        for chain in pending:
+            req = chain[-1].requirement
+            if not any(req.constraint.allows(c.version) for c in usable):
+                return (
+                    f"{self.chain_text(chain)}: no version satisfies it {self.available(key, req)}"
+                )
+        for i, a in enumerate(pending):
+            for b in pending[i + 1 :]:
+                ra, rb = a[-1].requirement, b[-1].requirement
+                if not any(
+                    ra.constraint.allows(c.version) and rb.constraint.allows(c.version)
+                    for c in usable
+                ):
+                    return (
+                        f"conflicting requirements on {key}: no version satisfies both\n"
+                        f"  {self.chain_text(a)}\n  and {self.chain_text(b)}\n"
+                        f"  {self.available(key, None)}"
+                    )
+        listed = "\n".join(f"  {self.chain_text(p)}" for p in pending)
+        return (
+            f"conflicting requirements on {key}: no version satisfies all of\n{listed}\n"
+            f"  {self.available(key, None)}"
+        )
+
+    def explain_virtual(self, chain: Chain) -> str:
+        req = chain[-1].requirement
+        provs = self.providers.get(req.name, [])
+        if not provs:
+            return (
+                f"{self.chain_text(chain)}: unknown module {req.key}: no candidate has that "
+                f"name and none provides {req.name!r}; check the spelling or publish it"
+            )
+        listed = ", ".join(
+            f"{c} {c.promotion_state}"
+            + (" — not in an allowed state" if c.promotion_state not in self.allowed else "")
+            for c in provs[:_MAX_LISTED]
+        )
+        return (
+            f"{self.chain_text(chain)}: no module named {req.key}, and no provider of "
+            f"{req.name!r} satisfies it (providers: {listed}; "
+            f"allowed states: {', '.join(sorted(self.allowed))})"
+        )
+
+
+def _path(edges: Mapping[str, tuple[str, ...]], start: str, goal: str) -> list[str] | None:
+    """A path start → … → goal in ``edges`` (inclusive), or None; iterative DFS."""
+    parent: dict[str, str | None] = {start: None}
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        if node == goal:
+            path = [node]
+            while (prev := parent[path[-1]]) is not None:
+                path.append(prev)
+            return path[::-1]
+        for nxt in edges.get(node, ()):
+            if nxt not in parent:
+                parent[nxt] = node
+                stack.append(nxt)
+    return None
+
+
+def _install_order(
+    chosen: Mapping[str, Candidate], deps: Mapping[str, tuple[str, ...]]
+) -> tuple[Candidate, ...]:
+    # Kahn's algorithm with a heap, so ties are broken by owner/name: deterministic.
+    waiting = {k: len(deps[k]) for k in chosen}
+    users: dict[str, list[str]] = {}
+    for k, targets in deps.items():
+        for t in targets:
+            users.setdefault(t, []).append(k)
+    ready = [k for k, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[Candidate] = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(chosen[k])
+        for u in users.get(k, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    assert len(order) == len(chosen), "cycles are rejected during the search"
+    return tuple(order)
+
+
+def _report(failures: list[str]) -> str:
+    others = list(dict.fromkeys(failures[1:]))
+    others = [f for f in others if f != failures[0]]
+    text = failures[0]
+    if others:
+        shown = others[:_MAX_OTHER_FAILURES]
+        text += "\nother choices failed too:\n" + "\n".join(f"- {f}" for f in shown)
+        if len(others) > len(shown):
+            text += f"\n(and {len(others) - len(shown)} more)"
+    return text
+
+
+def resolve(
+    roots: Sequence[Requirement],
+    candidates: Iterable[Candidate],
+    *,
+    allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES,
+    max_steps: int = 100_000,
+    root_label: str = "template",
+) -> Resolution:
+    """Choose one version of every module ``roots`` need, transitively.
+
+    Raises ResolutionError with the chain of requirements that cannot be met, or when
+    the search takes more than ``max_steps`` decisions. ``root_label`` names the roots'
+    owner in messages.
+    """
+    search = _Search(candidates, allowed_states, root_label)
+    st = _State()
+    for r in roots:
+        search.enqueue(st, (Link(None, r),))
+    failures: list[str] = []
+    frames: list[tuple[_State, Chain, Iterator[Candidate]]] = []
+    outcome = search.advance(st)
+    steps = 0
+    while outcome is not None:
+        if isinstance(outcome, str):
+            logger.debug("dead end: %s", outcome)
+            failures.append(outcome)
+        else:
+            frames.append((st, outcome.chain, iter(outcome.options)))
+        while frames and (option := next(frames[-1][2], None)) is None:
+            frames.pop()
+        if not frames:
+            raise ResolutionError(_report(failures))
+        steps += 1
+        if steps > max_steps:
+            first = failures[0] if failures else "(no dead end yet)"
+            raise ResolutionError(
+                f"dependency search abandoned after {max_steps} steps (max_steps) without a "
+                f"solution; first problem met:\n{first}\n"
+                "pin narrower constraints or raise max_steps"
+            )
+        assert option is not None  # the loop above stops only at an option
+        base, chain, _ = frames[-1]
+        st = base.copy()
+        outcome = search.choose(st, chain, option) or search.advance(st)
+    deps = {k: tuple(sorted(st.edges.get(k, ()))) for k in st.chosen}
+    logger.debug("resolved %d modules in %d steps", len(st.chosen), steps)
+    return Resolution(
+        chosen=dict(sorted(st.chosen.items())),
+        order=_install_order(st.chosen, deps),
+        dependencies=deps,
+        chains=dict(sorted(st.chains.items())),
+        root_label=root_label,
+    )
