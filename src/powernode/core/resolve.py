@@ -4,17 +4,20 @@ Pure: takes root requirements and candidate versions (NodeModuleVersion rows tur
 ``Candidate`` values) and returns a ``Resolution`` or raises ``ResolutionError`` whose
 message explains why as a chain of requirements. Semantics are in docs/dependencies.md.
 
-The search is depth-first with chronological backtracking. Requirements are taken from a
-FIFO queue (so each module is reached by a shortest chain); real module names before
-virtual ``provides`` names (so a virtual name is met by a module already chosen when one
-fits). At each new module the highest allowed version that satisfies every requirement
-known for it is tried first; a conflict or a cycle further on backtracks to the next
-version. A dependency solver is NP-hard in general, hence ``max_steps``.
+The search is depth-first. Requirements are taken from a FIFO queue (so each module is
+reached by a shortest chain); real module names before virtual ``provides`` names (so a
+virtual name is met by a module already chosen when one fits). At each new module the
+highest allowed version that satisfies every requirement known for it is tried first; a
+conflict or a cycle further on backtracks. Backtracking is conflict-directed (Prosser's
+CBJ): every dead end records which decisions caused it, and the search jumps straight
+back to the latest of those, so an unsatisfiable requirement is not retried under every
+combination of unrelated siblings. Resolution is NP-hard in general, hence ``max_steps``.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -98,6 +101,10 @@ class _State:
     edges: dict[str, tuple[str, ...]] = field(default_factory=dict)
     real: deque[Chain] = field(default_factory=deque)
     virtual: deque[Chain] = field(default_factory=deque)
+    # For backjumping: the decision (frame index) that chose each module, and the
+    # decisions an edge of the requirement graph depends on.
+    decided: dict[str, int] = field(default_factory=dict)
+    edge_why: dict[tuple[str, str], frozenset[int]] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -106,13 +113,34 @@ class _State:
             dict(self.edges),
             deque(self.real),
             deque(self.virtual),
+            dict(self.decided),
+            dict(self.edge_why),
         )
+
+    def cause(self, *chains: Chain) -> frozenset[int]:
+        """The decisions that made these requirements exist: their requirers' choices."""
+        return frozenset(self.decided[r.key] for c in chains if (r := c[-1].requirer) is not None)
 
 
 @dataclass(frozen=True)
 class _Choice:
     chain: Chain
     options: tuple[Candidate, ...]
+    cause: frozenset[int]  # decisions that narrowed ``options``
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+    cause: frozenset[int]  # decisions that led here; none means no solution at all
+
+
+@dataclass
+class _Frame:
+    state: _State
+    chain: Chain
+    options: Iterator[Candidate]
+    conflict: set[int]
 
 
 class _Search:
@@ -154,14 +182,20 @@ class _Search:
     def chain_text(self, chain: Chain) -> str:
         return describe_chain(chain, self.label)
 
-    def advance(self, st: _State) -> _Choice | str | None:
+    def advance(self, st: _State) -> _Choice | _Failure | None:
         """Settle requirements that need no decision; stop at a decision or a failure."""
         while st.real or st.virtual:
             chain = st.real.popleft() if st.real else st.virtual.popleft()
             req = chain[-1].requirement
             if req.key not in self.by_key:
                 options = self.virtual_options(st, req)
-                return _Choice(chain, options) if options else self.explain_virtual(chain)
+                # Providers already chosen decide which options exist.
+                cause = st.cause(chain) | {
+                    i for k, i in st.decided.items() if req.name in st.chosen[k].provides
+                }
+                if options:
+                    return _Choice(chain, options, cause)
+                return _Failure(self.explain_virtual(chain), cause)
             current = st.chosen.get(req.key)
             if current is None:
                 pending = [chain] + [p for p in st.real if p[-1].requirement.key == req.key]
@@ -171,14 +205,18 @@ class _Search:
                     if c.promotion_state in self.allowed
                     and all(p[-1].requirement.constraint.allows(c.version) for p in pending)
                 )
-                return _Choice(chain, options) if options else self.explain_none(pending)
+                if options:
+                    return _Choice(chain, options, st.cause(*pending))
+                message, culprits = self.explain_none(pending)
+                return _Failure(message, st.cause(*culprits))
             if not req.constraint.allows(current.version):
-                return (
+                return _Failure(
                     f"conflicting requirements on {req.key}: {current.version} was chosen for\n"
                     f"  {self.chain_text(st.chains[req.key])}\n"
-                    f"  but {self.chain_text(chain)} does not allow it"
+                    f"  but {self.chain_text(chain)} does not allow it",
+                    st.cause(chain) | {st.decided[req.key]},
                 )
-            failure = self.link(st, chain, current)
+            failure = self.link(st, chain, current, None)
             if failure:
                 return failure
         return None
@@ -194,30 +232,37 @@ class _Search:
         fresh = [c for c in fitting if c.key not in st.chosen]
         return tuple(already + fresh)
 
-    def choose(self, st: _State, chain: Chain, c: Candidate) -> str | None:
+    def choose(self, st: _State, frame: int, chain: Chain, c: Candidate) -> _Failure | None:
+        """Apply decision ``frame``: ``c`` meets the requirement at the end of ``chain``."""
         if c.key not in st.chosen:
             st.chosen[c.key] = c
             st.chains[c.key] = chain
+            st.decided[c.key] = frame
             for r in c.requires:
                 self.enqueue(st, (*chain, Link(c, r)))
-        return self.link(st, chain, c)
+        virtual = chain[-1].requirement.key != c.key
+        return self.link(st, chain, c, frame if virtual else None)
 
-    def link(self, st: _State, chain: Chain, target: Candidate) -> str | None:
+    def link(self, st: _State, chain: Chain, target: Candidate, via: int | None) -> _Failure | None:
         """Record requirer → target; a requirement cycle is a failure."""
         requirer = chain[-1].requirer
         source = _ROOT if requirer is None else requirer.key
         if target.key not in st.edges.get(source, ()):
             st.edges[source] = (*st.edges.get(source, ()), target.key)
+        why = st.cause(chain) | {st.decided[target.key]} | ({via} if via is not None else set())
+        st.edge_why[source, target.key] = st.edge_why.get((source, target.key), why) | why
         path = _path(st.edges, target.key, source) if requirer is not None else None
         if path is None:
             return None
         cycle = [source, *path]  # source → target → ... → source
+        cause = frozenset().union(*(st.edge_why[e] for e in itertools.pairwise(cycle)))
         start = cycle.index(min(cycle[:-1]))
         loop = cycle[start:-1] + cycle[:start]
         text = " → ".join(str(st.chosen[k]) for k in loop) + f" → {loop[0]}"
-        return (
+        return _Failure(
             f"{self.chain_text(chain)}: requirement cycle {text}; "
-            "modules must not require each other in a loop, drop one of these requirements"
+            "modules must not require each other in a loop, drop one of these requirements",
+            cause,
         )
 
     def available(self, key: str, req: Requirement | None) -> str:
@@ -239,15 +284,15 @@ class _Search:
             f"allowed states: {', '.join(sorted(self.allowed))})"
         )
 
-    def explain_none(self, pending: list[Chain]) -> str:
+    def explain_none(self, pending: list[Chain]) -> tuple[str, list[Chain]]:
+        """Why no version fits ``pending``, and the fewest requirements that say so."""
         key = pending[0][-1].requirement.key
         usable = [c for c in self.by_key[key] if c.promotion_state in self.allowed]
         for chain in pending:
             req = chain[-1].requirement
             if not any(req.constraint.allows(c.version) for c in usable):
-                return (
-                    f"{self.chain_text(chain)}: no version satisfies it {self.available(key, req)}"
-                )
+                text = f"{self.chain_text(chain)}: no version satisfies it "
+                return text + self.available(key, req), [chain]
         for i, a in enumerate(pending):
             for b in pending[i + 1 :]:
                 ra, rb = a[-1].requirement, b[-1].requirement
@@ -259,12 +304,12 @@ class _Search:
                         f"conflicting requirements on {key}: no version satisfies both\n"
                         f"  {self.chain_text(a)}\n  and {self.chain_text(b)}\n"
                         f"  {self.available(key, None)}"
-                    )
+                    ), [a, b]
         listed = "\n".join(f"  {self.chain_text(p)}" for p in pending)
         return (
             f"conflicting requirements on {key}: no version satisfies all of\n{listed}\n"
             f"  {self.available(key, None)}"
-        )
+        ), pending
 
     def explain_virtual(self, chain: Chain) -> str:
         req = chain[-1].requirement
@@ -327,6 +372,14 @@ def _install_order(
     return tuple(order)
 
 
+def _backjump(frames: list[_Frame], cause: set[int]) -> None:
+    """Drop decisions the failure does not depend on; charge the rest to the latest."""
+    latest = max(cause, default=-1)
+    del frames[latest + 1 :]
+    if frames:
+        frames[-1].conflict |= cause - {latest}
+
+
 def _report(failures: list[str]) -> str:
     others = list(dict.fromkeys(failures[1:]))
     others = [f for f in others if f != failures[0]]
@@ -358,17 +411,20 @@ def resolve(
     for r in roots:
         search.enqueue(st, (Link(None, r),))
     failures: list[str] = []
-    frames: list[tuple[_State, Chain, Iterator[Candidate]]] = []
+    frames: list[_Frame] = []  # frames[i] is decision i; its options are tried in order
     outcome = search.advance(st)
     steps = 0
     while outcome is not None:
-        if isinstance(outcome, str):
-            logger.debug("dead end: %s", outcome)
-            failures.append(outcome)
+        if isinstance(outcome, _Choice):
+            frames.append(_Frame(st, outcome.chain, iter(outcome.options), set(outcome.cause)))
         else:
-            frames.append((st, outcome.chain, iter(outcome.options)))
-        while frames and (option := next(frames[-1][2], None)) is None:
-            frames.pop()
+            logger.debug("dead end: %s", outcome.message)
+            failures.append(outcome.message)
+            _backjump(frames, set(outcome.cause))
+        while frames and (option := next(frames[-1].options, None)) is None:
+            # Every option of the latest decision failed: its conflict set is the cause.
+            done = frames.pop()
+            _backjump(frames, done.conflict - {len(frames)})
         if not frames:
             raise ResolutionError(_report(failures))
         steps += 1
@@ -380,9 +436,9 @@ def resolve(
                 "pin narrower constraints or raise max_steps"
             )
         assert option is not None  # the loop above stops only at an option
-        base, chain, _ = frames[-1]
-        st = base.copy()
-        outcome = search.choose(st, chain, option) or search.advance(st)
+        frame = frames[-1]
+        st = frame.state.copy()
+        outcome = search.choose(st, len(frames) - 1, frame.chain, option) or search.advance(st)
     deps = {k: tuple(sorted(st.edges.get(k, ()))) for k in st.chosen}
     logger.debug("resolved %d modules in %d steps", len(st.chosen), steps)
     return Resolution(
