@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from powernode.verity.composefs.erofs_layout import (
@@ -141,9 +141,17 @@ def parse_inode(blob: Blob, sb: Superblock, nid: int) -> Inode:
     if nsec >= _NSEC_PER_SEC:
         raise blob.error(f"{what} at byte {off}: mtime nanoseconds {nsec} are not below 10^9")
     xsize = xattr_area_size(icount)
-    tail_off = off + core + xsize
     blob.check(off + core, xsize, f"{what}: xattr area")
-    ino = Inode(
+    tail_off, tail, full = _locate(
+        blob,
+        f"{what} at byte {off}",
+        mode=mode,
+        layout=layout,
+        size=size,
+        i_u=i_u,
+        tail_off=off + core + xsize,
+    )
+    return Inode(
         nid=nid,
         offset=off,
         extended=core == EXTENDED_INODE.size,
@@ -159,55 +167,56 @@ def parse_inode(blob: Blob, sb: Superblock, nid: int) -> Inode:
         mtime_nsec=nsec,
         xattr_size=xsize,
         tail_offset=tail_off,
-        tail_size=0,
-        full_blocks=0,
+        tail_size=tail,
+        full_blocks=full,
     )
-    return _with_layout(blob, ino)
 
 
-def _with_layout(blob: Blob, ino: Inode) -> Inode:
-    """Check the datalayout against the file type and locate its data."""
-    what = f"inode nid {ino.nid} at byte {ino.offset}"
-    fmt = ino.fmt
-    if ino.layout not in (LAYOUT_FLAT_PLAIN, LAYOUT_FLAT_INLINE, LAYOUT_CHUNK_BASED):
-        kind = "compressed" if ino.layout in (1, 3) else "unknown"
-        raise blob.error(f"{what}: {kind} datalayout {ino.layout} is not supported")
-    if ino.layout == LAYOUT_CHUNK_BASED:
+def _locate(
+    blob: Blob, what: str, *, mode: int, layout: int, size: int, i_u: int, tail_off: int
+) -> tuple[int, int, int]:
+    """Check the datalayout against the file type; (tail offset, tail size, full blocks)."""
+    fmt = stat.S_IFMT(mode)
+    if layout not in (LAYOUT_FLAT_PLAIN, LAYOUT_FLAT_INLINE, LAYOUT_CHUNK_BASED):
+        kind = "compressed" if layout in (1, 3) else "unknown"
+        raise blob.error(f"{what}: {kind} datalayout {layout} is not supported")
+    if layout == LAYOUT_CHUNK_BASED:
         if fmt != stat.S_IFREG:
             raise blob.error(f"{what}: chunk-based layout on a non-regular file ({fmt:#o})")
-        return _chunk_layout(blob, ino, what)
-    if fmt == stat.S_IFLNK and not 0 < ino.size <= SYMLINK_MAX:
-        raise blob.error(f"{what}: symlink target length {ino.size} is not 1..{SYMLINK_MAX}")
+        return _chunk_map(blob, what, size, i_u, tail_off)
+    if fmt == stat.S_IFLNK and not 0 < size <= SYMLINK_MAX:
+        raise blob.error(f"{what}: symlink target length {size} is not 1..{SYMLINK_MAX}")
     if fmt not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
-        return ino  # devices, fifos, sockets: no data, i_u is rdev
-    nblocks = -(-ino.size // BLOCK_SIZE)
-    if ino.layout == LAYOUT_FLAT_INLINE and nblocks > 0:
+        return tail_off, 0, 0  # devices, fifos, sockets: no data, i_u is rdev
+    nblocks = -(-size // BLOCK_SIZE)
+    if layout == LAYOUT_FLAT_INLINE and nblocks > 0:
         full = nblocks - 1
-        tail = ino.size - full * BLOCK_SIZE
+        tail = size - full * BLOCK_SIZE
         # The kernel refuses inline data that crosses a block boundary.
-        if ino.tail_offset % BLOCK_SIZE + tail > BLOCK_SIZE:
+        if tail_off % BLOCK_SIZE + tail > BLOCK_SIZE:
             raise blob.error(
-                f"{what}: {tail} bytes of inline data at byte {ino.tail_offset} "
-                "cross a block boundary"
+                f"{what}: {tail} bytes of inline data at byte {tail_off} cross a block boundary"
             )
-        blob.check(ino.tail_offset, tail, f"{what}: inline data")
+        blob.check(tail_off, tail, f"{what}: inline data")
     else:
         full, tail = nblocks, 0
     if full:
-        blob.check(ino.i_u * BLOCK_SIZE, full * BLOCK_SIZE, f"{what}: {full} data blocks")
-    return replace(ino, tail_size=tail, full_blocks=full)
+        blob.check(i_u * BLOCK_SIZE, full * BLOCK_SIZE, f"{what}: {full} data blocks")
+    return tail_off, tail, full
 
 
-def _chunk_layout(blob: Blob, ino: Inode, what: str) -> Inode:
-    if ino.i_u & ~(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES):
-        raise blob.error(f"{what}: unsupported chunk format {ino.i_u:#x}")
-    count = -(-ino.size // (1 << ino.chunk_bits))
-    esize = _CHUNK_INDEX.size if ino.chunk_indexes else CHUNK_ADDR.size
-    start = ino.tail_offset
-    if ino.chunk_indexes:  # the 8-byte index array is 8-byte aligned
+def _chunk_map(blob: Blob, what: str, size: int, i_u: int, start: int) -> tuple[int, int, int]:
+    """Locate the chunk map after the xattrs (COMPOSEFS.md §8.3, ``erofs_fs.h``)."""
+    if i_u & ~(CHUNK_FORMAT_BLKBITS_MASK | CHUNK_FORMAT_INDEXES):
+        raise blob.error(f"{what}: unsupported chunk format {i_u:#x}")
+    chunk_bits = BLOCK_SIZE.bit_length() - 1 + (i_u & CHUNK_FORMAT_BLKBITS_MASK)
+    count = -(-size // (1 << chunk_bits))
+    esize = CHUNK_ADDR.size
+    if i_u & CHUNK_FORMAT_INDEXES:  # the 8-byte index array is 8-byte aligned
+        esize = _CHUNK_INDEX.size
         start = -(-start // esize) * esize
     blob.check(start, count * esize, f"{what}: chunk map of {count} entries")
-    return replace(ino, tail_offset=start, tail_size=count * esize)
+    return start, count * esize, 0
 
 
 def chunk_blocks(blob: Blob, ino: Inode) -> list[int | None]:
