@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -361,6 +363,14 @@ def test_describe_chain() -> None:
     a = cand("x/a", "1.0.0")
     chain = (Link(None, reqs("x/a@^1")[0]), Link(a, reqs("x/b@~2")[0]))
     assert describe_chain(chain, "roots") == "roots requires x/a@^1 → x/a@1.0.0 requires x/b@~2"
+
+
+def test_docs_examples_run() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "dependencies.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert len(blocks) == 2, "docs/dependencies.md lost an example"
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), {})  # noqa: S102  # our own doc
 
 
 # --- properties -----------------------------------------------------------------------------
