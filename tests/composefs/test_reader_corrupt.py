@@ -309,3 +309,17 @@ def test_fuzz_truncated(length: int) -> None:
 
 def _exercise_strict(data: bytes) -> None:
     list(Image.from_bytes(data).walk())
+
+
+def test_overlapping_inodes_are_refused() -> None:
+    """An inode hidden inside another's xattr value: each parses, together they overlap."""
+    fifo = L.COMPACT_INODE.pack(0, 0, stat.S_IFIFO | 0o644, 1, 0, 0, 0, 99, 0, 0, 0)
+    tree = Tree(Node(DIR, mtime=T0))
+    # core 32 + ibody header 12 + entry header 4 + 16-byte suffix: the value is 32-aligned
+    tree.add("/a", Node(REG, mtime=T0, xattrs={b"user.abcdefghijklmnop": fifo}))
+    tree.add("/y", Node(stat.S_IFIFO | 0o644, mtime=T0))
+    data = image_bytes(tree)
+    hidden = inode(data, "/a").offset + 64
+    assert data[hidden : hidden + 32] == fifo
+    bad = patch(data, dirent_offset(data, "/", b"y"), "<Q", hidden // L.SLOT_SIZE)
+    refuse(bad, r"inode nid \d+ \(b'/y'\) at bytes \d+\.\.\d+ overlaps another inode")
