@@ -325,17 +325,49 @@ def test_cycle_avoided_by_backtracking_when_possible() -> None:
 
 def test_other_failed_choices_are_listed() -> None:
     cands = [
-        cand("x/a", "2.0.0", "x/b@^2"),
-        cand("x/a", "1.0.0", "x/nope@*"),
-        cand("x/b", "1.0.0"),
+        cand("x/a", "2.0.0", "x/c@^2"),
+        cand("x/a", "1.0.0", "x/d@*"),
+        cand("x/d", "1.0.0", "x/c@>=1.5"),
+        cand("x/c", "1.0.0"),
+        cand("x/c", "2.0.0"),
     ]
-    message = failure(reqs("x/a"), cands)
-    first, rest = message.split("\nother choices failed too:\n")
-    assert first.endswith(
-        "requires x/b@^2: no version satisfies it (available: 1.0.0 live; "
-        "allowed states: blessed, live)"
+    message = failure(reqs("x/a", "x/c@^1"), cands)
+    assert message == (
+        "conflicting requirements on x/c: no version satisfies both\n"
+        "  template requires x/c@^1\n"
+        "  and template requires x/a@* → x/a@2.0.0 requires x/c@^2\n"
+        "  (available: 1.0.0 live, 2.0.0 live; allowed states: blessed, live)\n"
+        "other choices failed too:\n"
+        "- conflicting requirements on x/c: 1.0.0 was chosen for\n"
+        "  template requires x/c@^1\n"
+        "  but template requires x/a@* → x/a@1.0.0 requires x/d@* → x/d@1.0.0 requires "
+        "x/c@>=1.5 does not allow it"
     )
-    assert rest.startswith("- template requires x/a@* → x/a@1.0.0 requires x/nope@*: unknown")
+
+
+def test_dead_versions_are_explained_through_the_highest() -> None:
+    # Both versions of my-redis fit ^1, both need a system-base that is not allowed.
+    cands = [
+        cand("acme/my-redis", "1.2.0", "powernode/system-base@^2.0"),
+        cand("acme/my-redis", "1.1.0", "acme/nope"),
+        cand("powernode/system-base", "2.0.0", state="built"),
+    ]
+    assert failure(reqs("acme/my-redis@^1"), cands) == (
+        "template requires acme/my-redis@^1 → acme/my-redis@1.2.0 requires "
+        "powernode/system-base@^2.0: no version satisfies it (available: 2.0.0 built — not "
+        "in an allowed state; allowed states: blessed, live)\n"
+        "(and 1 lower-ranked candidate(s) that fit fail too)"
+    )
+
+
+def test_deep_dead_end_is_found_without_search() -> None:
+    # Every version of every module leads to the same missing module: without the static
+    # dead-candidate pass this is 20**4 combinations.
+    cands = [cand(f"x/m{i}", f"1.{j}.0", f"x/m{i + 1}@^1") for i in range(4) for j in range(20)]
+    cands += [cand("x/m4", "1.0.0", "x/missing")]
+    message = failure(reqs("x/m0"), cands, max_steps=10)
+    assert message.startswith("template requires x/m0@* → x/m0@1.19.0 requires x/m1@^1 → ")
+    assert "x/m4@1.0.0 requires x/missing@*: unknown module x/missing" in message
 
 
 def test_duplicate_version_precedence_is_rejected() -> None:
@@ -347,16 +379,17 @@ def test_duplicate_version_precedence_is_rejected() -> None:
 
 
 def test_search_is_abandoned_after_max_steps() -> None:
-    # 12 modules with 2 versions each, the last one unsatisfiable: 2**12 paths to try.
-    cands = [cand(f"x/m{i}", v, f"x/m{i + 1}@*") for i in range(12) for v in ("1.0.0", "2.0.0")]
-    cands.append(cand("x/m12", "1.0.0", "x/nope@*"))
-    message = failure(reqs("x/m0"), cands, max_steps=50)
+    # A conflict found only after a chain of choices, each with two versions: the search
+    # must try 2**11 combinations before it can say there is no solution.
+    cands = [cand(f"x/m{i}", v, f"x/m{i + 1}@*") for i in range(11) for v in ("1.0.0", "2.0.0")]
+    cands += [cand("x/m11", "1.0.0", "x/c@^2"), cand("x/c", "1.0.0"), cand("x/c", "2.0.0")]
+    message = failure(reqs("x/m0", "x/c@^1"), cands, max_steps=50)
     assert message.startswith(
         "dependency search abandoned after 50 steps (max_steps) without a solution; "
-        "first problem met:\ntemplate requires x/m0@* → "
+        "first problem met:\nconflicting requirements on x/c: 1.0.0 was chosen for\n"
     )
-    assert "unknown module x/nope" in message
     assert message.endswith("pin narrower constraints or raise max_steps")
+    assert "conflicting requirements on x/c" in failure(reqs("x/m0", "x/c@^1"), cands)
 
 
 def test_describe_chain() -> None:

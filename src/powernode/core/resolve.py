@@ -174,6 +174,56 @@ class _Search:
             # Lexicographically first owner/name, then its highest version (stable sorts).
             provs.sort(key=lambda c: c.version.precedence(), reverse=True)
             provs.sort(key=lambda c: c.key)
+        self.dead = self._find_dead()
+
+    def fitting(self, req: Requirement) -> list[Candidate]:
+        """Allowed candidates that satisfy ``req`` (by name, else by ``provides``)."""
+        pool = self.by_key.get(req.key) or self.providers.get(req.name, [])
+        return [
+            c
+            for c in pool
+            if c.promotion_state in self.allowed and req.constraint.allows(c.version)
+        ]
+
+    def _find_dead(self) -> dict[Candidate, tuple[Requirement, Candidate | None]]:
+        """Candidates in no solution: a requirement of theirs is met only by dead ones.
+
+        Static, so computed once: it spares the search from retrying the same dead end
+        under every version of every module above it. Each value is the requirement and
+        the best candidate that would have met it (None: nothing would), marked earlier.
+        """
+        dead: dict[Candidate, tuple[Requirement, Candidate | None]] = {}
+        alive = [c for vs in self.by_key.values() for c in vs if c.promotion_state in self.allowed]
+        memo: dict[Requirement, list[Candidate]] = {}  # many versions repeat requirements
+        changed = True
+        while changed:  # each pass marks at least one more, or stops
+            changed = False
+            for c in alive:
+                for r in c.requires if c not in dead else ():
+                    fits = memo[r] if r in memo else memo.setdefault(r, self.fitting(r))
+                    if all(f in dead for f in fits):
+                        dead[c] = (r, fits[0] if fits else None)
+                        changed = True
+                        break
+        return dead
+
+    def explain_dead(self, chain: Chain, fits: Sequence[Candidate]) -> str:
+        """``fits`` would meet ``chain`` but all are dead: show why for the best one."""
+        full = list(chain)
+        nxt: Candidate | None = fits[0]
+        while nxt is not None:  # ends: each reason names a candidate marked dead earlier
+            r, following = self.dead[nxt]
+            full.append(Link(nxt, r))
+            nxt = following
+        last = full[-1].requirement
+        if last.key in self.by_key:
+            text = f"{self.chain_text(tuple(full))}: no version satisfies it "
+            text += self.available(last.key, last)
+        else:
+            text = self.explain_virtual(tuple(full))
+        if len(fits) > 1:
+            text += f"\n(and {len(fits) - 1} lower-ranked candidate(s) that fit fail too)"
+        return text
 
     def enqueue(self, st: _State, chain: Chain) -> None:
         is_real = chain[-1].requirement.key in self.by_key
@@ -188,25 +238,31 @@ class _Search:
             chain = st.real.popleft() if st.real else st.virtual.popleft()
             req = chain[-1].requirement
             if req.key not in self.by_key:
-                options = self.virtual_options(st, req)
+                provs = self.virtual_options(st, req)
+                options = tuple(c for c in provs if c not in self.dead)
                 # Providers already chosen decide which options exist.
                 cause = st.cause(chain) | {
                     i for k, i in st.decided.items() if req.name in st.chosen[k].provides
                 }
                 if options:
                     return _Choice(chain, options, cause)
+                if provs:
+                    return _Failure(self.explain_dead(chain, provs), cause)
                 return _Failure(self.explain_virtual(chain), cause)
             current = st.chosen.get(req.key)
             if current is None:
                 pending = [chain] + [p for p in st.real if p[-1].requirement.key == req.key]
-                options = tuple(
+                fits = [
                     c
                     for c in self.by_key[req.key]
                     if c.promotion_state in self.allowed
                     and all(p[-1].requirement.constraint.allows(c.version) for p in pending)
-                )
+                ]
+                options = tuple(c for c in fits if c not in self.dead)
                 if options:
                     return _Choice(chain, options, st.cause(*pending))
+                if fits:
+                    return _Failure(self.explain_dead(chain, fits), st.cause(*pending))
                 message, culprits = self.explain_none(pending)
                 return _Failure(message, st.cause(*culprits))
             if not req.constraint.allows(current.version):
@@ -222,11 +278,7 @@ class _Search:
         return None
 
     def virtual_options(self, st: _State, req: Requirement) -> tuple[Candidate, ...]:
-        fitting = [
-            c
-            for c in self.providers.get(req.name, ())
-            if c.promotion_state in self.allowed and req.constraint.allows(c.version)
-        ]
+        fitting = self.fitting(req)
         # A provider already in the solution first; never a second version of a module.
         already = [c for c in fitting if st.chosen.get(c.key) == c]
         fresh = [c for c in fitting if c.key not in st.chosen]
