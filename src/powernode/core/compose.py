@@ -1,0 +1,285 @@
+"""Composition of modules into one root filesystem: masks, protection, takeovers.
+
+Pure: takes :class:`ModuleLayer` values, returns a
+:class:`~powernode.core.composition.Composition` or raises
+:class:`CompositionError` listing every conflict. The rules (seed 003,
+docs/composition.md):
+
+- A module's *effective mask* is its own ``mask`` plus every other module's
+  ``protected_spec``, in both priority directions. Its files the effective
+  mask matches are dropped, and each drop is recorded with the module whose
+  pattern caused it (seed 003 says "silently dropped"; the operator still
+  sees it in ``dropped``).
+- Protection and masks apply to non-directories. Directories merge in
+  overlayfs, so a directory is never dropped and never won.
+- Two modules protecting one union path, or listing one identical protected
+  pattern, is a conflict.
+- A config-variety module whose ``mask`` matches a path its ``parent``
+  protects takes that path over: its own copy wins whatever the
+  priorities, everyone else's copy is dropped, and when it ships none the
+  path leaves the union (a carve-out). Any other mask matching another
+  module's protected path is a conflict.
+- Of the remaining providers of a file, the highest ``priority_key`` wins.
+
+Speed: every pattern set is one joined regex (``core.globs.GlobSet``), so
+each path costs one regex call per question, never one per pattern; the
+slow per-module checks only run on paths a protected pattern matched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from powernode.core.composition import (
+    Composition,
+    Dropped,
+    StackedModule,
+    Takeover,
+    UnionEntry,
+)
+from powernode.core.globs import GlobSet
+from powernode.core.priority import Variety, priority_key
+from powernode.errors import CompositionError, GlobError
+
+__all__ = ["Composition", "ModuleLayer", "compose"]
+
+log = logging.getLogger(__name__)
+
+MAX_MODULES: Final = 1000
+MAX_PATTERNS: Final = 1000  # per list (mask, protected) per module
+
+# One element of "\0".join(paths) that is not a normalised absolute path:
+# not starting with "/", an empty component, or a "." / ".." component.
+_BAD_PATH: Final = re.compile(r"(?:^|\0)(?!/)|//|/\.\.?(?:/|\0|$)")
+
+
+@dataclass(frozen=True)
+class ModuleLayer:
+    """One module as composition sees it."""
+
+    name: str
+    priority: int
+    variety: Variety
+    parent: str | None
+    files: tuple[str, ...]  # artifact paths; directories end with "/"
+    mask: tuple[str, ...]
+    protected: tuple[str, ...]
+
+
+@dataclass
+class _Compiled:
+    layer: ModuleLayer
+    mask: GlobSet
+    protected: GlobSet
+
+
+def _bad_path(files: Sequence[str]) -> str | None:
+    joined = "\0".join(files)
+    if joined.count("\0") != max(len(files) - 1, 0) or _BAD_PATH.search(joined):
+        for p in files:
+            if "\0" in p or _BAD_PATH.search(p):
+                return p
+    return None
+
+
+def _compile(layers: Sequence[ModuleLayer], conflicts: list[str]) -> list[_Compiled]:
+    seen: set[str] = set()
+    out: list[_Compiled] = []
+    for layer in layers:
+        if layer.name in seen:
+            conflicts.append(f"module {layer.name!r} is listed twice; list each module once")
+            continue
+        seen.add(layer.name)
+        sets: dict[str, GlobSet] = {}
+        for field in ("mask", "protected"):
+            patterns: tuple[str, ...] = getattr(layer, field)
+            if len(patterns) > MAX_PATTERNS:
+                conflicts.append(f"module {layer.name!r}: {field}: over {MAX_PATTERNS} patterns")
+                continue
+            try:
+                sets[field] = GlobSet(dict.fromkeys(patterns))
+            except GlobError as e:
+                conflicts.append(f"module {layer.name!r}: {field}: {e}")
+        bad = _bad_path(layer.files)
+        if bad is not None:
+            conflicts.append(
+                f"module {layer.name!r}: files: {bad!r} is not a normalised absolute path "
+                "(starts with '/', no empty, '.' or '..' components)"
+            )
+        if len(sets) == 2:
+            out.append(_Compiled(layer, sets["mask"], sets["protected"]))
+    return out
+
+
+def _fail(conflicts: list[str]) -> CompositionError:
+    more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+    return CompositionError(
+        f"{len(conflicts)} composition conflict(s): {conflicts[0]}{more}", conflicts
+    )
+
+
+def compose(layers: Sequence[ModuleLayer]) -> Composition:
+    """Compose ``layers`` (any order); raises :class:`CompositionError` with every conflict."""
+    if len(layers) > MAX_MODULES:
+        raise CompositionError(
+            f"{len(layers)} modules: more than {MAX_MODULES}; split the template"
+        )
+    conflicts: list[str] = []
+    mods = _compile(sorted(layers, key=lambda m: priority_key(m.name, m.priority)), conflicts)
+    if conflicts:
+        raise _fail(conflicts)
+    names = [m.layer.name for m in mods]
+
+    # Every protected pattern, tagged with its owner; identical ones conflict.
+    owner_of: list[int] = []
+    prot_patterns: list[str] = []
+    first_owner: dict[str, int] = {}
+    for i, m in enumerate(mods):
+        for pat in m.protected.patterns:
+            if pat in first_owner:
+                conflicts.append(
+                    f"modules {names[first_owner[pat]]!r} and {names[i]!r} both list "
+                    f"protected pattern {pat!r}; a path has one owner: remove it from one "
+                    "protected_spec"
+                )
+                continue
+            first_owner[pat] = i
+            owner_of.append(i)
+            prot_patterns.append(pat)
+    all_prot = GlobSet(prot_patterns)
+
+    # path -> providers in stacking order (before drops)
+    ships: dict[str, list[int]] = {}
+    for i, m in enumerate(mods):
+        for p in set(m.layer.files):
+            lst = ships.get(p)
+            if lst is None:
+                ships[p] = [i]
+            else:
+                lst.append(i)
+
+    files = [p for p in ships if not p.endswith("/")]
+    for p, provs in ships.items():
+        if p.endswith("/") and len(p) > 1 and p[:-1] in ships:
+            as_dir = ", ".join(repr(names[i]) for i in provs)
+            as_file = ", ".join(repr(names[i]) for i in ships[p[:-1]])
+            conflicts.append(
+                f"{p[:-1]!r} is a directory in {as_dir} but a file in {as_file}; "
+                "one kind per path: rename or remove one"
+            )
+
+    # Owner of each protected path in the union (one regex call per path).
+    hits = all_prot.find_many(files)
+    owner: dict[str, tuple[int, str]] = {}
+    others: dict[int, GlobSet] = {}
+    for p, k in hits.items():
+        o = owner_of[k]
+        if o not in others:
+            others[o] = GlobSet(q for q, j in zip(prot_patterns, owner_of, strict=True) if j != o)
+        if others[o].matches(p):
+            both = [j for j in range(len(mods)) if mods[j].protected.matches(p)]
+            pats = [mods[j].protected.patterns[mods[j].protected.which(p)[0]] for j in both]
+            who = " and ".join(f"{names[j]!r} ({pat!r})" for j, pat in zip(both, pats, strict=True))
+            conflicts.append(
+                f"modules {who} both protect {p!r}; a path has one owner: narrow one protected_spec"
+            )
+            continue
+        owner[p] = (o, prot_patterns[k])
+
+    # Masks meeting protected paths: a takeover, or a conflict.
+    takeover: dict[str, tuple[int, str]] = {}
+    all_mask = GlobSet(pat for m in mods for pat in m.mask.patterns)
+    for p in sorted(all_mask.find_many(owner)):
+        o, _ = owner[p]
+        for i, m in enumerate(mods):
+            hit = m.mask.find(p)
+            if i == o or hit is None:
+                continue
+            pat = m.mask.patterns[hit]
+            lay = m.layer
+            if lay.variety is Variety.CONFIG and lay.parent == names[o]:
+                if p in takeover:
+                    conflicts.append(
+                        f"config modules {names[takeover[p][0]]!r} and {names[i]!r} both take "
+                        f"over {p!r} from {names[o]!r}; only one may"
+                    )
+                    continue
+                takeover[p] = (i, pat)
+                continue
+            conflicts.append(
+                f"module {names[i]!r} ({lay.variety.value}): mask pattern {pat!r} matches "
+                f"{p!r}, protected by {names[o]!r}; only a config module whose parent_module "
+                f"is {names[o]!r} may take over {names[o]!r}'s protected path: narrow the mask"
+            )
+    if conflicts:
+        raise _fail(conflicts)
+
+    dropped: list[Dropped] = []
+    gone: dict[str, set[int]] = {}
+    for p, (o, opat) in owner.items():
+        t = takeover.get(p)
+        for i in ships[p]:
+            if t is not None and i == t[0]:
+                continue
+            if t is not None and i == o:
+                dropped.append(Dropped(p, names[i], "takeover", names[t[0]], t[1]))
+            elif i != o:
+                dropped.append(Dropped(p, names[i], "protected", names[o], opat))
+            else:
+                continue
+            gone.setdefault(p, set()).add(i)
+    for i, m in enumerate(mods):
+        if not m.mask.patterns:
+            continue
+        own = m.mask.find_many(q for q in m.layer.files if not q.endswith("/"))
+        for p, at in own.items():
+            if p in takeover and takeover[p][0] == i:
+                continue  # the mask entry declares the takeover; the copy stays
+            if i in gone.get(p, ()):
+                continue
+            dropped.append(Dropped(p, names[i], "mask", names[i], m.mask.patterns[at]))
+            gone.setdefault(p, set()).add(i)
+
+    union: list[UnionEntry] = []
+    for p in sorted(ships):
+        provs = ships[p]
+        lost = gone.get(p)
+        if lost is not None:
+            provs = [i for i in provs if i not in lost]
+            if not provs:
+                continue
+        union.append(UnionEntry(p, tuple(names[i] for i in reversed(provs))))
+
+    stacked = tuple(
+        StackedModule(
+            name=m.layer.name,
+            priority=m.layer.priority,
+            variety=m.layer.variety,
+            parent=m.layer.parent,
+            effective_mask=tuple(
+                sorted(
+                    set(m.mask.patterns)
+                    | {q for q, j in zip(prot_patterns, owner_of, strict=True) if j != i}
+                )
+            ),
+        )
+        for i, m in enumerate(mods)
+    )
+    takeovers = tuple(
+        sorted(
+            Takeover(p, names[c], names[owner[p][0]], pat, c in ships[p])
+            for p, (c, pat) in takeover.items()
+        )
+    )
+    log.debug(
+        "composed %d modules: %d union paths, %d dropped, %d takeovers",
+        len(mods),
+        len(union),
+        len(dropped),
+        len(takeovers),
+    )
+    return Composition(stacked, tuple(union), tuple(sorted(dropped)), takeovers)
