@@ -174,7 +174,7 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
 
     # Owner of each protected path in the union (one regex call per path).
     hits = all_prot.find_many(files)
-    owner: dict[str, tuple[int, str]] = {}
+    owner: dict[str, tuple[int, str]] = {}  # only paths with exactly one owner
     others: dict[int, GlobSet] = {}
     for p, k in hits.items():
         o = owner_of[k]
@@ -193,8 +193,10 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
     # Masks meeting protected paths: a takeover, or a conflict.
     takeover: dict[str, tuple[int, str]] = {}
     all_mask = GlobSet(pat for m in mods for pat in m.mask.patterns)
-    for p in sorted(all_mask.find_many(owner)):
-        o, _ = owner[p]
+    # Paths with two owners already conflict; their masks are still checked
+    # against the first owner found, so one run reports everything.
+    for p in sorted(all_mask.find_many(hits)):
+        o = owner_of[hits[p]]
         for i, m in enumerate(mods):
             hit = m.mask.find(p)
             if i == o or hit is None:
@@ -203,9 +205,10 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
             lay = m.layer
             if lay.variety is Variety.CONFIG and lay.parent == names[o]:
                 if p in takeover:
+                    a, b = sorted((names[takeover[p][0]], names[i]))
                     conflicts.append(
-                        f"config modules {names[takeover[p][0]]!r} and {names[i]!r} both take "
-                        f"over {p!r} from {names[o]!r}; only one may"
+                        f"config modules {a!r} and {b!r} both take over {p!r} from "
+                        f"{names[o]!r}; only one may: narrow one mask"
                     )
                     continue
                 takeover[p] = (i, pat)

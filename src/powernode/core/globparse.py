@@ -75,7 +75,7 @@ class ParsedPattern:
 
 def _fail(pattern: str, offset: int, what: str) -> GlobError:
     shown = pattern if len(pattern) <= 200 else pattern[:200] + "..."
-    return GlobError(f"glob {shown!r}: {what} at offset {offset}")
+    return GlobError(f"glob {shown!r} at offset {offset}: {what}")
 
 
 def _parse_class(pattern: str, start: int) -> tuple[CharClass, int]:
@@ -182,7 +182,7 @@ def validate_pattern(pattern: str) -> None:
 def parse_pattern(pattern: str) -> ParsedPattern:
     """Tokens of ``pattern``; raises :class:`GlobError` when it is not valid."""
     if not pattern:
-        raise GlobError("glob '': empty pattern at offset 0 (a pattern must name a path)")
+        raise GlobError("glob '' at offset 0: empty pattern (a pattern must name a path)")
     if len(pattern) > MAX_PATTERN_CHARS:
         raise _fail(pattern, MAX_PATTERN_CHARS, f"longer than {MAX_PATTERN_CHARS} characters")
     nul = pattern.find("\0")
