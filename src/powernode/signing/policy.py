@@ -1,0 +1,220 @@
+"""Trust policies: who may sign. Required arguments to every verification.
+
+A policy decides whether one signature was made by a trusted signer and
+returns that signer, or raises a :class:`VerificationError` subclass that
+says why not (sigstore-python ``verify/policy.py`` is the model):
+
+- :class:`PublicKeyPolicy` — made with the private half of one public key
+  (``cosign verify --key``); certificates on the signature are ignored.
+- :class:`KeylessPolicy` — made with the key of a certificate that chains to
+  one of the configured roots, was valid at ``now``, allows code signing,
+  and whose identity (SAN URI or email) and OIDC issuer fully match the
+  regular expressions (``cosign verify --certificate-identity-regexp
+  --certificate-oidc-issuer-regexp``, with ``--certificate-chain`` roots).
+- :class:`AnyOf` — the first of several policies that accepts (key rotation).
+
+Regular expressions must match the whole string (``re.fullmatch``); cosign
+searches, so an unanchored cosign pattern is stricter here, never looser.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from powernode.errors import VerificationError
+from powernode.signing import certs
+from powernode.signing.errors import (
+    CertificateError,
+    IdentityMismatchError,
+    KeyFormatError,
+    SigningSetupError,
+)
+from powernode.signing.keys import PublicKey, check_key_type, key_fingerprint, load_public_key
+from powernode.signing.scheme import verify_bytes
+
+
+@dataclass(frozen=True)
+class SignatureCandidate:
+    """One signature as found on the artifact, not yet trusted."""
+
+    position: str  # "signature 2 of 3", for messages
+    payload: bytes
+    signature: bytes
+    certificate_pem: bytes | None
+    chain_pem: bytes | None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who made a verified signature."""
+
+    key_fingerprint: str
+    identity: str | None = None
+    issuer: str | None = None
+    certificate: x509.Certificate | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        if self.identity is None:
+            return f"key {self.key_fingerprint}"
+        return f"{self.identity} (issuer {self.issuer}, key {self.key_fingerprint})"
+
+
+class TrustPolicy(Protocol):
+    """What :func:`powernode.signing.verify.verify_signatures` needs of a policy."""
+
+    def verify(self, candidate: SignatureCandidate) -> Signer:
+        """The signer of ``candidate`` if trusted; raise VerificationError otherwise."""
+        ...
+
+    def describe(self) -> str:
+        """A short description for error messages."""
+        ...
+
+
+@dataclass(frozen=True)
+class PublicKeyPolicy:
+    """Trust signatures made by the key whose public half is ``public_key_pem``."""
+
+    public_key_pem: bytes
+    _key: PublicKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            key = load_public_key(self.public_key_pem, source="policy public key")
+        except KeyFormatError as e:
+            raise SigningSetupError(str(e)) from e
+        object.__setattr__(self, "_key", key)
+
+    def verify(self, candidate: SignatureCandidate) -> Signer:
+        verify_bytes(self._key, candidate.payload, candidate.signature, what=candidate.position)
+        return Signer(key_fingerprint(self._key))
+
+    def describe(self) -> str:
+        return f"public key {key_fingerprint(self._key)}"
+
+
+@dataclass(frozen=True)
+class KeylessPolicy:
+    """Trust signatures whose certificate chains to ``roots_pem`` and matches the regexps.
+
+    ``now`` is the time certificates must be valid at: the verification
+    time, or a trusted signing time when the caller has one.
+    """
+
+    roots_pem: bytes
+    identity_regexp: str
+    issuer_regexp: str
+    now: datetime.datetime
+    _roots: tuple[x509.Certificate, ...] = field(init=False, repr=False, compare=False)
+    _identity: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _issuer: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise SigningSetupError("KeylessPolicy.now must be timezone-aware (e.g. UTC)")
+        try:
+            roots = certs.load_certificates(self.roots_pem, "configured roots")
+        except CertificateError as e:
+            raise SigningSetupError(str(e)) from e
+        if not roots:
+            raise SigningSetupError("a keyless policy needs at least one root certificate (PEM)")
+        object.__setattr__(self, "_roots", tuple(roots))
+        object.__setattr__(self, "_identity", _compile(self.identity_regexp, "identity"))
+        object.__setattr__(self, "_issuer", _compile(self.issuer_regexp, "issuer"))
+
+    def verify(self, candidate: SignatureCandidate) -> Signer:
+        where = candidate.position
+        if candidate.certificate_pem is None:
+            raise CertificateError(
+                f"{where} carries no certificate (annotation dev.sigstore.cosign/certificate); "
+                "a keyless policy accepts only certificate signatures — was it signed with a key?"
+            )
+        leaf = certs.load_certificate(candidate.certificate_pem, f"{where}: certificate")
+        chain = (
+            certs.load_certificates(candidate.chain_pem, f"{where}: certificate chain")
+            if candidate.chain_pem is not None
+            else []
+        )
+        try:
+            certs.verify_chain(leaf, chain, self._roots, self.now)
+        except CertificateError as e:
+            raise CertificateError(f"{where}: {e}") from e
+        identities = certs.certificate_identities(leaf)
+        if not identities:
+            raise IdentityMismatchError(
+                f"{where}: the certificate has no SAN URI or email identity to match "
+                f"`{self.identity_regexp}`"
+            )
+        identity = next((i for i in identities if self._identity.fullmatch(i)), None)
+        if identity is None:
+            shown = ", ".join(f"`{i}`" for i in identities)
+            raise IdentityMismatchError(
+                f"{where}: identity {shown} does not match `{self.identity_regexp}`"
+            )
+        issuer = certs.certificate_issuer(leaf)
+        if issuer is None:
+            raise IdentityMismatchError(
+                f"{where}: the certificate has no OIDC issuer extension "
+                f"(1.3.6.1.4.1.57264.1.8 or .1.1) to match `{self.issuer_regexp}`"
+            )
+        if self._issuer.fullmatch(issuer) is None:
+            raise IdentityMismatchError(
+                f"{where}: issuer `{issuer}` does not match `{self.issuer_regexp}`"
+            )
+        key = leaf.public_key()
+        try:
+            check_key_type(key, f"{where}: certificate key")
+        except KeyFormatError as e:
+            raise CertificateError(str(e)) from e
+        assert isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
+        verify_bytes(key, candidate.payload, candidate.signature, what=where)
+        return Signer(key_fingerprint(key), identity, issuer, leaf)
+
+    def describe(self) -> str:
+        return (
+            f"keyless policy (identity `{self.identity_regexp}`, issuer `{self.issuer_regexp}`, "
+            f"{len(self._roots)} root(s))"
+        )
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Trust a signature that any one of ``policies`` trusts."""
+
+    policies: tuple[TrustPolicy, ...]
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise SigningSetupError("AnyOf needs at least one policy")
+
+    def verify(self, candidate: SignatureCandidate) -> Signer:
+        failures: list[VerificationError] = []
+        for policy in self.policies:
+            try:
+                return policy.verify(candidate)
+            except VerificationError as e:
+                failures.append(e)
+        if len(failures) == 1:
+            raise failures[0]
+        raise VerificationError(
+            f"{candidate.position} is trusted by none of {len(failures)} policies: "
+            + "; ".join(f"({n}) {e}" for n, e in enumerate(failures, 1))
+        )
+
+    def describe(self) -> str:
+        return "any of: " + ", ".join(p.describe() for p in self.policies)
+
+
+def _compile(pattern: str, what: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise SigningSetupError(f"the {what} regexp must be a non-empty string")
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise SigningSetupError(f"the {what} regexp `{pattern}` does not compile: {e}") from e
