@@ -652,3 +652,17 @@ def test_shipped_schema_is_valid_draft_2020_12() -> None:
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == set(parse(CANONICAL).manifest.to_dict())
+
+
+def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = (EXAMPLES.parents[1] / "docs" / "manifest.md").read_text()
+    yaml_block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my-module").mkdir()
+    (tmp_path / "my-module" / "manifest.yaml").write_text(yaml_block)
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {"Path": Path}
+    exec(compile(code, "docs/manifest.md", "exec"), scope)  # noqa: S102 - our own docs
+    loaded = scope["loaded"]
+    assert isinstance(loaded, LoadedManifest)
+    assert loaded.manifest.name == "my-nginx"

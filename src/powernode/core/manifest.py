@@ -255,7 +255,7 @@ def load_manifest(
 
 def _loaded(check: ManifestCheck) -> LoadedManifest:
     for w in check.warnings:
-        logger.warning("%s", w)
+        logger.info("%s", w)
     if check.manifest is None:
         raise ManifestError(list(check.problems))
     return LoadedManifest(check.manifest, check.warnings)
