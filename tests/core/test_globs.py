@@ -262,3 +262,26 @@ def test_glob_is_frozen_and_compares_by_pattern() -> None:
     assert g.anchored and not g.dir_only
     with pytest.raises(AttributeError):
         g.pattern = "/b"  # type: ignore[misc]
+
+
+def test_globset_literal_grouped_and_floating_patterns_agree_with_reference() -> None:
+    # literals are a dict lookup, "/etc/..." patterns share a group, names float
+    pats = ["/etc/shadow", "/etc/ssh/*", "/etc/", "/usr/lib/**", "/etc/***", "*.conf", "/a"]
+    gs = GlobSet(pats)
+    paths = [
+        "/etc/shadow",
+        "/etc/",
+        "/etc/ssh/x",
+        "/etc/ssh/",
+        "/usr/lib/a/b",
+        "/x.conf",
+        "/a",
+        "/a/",
+        "/etc",
+        "/usr/lib/",
+    ]
+    for p in paths:
+        expect = [i for i, q in enumerate(pats) if ref_matches(q, p)]
+        assert gs.which(p) == expect, p
+        found = gs.find(p)
+        assert (found in expect) if expect else found is None, p

@@ -32,6 +32,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 from powernode.core.composition import (
@@ -54,7 +55,7 @@ MAX_PATTERNS: Final = 1000  # per list (mask, protected) per module
 
 # One element of "\0".join(paths) that is not a normalised absolute path:
 # not starting with "/", an empty component, or a "." / ".." component.
-_BAD_PATH: Final = re.compile(r"(?:^|\0)(?!/)|//|/\.\.?(?:/|\0|$)")
+_BAD_PATH: Final = re.compile(r"^(?!/)|//|/\.\.?(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,22 @@ class _Compiled:
 
 
 def _bad_path(files: Sequence[str]) -> str | None:
-    joined = "\0".join(files)
-    if joined.count("\0") != max(len(files) - 1, 0) or _BAD_PATH.search(joined):
+    # Substring tests on the joined list run in C; the per-path regex only
+    # runs to name the culprit once the list is known to hold one.
+    if not files:
+        return None
+    j = "\0".join(files) + "\0"
+    n = len(files)
+    if (
+        j.count("\0") != n
+        or j[0] != "/"
+        or j.count("\0/") != n - 1
+        or "//" in j
+        or "/./" in j
+        or "/.\0" in j
+        or "/../" in j
+        or "/..\0" in j
+    ):
         for p in files:
             if "\0" in p or _BAD_PATH.search(p):
                 return p
@@ -152,21 +167,31 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
             prot_patterns.append(pat)
     all_prot = GlobSet(prot_patterns)
 
-    # path -> providers in stacking order (before drops)
-    ships: dict[str, list[int]] = {}
-    for i, m in enumerate(mods):
+    # path -> names of the modules shipping it, highest priority first (before
+    # drops). The hot loop of compose(): kept to one dict probe per path.
+    # Most paths have one provider: a shared 1-tuple per module; a path gets
+    # its own list only when a second module ships it.
+    ships: dict[str, tuple[str, ...]] = {}
+    shared: dict[str, list[str]] = {}
+    get = ships.get
+    for m in reversed(mods):
+        one = (m.layer.name,)
         for p in set(m.layer.files):
-            lst = ships.get(p)
-            if lst is None:
-                ships[p] = [i]
+            have = get(p)
+            if have is None:
+                ships[p] = one
+            elif p in shared:
+                shared[p].append(one[0])
             else:
-                lst.append(i)
+                shared[p] = [*have, one[0]]
+    for p, more in shared.items():
+        ships[p] = tuple(more)
 
-    files = [p for p in ships if not p.endswith("/")]
-    for p, provs in ships.items():
-        if p.endswith("/") and len(p) > 1 and p[:-1] in ships:
-            as_dir = ", ".join(repr(names[i]) for i in provs)
-            as_file = ", ".join(repr(names[i]) for i in ships[p[:-1]])
+    files = [p for p in ships if p[-1] != "/"]
+    for p in [p for p in ships if p[-1] == "/"]:
+        if len(p) > 1 and p[:-1] in ships:
+            as_dir = ", ".join(map(repr, ships[p]))
+            as_file = ", ".join(map(repr, ships[p[:-1]]))
             conflicts.append(
                 f"{p[:-1]!r} is a directory in {as_dir} but a file in {as_file}; "
                 "one kind per path: rename or remove one"
@@ -175,12 +200,18 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
     # Owner of each protected path in the union (one regex call per path).
     hits = all_prot.find_many(files)
     owner: dict[str, tuple[int, str]] = {}  # only paths with exactly one owner
-    others: dict[int, GlobSet] = {}
+    # Count owners per hit with one bulk pass per protecting module: the hits
+    # are few next to the union, and a joined regex can only name one owner.
+    n_owners: dict[str, int] = dict.fromkeys(hits, 0)
+    for i, m in enumerate(mods):
+        kept = [q for q, j in zip(prot_patterns, owner_of, strict=True) if j == i]
+        if kept:
+            gs = m.protected if len(kept) == len(m.protected) else GlobSet(kept)
+            for p in gs.find_many(hits):
+                n_owners[p] += 1
     for p, k in hits.items():
         o = owner_of[k]
-        if o not in others:
-            others[o] = GlobSet(q for q, j in zip(prot_patterns, owner_of, strict=True) if j != o)
-        if others[o].matches(p):
+        if n_owners[p] > 1:
             both = [j for j in range(len(mods)) if mods[j].protected.matches(p)]
             pats = [mods[j].protected.patterns[mods[j].protected.which(p)[0]] for j in both]
             who = " and ".join(f"{names[j]!r} ({pat!r})" for j, pat in zip(both, pats, strict=True))
@@ -222,40 +253,42 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
         raise _fail(conflicts)
 
     dropped: list[Dropped] = []
-    gone: dict[str, set[int]] = {}
+    gone: dict[str, set[str]] = {}
     for p, (o, opat) in owner.items():
         t = takeover.get(p)
-        for i in ships[p]:
-            if t is not None and i == t[0]:
+        for n in ships[p]:
+            if t is not None and n == names[t[0]]:
                 continue
-            if t is not None and i == o:
-                dropped.append(Dropped(p, names[i], "takeover", names[t[0]], t[1]))
-            elif i != o:
-                dropped.append(Dropped(p, names[i], "protected", names[o], opat))
+            if t is not None and n == names[o]:
+                dropped.append(Dropped(p, n, "takeover", names[t[0]], t[1]))
+            elif n != names[o]:
+                dropped.append(Dropped(p, n, "protected", names[o], opat))
             else:
                 continue
-            gone.setdefault(p, set()).add(i)
+            gone.setdefault(p, set()).add(n)
     for i, m in enumerate(mods):
         if not m.mask.patterns:
             continue
-        own = m.mask.find_many(q for q in m.layer.files if not q.endswith("/"))
+        own = m.mask.find_many(q for q in m.layer.files if q[-1] != "/")
         for p, at in own.items():
             if p in takeover and takeover[p][0] == i:
                 continue  # the mask entry declares the takeover; the copy stays
-            if i in gone.get(p, ()):
+            if names[i] in gone.get(p, ()):
                 continue
             dropped.append(Dropped(p, names[i], "mask", names[i], m.mask.patterns[at]))
-            gone.setdefault(p, set()).add(i)
+            gone.setdefault(p, set()).add(names[i])
 
-    union: list[UnionEntry] = []
-    for p in sorted(ships):
-        provs = ships[p]
-        lost = gone.get(p)
-        if lost is not None:
-            provs = [i for i in provs if i not in lost]
-            if not provs:
-                continue
-        union.append(UnionEntry(p, tuple(names[i] for i in reversed(provs))))
+    for p, lost in gone.items():
+        alive = tuple(n for n in ships[p] if n not in lost)
+        if alive:
+            ships[p] = alive
+        else:
+            del ships[p]
+    # (path, providers) pairs become UnionEntry tuples without a Python-level
+    # call per path: the union is most of compose()'s output.
+    keys = sorted(ships)
+    pairs = zip(keys, map(ships.__getitem__, keys), strict=True)
+    union = list(map(partial(tuple.__new__, UnionEntry), pairs))
 
     stacked = tuple(
         StackedModule(
@@ -274,7 +307,7 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
     )
     takeovers = tuple(
         sorted(
-            Takeover(p, names[c], names[owner[p][0]], pat, c in ships[p])
+            Takeover(p, names[c], names[owner[p][0]], pat, names[c] in ships.get(p, ()))
             for p, (c, pat) in takeover.items()
         )
     )

@@ -38,6 +38,7 @@ from powernode.core.globparse import (
     STAR,
     CharClass,
     ParsedPattern,
+    Token,
     parse_pattern,
     validate_pattern,
 )
@@ -63,9 +64,9 @@ def split_dir(path: str, is_dir: bool = False) -> tuple[str, bool]:
     return path, is_dir
 
 
-def _body_regex(parsed: ParsedPattern) -> str:
+def _body_regex(tokens: Sequence[Token]) -> str:
     out = []
-    for tok in parsed.tokens:
+    for tok in tokens:
         if isinstance(tok, str):
             out.append(re.escape(tok))
         elif isinstance(tok, CharClass):
@@ -75,21 +76,51 @@ def _body_regex(parsed: ParsedPattern) -> str:
     return "".join(out)
 
 
-def _regexes(parsed: ParsedPattern) -> tuple[str | None, str]:
-    """(regex for files or None, regex for directories), no anchors.
+def _tail_regexes(parsed: ParsedPattern, skip: int = 0) -> tuple[str | None, str]:
+    """(regex for files or None, regex for directories) of ``tokens[skip:]``.
 
-    Both match the whole path without a trailing ``/``. The unanchored prefix
-    ``.*/`` makes the match start right after some ``/`` of the absolute path,
-    which is rsync's "end of the pathname, at a component boundary".
+    Both match a path without its trailing ``/``. Unanchored patterns get no
+    prefix here: callers put ``.*/`` in front, which makes the match start
+    right after some ``/`` of the absolute path, rsync's "end of the
+    pathname, at a component boundary".
     """
-    body = _body_regex(parsed)
-    prefix = "" if parsed.anchored else ".*/"
+    body = _body_regex(parsed.tokens[skip:])
     if parsed.triple:
         # "dir/***": everything under dir (files and dirs), and dir itself.
-        return prefix + body + "/.*", prefix + body + "(?:/.*)?"
+        return body + "/.*", body + "(?:/.*)?"
     if parsed.dir_only:
-        return None, prefix + body
-    return prefix + body, prefix + body
+        return None, body
+    return body, body
+
+
+def _regexes(parsed: ParsedPattern) -> tuple[str | None, str]:
+    """Whole-path regexes (files or None, directories) for one pattern."""
+    file_rx, dir_rx = _tail_regexes(parsed)
+    prefix = "" if parsed.anchored else ".*/"
+    return (None if file_rx is None else prefix + file_rx), prefix + dir_rx
+
+
+def _literal(parsed: ParsedPattern) -> str | None:
+    """The one path an anchored pattern without wildcards names, else None."""
+    if not parsed.anchored or parsed.triple:
+        return None
+    if all(isinstance(t, str) for t in parsed.tokens):
+        return "".join(t for t in parsed.tokens if isinstance(t, str))
+    return None
+
+
+def _first_component(parsed: ParsedPattern) -> int:
+    """Tokens in a literal ``/name/`` prefix of an anchored pattern (0 if none)."""
+    toks = parsed.tokens
+    if not parsed.anchored:
+        return 0
+    for k in range(1, len(toks) - 1):
+        t = toks[k]
+        if t == "/":
+            return k + 1 if k > 1 else 0
+        if not isinstance(t, str):
+            return 0
+    return 0
 
 
 @dataclass(frozen=True)
@@ -130,35 +161,53 @@ def _check_path(path: str) -> None:
 
 
 class GlobSet:
-    """Any-of many patterns, joined into one regex per kind (files, directories).
+    """Any-of many patterns: a dict for literal paths, one joined regex for the rest.
 
-    Each pattern gets a named group ``g<index>`` so :meth:`find` can say which
-    pattern matched without a per-pattern loop. Unanchored patterns share one
-    ``.*/`` prefix: otherwise every unanchored alternative would rescan the
-    path from its start.
+    Each regex alternative is a named group ``g<index>`` so :meth:`find` can
+    say which pattern matched without a per-pattern loop. Python's ``re``
+    tries alternatives one by one, so the join is shaped to fail fast:
+    anchored literals (``/etc/shadow``, the common protected pattern) are a
+    dict lookup; other anchored patterns are grouped under their literal
+    first component (``/usr/(?:...)``); unanchored ones share one ``.*/``
+    prefix instead of each rescanning the path.
     """
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
-        self.globs: tuple[Glob, ...] = tuple(Glob.compile(p) for p in self.patterns)
         parsed = [parse_pattern(p) for p in self.patterns]
-        self._file_re = self._join(parsed, files=True)
-        self._dir_re = self._join(parsed, files=False)
+        self._lit_files: dict[str, int] = {}
+        self._lit_dirs: dict[str, int] = {}  # keys in list form, "/etc/x/"
+        rest: list[tuple[int, ParsedPattern]] = []
+        for i, pp in enumerate(parsed):
+            lit = _literal(pp)
+            if lit is None:
+                rest.append((i, pp))
+                continue
+            if not pp.dir_only:
+                self._lit_files.setdefault(lit, i)
+            self._lit_dirs.setdefault(lit + "/", i)
+        self._file_re = self._join(rest, files=True)
+        self._dir_re = self._join(rest, files=False)
 
     @staticmethod
-    def _join(parsed: Sequence[ParsedPattern], *, files: bool) -> re.Pattern[str] | None:
-        anchored: list[str] = []
+    def _join(
+        parsed: Sequence[tuple[int, ParsedPattern]], *, files: bool
+    ) -> re.Pattern[str] | None:
+        grouped: dict[str, list[str]] = {}
         floating: list[str] = []
-        for i, pp in enumerate(parsed):
-            file_rx, dir_rx = _regexes(pp)
+        for i, pp in parsed:
+            skip = _first_component(pp)
+            file_rx, dir_rx = _tail_regexes(pp, skip)
             rx = file_rx if files else dir_rx
             if rx is None:
                 continue
+            alt = f"(?P<g{i}>{rx})"
             if pp.anchored:
-                anchored.append(f"(?P<g{i}>{rx})")
+                key = "".join(t for t in pp.tokens[:skip] if isinstance(t, str))
+                grouped.setdefault(key, []).append(alt)
             else:
-                floating.append(f"(?P<g{i}>{rx[len('.*/') :]})")
-        alts = list(anchored)
+                floating.append(alt)
+        alts = [re.escape(key) + "(?:" + "|".join(a) + ")" for key, a in grouped.items()]
         if floating:
             alts.append(".*/(?:" + "|".join(floating) + ")")
         if not alts:
@@ -168,29 +217,42 @@ class GlobSet:
         # "/" is outside every alternative, so "**" cannot swallow it.
         return re.compile("(?:" + "|".join(alts) + ")" + suffix, _FLAGS)
 
+    @cached_property
+    def globs(self) -> tuple[Glob, ...]:
+        """Each pattern compiled alone (only :meth:`which` needs them)."""
+        return tuple(Glob.compile(p) for p in self.patterns)
+
     def __len__(self) -> int:
         return len(self.patterns)
 
-    def _regex_for(self, path: str, is_dir: bool) -> tuple[re.Pattern[str] | None, str]:
-        _check_path(path)
-        if len(path) > 1 and path.endswith("/"):
-            return self._dir_re, path
-        if is_dir:
-            return self._dir_re, path + "/"
-        return self._file_re, path
-
-    def matches(self, path: str, is_dir: bool = False) -> bool:
-        """Whether any pattern matches ``path``."""
-        rx, subject = self._regex_for(path, is_dir)
-        return rx is not None and rx.fullmatch(subject) is not None
-
-    def find(self, path: str, is_dir: bool = False) -> int | None:
-        """Index of one pattern matching ``path`` (always the same one), or None."""
-        rx, subject = self._regex_for(path, is_dir)
+    def _find(self, subject: str) -> int | None:
+        """Index of a matching pattern for a list-form path (dirs end with "/")."""
+        if len(subject) > 1 and subject[-1] == "/":
+            lit, rx = self._lit_dirs, self._dir_re
+        else:
+            lit, rx = self._lit_files, self._file_re
+        k = lit.get(subject)
+        if k is not None:
+            return k
         m = rx.fullmatch(subject) if rx is not None else None
         if m is None or m.lastgroup is None:
             return None
         return int(m.lastgroup[1:])
+
+    @staticmethod
+    def _subject(path: str, is_dir: bool) -> str:
+        _check_path(path)
+        if is_dir and not path.endswith("/"):
+            return path + "/"
+        return path
+
+    def matches(self, path: str, is_dir: bool = False) -> bool:
+        """Whether any pattern matches ``path``."""
+        return self._find(self._subject(path, is_dir)) is not None
+
+    def find(self, path: str, is_dir: bool = False) -> int | None:
+        """Index of one pattern matching ``path`` (always the same one), or None."""
+        return self._find(self._subject(path, is_dir))
 
     def which(self, path: str, is_dir: bool = False) -> list[int]:
         """Indices of every pattern matching ``path`` (a loop: use on few paths)."""
@@ -198,25 +260,27 @@ class GlobSet:
 
     def matching(self, paths: Iterable[str]) -> list[str]:
         """The paths (directories written with a trailing ``/``) any pattern matches."""
-        fre = self._file_re.fullmatch if self._file_re is not None else None
-        dre = self._dir_re.fullmatch if self._dir_re is not None else None
-        out = []
-        for p in paths:
-            rx = dre if p.endswith("/") and len(p) > 1 else fre
-            if rx is not None and rx(p) is not None:
-                out.append(p)
-        return out
+        find = self._find
+        return [p for p in paths if find(p) is not None]
 
     def find_many(self, paths: Iterable[str]) -> dict[str, int]:
         """``{path: index of one matching pattern}`` for the paths any pattern matches."""
-        fre = self._file_re.fullmatch if self._file_re is not None else None
-        dre = self._dir_re.fullmatch if self._dir_re is not None else None
+        # _find() inlined: this loop runs once per path of a composition.
+        lit_f, lit_d = self._lit_files.get, self._lit_dirs.get
+        rx_f = self._file_re.fullmatch if self._file_re is not None else None
+        rx_d = self._dir_re.fullmatch if self._dir_re is not None else None
         out: dict[str, int] = {}
         for p in paths:
-            rx = dre if p.endswith("/") and len(p) > 1 else fre
-            m = rx(p) if rx is not None else None
-            if m is not None and m.lastgroup is not None:
-                out[p] = int(m.lastgroup[1:])
+            if p[-1] == "/" and len(p) > 1:
+                k, rx = lit_d(p), rx_d
+            else:
+                k, rx = lit_f(p), rx_f
+            if k is None and rx is not None:
+                m = rx(p)
+                if m is not None and m.lastgroup is not None:
+                    k = int(m.lastgroup[1:])
+            if k is not None:
+                out[p] = k
         return out
 
     def __repr__(self) -> str:
