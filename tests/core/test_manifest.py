@@ -404,6 +404,21 @@ BAD = [
         id="control-character",
     ),
     pytest.param(
+        "schema_version: 1\nname: a\ndescription: \ud800\n",
+        [(3, 14, "", "lone surrogate U+D800 is not valid text")],
+        id="lone-surrogate",
+    ),
+    pytest.param(
+        "schema_version: 1\nname: a\n<<: {x: 1}\n",
+        [(3, 1, "<<", "unknown key '<<'")],
+        id="merge-key-is-just-unknown",
+    ),
+    pytest.param(
+        "schema_version: 1\nname: a\nx: !!int abc\n",
+        [(3, 1, "x", "unknown key 'x'"), (3, 4, "x", "cannot read 'abc' as int")],
+        id="bad-explicit-int",
+    ),
+    pytest.param(
         b"schema_version: 1\nname: a\ndescription: \xff\n",
         [(3, 14, "", "not valid UTF-8 (byte 0xff)")],
         id="bad-utf8",

@@ -197,11 +197,11 @@ def check_manifest(
     problems += [
         doc.problem(n.path, n.message, key=n.key)
         for n in norm.problems
-        if not doc.is_tainted(n.path)
+        if not _repeats(doc, n.path, n)
     ]
     warnings = [doc.problem(n.path, n.message, key=n.key) for n in norm.warnings]
     notes = _canonical_notes(norm.doc, limits, lambda p: norm.source(p) in doc.unquoted)
-    problems += [_locate(doc, norm, n) for n in notes if not doc.is_tainted(norm.source(n.path))]
+    problems += [_locate(doc, norm, n) for n in notes if not _repeats(doc, norm.source(n.path), n)]
     manifest = None if problems else _build(norm.doc, norm.hints)
     return ManifestCheck(filename, manifest, tuple(sorted(problems)), tuple(sorted(warnings)))
 
@@ -259,6 +259,11 @@ def _loaded(check: ManifestCheck) -> LoadedManifest:
     if check.manifest is None:
         raise ManifestError(list(check.problems))
     return LoadedManifest(check.manifest, check.warnings)
+
+
+def _repeats(doc: YamlDocument, source: FieldPath, note: Note) -> bool:
+    """Whether ``note`` is about a value the YAML step already refused (and replaced)."""
+    return doc.is_tainted(source[:-1] if note.key else source)
 
 
 def _locate(doc: YamlDocument, norm: manifest_legacy.Normalised, note: Note) -> Problem:

@@ -33,6 +33,8 @@ FieldPath = tuple[str | int, ...]
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null"))
+# Resolved from plain text but meaningless without aliases / in a manifest: keep the text.
+_AS_TEXT = frozenset(f"{_TAG}{t}" for t in ("merge", "value"))
 _COLLECTION_TAGS = frozenset({None, "!", f"{_TAG}map", f"{_TAG}seq"})
 _RESOLVER: Any = yaml.resolver.Resolver()
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
@@ -179,7 +181,7 @@ class _Composer:
                 path,
                 f"YAML alias *{event.anchor} is not allowed: aliases can "
                 "expand exponentially (billion laughs); write the value out in full",
-                taint=True,
+                taint=record,
             )
             return None
         assert isinstance(event, events.NodeEvent), event
@@ -201,7 +203,7 @@ class _Composer:
             raise _Stop
         assert isinstance(event, events.CollectionStartEvent), event
         if event.tag not in _COLLECTION_TAGS:
-            self.add(event, path, f"YAML tag {_short(event.tag)} is not allowed here", taint=True)
+            self.add(event, path, f"YAML tag {_short(event.tag)} is not allowed here", taint=record)
         if isinstance(event, events.SequenceStartEvent):
             items: list[object] = []
             while not isinstance(ev := self.next(), events.SequenceEndEvent):
@@ -213,7 +215,7 @@ class _Composer:
     def mapping(self, path: FieldPath, depth: int, record: bool) -> dict[str, object]:
         out: dict[str, object] = {}
         while not isinstance(kev := self.next(), events.MappingEndEvent):
-            key = self.node(kev, (*path, "<key>"), depth + 1, record=False)
+            key = self.node(kev, path, depth + 1, record=False)
             keep = record
             if isinstance(kev, events.AliasEvent):
                 keep = False  # already reported as an alias
@@ -247,8 +249,12 @@ class _Composer:
                 f"{self.max_chars} (ManifestLimits.max_string_length)",
             )
         tag = event.tag
-        if tag in (None, "!"):
+        if tag == "!":  # the non-specific tag: a string (YAML 1.1 §3.3.2)
+            tag = f"{_TAG}str"
+        elif tag is None:
             tag = _RESOLVER.resolve(yaml.ScalarNode, text, event.implicit)
+            if tag in _AS_TEXT:
+                tag = f"{_TAG}str"
         if tag == f"{_TAG}timestamp":
             return text  # no manifest field is a date; keep what was written
         if tag not in _SCALAR_TAGS:
@@ -256,14 +262,14 @@ class _Composer:
                 event,
                 path,
                 f"YAML tag {_short(tag)} is not allowed; write a plain value",
-                taint=True,
+                taint=record,
             )
             return text
         try:
             value: object = _CONSTRUCTOR.construct_object(yaml.ScalarNode(tag, text))
         except (ValueError, yaml.YAMLError) as e:
             self.add(
-                event, path, f"cannot read {show(text)} as {tag[len(_TAG) :]}: {e}", taint=True
+                event, path, f"cannot read {show(text)} as {tag[len(_TAG) :]}: {e}", taint=record
             )
             return text
         if record and not isinstance(value, str) and event.implicit[0]:
@@ -273,6 +279,14 @@ class _Composer:
 
 def _decode(data: str | bytes, filename: str) -> tuple[str | None, Problem | None]:
     if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: not text any file could hold
+            line, column = _position(data, e.start)
+            code = ord(data[e.start])
+            return None, Problem(
+                filename, line, column, "", f"lone surrogate U+{code:04X} is not valid text"
+            )
         return data, None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -307,7 +321,7 @@ def compose(
     Problems that do not stop composing (an alias, a duplicate key) come back with the
     document; syntax errors and exceeded limits come back with None.
     """
-    size = len(data.encode("utf-8") if isinstance(data, str) else data)
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if size > max_bytes:
         return None, [
             Problem(
