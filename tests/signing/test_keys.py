@@ -241,3 +241,12 @@ def test_encrypt_rejects_unsupported_key() -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     with pytest.raises(KeyFormatError, match="ECDSA key on curve secp384r1"):
         encrypt_private_key(key, "pw", params=FAST)  # type: ignore[arg-type]
+
+
+def test_wrong_passphrase_changes_nothing(tmp_path: Path) -> None:
+    priv, pub = tmp_path / "cosign.key", tmp_path / "cosign.pub"
+    write_key_pair(priv, pub, generate_private_key(), "right", params=FAST)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(WrongPassphraseError, match=f"^wrong passphrase for {priv}: "):
+        read_private_key(priv, "wrong")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

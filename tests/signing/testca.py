@@ -74,7 +74,7 @@ def _leaf_usage() -> x509.KeyUsage:
 
 
 @dataclass
-class TestCA:
+class FakeCA:
     name: str = "root"
     not_before: datetime.datetime = T0 - 365 * DAY
     not_after: datetime.datetime = T0 + 365 * DAY

@@ -118,6 +118,8 @@ class KeylessPolicy:
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
             raise SigningSetupError("KeylessPolicy.now must be timezone-aware (e.g. UTC)")
+        if not self.roots_pem.strip():
+            raise SigningSetupError("a keyless policy needs at least one root certificate (PEM)")
         try:
             roots = certs.load_certificates(self.roots_pem, "configured roots")
         except CertificateError as e:

@@ -152,7 +152,8 @@ def _verify_one(
             f"{position}: the signature annotation is longer than {MAX_SIGNATURE_B64}"
         )
     try:
-        signature = base64.b64decode(encoded, validate=True)
+        # Go's base64.StdEncoding (cosign's decoder) skips CR and LF; so do we.
+        signature = base64.b64decode(encoded.replace("\n", "").replace("\r", ""), validate=True)
     except binascii.Error as e:
         raise PayloadError(f"{position}: the signature annotation is not base64") from e
     certificate = annotations.get(CERTIFICATE_ANNOTATION)
