@@ -40,7 +40,7 @@ _TYPE_NAMES = {
 @functools.cache
 def schema_text() -> str:
     """The schema file exactly as shipped."""
-    ref = importlib.resources.files("powernode.core").joinpath("schema", SCHEMA_FILE)
+    ref = importlib.resources.files("powernode.core").joinpath("schema").joinpath(SCHEMA_FILE)
     return ref.read_text(encoding="utf-8")
 
 
