@@ -402,3 +402,92 @@ def test_table_rows() -> None:
     assert ["/etc/shadow", "", "web", "dropped: protected by system-base (/etc/shadow)"] in rows
     assert ["/etc/web.bak", "", "web", "dropped: own mask *.bak"] in rows
     assert all(len(r) == len(headers) and all(isinstance(x, str) for x in r) for r in rows)
+
+
+def worked_example(
+    nginx_mask: tuple[str, ...] = ("/etc/nginx/sites-enabled/default",),
+) -> list[ModuleLayer]:
+    from powernode.core.priority import effective_priority as ep
+
+    return [
+        layer(
+            "system-base",
+            ep(10, SUB),
+            ["/etc/", "/etc/motd", "/etc/shadow"],
+            protected=("/etc/shadow",),
+        ),
+        layer(
+            "chrony",
+            ep(90, SUB),
+            [
+                "/etc/",
+                "/etc/chrony/",
+                "/etc/chrony/chrony.conf",
+                "/etc/chrony/sources.d/",
+                "/etc/chrony/sources.d/pool.sources",
+            ],
+            protected=("/etc/chrony/chrony.conf",),
+        ),
+        layer(
+            "chrony-no-pool",
+            ep(90, CFG),
+            ["/etc/", "/etc/chrony/", "/etc/chrony/chrony.conf"],
+            variety=CFG,
+            parent="chrony",
+            mask=("/etc/chrony/chrony.conf",),
+        ),
+        layer(
+            "nginx",
+            ep(90, SUB),
+            [
+                "/etc/",
+                "/etc/motd",
+                "/etc/shadow",
+                "/etc/nginx/",
+                "/etc/nginx/nginx.conf",
+                "/etc/nginx/sites-enabled/",
+                "/etc/nginx/sites-enabled/default",
+            ],
+            mask=nginx_mask,
+            protected=("/etc/nginx/conf.d/00-security.conf",),
+        ),
+    ]
+
+
+def test_docs_worked_example() -> None:
+    """The example in docs/composition.md, outcome by outcome."""
+    c = compose(worked_example())
+    assert [(m.name, m.priority) for m in c.modules] == [
+        ("system-base", 100),
+        ("nginx", 900),
+        ("chrony", 900),
+        ("chrony-no-pool", 903),
+    ]
+    assert c.winners() == {
+        "/etc/chrony/chrony.conf": "chrony-no-pool",
+        "/etc/chrony/sources.d/pool.sources": "chrony",
+        "/etc/motd": "nginx",
+        "/etc/nginx/nginx.conf": "nginx",
+        "/etc/shadow": "system-base",
+    }
+    etc = c.entry("/etc/")
+    assert etc is not None
+    assert etc.providers == ("chrony-no-pool", "chrony", "nginx", "system-base")
+    assert {(d.path, d.module, d.reason) for d in c.dropped} == {
+        ("/etc/chrony/chrony.conf", "chrony", "takeover"),
+        ("/etc/nginx/sites-enabled/default", "nginx", "mask"),
+        ("/etc/shadow", "nginx", "protected"),
+    }
+    nginx = next(m for m in c.modules if m.name == "nginx")
+    assert nginx.effective_mask == (
+        "/etc/chrony/chrony.conf",
+        "/etc/nginx/sites-enabled/default",
+        "/etc/shadow",
+    )
+    with pytest.raises(CompositionError) as e:
+        compose(worked_example(nginx_mask=("/etc/chrony/**",)))
+    assert e.value.conflicts == [
+        "module 'nginx' (subscription): mask pattern '/etc/chrony/**' matches "
+        "'/etc/chrony/chrony.conf', protected by 'chrony'; only a config module whose "
+        "parent_module is 'chrony' may take over 'chrony''s protected path: narrow the mask"
+    ]
