@@ -446,3 +446,15 @@ def test_interop_vectors_are_not_ed25519_only() -> None:
     assert not isinstance(
         PublicKeyPolicy((CI / "cosign.pub").read_bytes())._key, ed25519.Ed25519PublicKey
     )
+
+
+def test_annotations_of_wrong_type() -> None:
+    key = generate_private_key()
+    (layer,) = layers_for(sign_manifest_digest(REPO, DIGEST, key))
+    bad = (
+        layer.media_type,
+        layer.data,
+        {**layer.annotations, "dev.sigstore.cosign/certificate": 7},
+    )
+    with pytest.raises(PayloadError, match="annotations must map strings to strings"):
+        verify_signatures(REPO, DIGEST, [bad], PublicKeyPolicy(public_key_pem(key)))  # type: ignore[list-item]

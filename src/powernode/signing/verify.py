@@ -96,6 +96,7 @@ def verify_signatures(
     for index, (media_type, data, notes) in enumerate(layers):
         position = f"signature {index + 1} of {len(layers)}"
         try:
+            _check_shape(media_type, data, notes, position)
             verified = _verify_one(
                 Layer(media_type, data, dict(notes)),
                 policy,
@@ -182,6 +183,17 @@ def _verify_one(
             f"not {repo!r}; verify with match_reference=False if {repo} is a mirror"
         )
     return _Checked(payload, signer)
+
+
+def _check_shape(media_type: object, data: object, notes: object, position: str) -> None:
+    # The layers come from JSON an attacker may have written: check the types
+    # the annotations promise before trusting them.
+    if not isinstance(media_type, str) or not isinstance(data, bytes):
+        raise PayloadError(f"{position}: media type must be a string and the blob bytes")
+    if not isinstance(notes, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in notes.items()
+    ):
+        raise PayloadError(f"{position}: annotations must map strings to strings")
 
 
 def _ascii(value: str | None, position: str, what: str) -> bytes | None:
