@@ -42,8 +42,8 @@ def test_seeded_categories() -> None:
         "security-hardening": 80,
         "userland": 90,
     }
-    assert list(SEEDED_CATEGORIES) == sorted(SEEDED_CATEGORIES)
-    assert Category(10, "system-base") in SEEDED_CATEGORIES
+    assert list(SEEDED_CATEGORIES) == sorted(SEEDED_CATEGORIES, key=lambda c: c.position)
+    assert Category("system-base", 10) in SEEDED_CATEGORIES
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_effective_priority(
 
 
 def test_no_variety_lifts_a_module_into_the_next_category() -> None:
-    cats = sorted(SEEDED_CATEGORIES)
+    cats = sorted(SEEDED_CATEGORIES, key=lambda c: c.position)
     for lower, upper in itertools.pairwise(cats):
         top_of_lower = effective_priority(lower.position, Variety.INSTANCE)
         assert top_of_lower < effective_priority(upper.position, Variety.SUBSCRIPTION)

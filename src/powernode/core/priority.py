@@ -70,12 +70,12 @@ _OFFSETS: Final[dict[Variety, int]] = {
 }
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Category:
     """An ordered grouping of modules (platform-side NodeModuleCategory)."""
 
-    position: int
     slug: str
+    position: int
 
 
 # Seed 003 numbers network (60), container runtimes (70) and userland (90+).
@@ -88,11 +88,11 @@ class Category:
 #   application's own config stays in the application's hands unless the
 #   hardening module protects that file.
 SEEDED_CATEGORIES: Final[tuple[Category, ...]] = (
-    Category(10, "system-base"),
-    Category(60, "network-overlay"),
-    Category(70, "container-runtimes"),
-    Category(80, "security-hardening"),
-    Category(90, "userland"),
+    Category("system-base", 10),
+    Category("network-overlay", 60),
+    Category("container-runtimes", 70),
+    Category("security-hardening", 80),
+    Category("userland", 90),
 )
 
 
