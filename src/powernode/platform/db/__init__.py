@@ -1,0 +1,37 @@
+"""Database models (one file per group of nouns), engine/session setup and migrations.
+
+Importing this package registers every model on ``Base.metadata``.
+"""
+
+from powernode.platform.db.auth import ApiToken, AuditLogEntry
+from powernode.platform.db.base import Base
+from powernode.platform.db.catalog import (
+    NodeModule,
+    NodeModuleCategory,
+    NodeModuleVersion,
+    PromotionApproval,
+    PromotionState,
+)
+from powernode.platform.db.fleet import DiskImagePublication, FleetEvent, Task, TaskState
+from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
+from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
+
+__all__ = [
+    "ApiToken",
+    "AuditLogEntry",
+    "Base",
+    "DiskImagePublication",
+    "FleetEvent",
+    "InstanceStatus",
+    "Node",
+    "NodeInstance",
+    "NodeModule",
+    "NodeModuleAssignment",
+    "NodeModuleCategory",
+    "NodeModuleVersion",
+    "NodeTemplate",
+    "PromotionApproval",
+    "PromotionState",
+    "Task",
+    "TaskState",
+]

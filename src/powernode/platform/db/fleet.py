@@ -1,0 +1,78 @@
+"""Fleet bookkeeping: FleetEvent, Task (the lease queue) and DiskImagePublication."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from powernode.platform.db.base import ID, Base, UTCDateTime, enum_check, new_id
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class FleetEvent(Base):
+    """Something that happened in the fleet (kinds like ``instance.enrolled``)."""
+
+    __tablename__ = "fleet_events"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(128), index=True)
+    severity: Mapped[str] = mapped_column(String(16), default="info")
+    node_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("nodes.id", ondelete="SET NULL"), index=True
+    )
+    instance_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("node_instances.id", ondelete="SET NULL"), index=True
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Task(Base):
+    """Work for an agent or a worker; leased with FOR UPDATE SKIP LOCKED on PostgreSQL."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        enum_check("state", "state", TaskState),
+        Index("ix_tasks_state_instance", "state", "instance_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default=TaskState.QUEUED.value)
+    instance_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("node_instances.id", ondelete="CASCADE")
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DiskImagePublication(Base):
+    """A boot artifact published by the image builder (seed 002 variants)."""
+
+    __tablename__ = "disk_image_publications"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    arch: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(128))
+    artifact_ref: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(200))
+    build_manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,177 @@
+"""Nodes (what the operator wants to run) and their instances (what runs)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from sqlalchemy import select
+
+from powernode.platform.db import FleetEvent, InstanceStatus, Node, NodeInstance
+from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
+from powernode.platform.services import audit
+from powernode.platform.services.context import WRITE, Ctx
+from powernode.platform.services.providers import InstanceProvider, ProvisionRequest
+from powernode.platform.services.templates import get_template
+
+log = logging.getLogger(__name__)
+
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ENDED = frozenset({InstanceStatus.TERMINATED.value, InstanceStatus.FAILED.value})
+
+
+def check_hostname(hostname: str) -> str:
+    if len(hostname) > 253 or not all(_LABEL.match(x) for x in hostname.split(".")):
+        raise InvalidInputError(
+            f"hostname {hostname!r} is not an RFC 1123 host name: lower-case letters, "
+            "digits and inner '-' in dot-separated labels of 1-63 characters",
+            field="hostname",
+        )
+    return hostname
+
+
+def _event(ctx: Ctx, kind: str, node: Node, instance: NodeInstance | None, **payload: Any) -> None:
+    ctx.session.add(
+        FleetEvent(
+            kind=kind,
+            node_id=node.id,
+            instance_id=instance.id if instance else None,
+            payload=payload,
+            occurred_at=ctx.now,
+        )
+    )
+
+
+def create_node(
+    ctx: Ctx, hostname: str, template_ref: str, *, metadata: dict[str, Any] | None = None
+) -> Node:
+    ctx.actor.require(WRITE, "creating a node")
+    check_hostname(hostname)
+    template = get_template(ctx, template_ref)
+    dup = ctx.session.scalar(
+        select(Node.id).where(Node.account == ctx.actor.account, Node.hostname == hostname)
+    )
+    if dup is not None:
+        raise ConflictError(f"a node named {hostname!r} already exists ({dup})", node_id=dup)
+    node = Node(
+        account=ctx.actor.account,
+        hostname=hostname,
+        template=template,
+        node_metadata=metadata or {},
+        created_at=ctx.now,
+    )
+    ctx.session.add(node)
+    ctx.session.flush()
+    _event(ctx, "node.created", node, None, hostname=hostname, template=template.name)
+    audit.record(
+        ctx,
+        action="node.create",
+        target_type="node",
+        target_id=node.id,
+        summary=f"created node {hostname} from template {template.name}",
+        detail={"hostname": hostname, "template": template.name},
+    )
+    return node
+
+
+def list_nodes(ctx: Ctx) -> list[Node]:
+    q = select(Node).where(Node.account == ctx.actor.account).order_by(Node.hostname)
+    return list(ctx.session.scalars(q).unique())
+
+
+def get_node(ctx: Ctx, ref: str) -> Node:
+    """A node by id or hostname."""
+    q = select(Node).where(
+        Node.account == ctx.actor.account, (Node.id == ref) | (Node.hostname == ref)
+    )
+    node = ctx.session.scalar(q)
+    if node is None:
+        raise NotFoundError(
+            f"node {ref!r} not found (by id or hostname); list nodes with: "
+            "powernode system list-nodes"
+        )
+    return node
+
+
+def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> NodeInstance:
+    """Ask ``provider`` for a machine for the node; one live instance per node."""
+    ctx.actor.require(WRITE, "provisioning an instance")
+    node = get_node(ctx, node_ref)
+    for other in node.instances:
+        if other.status not in _ENDED:
+            raise ConflictError(
+                f"node {node.hostname!r} already has instance {other.id} ({other.status}); "
+                "terminate it first",
+                instance_id=other.id,
+            )
+    instance = NodeInstance(
+        node=node,
+        hostname=node.hostname,
+        template_id=node.template_id,
+        status=InstanceStatus.PROVISIONING.value,
+        provider=provider.name,
+        running_module_digests={},
+        created_at=ctx.now,
+    )
+    ctx.session.add(instance)
+    ctx.session.flush()
+    # The provider is called last, after every check: a refused request
+    # must not leave a machine behind.
+    instance.provider_ref = provider.provision(
+        ProvisionRequest(instance.id, node.id, node.hostname, node.template.name)
+    )
+    _event(ctx, "instance.provisioning", node, instance, provider=provider.name)
+    audit.record(
+        ctx,
+        action="instance.provision",
+        target_type="node_instance",
+        target_id=instance.id,
+        summary=f"provisioned an instance of {node.hostname} with {provider.name}",
+        detail={"node": node.hostname, "provider": provider.name, "ref": instance.provider_ref},
+    )
+    return instance
+
+
+def get_instance(ctx: Ctx, instance_id: str) -> NodeInstance:
+    instance = ctx.session.get(NodeInstance, instance_id)
+    if instance is None or instance.node.account != ctx.actor.account:
+        raise NotFoundError(f"instance {instance_id!r} not found", instance_id=instance_id)
+    return instance
+
+
+def list_instances(ctx: Ctx, node_ref: str | None = None) -> list[NodeInstance]:
+    q = select(NodeInstance).join(NodeInstance.node).where(Node.account == ctx.actor.account)
+    if node_ref is not None:
+        q = q.where(NodeInstance.node_id == get_node(ctx, node_ref).id)
+    return list(ctx.session.scalars(q.order_by(NodeInstance.created_at, NodeInstance.id)))
+
+
+def terminate_instance(ctx: Ctx, provider: InstanceProvider, instance_id: str) -> NodeInstance:
+    ctx.actor.require(WRITE, "terminating an instance")
+    instance = get_instance(ctx, instance_id)
+    if instance.status in _ENDED:
+        raise ConflictError(
+            f"instance {instance_id} is already {instance.status}", status_now=instance.status
+        )
+    if instance.provider != provider.name:
+        raise ConflictError(
+            f"instance {instance_id} was provisioned by provider {instance.provider!r}, "
+            f"but this platform runs {provider.name!r}; terminate it there"
+        )
+    if instance.provider_ref:
+        provider.terminate(instance.provider_ref)
+    before = instance.status
+    instance.status = InstanceStatus.TERMINATED.value
+    instance.terminated_at = ctx.now
+    _event(ctx, "instance.terminated", instance.node, instance, previous_status=before)
+    audit.record(
+        ctx,
+        action="instance.terminate",
+        target_type="node_instance",
+        target_id=instance.id,
+        summary=f"terminated instance {instance.id} of {instance.hostname}",
+        detail={"previous_status": before},
+    )
+    return instance

@@ -1,0 +1,100 @@
+"""Platform settings: defaults < settings file (TOML) < environment < explicit overrides.
+
+The settings file is TOML (stdlib ``tomllib``, no extra dependency), one flat
+table::
+
+    data_dir = "/var/lib/powernode"
+    database_url = "postgresql://powernode@127.0.0.1/powernode"
+    max_body_bytes = 1048576
+
+Environment variables are the upper-cased keys prefixed ``POWERNODE_``
+(``POWERNODE_DATABASE_URL``, ``POWERNODE_DATA_DIR`` ...). The settings object
+is frozen: the app factory reads it once.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from powernode.errors import ConfigError
+
+ENV_PREFIX = "POWERNODE_"
+DEFAULT_DATA_DIR = Path("/var/lib/powernode")
+
+
+class Settings(BaseModel):
+    """Everything the platform process needs to start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Empty means the embedded default: SQLite file ``<data_dir>/platform.db`` (WAL).
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=1, le=65535)
+    # Request bodies above this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30)
+    # Apply pending migrations when the app starts (``platform serve``).
+    migrate_on_start: bool = True
+    # Key that seals module webhook secrets at rest; created on first use.
+    secret_key_file: Path | None = None
+
+    @property
+    def effective_database_url(self) -> str:
+        """``database_url``, or the embedded SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'platform.db'}"
+
+    @property
+    def effective_secret_key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
+
+
+_FIELDS = tuple(Settings.model_fields)
+
+
+def load_settings(
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Merge defaults, ``file``, ``env`` (default ``os.environ``) and ``overrides``.
+
+    ``overrides`` whose value is None are ignored, so CLI flags that were not
+    given do not mask the file or the environment.
+    """
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with file.open("rb") as f:
+                values.update(tomllib.load(f))
+        except OSError as e:
+            raise ConfigError(f"{file}: cannot read settings file: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{file}: not valid TOML: {e}") from e
+        unknown = sorted(set(values) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
+            )
+    environ = os.environ if env is None else env
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            values[name] = environ[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as e:
+        where = str(file) if file else "settings"
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{where}: {details}") from e
