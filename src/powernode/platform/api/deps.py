@@ -1,0 +1,86 @@
+"""What every endpoint needs: the platform state, the caller, a unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from powernode.platform.problems import AuthenticationError, ConflictError
+from powernode.platform.sealing import Sealer
+from powernode.platform.services import tokens
+from powernode.platform.services.context import READ, Actor, Ctx
+from powernode.platform.services.providers import InstanceProvider
+from powernode.platform.settings import Settings
+
+
+@dataclass
+class PlatformState:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    sealer: Sealer
+    provider: InstanceProvider
+    clock: Callable[[], datetime]
+
+    @contextmanager
+    def unit(self, actor: Actor) -> Iterator[Ctx]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        with self.sessions() as session:
+            ctx = Ctx(session=session, actor=actor, now=self.clock())
+            try:
+                yield ctx
+                session.commit()
+            except IntegrityError as e:
+                session.rollback()
+                # The services check uniqueness first; this is the race two
+                # concurrent writers can still hit.
+                raise ConflictError(
+                    "the change conflicts with another one made at the same time; "
+                    f"reload and retry ({type(e.orig).__name__})"
+                ) from e
+            except BaseException:
+                session.rollback()
+                raise
+
+
+def get_state(request: Request) -> PlatformState:
+    state = request.app.state.platform
+    assert isinstance(state, PlatformState)
+    return state
+
+
+State = Annotated[PlatformState, Depends(get_state)]
+_bearer = HTTPBearer(auto_error=False, description="powernode API token (pnt_…)")
+
+
+def get_actor(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    if credentials is None:
+        raise AuthenticationError(
+            "no API token: send 'Authorization: Bearer pnt_…' "
+            "(create one with: powernode platform token create)"
+        )
+    with state.sessions() as session:
+        return tokens.authenticate(session, credentials.credentials, state.clock())
+
+
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+def get_reader(actor: CurrentActor) -> Actor:
+    actor.require(READ, "reading")
+    return actor
+
+
+Reader = Annotated[Actor, Depends(get_reader)]

@@ -1,0 +1,63 @@
+"""Nodes and instances: ``/nodes``, ``/node_instances``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from powernode.platform.api.deps import CurrentActor, Reader, State
+from powernode.platform.api.schemas import InstanceOut, NodeCreate, NodeOut, ProvisionRequest
+from powernode.platform.services import nodes
+
+router = APIRouter(tags=["nodes"])
+
+
+@router.post("/nodes", status_code=status.HTTP_201_CREATED)
+def create_node(body: NodeCreate, state: State, actor: CurrentActor) -> dict[str, NodeOut]:
+    with state.unit(actor) as ctx:
+        n = nodes.create_node(ctx, body.hostname, body.node_template_id, metadata=body.metadata)
+        return {"node": NodeOut.of(n)}
+
+
+@router.get("/nodes")
+def list_nodes(state: State, actor: Reader) -> dict[str, list[NodeOut]]:
+    with state.unit(actor) as ctx:
+        return {"nodes": [NodeOut.of(n) for n in nodes.list_nodes(ctx)]}
+
+
+@router.get("/nodes/{node}")
+def get_node(node: str, state: State, actor: Reader) -> dict[str, NodeOut]:
+    with state.unit(actor) as ctx:
+        return {"node": NodeOut.of(nodes.get_node(ctx, node))}
+
+
+@router.post("/node_instances", status_code=status.HTTP_201_CREATED)
+def provision_instance(
+    body: ProvisionRequest, state: State, actor: CurrentActor
+) -> dict[str, InstanceOut]:
+    """Seed 004: ``system_provision_instance({node_id})``."""
+    with state.unit(actor) as ctx:
+        i = nodes.provision_instance(ctx, state.provider, body.node_id)
+        return {"instance": InstanceOut.of(i)}
+
+
+@router.get("/node_instances")
+def list_instances(
+    state: State, actor: Reader, node: str | None = None
+) -> dict[str, list[InstanceOut]]:
+    with state.unit(actor) as ctx:
+        return {"instances": [InstanceOut.of(i) for i in nodes.list_instances(ctx, node)]}
+
+
+@router.get("/node_instances/{instance_id}")
+def get_instance(instance_id: str, state: State, actor: Reader) -> dict[str, InstanceOut]:
+    with state.unit(actor) as ctx:
+        return {"instance": InstanceOut.of(nodes.get_instance(ctx, instance_id))}
+
+
+@router.post("/node_instances/{instance_id}/terminate")
+def terminate_instance(
+    instance_id: str, state: State, actor: CurrentActor
+) -> dict[str, InstanceOut]:
+    with state.unit(actor) as ctx:
+        i = nodes.terminate_instance(ctx, state.provider, instance_id)
+        return {"instance": InstanceOut.of(i)}

@@ -1,0 +1,331 @@
+"""Request and response bodies of the operator API (OpenAPI is generated from these).
+
+Requests forbid unknown fields (a typo is an error, not a silently ignored
+setting) and bound every string and list. Responses use the seeds' envelopes:
+``{"module": {...}}``, ``{"versions": [...]}``, ``{"instance": {...}}``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from powernode.platform.db import (
+    AuditLogEntry,
+    Node,
+    NodeInstance,
+    NodeModule,
+    NodeModuleAssignment,
+    NodeModuleCategory,
+    NodeModuleVersion,
+    NodeTemplate,
+    PromotionApproval,
+)
+
+Name = Field(min_length=1, max_length=128)
+Text = Field(default="", max_length=4096)
+Priority = Field(default=None, ge=0, le=100_000)
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------
+
+
+class ModuleCreate(In):
+    name: str = Name
+    category_slug: str = Field(min_length=1, max_length=64)
+    variety: Literal["subscription", "config", "instance"] = "subscription"
+    description: str = Text
+    parent_module: str | None = Field(default=None, max_length=128)
+    cosign_identity_regexp: str | None = Field(default=None, max_length=1024)
+    cosign_issuer_regexp: str | None = Field(default=None, max_length=1024)
+    cosign_public_key: str | None = Field(default=None, max_length=16_384)
+    require_approval: bool = False
+    gitea_repo_full_name: str | None = Field(default=None, max_length=255)
+    github_repo_full_name: str | None = Field(default=None, max_length=255)
+
+
+class VersionCreate(In):
+    version_string: str = Field(min_length=1, max_length=128)
+    composefs_digest: str | None = Field(default=None, max_length=200)
+    fsverity_root_hash: str | None = Field(default=None, max_length=200)
+    cosign_verified: bool = False
+    artifact_ref: str | None = Field(default=None, max_length=2048)
+    sbom_ref: str | None = Field(default=None, max_length=2048)
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    file_list: list[str] = Field(default_factory=list, max_length=200_000)
+
+
+class PromoteRequest(In):
+    to: str = Field(min_length=1, max_length=16)
+    note: str = Text
+
+
+class DemoteRequest(In):
+    to: str | None = Field(default=None, max_length=16)
+    note: str = Text
+
+
+class NoteRequest(In):
+    note: str = Text
+
+
+class AssignRequest(In):
+    module_name: str = Name
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    effective_priority: int | None = Priority
+
+
+class AssignmentUpdate(In):
+    """Fields left out are unchanged; ``effective_priority: null`` clears the override."""
+
+    effective_priority: int | None = Priority
+    metadata: dict[str, Any] | None = None
+
+
+class NodeCreate(In):
+    hostname: str = Field(min_length=1, max_length=253)
+    node_template_id: str = Field(min_length=1, max_length=128, description="id or name")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProvisionRequest(In):
+    node_id: str = Field(min_length=1, max_length=253, description="id or hostname")
+
+
+# --- responses --------------------------------------------------------------
+
+
+class CategoryOut(BaseModel):
+    id: str
+    slug: str
+    name: str
+    position: int
+
+    @classmethod
+    def of(cls, c: NodeModuleCategory) -> CategoryOut:
+        return cls(id=c.id, slug=c.slug, name=c.name, position=c.position)
+
+
+class ModuleOut(BaseModel):
+    id: str
+    account: str
+    name: str
+    description: str
+    category_slug: str
+    variety: str
+    parent_module: str | None
+    cosign_identity_regexp: str | None
+    cosign_issuer_regexp: str | None
+    cosign_public_key: str | None
+    require_approval: bool
+    gitea_repo_full_name: str | None
+    github_repo_full_name: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, m: NodeModule) -> ModuleOut:
+        return cls(
+            id=m.id,
+            account=m.account,
+            name=m.name,
+            description=m.description,
+            category_slug=m.category.slug,
+            variety=m.variety,
+            parent_module=m.parent_module.name if m.parent_module else None,
+            cosign_identity_regexp=m.cosign_identity_regexp,
+            cosign_issuer_regexp=m.cosign_issuer_regexp,
+            cosign_public_key=m.cosign_public_key,
+            require_approval=m.require_approval,
+            gitea_repo_full_name=m.gitea_repo_full_name,
+            github_repo_full_name=m.github_repo_full_name,
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+        )
+
+
+class ModuleCreatedOut(ModuleOut):
+    webhook_secret: str = Field(description="shown once; store it as POWERNODE_WEBHOOK_SECRET")
+
+
+class VersionOut(BaseModel):
+    id: str
+    module_name: str
+    version_string: str
+    promotion_state: str
+    composefs_digest: str | None
+    fsverity_root_hash: str | None
+    cosign_verified: bool
+    artifact_ref: str | None
+    sbom_ref: str | None
+    file_count: int
+    created_at: datetime
+    promoted_at: datetime | None
+
+    @classmethod
+    def of(cls, v: NodeModuleVersion) -> VersionOut:
+        return cls(
+            id=v.id,
+            module_name=v.module.name,
+            version_string=v.version_string,
+            promotion_state=v.promotion_state,
+            composefs_digest=v.composefs_digest,
+            fsverity_root_hash=v.fsverity_root_hash,
+            cosign_verified=v.cosign_verified,
+            artifact_ref=v.artifact_ref,
+            sbom_ref=v.sbom_ref,
+            file_count=len(v.file_list),
+            created_at=v.created_at,
+            promoted_at=v.promoted_at,
+        )
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    version_id: str
+    to_state: str
+    approved_by: str
+    note: str
+    approved_at: datetime
+    used_at: datetime | None
+
+    @classmethod
+    def of(cls, a: PromotionApproval) -> ApprovalOut:
+        return cls(
+            id=a.id,
+            version_id=a.version_id,
+            to_state=a.to_state,
+            approved_by=a.approved_by,
+            note=a.note,
+            approved_at=a.approved_at,
+            used_at=a.used_at,
+        )
+
+
+class AssignmentOut(BaseModel):
+    id: str
+    template_id: str
+    template_name: str
+    module_id: str
+    module_name: str
+    priority: int
+    effective_priority: int | None
+    resolved_priority: int = Field(description="effective_priority if set, else priority")
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, a: NodeModuleAssignment) -> AssignmentOut:
+        return cls(
+            id=a.id,
+            template_id=a.template_id,
+            template_name=a.template.name,
+            module_id=a.module_id,
+            module_name=a.module.name,
+            priority=a.priority,
+            effective_priority=a.effective_priority,
+            resolved_priority=a.effective_priority
+            if a.effective_priority is not None
+            else a.priority,
+            metadata=a.assignment_metadata,
+            created_at=a.created_at,
+            updated_at=a.updated_at,
+        )
+
+
+class TemplateOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, t: NodeTemplate) -> TemplateOut:
+        return cls(id=t.id, name=t.name, description=t.description, created_at=t.created_at)
+
+
+class TemplateDetailOut(TemplateOut):
+    assignments: list[AssignmentOut]
+
+
+class NodeOut(BaseModel):
+    id: str
+    hostname: str
+    template_id: str
+    template_name: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, n: Node) -> NodeOut:
+        return cls(
+            id=n.id,
+            hostname=n.hostname,
+            template_id=n.template_id,
+            template_name=n.template.name,
+            metadata=n.node_metadata,
+            created_at=n.created_at,
+        )
+
+
+class InstanceOut(BaseModel):
+    id: str
+    node_id: str
+    hostname: str
+    template_id: str
+    status: str
+    provider: str
+    provider_ref: str | None
+    running_module_digests: dict[str, str]
+    last_heartbeat_at: datetime | None
+    created_at: datetime
+    terminated_at: datetime | None
+
+    @classmethod
+    def of(cls, i: NodeInstance) -> InstanceOut:
+        return cls(
+            id=i.id,
+            node_id=i.node_id,
+            hostname=i.hostname,
+            template_id=i.template_id,
+            status=i.status,
+            provider=i.provider,
+            provider_ref=i.provider_ref,
+            running_module_digests=i.running_module_digests,
+            last_heartbeat_at=i.last_heartbeat_at,
+            created_at=i.created_at,
+            terminated_at=i.terminated_at,
+        )
+
+
+class AuditOut(BaseModel):
+    id: str
+    at: datetime
+    actor: str
+    token_id: str | None
+    action: str
+    target_type: str
+    target_id: str | None
+    summary: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: AuditLogEntry) -> AuditOut:
+        return cls(
+            id=e.id,
+            at=e.at,
+            actor=e.actor,
+            token_id=e.token_id,
+            action=e.action,
+            target_type=e.target_type,
+            target_id=e.target_id,
+            summary=e.summary,
+            detail=e.detail,
+        )

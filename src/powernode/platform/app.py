@@ -1,0 +1,141 @@
+"""The app factory: ``create_app(settings)`` → a FastAPI app serving the operator API.
+
+Webhooks (``/api/v1/system/webhooks/…``), the node API (``/node_api/…``),
+drift reports and composition previews are separate routers to be added next
+to the ones included here; they share :class:`PlatformState` and the
+problem+json handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from powernode import __version__
+from powernode.platform.api import audit, modules, nodes, templates, versions
+from powernode.platform.api.deps import PlatformState
+from powernode.platform.api.limits import BodyLimit
+from powernode.platform.db.migrate import upgrade
+from powernode.platform.db.session import make_engine, make_sessionmaker
+from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
+from powernode.platform.sealing import Sealer, load_or_create_key
+from powernode.platform.services.providers import InstanceProvider, RecordingProvider
+from powernode.platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1/system"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    provider: InstanceProvider | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> FastAPI:
+    """Build the app; migrates the database first when ``settings.migrate_on_start``."""
+    engine = make_engine(settings.effective_database_url)
+    if settings.migrate_on_start:
+        upgrade(engine)
+    state = PlatformState(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        sealer=Sealer(load_or_create_key(settings.effective_secret_key_file)),
+        provider=provider or RecordingProvider(),
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="powernode platform",
+        version=__version__,
+        description="Operator API: catalog, promotion, templates, nodes and instances.",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.platform = state
+    for router in (modules.router, versions.router, templates.router, nodes.router, audit.router):
+        app.include_router(router, prefix=API_PREFIX)
+    _install_problem_handlers(app)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _problem(status: int, body: dict[str, object]) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    # RFC 9457: every error is application/problem+json with a detail saying
+    # what was wrong and what to do.
+
+    @app.exception_handler(PlatformError)
+    async def platform_error(request: Request, exc: PlatformError) -> JSONResponse:
+        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        resp = _problem(exc.status, exc.problem(request.url.path))
+        if headers:
+            resp.headers.update(headers)
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
+        body = problem_body(
+            422,
+            "invalid-input",
+            "Invalid input",
+            f"the request does not match the schema (see /openapi.json): {detail}",
+            instance=request.url.path,
+            extra={"errors": errors},
+        )
+        return _problem(422, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no such endpoint {request.url.path}; the API is described at /openapi.json"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        body = problem_body(
+            exc.status_code, "http-error", "HTTP error", detail, instance=request.url.path
+        )
+        return _problem(exc.status_code, body)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = problem_body(
+            500,
+            "internal",
+            "Internal error",
+            f"the platform failed unexpectedly ({type(exc).__name__}); see the server log",
+            instance=request.url.path,
+        )
+        return _problem(500, body)
