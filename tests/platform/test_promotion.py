@@ -138,7 +138,9 @@ def test_require_approval_needs_an_approval_from_another_token(platform: Platfor
     vid = version(platform, require_approval=True)
     to_blessed(platform, vid)
     before = platform.snapshot()
-    assert_problem(move(platform, vid, "live"), 403, "requires approval", f"approve {vid}")
+    assert_problem(
+        move(platform, vid, "live"), 403, "requires approval", f"approve-module-version {vid}"
+    )
     assert platform.snapshot() == before
     # The promoter's own approval does not count (four eyes).
     r = platform.call("POST", f"/node_module_versions/{vid}/approvals", json={"note": "mine"})

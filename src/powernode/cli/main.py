@@ -10,6 +10,7 @@ from powernode import __version__
 from powernode.cli.composefs import app as composefs_app
 from powernode.cli.demo import demo
 from powernode.cli.module import app as module_app
+from powernode.cli.platform import register as register_platform
 from powernode.cli.verity import app as verity_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(module_app, name="module")
+register_platform(app)  # adds `platform` and `system`
 app.add_typer(verity_app, name="verity")
 app.add_typer(composefs_app, name="composefs")
 app.command("demo")(demo)

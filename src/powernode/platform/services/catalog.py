@@ -243,7 +243,7 @@ def get_version(ctx: Ctx, version_id: str) -> NodeModuleVersion:
     if version is None or version.module.account != ctx.actor.account:
         raise NotFoundError(
             f"module version {version_id!r} not found; list versions with: "
-            "powernode system list-versions MODULE",
+            "powernode system list-module-versions MODULE",
             version_id=version_id,
         )
     return version

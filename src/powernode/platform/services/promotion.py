@@ -134,8 +134,8 @@ def _usable_approval(ctx: Ctx, version: NodeModuleVersion) -> PromotionApproval:
             return approval
     raise ApprovalRequiredError(
         f"module {version.module.name!r} requires approval to go live: an operator with "
-        f"another promote-live token approves first (powernode system approve {version.id}), "
-        "then promote again",
+        "another promote-live token approves first "
+        f"(powernode system approve-module-version {version.id}), then promote again",
         version_id=version.id,
     )
 

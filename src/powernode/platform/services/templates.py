@@ -69,7 +69,8 @@ def assign_module(
     if existing is not None:
         raise ConflictError(
             f"module {module_name!r} is already assigned to template {template.name!r} "
-            f"(assignment {existing.id}); change it with update-assignment",
+            f"(assignment {existing.id}); change it with: "
+            "powernode system update-module-assignment",
             assignment_id=existing.id,
         )
     priority = effective_priority(module.category.position, Variety(module.variety))

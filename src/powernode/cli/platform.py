@@ -1,0 +1,164 @@
+"""`powernode platform …`: run the control plane and administer it locally.
+
+These commands talk to the database directly (they run on the platform host);
+operator actions over the network are under `powernode system …`. The platform
+packages are imported inside the commands: `powernode` must start on a node
+that installed without the ``platform`` extra.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from powernode.errors import PowernodeError
+
+if TYPE_CHECKING:
+    from powernode.platform.settings import Settings
+
+app = typer.Typer(
+    help="Run and administer the platform (API server, migrations, tokens).", no_args_is_help=True
+)
+token_app = typer.Typer(help="Operator API tokens (scopes: read, write, promote-live).")
+app.add_typer(token_app, name="token")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="POWERNODE_CONFIG", help="Settings file (TOML)."),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="sqlite:///PATH or postgresql://… (default: SQLite under the data dir; "
+        "env POWERNODE_DATABASE_URL).",
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (env POWERNODE_DATA_DIR).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``platform`` and ``system`` (cli/system.py) to the ``powernode`` command."""
+    from powernode.cli.system import app as system_app  # noqa: PLC0415
+
+    root.add_typer(app, name="platform")
+    root.add_typer(system_app, name="system")
+
+
+def _fail(e: PowernodeError) -> typer.Exit:
+    typer.echo(f"error: {e}", err=True)
+    return typer.Exit(1)
+
+
+def _settings(
+    config: Path | None, database: str | None, data_dir: Path | None, **kw: object
+) -> Settings:
+    from powernode.platform.settings import load_settings  # noqa: PLC0415
+
+    return load_settings(config, None, database_url=database, data_dir=data_dir, **kw)
+
+
+@app.command()
+def serve(
+    *,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8400).")] = None,
+) -> None:
+    """Serve the operator API (migrating the database first)."""
+    import uvicorn  # noqa: PLC0415
+
+    from powernode.platform.app import create_app  # noqa: PLC0415
+
+    try:
+        settings = _settings(config, database, data_dir, host=host, port=port)
+        api = create_app(settings)
+    except PowernodeError as e:
+        raise _fail(e) from e
+    uvicorn.run(api, host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command()
+def migrate(
+    *,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    from powernode.platform.db.migrate import current_revision, upgrade  # noqa: PLC0415
+    from powernode.platform.db.session import make_engine  # noqa: PLC0415
+
+    try:
+        settings = _settings(config, database, data_dir)
+        engine = make_engine(settings.effective_database_url)
+    except PowernodeError as e:
+        raise _fail(e) from e
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({"from": before, "to": after}))
+    else:
+        typer.echo(f"database at revision {after} (was {before or 'empty'})")
+
+
+@token_app.command("create")
+def token_create(
+    *,
+    name: Annotated[str, typer.Option(help="Who or what uses the token, e.g. ci or alice.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="read, write or promote-live (repeat).")
+    ],
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, help="Expire after this many days.")
+    ] = None,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token; its secret is printed once and never stored."""
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
+    from powernode.platform.db.session import make_engine  # noqa: PLC0415
+    from powernode.platform.services.context import SCOPES, Actor, Ctx  # noqa: PLC0415
+    from powernode.platform.services.tokens import create_token  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    expires = now + timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        settings = _settings(config, database, data_dir)
+        engine = make_engine(settings.effective_database_url)
+        upgrade(engine)
+        with Session(engine, expire_on_commit=False) as session:
+            admin = Actor(f"local:{getpass.getuser()}", None, frozenset(SCOPES))
+            token, secret = create_token(Ctx(session, admin, now), name, scope, expires_at=expires)
+            session.commit()
+    except PowernodeError as e:
+        raise _fail(e) from e
+    finally:
+        if "engine" in locals():
+            engine.dispose()
+    if as_json:
+        out = {"id": token.id, "name": name, "scopes": token.scopes.split(), "token": secret}
+        typer.echo(json.dumps(out))
+    else:
+        typer.echo(f"token {name} ({token.scopes}) id {token.id}")
+        typer.echo("secret (shown once; use as POWERNODE_TOKEN):")
+        typer.echo(secret)

@@ -1,0 +1,424 @@
+"""`powernode system …`: the operator's commands, over the platform's REST API.
+
+Command names are the seeds' operation names without ``system_``
+(``system_promote_module_version`` → ``promote-module-version``). The platform
+is reached at ``--url`` / ``POWERNODE_URL`` with the token in ``--token`` /
+``POWERNODE_TOKEN``. Every command takes ``--json`` to print the API's answer.
+Only httpx is needed: this file imports nothing from ``powernode.platform``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Operate the fleet through the platform API.", no_args_is_help=True)
+
+DEFAULT_URL = "http://127.0.0.1:8400"
+API = "/api/v1/system"
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer.")]
+MetaOpt = Annotated[
+    list[str] | None, typer.Option("--metadata", help="KEY=VALUE (repeat); VALUE may be JSON.")
+]
+# The columns shown for each list the API returns.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "categories": ("slug", "position", "name"),
+    "modules": ("name", "category_slug", "variety", "require_approval"),
+    "versions": ("id", "version_string", "promotion_state", "composefs_digest"),
+    "templates": ("name", "id", "description"),
+    "assignments": ("module_name", "resolved_priority", "priority", "effective_priority", "id"),
+    "nodes": ("hostname", "template_name", "id"),
+    "instances": ("id", "hostname", "status", "provider"),
+    "audit_log": ("at", "actor", "action", "summary"),
+}
+
+
+@dataclass
+class Remote:
+    url: str
+    token: str | None
+    transport: httpx.BaseTransport | None = None
+
+    def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            with httpx.Client(base_url=self.url, transport=self.transport, timeout=30) as c:
+                r = c.request(method, API + path, json=body, params=params, headers=headers)
+        except httpx.HTTPError as e:
+            typer.echo(
+                f"error: cannot reach the platform at {self.url}: {e}; is "
+                "`powernode platform serve` running and --url / POWERNODE_URL right?",
+                err=True,
+            )
+            raise typer.Exit(2) from e
+        if r.is_error:
+            try:
+                problem = r.json()
+                detail = problem.get("detail", r.text)
+            except ValueError:
+                detail = r.text[:500]
+            typer.echo(f"error: {r.status_code} {r.reason_phrase}: {detail}", err=True)
+            raise typer.Exit(1)
+        data: dict[str, Any] = r.json()
+        return data
+
+
+@app.callback()
+def _connect(
+    ctx: typer.Context,
+    url: Annotated[
+        str, typer.Option("--url", envvar="POWERNODE_URL", help="Platform base URL.")
+    ] = DEFAULT_URL,
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="POWERNODE_TOKEN", help="API token (pnt_…).")
+    ] = None,
+) -> None:
+    if ctx.obj is None:  # tests may hand in a Remote with their own transport
+        ctx.obj = Remote(url.rstrip("/"), token)
+
+
+def _remote(ctx: typer.Context) -> Remote:
+    remote = ctx.obj
+    assert isinstance(remote, Remote)
+    return remote
+
+
+def _show(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    console = Console()
+    for key, value in data.items():
+        if isinstance(value, list):
+            _table(console, key, value)
+        elif isinstance(value, dict):
+            nested = {k: v for k, v in value.items() if isinstance(v, list)}
+            for k, v in value.items():
+                if k not in nested:
+                    typer.echo(f"{k}: {v}")
+            for k, v in nested.items():
+                _table(console, k, v)
+        else:
+            typer.echo(f"{key}: {value}")
+
+
+def _table(console: Console, key: str, rows: list[dict[str, Any]]) -> None:
+    cols = COLUMNS.get(key) or (tuple(rows[0]) if rows else ("(none)",))
+    table = Table(title=key)
+    for c in cols:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in cols))
+    console.print(table)
+
+
+def _metadata(items: list[str] | None) -> dict[str, Any] | None:
+    if items is None:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: write KEY=VALUE", param_hint="--metadata")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+# --- catalog ------------------------------------------------------------------
+
+
+@app.command("list-categories")
+def list_categories(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Module categories in priority order."""
+    _show(_remote(ctx).call("GET", "/node_module_categories"), as_json)
+
+
+@app.command("create-module")
+def create_module(
+    ctx: typer.Context,
+    name: str,
+    *,
+    category: Annotated[str, typer.Option("--category", help="Category slug, e.g. userland.")],
+    variety: Annotated[str, typer.Option(help="subscription, config or instance.")] = (
+        "subscription"
+    ),
+    parent_module: Annotated[str | None, typer.Option(help="For config modules.")] = None,
+    description: str = "",
+    cosign_identity_regexp: str | None = None,
+    cosign_issuer_regexp: str | None = None,
+    cosign_public_key_file: Annotated[
+        Path | None, typer.Option(help="cosign.pub (PEM) for key-based trust.")
+    ] = None,
+    require_approval: Annotated[bool, typer.Option(help="Going live needs an approval.")] = False,
+    gitea_repo: str | None = None,
+    github_repo: str | None = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a module; prints its webhook secret once."""
+    body = {
+        "name": name,
+        "category_slug": category,
+        "variety": variety,
+        "parent_module": parent_module,
+        "description": description,
+        "cosign_identity_regexp": cosign_identity_regexp,
+        "cosign_issuer_regexp": cosign_issuer_regexp,
+        "cosign_public_key": cosign_public_key_file.read_text() if cosign_public_key_file else None,
+        "require_approval": require_approval,
+        "gitea_repo_full_name": gitea_repo,
+        "github_repo_full_name": github_repo,
+    }
+    data = _remote(ctx).call("POST", "/node_modules", body)
+    _show(data, as_json)
+    if not as_json:
+        typer.echo(
+            "\nwebhook_secret is shown once: store it now as POWERNODE_WEBHOOK_SECRET "
+            "in the module repo's CI secrets.",
+            err=True,
+        )
+
+
+@app.command("list-modules")
+def list_modules(
+    ctx: typer.Context, *, category: str | None = None, as_json: JsonOpt = False
+) -> None:
+    params = {"category_slug": category} if category else None
+    _show(_remote(ctx).call("GET", "/node_modules", params=params), as_json)
+
+
+@app.command("get-module")
+def get_module(ctx: typer.Context, name: str, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("GET", f"/node_modules/{name}"), as_json)
+
+
+@app.command("delete-module")
+def delete_module(
+    ctx: typer.Context,
+    name: str,
+    *,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a module with all its versions and template assignments."""
+    if not yes:
+        typer.confirm(f"delete module {name} with its versions and assignments?", abort=True)
+    _show(_remote(ctx).call("DELETE", f"/node_modules/{name}"), as_json)
+
+
+@app.command("list-module-versions")
+def list_module_versions(ctx: typer.Context, module: str, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("GET", f"/node_modules/{module}/versions"), as_json)
+
+
+@app.command("register-module-version")
+def register_module_version(
+    ctx: typer.Context,
+    module: str,
+    version: str,
+    *,
+    composefs_digest: str | None = None,
+    fsverity_root_hash: str | None = None,
+    artifact_ref: str | None = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a built version (what registry ingest does), in state built."""
+    body = {
+        "version_string": version,
+        "composefs_digest": composefs_digest,
+        "fsverity_root_hash": fsverity_root_hash,
+        "artifact_ref": artifact_ref,
+    }
+    _show(_remote(ctx).call("POST", f"/node_modules/{module}/versions", body), as_json)
+
+
+@app.command("get-module-version")
+def get_module_version(ctx: typer.Context, version_id: str, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("GET", f"/node_module_versions/{version_id}"), as_json)
+
+
+@app.command("promote-module-version")
+def promote_module_version(
+    ctx: typer.Context,
+    version_id: str,
+    *,
+    to: Annotated[str, typer.Option(help="staging, blessed, live or retired.")],
+    note: str = "",
+    as_json: JsonOpt = False,
+) -> None:
+    body = {"to": to, "note": note}
+    _show(_remote(ctx).call("POST", f"/node_module_versions/{version_id}/promote", body), as_json)
+
+
+@app.command("demote-module-version")
+def demote_module_version(
+    ctx: typer.Context,
+    version_id: str,
+    *,
+    to: Annotated[str | None, typer.Option(help="Default: one step back.")] = None,
+    note: str = "",
+    as_json: JsonOpt = False,
+) -> None:
+    body = {"to": to, "note": note}
+    _show(_remote(ctx).call("POST", f"/node_module_versions/{version_id}/demote", body), as_json)
+
+
+@app.command("retire-module-version")
+def retire_module_version(
+    ctx: typer.Context, version_id: str, *, note: str = "", as_json: JsonOpt = False
+) -> None:
+    body = {"note": note}
+    _show(_remote(ctx).call("POST", f"/node_module_versions/{version_id}/retire", body), as_json)
+
+
+@app.command("approve-module-version")
+def approve_module_version(
+    ctx: typer.Context, version_id: str, *, note: str = "", as_json: JsonOpt = False
+) -> None:
+    """Approve a version going live (modules with require_approval; another token promotes)."""
+    path = f"/node_module_versions/{version_id}/approvals"
+    _show(_remote(ctx).call("POST", path, {"note": note}), as_json)
+
+
+# --- templates ----------------------------------------------------------------
+
+
+@app.command("list-templates")
+def list_templates(ctx: typer.Context, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("GET", "/node_templates"), as_json)
+
+
+@app.command("get-template")
+def get_template(ctx: typer.Context, template: str, *, as_json: JsonOpt = False) -> None:
+    """A template (id or name) with its assignments, highest priority first."""
+    _show(_remote(ctx).call("GET", f"/node_templates/{template}"), as_json)
+
+
+@app.command("assign-module-to-template")
+def assign_module_to_template(
+    ctx: typer.Context,
+    *,
+    template: Annotated[str, typer.Option(help="Template id or name.")],
+    module: Annotated[str, typer.Option(help="Module name.")],
+    metadata: MetaOpt = None,
+    effective_priority: Annotated[int | None, typer.Option(min=0)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    body = {
+        "module_name": module,
+        "metadata": _metadata(metadata) or {},
+        "effective_priority": effective_priority,
+    }
+    _show(_remote(ctx).call("POST", f"/node_templates/{template}/assignments", body), as_json)
+
+
+@app.command("unassign-module-from-template")
+def unassign_module_from_template(
+    ctx: typer.Context,
+    *,
+    template: Annotated[str, typer.Option(help="Template id or name.")],
+    module: Annotated[str, typer.Option(help="Module name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    path = f"/node_templates/{template}/assignments/{module}"
+    _show(_remote(ctx).call("DELETE", path), as_json)
+
+
+@app.command("update-module-assignment")
+def update_module_assignment(
+    ctx: typer.Context,
+    assignment_id: str,
+    *,
+    effective_priority: Annotated[int | None, typer.Option(min=0)] = None,
+    clear_effective_priority: Annotated[
+        bool, typer.Option(help="Go back to the category/variety priority.")
+    ] = False,
+    metadata: MetaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    body: dict[str, Any] = {}
+    if clear_effective_priority:
+        body["effective_priority"] = None
+    elif effective_priority is not None:
+        body["effective_priority"] = effective_priority
+    if metadata is not None:
+        body["metadata"] = _metadata(metadata)
+    path = f"/node_module_assignments/{assignment_id}"
+    _show(_remote(ctx).call("PATCH", path, body), as_json)
+
+
+# --- nodes ----------------------------------------------------------------------
+
+
+@app.command("create-node")
+def create_node(
+    ctx: typer.Context,
+    *,
+    hostname: Annotated[str, typer.Option(help="RFC 1123 host name, e.g. redis-test-1.")],
+    template: Annotated[str, typer.Option(help="Template id or name.")],
+    metadata: MetaOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    body = {"hostname": hostname, "node_template_id": template, "metadata": _metadata(metadata)}
+    if body["metadata"] is None:
+        del body["metadata"]
+    _show(_remote(ctx).call("POST", "/nodes", body), as_json)
+
+
+@app.command("list-nodes")
+def list_nodes(ctx: typer.Context, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("GET", "/nodes"), as_json)
+
+
+@app.command("provision-instance")
+def provision_instance(
+    ctx: typer.Context,
+    *,
+    node: Annotated[str, typer.Option(help="Node id or hostname.")],
+    as_json: JsonOpt = False,
+) -> None:
+    _show(_remote(ctx).call("POST", "/node_instances", {"node_id": node}), as_json)
+
+
+@app.command("list-instances")
+def list_instances(
+    ctx: typer.Context, *, node: str | None = None, as_json: JsonOpt = False
+) -> None:
+    params = {"node": node} if node else None
+    _show(_remote(ctx).call("GET", "/node_instances", params=params), as_json)
+
+
+@app.command("get-instance")
+def get_instance(ctx: typer.Context, instance_id: str, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("GET", f"/node_instances/{instance_id}"), as_json)
+
+
+@app.command("terminate-instance")
+def terminate_instance(ctx: typer.Context, instance_id: str, *, as_json: JsonOpt = False) -> None:
+    _show(_remote(ctx).call("POST", f"/node_instances/{instance_id}/terminate"), as_json)
+
+
+@app.command("audit-log")
+def audit_log(
+    ctx: typer.Context,
+    *,
+    action: str | None = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Operator writes, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if action:
+        params["action"] = action
+    _show(_remote(ctx).call("GET", "/audit_log", params=params), as_json)
