@@ -265,3 +265,44 @@ def test_format_digest() -> None:
     assert format_digest(b"\xff", "sha512") == "sha512:ff"
     with pytest.raises(ConfigError, match="'md5' is not supported"):
         format_digest(b"\x00", "md5")
+
+
+def test_worker_error_stops_parallel_read(tmp_path: Path) -> None:
+    from powernode.verity.fsverity import _ChunkReader
+    from powernode.verity.fsverity_tree import verity_params
+
+    path = tmp_path / "f"
+    path.write_bytes(b"y" * (1 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = _ChunkReader(fd, str(path), verity_params())
+        # chunks claimed past EOF: as if the file shrank after fstat()
+        chunks = [(i << 20, 1 << 20) for i in range(6)]
+        results = reader.parallel(chunks, 2)
+        first, length = next(results)
+        assert (first, length) == (fsverity_block_hashes(b"y" * (1 << 20)), 1 << 20)
+        with pytest.raises(
+            VerityFileError, match=r"changed while being hashed \(ended at offset 1048576\)"
+        ):
+            next(results)
+    finally:
+        os.close(fd)
+
+
+def fsverity_block_hashes(data: bytes) -> bytes:
+    return b"".join(hashlib.sha256(data[i : i + 4096]).digest() for i in range(0, len(data), 4096))
+
+
+def test_hasher_refuses_data_after_padded_block() -> None:
+    hasher = FsVerityHasher()
+    hasher.add_block_hashes(hashlib.sha256(b"a".ljust(4096, b"\0")).digest(), 1)
+    assert hasher.digest() == fsverity_digest(b"a")
+    with pytest.raises(ValueError, match="no more data may follow a partial block"):
+        hasher.update(b"b")
+    with pytest.raises(ValueError, match="no more data may follow a partial block"):
+        hasher.add_block_hashes(b"\0" * 32, 4096)
+    assert hasher.digest() == fsverity_digest(b"a")
+    other = FsVerityHasher()
+    other.update(b"abc")
+    with pytest.raises(ValueError, match=r"after update\(\) left a partial block"):
+        other.add_block_hashes(b"\0" * 32, 4096)

@@ -92,13 +92,14 @@ def fsverity_digest_file(
     """The raw fs-verity digest of the file at ``path``.
 
     Reads the file in chunks (memory stays bounded for any size) and hashes
-    them on ``threads`` threads (default: ``os.cpu_count()``). Raises
+    them on ``threads`` threads (default: the CPUs this process may run on,
+    ``os.cpu_count()`` where that is unknown; at most 64). Raises
     :class:`VerityFileError` when the file cannot be read, ConfigError for bad
     parameters.
     """
     params = verity_params(algorithm, block_size, salt)
     if threads is None:
-        threads = os.cpu_count() or 1
+        threads = min(_usable_cpus(), _MAX_THREADS)
     if (
         isinstance(threads, bool)
         or not isinstance(threads, int)
@@ -125,6 +126,8 @@ def fsverity_digest_file(
                 "fs-verity digests are defined for regular files only",
             )
         size = st.st_size
+        with contextlib.suppress(OSError):  # a hint: larger readahead for cold files
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         reader = _ChunkReader(fd, name, params)
         hasher = FsVerityHasher(algorithm=algorithm, block_size=block_size, salt=salt)
         chunks = [(off, min(CHUNK_SIZE, size - off)) for off in range(0, size, CHUNK_SIZE)]
@@ -139,6 +142,15 @@ def fsverity_digest_file(
         return hasher.digest()
     finally:
         os.close(fd)
+
+
+def _usable_cpus() -> int:
+    # sched_getaffinity honours taskset/cgroup cpusets, which os.cpu_count()
+    # (the host's count) does not
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

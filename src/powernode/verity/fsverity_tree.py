@@ -226,6 +226,7 @@ class FsVerityHasher:
         return self._size
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_open()
         mv = memoryview(data).cast("B")
         self._size += len(mv)
         bs = self._params.block_size
@@ -249,10 +250,17 @@ class FsVerityHasher:
         cover a partial (zero-padded) block, and it must not mix with
         :meth:`update`.
         """
-        if self._partial or self._size % self._params.block_size:
-            raise ValueError("add_block_hashes() after a partial block")
+        self._check_open()
+        if self._partial:
+            raise ValueError("add_block_hashes() after update() left a partial block")
         self._levels.add(hashes)
         self._size += data_bytes
+
+    def _check_open(self) -> None:
+        # After a zero-padded partial block from add_block_hashes() nothing may
+        # follow: the padding would end up inside the data.
+        if self._size % self._params.block_size and not self._partial:
+            raise ValueError("no more data may follow a partial block given to add_block_hashes()")
 
     def root_hash(self) -> bytes:
         """The Merkle tree root hash of the data so far (digest_size bytes)."""
