@@ -108,6 +108,14 @@ def test_sizes_match_reference(size: int) -> None:
     assert fsverity_digest(data) == reference_digest(data)
 
 
+# sha512 in 1 KiB blocks: 16 hashes a block, so levels fill at 16 KiB, 256 KiB, 4 MiB.
+@pytest.mark.parametrize("size", [1024, 1025, 16 << 10, (16 << 10) + 1, 256 << 10, (256 << 10) + 1])
+def test_level_boundaries_match_reference(size: int) -> None:
+    data = _data(size, size)
+    expected = reference_digest(data, "sha512", 1024, b"salt")
+    assert fsverity_digest(data, algorithm="sha512", block_size=1024, salt=b"salt") == expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     size=st.integers(0, 300 * 1024),
