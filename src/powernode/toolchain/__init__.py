@@ -1,0 +1,1 @@
+"""The module toolchain: read module repos, filter, build, sign and publish artifacts."""

@@ -1,0 +1,195 @@
+"""Compose local module repos the way the platform composes a template.
+
+A template file is the local twin of a NodeTemplate's assignments: for each
+module repo its version, category, variety, parent and an optional
+``effective_priority`` override. Where no template file is given, category,
+variety and parent come from the manifest's registration hints (the older
+``identity:`` form carries them) and default to ``userland``/``subscription``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from powernode.core.compose import Composition, ModuleLayer, compose
+from powernode.core.priority import SEEDED_CATEGORIES, Variety, effective_priority
+from powernode.core.resolve import Candidate, Resolution, resolve
+from powernode.core.semver import Constraint, Requirement, Version, parse_requirement
+from powernode.errors import ConfigError, VersionError
+from powernode.toolchain.localrepo import ModuleRepo, load_repo
+
+LOCAL_OWNER = "powernode"
+DEFAULT_VERSION = "1.0.0"
+MAX_TEMPLATE_BYTES = 256 * 1024
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str
+    version: str = DEFAULT_VERSION
+    category: str | None = None
+    variety: Variety | None = None
+    parent: str | None = None
+    effective_priority: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class _TemplateFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    modules: list[_Entry] = Field(min_length=1, max_length=1000)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One module repo assigned to a local template."""
+
+    repo: ModuleRepo
+    version: Version
+    category: str
+    variety: Variety
+    parent: str | None
+    priority: int
+
+
+@dataclass(frozen=True)
+class TemplatePlan:
+    """What the template composes to: its assignments, resolution and composition."""
+
+    name: str
+    assignments: tuple[Assignment, ...]
+    resolution: Resolution
+    composition: Composition
+
+
+def _category_position(slug: str, where: str) -> int:
+    for cat in SEEDED_CATEGORIES:
+        if cat.slug == slug:
+            return cat.position
+    known = ", ".join(c.slug for c in SEEDED_CATEGORIES)
+    raise ConfigError(f"{where}: unknown category {slug!r} (known: {known})")
+
+
+def _hint(hints: Mapping[str, Any], key: str) -> str | None:
+    value = hints.get(key)
+    return str(value) if value is not None else None
+
+
+def _assign(
+    repo: ModuleRepo,
+    *,
+    version: str,
+    category: str | None,
+    variety: Variety | None,
+    parent: str | None,
+    override: int | None,
+    where: str,
+) -> Assignment:
+    hints = repo.manifest.registration_hints
+    cat = category or _hint(hints, "category") or "userland"
+    var = variety or Variety(_hint(hints, "variety") or Variety.SUBSCRIPTION.value)
+    par = parent or _hint(hints, "parent_module")
+    try:
+        ver = Version.parse(version)
+    except VersionError as e:
+        raise ConfigError(f"{where}: version: {e}") from e
+    prio = effective_priority(_category_position(cat, where), var, override)
+    return Assignment(repo, ver, cat, var, par, prio)
+
+
+def load_template(path: Path) -> tuple[str, list[Assignment]]:
+    """Read a template file; module paths are relative to the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read template: {e.strerror}") from e
+    if len(raw) > MAX_TEMPLATE_BYTES:
+        raise ConfigError(f"{path}: template larger than {MAX_TEMPLATE_BYTES} bytes")
+    try:
+        data = yaml.safe_load(raw)
+        tpl = _TemplateFile.model_validate(data)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    except ValidationError as e:
+        lines = [f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from e
+    out = []
+    for i, entry in enumerate(tpl.modules):
+        where = f"{path}: modules[{i}]"
+        repo = load_repo((path.parent / entry.path).resolve())
+        out.append(
+            _assign(
+                repo,
+                version=entry.version,
+                category=entry.category,
+                variety=entry.variety,
+                parent=entry.parent,
+                override=entry.effective_priority,
+                where=where,
+            )
+        )
+    return tpl.name, out
+
+
+def assignments_for_repos(paths: Sequence[Path]) -> list[Assignment]:
+    """Assign repos with no template file: everything from their manifests."""
+    out = []
+    for p in paths:
+        repo = load_repo(p)
+        out.append(
+            _assign(
+                repo,
+                version=DEFAULT_VERSION,
+                category=None,
+                variety=None,
+                parent=None,
+                override=None,
+                where=str(p),
+            )
+        )
+    return out
+
+
+def plan(name: str, assignments: Sequence[Assignment]) -> TemplatePlan:
+    """Resolve the assignments' requirements among themselves, then compose them."""
+    seen: dict[str, Path] = {}
+    for a in assignments:
+        if a.repo.name in seen:
+            raise ConfigError(
+                f"module {a.repo.name!r} assigned twice: {seen[a.repo.name]} and {a.repo.path}"
+            )
+        seen[a.repo.name] = a.repo.path
+    candidates = [
+        Candidate(
+            owner=LOCAL_OWNER,
+            name=a.repo.name,
+            version=a.version,
+            requires=tuple(parse_requirement(r) for r in a.repo.manifest.requires),
+            provides=tuple(a.repo.manifest.provides),
+            promotion_state="live",
+        )
+        for a in assignments
+    ]
+    roots = [
+        Requirement(LOCAL_OWNER, a.repo.name, Constraint.parse(f"={a.version}"))
+        for a in assignments
+    ]
+    resolution = resolve(roots, candidates)
+    layers = [
+        ModuleLayer(
+            name=a.repo.name,
+            priority=a.priority,
+            variety=a.variety,
+            parent=a.parent,
+            files=tuple(a.repo.shipped()),
+            mask=tuple(a.repo.manifest.mask),
+            protected=tuple(a.repo.manifest.protected_spec),
+        )
+        for a in assignments
+    ]
+    return TemplatePlan(name, tuple(assignments), resolution, compose(layers))
