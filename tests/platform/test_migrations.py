@@ -8,16 +8,16 @@ from sqlalchemy import inspect, text
 
 from powernode.core.priority import SEEDED_CATEGORIES
 from powernode.platform.db import Base
-from powernode.platform.db.migrate import current_revision, head_revision, upgrade
+from powernode.platform.db.migrate import current_revisions, head_revisions, upgrade
 from powernode.platform.db.session import make_engine
 
 
 def test_upgrade_from_empty_creates_every_table_and_seeds(empty_db_url: str) -> None:
     engine = make_engine(empty_db_url)
     try:
-        assert current_revision(engine) is None
+        assert current_revisions(engine) == ()
         upgrade(engine)
-        assert current_revision(engine) == head_revision()
+        assert current_revisions(engine) == head_revisions()
         tables = set(inspect(engine).get_table_names())
         assert set(Base.metadata.tables) <= tables
         with engine.connect() as c:

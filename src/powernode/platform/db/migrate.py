@@ -23,16 +23,19 @@ def _config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (default: the newest)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Bring the database to ``revision`` (default: every head, so parallel branches of
+    migrations that have not been merged yet all apply)."""
     log.info("migrating %s to %s", engine.url.render_as_string(hide_password=True), revision)
     command.upgrade(_config(engine), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revisions(engine: Engine) -> tuple[str, ...]:
+    """The revisions the database is at (one per unmerged branch; empty when new)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+def head_revisions() -> tuple[str, ...]:
+    """The newest revision of every branch in the migration scripts."""
+    return tuple(sorted(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()))
