@@ -97,7 +97,7 @@ def migrate(
     as_json: JsonOpt = False,
 ) -> None:
     """Create or upgrade the database schema (idempotent)."""
-    from powernode.platform.db.migrate import current_revision, upgrade  # noqa: PLC0415
+    from powernode.platform.db.migrate import current_revisions, upgrade  # noqa: PLC0415
     from powernode.platform.db.session import make_engine  # noqa: PLC0415
 
     try:
@@ -106,9 +106,9 @@ def migrate(
     except PowernodeError as e:
         raise _fail(e) from e
     try:
-        before = current_revision(engine)
+        before = ",".join(current_revisions(engine)) or None
         upgrade(engine)
-        after = current_revision(engine)
+        after = ",".join(current_revisions(engine))
     finally:
         engine.dispose()
     if as_json:
