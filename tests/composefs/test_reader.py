@@ -11,11 +11,11 @@ import os
 import stat
 
 import pytest
-from powernode.verity.fsverity import fsverity_digest
 
 from powernode.verity.composefs.reader import Entry, EntryType, Image, open_image
 from powernode.verity.composefs.tree import Node, Tree, object_name
 from powernode.verity.composefs.writer import image_bytes
+from powernode.verity.fsverity import fsverity_digest
 
 T0 = 1_700_000_000
 DIR = stat.S_IFDIR | 0o755

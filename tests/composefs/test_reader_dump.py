@@ -5,12 +5,12 @@ from __future__ import annotations
 import stat
 
 import pytest
-from powernode.verity.fsverity import fsverity_digest
 
 from powernode.verity.composefs.reader import Image
 from powernode.verity.composefs.reader_dump import dump_line, escape, ls_line, wants_content
 from powernode.verity.composefs.tree import Node, Tree
 from powernode.verity.composefs.writer import image_bytes
+from powernode.verity.fsverity import fsverity_digest
 from tests.composefs.test_reader import sample_tree
 
 T0 = 1_700_000_000

@@ -13,13 +13,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from powernode.verity.fsverity import fsverity_digest
 
 from powernode.verity.composefs import erofs_layout as L
 from powernode.verity.composefs.plan import make_plan
 from powernode.verity.composefs.scan import TreePolicy, scan_tree
 from powernode.verity.composefs.tree import Node, Tree
 from powernode.verity.composefs.writer import image_bytes, write_image
+from powernode.verity.fsverity import fsverity_digest
 from tests.conftest import require_root
 
 from .vectors import CORPUS_MIXED, CORPUS_MIXED_EPOCH, VECTOR_D_V0, VECTORS, corpus_mixed
