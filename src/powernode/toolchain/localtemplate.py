@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from powernode.core.compose import Composition, ModuleLayer, compose
 from powernode.core.priority import SEEDED_CATEGORIES, Variety, effective_priority
 from powernode.core.resolve import Candidate, Resolution, resolve
 from powernode.core.semver import Constraint, Requirement, Version, parse_requirement
+from powernode.core.yamlload import compose as compose_yaml
 from powernode.errors import ConfigError, VersionError
 from powernode.toolchain.localrepo import ModuleRepo, load_repo
 
@@ -108,19 +108,31 @@ def load_template(path: Path) -> tuple[str, list[Assignment]]:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read template: {e.strerror}") from e
-    if len(raw) > MAX_TEMPLATE_BYTES:
-        raise ConfigError(f"{path}: template larger than {MAX_TEMPLATE_BYTES} bytes")
+    # The same hardened reader as manifest.yaml: no aliases, no duplicate keys, bounded.
+    doc, problems = compose_yaml(
+        raw,
+        filename=str(path),
+        max_bytes=MAX_TEMPLATE_BYTES,
+        max_depth=8,
+        max_nodes=20_000,
+        max_string_length=4096,
+    )
+    if doc is None or problems:
+        raise ConfigError("\n".join(str(p) for p in problems) or f"{path}: empty template")
     try:
-        data = yaml.safe_load(raw)
-        tpl = _TemplateFile.model_validate(data)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        tpl = _TemplateFile.model_validate(doc.value)
     except ValidationError as e:
-        lines = [f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line, column = doc.where(loc)
+            field = ".".join(map(str, loc)) or "(document)"
+            lines.append(f"{path}:{line}:{column}: {field}: {err['msg']}")
         raise ConfigError("\n".join(lines)) from e
     out = []
     for i, entry in enumerate(tpl.modules):
-        where = f"{path}: modules[{i}]"
+        line, column = doc.where(("modules", i))
+        where = f"{path}:{line}:{column}: modules[{i}]"
         repo = load_repo((path.parent / entry.path).resolve())
         out.append(
             _assign(
