@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from powernode.cli.platform import app as platform_app
 from powernode.cli.system import app as system_app
 from powernode.platform.app import create_app
+from powernode.platform.db.migrate import head_revisions
 from powernode.platform.settings import Settings
 
 runner = CliRunner()
@@ -37,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     data = tmp_path_factory.mktemp("cli-platform")
     r = runner.invoke(platform_app, ["migrate", "--data-dir", str(data), "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output) == {"from": None, "to": "0001"}
+    assert json.loads(r.output) == {"from": None, "to": ",".join(head_revisions())}
     port = _port()
     app = create_app(Settings(data_dir=data))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

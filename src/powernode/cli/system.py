@@ -37,6 +37,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "nodes": ("hostname", "template_name", "id"),
     "instances": ("id", "hostname", "status", "provider"),
     "audit_log": ("at", "actor", "action", "summary"),
+    "ingests": ("tag", "state", "source", "reason", "version_id"),
+    "desired": ("name", "version_string", "promotion_state", "priority", "assigned"),
+    "drift": ("name", "status", "desired_version", "desired_digest", "running_digest"),
 }
 
 
@@ -422,3 +425,67 @@ def audit_log(
     if action:
         params["action"] = action
     _show(_remote(ctx).call("GET", "/audit_log", params=params), as_json)
+
+
+# --- composition and drift ------------------------------------------------------
+
+
+@app.command("template-composition")
+def template_composition(
+    ctx: typer.Context,
+    template: str,
+    *,
+    allowed_state: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-state", help="Promotion states to choose from (repeat)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The template's modules resolved through dependencies and composed (preview)."""
+    from powernode.core.composition import Composition  # noqa: PLC0415
+
+    params = {"allowed_states": allowed_state} if allowed_state else None
+    data = _remote(ctx).call("GET", f"/node_templates/{template}/composition", params=params)
+    if as_json:
+        _show(data, True)
+        return
+    console = Console()
+    _table(console, "desired", data["modules"])
+    headers, rows = Composition.from_dict(data["composition"]).table_rows()
+    table = Table(title=f"composition of {data['template']['name']}")
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("drift-report")
+def drift_report(
+    ctx: typer.Context,
+    *,
+    instance: Annotated[str | None, typer.Option(help="Instance id.")] = None,
+    template: Annotated[
+        str | None, typer.Option(help="Template id or name: every running instance.")
+    ] = None,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 3 when there is drift (as git diff).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Desired module set vs what the instance(s) report running."""
+    if (instance is None) == (template is None):
+        raise typer.BadParameter("give exactly one of --instance or --template")
+    path = f"/node_instances/{instance}/drift" if instance else f"/node_templates/{template}/drift"
+    data = _remote(ctx).call("GET", path)
+    if as_json:
+        _show(data, True)
+    else:
+        console = Console()
+        reports = data.get("instances", [data])
+        for r in reports:
+            typer.echo(f"{r['hostname']} ({r['instance_id']}): drift {str(r['drift']).lower()}")
+            _table(console, "drift", r["modules"])
+        typer.echo(f"drift: {str(data['drift']).lower()}")
+    if exit_code and data["drift"]:
+        raise typer.Exit(3)

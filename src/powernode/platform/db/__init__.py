@@ -13,6 +13,7 @@ from powernode.platform.db.catalog import (
     PromotionState,
 )
 from powernode.platform.db.fleet import DiskImagePublication, FleetEvent, Task, TaskState
+from powernode.platform.db.ingest import IngestState, ModuleIngest, WebhookDelivery
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
@@ -22,7 +23,9 @@ __all__ = [
     "Base",
     "DiskImagePublication",
     "FleetEvent",
+    "IngestState",
     "InstanceStatus",
+    "ModuleIngest",
     "Node",
     "NodeInstance",
     "NodeModule",
@@ -34,4 +37,5 @@ __all__ = [
     "PromotionState",
     "Task",
     "TaskState",
+    "WebhookDelivery",
 ]

@@ -1,0 +1,236 @@
+"""What a template should run: its assignments resolved, then composed.
+
+The composition preview and the drift report share this one computation:
+
+1. every version of the account's modules becomes a ``core.resolve.Candidate``
+   (requires/provides from the version's stored manifest.json);
+2. each assignment is a root requirement ``<module>@*``; ``core.resolve``
+   chooses the highest version in an allowed promotion state (default
+   ``blessed`` and ``live``: what agents pull, seed 003), pulling in
+   dependencies that are not assigned themselves;
+3. each chosen version becomes a ``core.compose.ModuleLayer`` (file list,
+   mask, protected_spec) with its priority: the assignment's override, else
+   category position and variety (``core.priority``); a dependency that is
+   not assigned gets the category/variety priority.
+
+Module names are unique per account, so inside the platform a requirement's
+owner does not pick between modules: ``acme/redis`` and ``powernode/redis``
+both name the account's module ``redis``. Candidates and requirements are
+keyed under :data:`OWNER` for that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from powernode.core.compose import ModuleLayer, compose
+from powernode.core.composition import Composition
+from powernode.core.priority import Variety, effective_priority
+from powernode.core.resolve import DEFAULT_ALLOWED_STATES, Candidate, resolve
+from powernode.core.semver import Requirement, Version, parse_requirement
+from powernode.errors import CompositionError, ResolutionError, VersionError
+from powernode.platform.db import (
+    NodeModule,
+    NodeModuleAssignment,
+    NodeModuleVersion,
+    NodeTemplate,
+    PromotionState,
+)
+from powernode.platform.problems import ConflictError, InvalidInputError
+from powernode.platform.services.context import Ctx
+from powernode.platform.services.templates import get_template, resolved_priority
+
+log = logging.getLogger(__name__)
+
+OWNER = "account"
+# A preview must not turn into an unbounded search on a pathological catalog.
+MAX_RESOLVE_STEPS = 20_000
+
+
+class UnresolvableError(ConflictError):
+    """The template's assignments have no solution, or do not compose."""
+
+    slug = "template-unresolvable"
+    title = "Template does not resolve"
+
+
+@dataclass(frozen=True)
+class DesiredModule:
+    """One module the template's instances should run, and why."""
+
+    name: str
+    module_id: str
+    version_id: str
+    version_string: str
+    promotion_state: str
+    composefs_digest: str | None
+    priority: int
+    variety: str
+    assigned: bool  # False: pulled in as a dependency of an assigned module
+    reason: str  # the chain of requirements that brought it in
+
+
+@dataclass(frozen=True)
+class DesiredSet:
+    template_id: str
+    template_name: str
+    allowed_states: frozenset[str]
+    modules: tuple[DesiredModule, ...]  # install order: dependencies first
+    composition: Composition
+
+    def digests(self) -> dict[str, str | None]:
+        return {m.name: m.composefs_digest for m in self.modules}
+
+
+def parse_states(values: Iterable[str] | None) -> frozenset[str]:
+    """Allowed promotion states from a query (None or empty: blessed and live)."""
+    states = frozenset(v for v in values or () if v)
+    if not states:
+        return DEFAULT_ALLOWED_STATES
+    known = {s.value for s in PromotionState}
+    unknown = sorted(states - known)
+    if unknown:
+        raise InvalidInputError(
+            f"allowed_states {', '.join(unknown)}: choose from {', '.join(sorted(known))}",
+            field="allowed_states",
+        )
+    return states
+
+
+def _requirements(v: NodeModuleVersion, where: str) -> tuple[Requirement, ...]:
+    deps = v.manifest.get("dependencies") if isinstance(v.manifest, Mapping) else None
+    raw = deps.get("requires", []) if isinstance(deps, Mapping) else []
+    out = []
+    for text in raw if isinstance(raw, list) else []:
+        try:
+            r = parse_requirement(str(text))
+        except VersionError as e:
+            raise UnresolvableError(f"{where}: manifest dependencies.requires: {e}") from e
+        out.append(Requirement(OWNER, r.name, r.constraint))
+    return tuple(out)
+
+
+def _strings(manifest: Any, *path: str) -> tuple[str, ...]:
+    value = manifest
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return tuple(str(s) for s in value) if isinstance(value, list) else ()
+
+
+def _candidates(
+    rows: Iterable[NodeModuleVersion],
+) -> tuple[list[Candidate], dict[tuple[str, str], NodeModuleVersion]]:
+    candidates = []
+    by_key: dict[tuple[str, str], NodeModuleVersion] = {}
+    for v in rows:
+        if v.promotion_state == PromotionState.RETIRED.value:
+            continue  # never chosen, and listing it in errors only confuses
+        where = f"module {v.module.name} version {v.version_string}"
+        try:
+            version = Version.parse(v.version_string)
+        except VersionError as e:  # register_version refuses these; be safe anyway
+            raise UnresolvableError(f"{where}: {e}") from e
+        c = Candidate(
+            owner=OWNER,
+            name=v.module.name,
+            version=version,
+            requires=_requirements(v, where),
+            provides=_strings(v.manifest, "dependencies", "provides"),
+            promotion_state=v.promotion_state,
+        )
+        candidates.append(c)
+        by_key[v.module.name, str(version)] = v
+    return candidates, by_key
+
+
+def desired_set(
+    ctx: Ctx, template_ref: str, allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES
+) -> DesiredSet:
+    """Resolve and compose ``template_ref``; UnresolvableError (409) says why it cannot."""
+    template = get_template(ctx, template_ref)
+    return desired_for(ctx, template, allowed_states)
+
+
+def desired_for(
+    ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES
+) -> DesiredSet:
+    assignments: dict[str, NodeModuleAssignment] = {a.module.name: a for a in template.assignments}
+    rows = ctx.session.scalars(
+        select(NodeModuleVersion)
+        .join(NodeModuleVersion.module)
+        .where(NodeModule.account == ctx.actor.account)
+    ).all()
+    candidates, by_key = _candidates(rows)
+    roots = [Requirement(OWNER, name) for name in sorted(assignments)]
+    label = f"template {template.name}"
+    try:
+        resolution = resolve(
+            roots,
+            candidates,
+            allowed_states=allowed_states,
+            max_steps=MAX_RESOLVE_STEPS,
+            root_label=label,
+        )
+    except ResolutionError as e:
+        raise UnresolvableError(
+            f"{label} does not resolve: {e}. Promote the versions it needs "
+            f"(allowed states: {', '.join(sorted(allowed_states))}) or change the assignments",
+            template=template.name,
+        ) from e
+    modules: list[DesiredModule] = []
+    layers: list[ModuleLayer] = []
+    for c in resolution.order:
+        v = by_key[c.name, str(c.version)]
+        m = v.module
+        a = assignments.get(m.name)
+        variety = Variety(m.variety)
+        prio = (
+            resolved_priority(a)
+            if a is not None
+            else effective_priority(m.category.position, variety)
+        )
+        parent = m.parent_module.name if m.parent_module is not None else None
+        modules.append(
+            DesiredModule(
+                name=m.name,
+                module_id=m.id,
+                version_id=v.id,
+                version_string=v.version_string,
+                promotion_state=v.promotion_state,
+                composefs_digest=v.composefs_digest,
+                priority=prio,
+                variety=variety.value,
+                assigned=a is not None,
+                reason=resolution.explain(c.key),
+            )
+        )
+        layers.append(
+            ModuleLayer(
+                name=m.name,
+                priority=prio,
+                variety=variety,
+                parent=parent,
+                files=tuple(v.file_list),
+                mask=_strings(v.manifest, "mask"),
+                protected=_strings(v.manifest, "protected_spec"),
+            )
+        )
+    try:
+        composition = compose(layers)
+    except CompositionError as e:
+        raise UnresolvableError(
+            f"{label} does not compose: {e}", template=template.name, conflicts=e.conflicts[:50]
+        ) from e
+    log.debug("template %s: %d module(s) desired", template.name, len(modules))
+    return DesiredSet(
+        template_id=template.id,
+        template_name=template.name,
+        allowed_states=allowed_states,
+        modules=tuple(modules),
+        composition=composition,
+    )
