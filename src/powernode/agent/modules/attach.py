@@ -1,0 +1,157 @@
+"""Attach, detach, restore and report modules: verify, then restack, then record.
+
+Every change is a transaction over the whole attached set: all modules of
+the new set are verified (:mod:`.integrity`) before anything is mounted; if
+any is refused, nothing new is mounted, the union being served stays, and
+the refusals are recorded (``status``) and raised (:class:`ModuleRefused`,
+which the runtime turns into events). Otherwise the new union is swapped in
+(:mod:`.union`) and the state file records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from powernode.agent.modules.integrity import VerifiedImage, verify_module
+from powernode.agent.modules.layout import NodeLayout
+from powernode.agent.modules.refusal import ModuleRefused, Refusal
+from powernode.agent.modules.state import AttachState, ModuleSpec, check_module_name
+from powernode.agent.modules.store import digest_hex
+from powernode.agent.modules.union import restack, serving_union
+from powernode.errors import ConfigError
+from powernode.mount.overlay import Verity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttachResult:
+    """The union now served: its generation and modules, top (highest priority) first."""
+
+    generation: int
+    modules: tuple[ModuleSpec, ...]
+    changed: bool
+    refused: tuple[Refusal, ...] = ()  # restore only: modules left out, and why
+
+
+def _ordered(modules: Mapping[str, ModuleSpec]) -> tuple[ModuleSpec, ...]:
+    return tuple(sorted(modules.values(), key=lambda m: (-m.priority, m.name)))
+
+
+def _wanted_digests(modules: Mapping[str, ModuleSpec]) -> tuple[str, ...]:
+    return tuple(digest_hex(m.digest) for m in _ordered(modules))
+
+
+@contextlib.contextmanager
+def _verified(
+    layout: NodeLayout, modules: Sequence[ModuleSpec], *, deep: bool, partial: bool
+) -> Iterator[tuple[list[tuple[VerifiedImage, int]], list[Refusal]]]:
+    """Verify every module; yields (verified, refusals). Without ``partial`` refusals raise."""
+    seals = layout.seals()
+    verified: list[tuple[VerifiedImage, int]] = []
+    refusals: list[Refusal] = []
+    try:
+        for m in modules:
+            try:
+                v = verify_module(layout.store, m.name, m.digest, seals=seals, deep=deep)
+            except ModuleRefused as e:
+                refusals.extend(e.refusals)
+                continue
+            verified.append((v, m.priority))
+        if refusals and not partial:
+            raise ModuleRefused(refusals)
+        yield verified, refusals
+    finally:
+        for v, _ in verified:
+            v.close()
+
+
+def _record_refusals(layout: NodeLayout, state: AttachState, refusals: Sequence[Refusal]) -> None:
+    by_module: dict[str, tuple[Refusal, ...]] = dict(state.refusals)
+    for name in {r.module for r in refusals}:
+        by_module[name] = tuple(r for r in refusals if r.module == name)
+    layout.state_file.save(replace(state, refusals=by_module))
+
+
+def _apply_locked(
+    layout: NodeLayout,
+    state: AttachState,
+    target: Mapping[str, ModuleSpec],
+    *,
+    deep: bool,
+    verity: Verity,
+) -> AttachResult:
+    if state.mounted == _wanted_digests(target) and (not target or serving_union(layout)):
+        if dict(state.modules) != dict(target):  # e.g. a version label changed, same content
+            layout.state_file.save(state.with_modules(target))
+        return AttachResult(state.generation, _ordered(target), changed=False)
+    try:
+        with _verified(layout, _ordered(target), deep=deep, partial=False) as (verified, _):
+            generation = state.generation + 1
+            mounted = restack(layout, verified, generation, verity=verity)
+    except ModuleRefused as e:
+        _record_refusals(layout, state, e.refusals)
+        log.warning("%s", e)
+        raise
+    refusals = {n: r for n, r in state.refusals.items() if n not in target}
+    layout.state_file.save(AttachState(dict(target), generation, mounted, refusals))
+    return AttachResult(generation, _ordered(target), changed=True)
+
+
+def apply(
+    layout: NodeLayout,
+    target: Mapping[str, ModuleSpec],
+    *,
+    deep: bool = False,
+    verity: Verity = "off",
+) -> AttachResult:
+    """Make exactly ``target`` (by module name) the attached set; ModuleRefused if any fails."""
+    with layout.state_file.locked():
+        return _apply_locked(layout, layout.state_file.load(), target, deep=deep, verity=verity)
+
+
+def attach(
+    layout: NodeLayout, module: ModuleSpec, *, deep: bool = False, verity: Verity = "off"
+) -> AttachResult:
+    """Add ``module`` (or replace the attached module of that name) and restack."""
+    with layout.state_file.locked():
+        state = layout.state_file.load()
+        target = {**state.modules, module.name: module}
+        return _apply_locked(layout, state, target, deep=deep, verity=verity)
+
+
+def detach(layout: NodeLayout, name: str, *, verity: Verity = "off") -> AttachResult:
+    """Remove module ``name`` and restack (the rest are verified again); ConfigError if absent."""
+    check_module_name(name)
+    with layout.state_file.locked():
+        state = layout.state_file.load()
+        if name not in state.modules:
+            attached = ", ".join(sorted(state.modules)) or "none"
+            raise ConfigError(f"module {name!r} is not attached (attached: {attached})")
+        target = {n: m for n, m in state.modules.items() if n != name}
+        return _apply_locked(layout, state, target, deep=False, verity=verity)
+
+
+def restore(layout: NodeLayout, *, verity: Verity = "off") -> AttachResult:
+    """On agent start: remount what was attached, verifying every module deeply again.
+
+    A module that no longer verifies is left out (the rest are served: a node
+    that boots should serve what it can prove) and reported in ``refused``;
+    it stays attached, so the next sync or attach retries it.
+    """
+    with layout.state_file.locked():
+        state = layout.state_file.load()
+        ordered = _ordered(state.modules)
+        with _verified(layout, ordered, deep=True, partial=True) as (verified, refusals):
+            generation = state.generation + 1
+            mounted = restack(layout, verified, generation, verity=verity)
+        kept: dict[str, tuple[Refusal, ...]] = {}
+        for name in {r.module for r in refusals}:
+            kept[name] = tuple(r for r in refusals if r.module == name)
+        layout.state_file.save(AttachState(dict(state.modules), generation, mounted, kept))
+        for r in refusals:
+            log.warning("restore: %s", r)
+        return AttachResult(generation, ordered, changed=True, refused=tuple(refusals))

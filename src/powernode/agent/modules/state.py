@@ -1,0 +1,168 @@
+"""The agent's attach state: what is attached and mounted, persisted atomically.
+
+``<state>/agent/modules.json`` records every attached module (name, composefs
+digest, effective priority, version, artifact reference), the generation of
+the union last mounted, and the last refusal per module, so that a restarted
+agent remounts what it had attached (verifying again) and ``status`` can say
+why a module is not mounted. Written with a temp file in the same directory,
+fsync and ``os.replace`` (never half-written); changes are serialised by an
+exclusive ``flock`` on ``<state>/agent/lock`` between the service loop and
+one-off CLI commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from powernode.agent.modules.refusal import Refusal
+from powernode.agent.modules.store import atomic_write_json, digest_hex
+from powernode.errors import ConfigError, DataError
+
+STATE_VERSION = 1
+MAX_STATE_BYTES = 4 << 20
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_module_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"module name {name!r}: use 1-128 letters, digits, '.', '_', '+', '-' "
+            "(starting with a letter or digit)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A module to attach: its composefs digest and effective priority (higher wins)."""
+
+    name: str
+    digest: str  # "sha256:<hex>"
+    priority: int
+    version: str = ""
+    reference: str = ""  # where it was pulled from, e.g. "<registry>/<owner>/<name>:<version>"
+
+    def __post_init__(self) -> None:
+        check_module_name(self.name)
+        object.__setattr__(self, "digest", "sha256:" + digest_hex(self.digest))
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ConfigError(f"module {self.name}: priority must be an integer")
+
+
+@dataclass(frozen=True)
+class AttachState:
+    """Attached modules by name, the union generation, last refusals by module."""
+
+    modules: Mapping[str, ModuleSpec] = field(default_factory=dict)
+    generation: int = 0  # of the union last mounted; 0: none
+    mounted: tuple[str, ...] = ()  # composefs hex digests of that union, top first
+    refusals: Mapping[str, tuple[Refusal, ...]] = field(default_factory=dict)
+
+    def with_modules(self, modules: Mapping[str, ModuleSpec]) -> AttachState:
+        return replace(self, modules=dict(modules))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "generation": self.generation,
+            "mounted": list(self.mounted),
+            "modules": {
+                n: {
+                    "digest": m.digest,
+                    "priority": m.priority,
+                    "version": m.version,
+                    "reference": m.reference,
+                }
+                for n, m in sorted(self.modules.items())
+            },
+            "refusals": {n: [r.to_dict() for r in rs] for n, rs in sorted(self.refusals.items())},
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str) -> AttachState:
+        try:
+            if doc.get("version") != STATE_VERSION:
+                raise DataError(f"{source}: state version {doc.get('version')!r} is not 1")
+            modules = {
+                n: ModuleSpec(
+                    n, m["digest"], m["priority"], m.get("version", ""), m.get("reference", "")
+                )
+                for n, m in doc["modules"].items()
+            }
+            refusals = {
+                n: tuple(Refusal.from_dict(r) for r in rs)
+                for n, rs in doc.get("refusals", {}).items()
+            }
+            generation = doc["generation"]
+            mounted = tuple(digest_hex(d) for d in doc.get("mounted", []))
+            if not isinstance(generation, int) or generation < 0:
+                raise DataError(f"{source}: generation: expected a non-negative integer")
+        except (AttributeError, KeyError, TypeError) as e:
+            raise DataError(
+                f"{source}: malformed attach state ({e!r}); see docs/agent-modules.md"
+            ) from e
+        except ConfigError as e:
+            raise DataError(f"{source}: {e}") from e
+        return cls(modules, generation, mounted, refusals)
+
+
+class StateFile:
+    """Load and save :class:`AttachState` at ``<agent dir>/modules.json``."""
+
+    def __init__(self, agent_dir: Path) -> None:
+        self.path = agent_dir / "modules.json"
+        self.lock_path = agent_dir / "lock"
+
+    def load(self) -> AttachState:
+        try:
+            with self.path.open("rb") as f:
+                raw = f.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return AttachState()
+        if len(raw) > MAX_STATE_BYTES:
+            raise DataError(f"{self.path}: larger than {MAX_STATE_BYTES} bytes")
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise DataError(
+                f"{self.path}: not JSON ({e}); move it aside to start with nothing attached"
+            ) from e
+        return AttachState.from_json(doc, str(self.path))
+
+    def save(self, state: AttachState) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write_json(self.path, state.to_json())
+
+    @contextlib.contextmanager
+    def locked(self, *, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the exclusive state lock; ConfigError if another agent holds it too long."""
+        self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise ConfigError(
+                            f"{self.lock_path}: another agent process holds the module lock "
+                            f"for over {timeout:.0f} s; wait for it or stop it"
+                        ) from e
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)

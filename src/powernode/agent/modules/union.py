@@ -1,0 +1,225 @@
+"""Stack verified modules into an overlay union and swap it onto the root atomically.
+
+A restack never shows readers a half-built union. Each generation ``g`` is
+built off to the side, under the private tmpfs ``<run>``:
+
+- ``gen-g/layers/<module>``: each composefs image mounted (EROFS, read-only)
+  from the file descriptor that was verified;
+- ``gen-g/union``: the overlay, lowers highest priority first, the shared
+  object store after ``::`` as a data-only layer (Linux >= 6.5,
+  Documentation/filesystems/overlayfs.rst), upper/work on the tmpfs or the
+  persistent upper directory (one work dir per generation: two overlays must
+  not share one).
+
+Only a complete union is put on ``root``. The first one is moved there
+(``move_mount``); a later one is moved *beneath* the union being served
+(``MOVE_MOUNT_BENEATH``, Linux >= 6.5, the same floor as data-only lowers)
+and the old one is then lazily unmounted from the top: a path lookup sees
+the old union or the new one, never neither. Open files and lookups already
+inside the old union finish there; its layers are detached once it is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from powernode.agent.modules.integrity import VerifiedImage
+from powernode.agent.modules.layout import NodeLayout
+from powernode.errors import MountError
+from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
+from powernode.mount.overlay import MountStack, Upper, Verity, overlay_options
+
+log = logging.getLogger(__name__)
+
+MS_PRIVATE = 1 << 18
+_AT_FDCWD = -100
+_SYS_MOVE_MOUNT = 429  # the same number on every architecture with the generic table
+MOVE_MOUNT_BENEATH = 0x200  # <linux/mount.h>
+UNION_SOURCE = "powernode-modules"  # the overlay's source in mountinfo: marks our unions
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def move_mount(source: Path, target: Path, *, beneath: bool = False) -> None:
+    """move_mount(2) of the mount at ``source`` onto (or beneath the top of) ``target``."""
+    flags = MOVE_MOUNT_BENEATH if beneath else 0
+    rc = _libc.syscall(
+        _SYS_MOVE_MOUNT,
+        _AT_FDCWD,
+        os.fsencode(source),
+        _AT_FDCWD,
+        os.fsencode(target),
+        ctypes.c_uint(flags),
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise MountError(
+            f"move_mount {source} -> {target}{' (beneath)' if beneath else ''}: "
+            f"{errno.errorcode.get(err, str(err))}: {os.strerror(err)}"
+        )
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    mount_point: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def mount_table(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountInfo]:
+    """Mounts in mount order (proc(5) mountinfo: fields, then ' - ', fstype, source)."""
+    out = []
+    for line in mountinfo.read_text().splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields, rest = head.split(" "), tail.split(" ")
+        if sep and len(fields) >= 5 and len(rest) >= 2:
+            out.append(MountInfo(_unescape(fields[4]), rest[0], _unescape(rest[1])))
+    return out
+
+
+def top_mount(path: Path) -> MountInfo | None:
+    """The mount visible at ``path`` if ``path`` is a mount point (the last one listed)."""
+    found = None
+    for m in mount_table():
+        if m.mount_point == str(path):
+            found = m
+    return found
+
+
+def serving_union(layout: NodeLayout) -> bool:
+    """Whether one of our unions is the top mount on the node root."""
+    top = top_mount(layout.root)
+    return top is not None and top.fstype == "overlay" and top.source == UNION_SOURCE
+
+
+def ensure_run(layout: NodeLayout) -> Path:
+    run = layout.run_dir
+    top = top_mount(run)
+    if top is None or top.fstype != "tmpfs":
+        run.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mount("tmpfs", run, "tmpfs", MS_NODEV, f"size={layout.tmpfs_size},mode=700")
+        mount("none", run, "", MS_PRIVATE)
+    return run
+
+
+def _upper(layout: NodeLayout, generation: int) -> Upper | None:
+    if not layout.writable:
+        return None
+    base = layout.upper if layout.upper is not None else layout.run_dir / "upper"
+    (base / "upper").mkdir(mode=0o755, parents=True, exist_ok=True)
+    work = base / f"work-{generation}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(mode=0o700)
+    return Upper(base / "upper", work)
+
+
+def _unmount_under(prefix: Path) -> None:
+    """Lazily unmount everything mounted at or below ``prefix``, deepest first."""
+    mine = [m.mount_point for m in mount_table() if Path(m.mount_point).is_relative_to(prefix)]
+    for point in reversed(mine):
+        with contextlib.suppress(MountError):
+            umount(Path(point), detach=True)
+
+
+def _drop_generation(layout: NodeLayout, generation: int) -> None:
+    gen = layout.run_dir / f"gen-{generation}"
+    _unmount_under(gen)
+    shutil.rmtree(gen, ignore_errors=True)
+    if layout.writable:
+        base = layout.upper if layout.upper is not None else layout.run_dir / "upper"
+        shutil.rmtree(base / f"work-{generation}", ignore_errors=True)
+
+
+def drop_stale_generations(layout: NodeLayout, keep: int) -> None:
+    """Remove every generation but ``keep`` (left over from crashes or earlier restacks)."""
+    if not layout.run_dir.is_dir():
+        return
+    for entry in layout.run_dir.iterdir():
+        if entry.name.startswith("gen-") and entry.name[4:].isdigit():
+            g = int(entry.name[4:])
+            if g != keep:
+                _drop_generation(layout, g)
+    base = layout.upper if layout.upper is not None else layout.run_dir / "upper"
+    if layout.writable and base.is_dir():
+        for entry in base.iterdir():
+            if entry.name.startswith("work-") and entry.name != f"work-{keep}":
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def restack(
+    layout: NodeLayout,
+    layers: Sequence[tuple[VerifiedImage, int]],
+    generation: int,
+    *,
+    verity: Verity = "off",
+) -> tuple[str, ...]:
+    """Mount ``layers`` (verified image, priority) as generation ``generation`` and serve it.
+
+    Returns the composefs hex digests of the union, top first. With no layers
+    the union is taken off the root. On any failure before the swap, what was
+    mounted for the new generation is undone and the old union keeps serving.
+    """
+    ensure_run(layout)
+    had_union = serving_union(layout)
+    if not layers:
+        if had_union:
+            umount(layout.root, detach=True)
+        drop_stale_generations(layout, keep=-1)
+        return ()
+    ordered = sorted(layers, key=lambda lp: (-lp[1], lp[0].module))
+    gen = layout.run_dir / f"gen-{generation}"
+    if gen.exists():
+        _drop_generation(layout, generation)
+    stack = MountStack()
+    try:
+        lowers = [stack.image(v.mount_source, gen / "layers" / v.module) for v, _ in ordered]
+        upper = _upper(layout, generation)
+        staging = gen / "union"
+        staging.mkdir(parents=True)
+        data = overlay_options(lowers, [layout.store.objects_dir], upper=upper, verity=verity)
+        flags = MS_NODEV | (0 if upper is not None else MS_RDONLY)
+        mount(UNION_SOURCE, staging, "overlay", flags, data)
+        layout.root.mkdir(parents=True, exist_ok=True)
+        move_mount(staging, layout.root, beneath=had_union)
+    except BaseException:
+        with contextlib.suppress(MountError):
+            if (top := top_mount(gen / "union")) is not None and top.source == UNION_SOURCE:
+                umount(gen / "union", detach=True)
+        with contextlib.suppress(MountError):
+            stack.unmount_all()
+        _drop_generation(layout, generation)
+        raise
+    if had_union:
+        # The new union is beneath; detaching the top one reveals it in one step.
+        umount(layout.root, detach=True)
+    drop_stale_generations(layout, keep=generation)
+    digests = tuple(v.digest.removeprefix("sha256:") for v, _ in ordered)
+    log.info("union generation %d on %s: %s", generation, layout.root, digests)
+    return digests
+
+
+def teardown(layout: NodeLayout) -> None:
+    """Take every union off the root and unmount the run tmpfs (lifecycle shutdown, tests)."""
+    for _ in range(64):  # bounded: one of ours per iteration
+        if not serving_union(layout):
+            break
+        umount(layout.root, detach=True)
+    _unmount_under(layout.run_dir)
+    if layout.upper is not None and layout.upper.is_dir():
+        for entry in layout.upper.iterdir():
+            if entry.name.startswith("work-"):
+                shutil.rmtree(entry, ignore_errors=True)
