@@ -12,7 +12,7 @@ import getpass
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,7 @@ from powernode.errors import PowernodeError
 
 if TYPE_CHECKING:
     from powernode.platform.settings import Settings
+    from powernode.platform.worker import IngestWorker
 
 app = typer.Typer(
     help="Run and administer the platform (API server, migrations, tokens).", no_args_is_help=True
@@ -74,18 +75,73 @@ def serve(
     data_dir: DataDirOpt = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default 8400).")] = None,
+    worker: Annotated[
+        bool, typer.Option(help="Run the ingest worker in this process (default).")
+    ] = True,
 ) -> None:
     """Serve the operator API (migrating the database first)."""
     import uvicorn  # noqa: PLC0415
 
     from powernode.platform.app import create_app  # noqa: PLC0415
+    from powernode.platform.worker import attach  # noqa: PLC0415
 
     try:
         settings = _settings(config, database, data_dir, host=host, port=port)
         api = create_app(settings)
+        if worker:
+            attach(api, _worker(settings, api.state.platform.sessions))
     except PowernodeError as e:
         raise _fail(e) from e
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="info")
+
+
+def _worker(settings: Settings, sessions: Any) -> IngestWorker:
+    from powernode.platform.services.artifacts import PublishArtifactSource  # noqa: PLC0415
+    from powernode.platform.worker import IngestWorker  # noqa: PLC0415
+
+    source = None
+    if settings.registry:
+        source = PublishArtifactSource.from_settings(
+            settings.registry, settings.cosign_roots_file, lambda: datetime.now(UTC)
+        )
+    return IngestWorker(sessions, source, poll_seconds=settings.ingest_poll_seconds)
+
+
+@app.command()
+def worker(
+    *,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the ingest worker alone: poll the registry, verify new tags, run the sensors."""
+    import dataclasses  # noqa: PLC0415
+
+    from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
+    from powernode.platform.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
+
+    try:
+        settings = _settings(config, database, data_dir)
+        engine = make_engine(settings.effective_database_url)
+        upgrade(engine)
+        runner = _worker(settings, make_sessionmaker(engine))
+    except PowernodeError as e:
+        raise _fail(e) from e
+    try:
+        if once:
+            report = runner.run_once()
+            if as_json:
+                typer.echo(json.dumps(dataclasses.asdict(report)))
+            else:
+                typer.echo(", ".join(f"{k} {v}" for k, v in dataclasses.asdict(report).items()))
+        else:
+            runner.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
 
 
 @app.command()

@@ -246,6 +246,28 @@ def register_module_version(
     _show(_remote(ctx).call("POST", f"/node_modules/{module}/versions", body), as_json)
 
 
+@app.command("list-module-ingests")
+def list_module_ingests(
+    ctx: typer.Context,
+    module: str,
+    *,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tags ingested, rejected (with the reason) or queued for a module, newest first."""
+    path = f"/node_modules/{module}/ingests"
+    _show(_remote(ctx).call("GET", path, params={"limit": limit}), as_json)
+
+
+@app.command("ingest-module-version")
+def ingest_module_version(
+    ctx: typer.Context, module: str, tag: str, *, as_json: JsonOpt = False
+) -> None:
+    """Queue (or retry) the ingest of a tag from the registry, as the webhook does."""
+    path = f"/node_modules/{module}/ingests"
+    _show(_remote(ctx).call("POST", path, {"tag": tag}), as_json)
+
+
 @app.command("get-module-version")
 def get_module_version(ctx: typer.Context, version_id: str, *, as_json: JsonOpt = False) -> None:
     _show(_remote(ctx).call("GET", f"/node_module_versions/{version_id}"), as_json)

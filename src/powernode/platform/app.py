@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from powernode import __version__
-from powernode.platform.api import audit, desired, modules, nodes, templates, versions
+from powernode.platform.api import audit, desired, ingest, modules, nodes, templates, versions
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.api.limits import BodyLimit
 from powernode.platform.db.migrate import upgrade
@@ -70,7 +70,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = state
-    routers = (modules, versions, templates, desired, nodes, audit)
+    routers = (modules, versions, templates, desired, nodes, audit, ingest)
     for router in (r.router for r in routers):
         app.include_router(router, prefix=API_PREFIX)
     _install_problem_handlers(app)

@@ -44,6 +44,13 @@ class Settings(BaseModel):
     migrate_on_start: bool = True
     # Key that seals module webhook secrets at rest; created on first use.
     secret_key_file: Path | None = None
+    # Where module artifacts are ingested from: an OCI layout dir or http(s)://host[:port]
+    # (empty: no registry, the ingest worker only runs its sensors).
+    registry: str = ""
+    # PEM roots keyless (certificate) signatures must chain to (the CI's Fulcio root).
+    cosign_roots_file: Path | None = None
+    # Seconds between registry polls of the ingest worker (seed 003: "wait 60 s").
+    ingest_poll_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
 
     @property
     def effective_database_url(self) -> str:

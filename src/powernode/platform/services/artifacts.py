@@ -1,0 +1,179 @@
+"""The seam between ingest and the registry: list a module's tags, verify one.
+
+Ingest needs two things from a registry (seed 003, ``ModuleOciIngestService``):
+the tags of a module's repository, and for one tag the artifact *verified*
+against the module's trust policy: cosign signature, manifest and composefs
+digests (docs/artifact.md, docs/signing.md). :class:`ArtifactSource` is that
+seam; ``verify`` returns an :class:`IngestedArtifact` or raises
+(``VerificationError`` and other ``DataError``: the tag is rejected for good;
+``TransportError``/``ConfigError``: the registry or the platform is at fault,
+the ingest is retried).
+
+:class:`PublishArtifactSource` is the production adapter over the publishing
+package (``powernode.publish.verify_artifact`` and
+``powernode.oci.registry.open_registry``), imported when first used so the
+platform starts without it. Tests use an in-memory fake of the protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from powernode.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModuleTrust:
+    """The module's trust policy as stored on its row (seed 003: on the row, not the manifest)."""
+
+    identity_regexp: str | None = None
+    issuer_regexp: str | None = None
+    public_key_pem: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.public_key_pem is not None or (
+            self.identity_regexp is not None and self.issuer_regexp is not None
+        )
+
+    def describe(self) -> str:
+        if self.public_key_pem is not None:
+            return "cosign public key"
+        return f"identity {self.identity_regexp!r}, issuer {self.issuer_regexp!r}"
+
+
+@dataclass(frozen=True)
+class IngestedArtifact:
+    """What a verified artifact contributes to its NodeModuleVersion row."""
+
+    name: str  # module.json "name"
+    version: str  # module.json "version"
+    composefs_digest: str
+    manifest_digest: str  # the OCI manifest the signature covers
+    artifact_ref: str  # registry/repository@sha256:… (pinned)
+    manifest: Mapping[str, Any]  # the canonical manifest.json dict
+    file_list: tuple[str, ...]
+    signer: str  # who signed, for the audit log
+    fsverity_root_hash: str | None = None
+    sbom_ref: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ArtifactSource(Protocol):
+    """Where ingest finds and verifies artifacts."""
+
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (an empty list when it does not exist yet)."""
+        ...
+
+    def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
+        """The artifact at ``repository:tag``, verified against ``trust``; raises otherwise."""
+        ...
+
+
+def _attr(obj: object, *names: str, default: Any = None) -> Any:
+    for n in names:
+        value = getattr(obj, n, None)
+        if value is not None:
+            return value
+    return default
+
+
+@dataclass
+class PublishArtifactSource:
+    """The production adapter: ``open_registry`` + ``powernode.publish.verify_artifact``.
+
+    ``roots_pem`` are the certificate roots keyless signatures must chain to
+    (the Fulcio root of the CI's Sigstore); key-based policies ignore them.
+    """
+
+    registry: str
+    roots_pem: bytes | None = None
+    clock: Callable[[], datetime] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, registry: str, roots_file: Path | None, clock: Callable[[], datetime]
+    ) -> PublishArtifactSource:
+        roots = None
+        if roots_file is not None:
+            try:
+                roots = roots_file.read_bytes()
+            except OSError as e:
+                raise ConfigError(
+                    f"{roots_file}: cannot read the cosign roots file: {e.strerror}"
+                ) from e
+        return cls(registry, roots, clock)
+
+    def _open(self) -> Any:
+        from powernode.oci.registry import open_registry  # noqa: PLC0415
+
+        return open_registry(self.registry)
+
+    def list_tags(self, repository: str) -> list[str]:
+        return list(self._open().list_tags(repository))
+
+    def _policy(self, trust: ModuleTrust) -> object:
+        from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy  # noqa: PLC0415
+
+        if trust.public_key_pem is not None:
+            return PublicKeyPolicy(trust.public_key_pem.encode())
+        if self.roots_pem is None:
+            raise ConfigError(
+                "keyless trust (identity/issuer regexps) needs the certificate roots: "
+                "set cosign_roots_file in the platform settings"
+            )
+        assert trust.identity_regexp is not None and trust.issuer_regexp is not None
+        assert self.clock is not None
+        return KeylessPolicy(
+            self.roots_pem, trust.identity_regexp, trust.issuer_regexp, self.clock()
+        )
+
+    def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
+        try:
+            publish = importlib.import_module("powernode.publish")
+        except ImportError as e:
+            raise ConfigError(
+                "registry ingest needs powernode.publish (the publishing package), "
+                f"which is not installed: {e}"
+            ) from e
+        from powernode.oci.refs import parse_reference  # noqa: PLC0415
+
+        ref = parse_reference(f"{repository}:{tag}")
+        verified = publish.verify_artifact(self._open(), ref, self._policy(trust))
+        return self._ingested(verified, repository)
+
+    def _ingested(self, verified: object, repository: str) -> IngestedArtifact:
+        config = _attr(verified, "config", "module_json", default={})
+        manifest = _attr(verified, "manifest", default=None)
+        if manifest is None and isinstance(config, Mapping):
+            manifest = config.get("manifest")
+        if not isinstance(manifest, Mapping):
+            raise DataError(f"{repository}: the verified artifact carries no manifest.json")
+        digest = str(_attr(verified, "manifest_digest", "digest", default=""))
+        files = _attr(verified, "file_list", "files", default=())
+        name = _attr(verified, "name", default=None)
+        version = _attr(verified, "version", default=None)
+        if isinstance(config, Mapping):
+            name = name or config.get("name")
+            version = version or config.get("version")
+        return IngestedArtifact(
+            name=str(name),
+            version=str(version),
+            composefs_digest=str(_attr(verified, "composefs_digest", default="")),
+            manifest_digest=digest,
+            artifact_ref=str(_attr(verified, "reference", "ref", default=f"{repository}@{digest}")),
+            manifest=dict(manifest),
+            file_list=tuple(str(f) for f in files) if not isinstance(files, int) else (),
+            signer=str(_attr(verified, "signer", default="")),
+            fsverity_root_hash=_attr(verified, "fsverity_root_hash", default=None),
+            sbom_ref=_attr(verified, "sbom_ref", "sbom_digest", default=None),
+        )
