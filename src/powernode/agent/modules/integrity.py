@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
-from powernode.agent.modules.store import ModuleStore, atomic_write_json, digest_hex
+from powernode.agent.modules.store import NodeStore, atomic_write_json, digest_hex
 from powernode.errors import ImageFormatError, VerificationError
 from powernode.verity.composefs.reader import EntryType, Image
 from powernode.verity.fsverity import fsverity_digest, fsverity_digest_file
@@ -166,7 +166,7 @@ def _image_objects(data: bytes, source: str, p: _Problems) -> list[str]:
                 continue
             name = e.object or ""
             try:
-                ModuleStore(Path("/")).objects.path(name)  # checks the <2hex>/<62hex> form
+                NodeStore(Path("/")).objects.path(name)  # checks the <2hex>/<62hex> form
             except VerificationError:
                 p.add(_ref(p, "image-inconsistent", f"{e.path_str}: redirect {name!r} "
                            "is not an object name <2hex>/<62hex>", source))  # fmt: skip
@@ -195,7 +195,7 @@ def _ref(p: _Problems, reason: str, detail: str, path: str, **kw: str) -> Refusa
 
 
 def _check_objects(
-    store: ModuleStore, names: Iterable[str], sealed: dict[str, Stat], p: _Problems
+    store: NodeStore, names: Iterable[str], sealed: dict[str, Stat], p: _Problems
 ) -> tuple[dict[str, Stat], int]:
     """Hash every object not sealed-and-unchanged; returns the new seals and how many hashed."""
     root = store.objects_dir
@@ -245,7 +245,7 @@ def _check_objects(
 
 
 def verify_module(
-    store: ModuleStore, module: str, digest: str, *, seals: Seals, deep: bool = False
+    store: NodeStore, module: str, digest: str, *, seals: Seals, deep: bool = False
 ) -> VerifiedImage:
     """Check ``module``'s image and objects; the open, verified image or ModuleRefused."""
     hex_digest = digest_hex(digest)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from powernode.agent.modules.integrity import Seals, current_boot_id
 from powernode.agent.modules.state import StateFile
-from powernode.agent.modules.store import ModuleStore
+from powernode.agent.modules.store import NodeStore
 from powernode.errors import ConfigError
 
 # overlayfs splits lowerdir on ':' and options on ',' (Documentation/filesystems/overlayfs.rst)
@@ -56,8 +56,8 @@ class NodeLayout:
         return self.run if self.run is not None else self.state / "run"
 
     @property
-    def store(self) -> ModuleStore:
-        return ModuleStore(self.state)
+    def store(self) -> NodeStore:
+        return NodeStore(self.state)
 
     @property
     def agent_dir(self) -> Path:

@@ -1,4 +1,10 @@
-"""The node's shared, digest-addressed module store (docs/artifact.md, "On a node").
+"""The node's shared, digest-addressed module store as the agent reads it (docs/artifact.md).
+
+The same directory as :class:`powernode.publish.store.ModuleStore`, which a
+pull writes into; this view adds what the agent needs besides pulling:
+digest-checked writes of single images and objects, and importing a local
+artifact directory (``module build --out``), for a node without a registry
+and for tests.
 
 Layout under the state directory ``<state>``:
 
@@ -114,7 +120,7 @@ class _Sink:
 
 @dataclass(frozen=True)
 class ArtifactInfo:
-    """What :meth:`ModuleStore.import_artifact` filed: the module and its composefs digest."""
+    """What :meth:`NodeStore.import_artifact` filed: the module and its composefs digest."""
 
     name: str
     version: str
@@ -123,7 +129,7 @@ class ArtifactInfo:
 
 
 @dataclass(frozen=True)
-class ModuleStore:
+class NodeStore:
     """The shared store under a node's state directory."""
 
     root: Path
