@@ -40,6 +40,7 @@ from powernode.oci.cache import BlobCache, Readable, write_verified
 from powernode.oci.digest import Digest, verify_bytes
 from powernode.oci.errors import AuthError, NotFoundError, error_detail
 from powernode.oci.mediatypes import MANIFEST_TYPES, MAX_MANIFEST_SIZE, Manifest
+from powernode.oci.ranges import read_range
 from powernode.oci.refs import Reference, check_repository
 from powernode.oci.upload import ChunkedUpload
 
@@ -247,6 +248,12 @@ class DistributionRegistry:
             finally:
                 resp.close()
         raise AssertionError("unreachable")
+
+    def read_blob_range(
+        self, repository: str, digest: Digest, offset: int, length: int
+    ) -> Iterator[bytes]:
+        """Bytes ``[offset, offset+length)`` of a blob, unverified (see :mod:`.ranges`)."""
+        return read_range(self, repository, digest, offset, length)
 
     def push_blob(
         self,

@@ -46,3 +46,11 @@ def error_detail(resp: httpx.Response) -> str:
     except (ValueError, AttributeError, httpx.HTTPError, httpx.StreamError):
         return ""
     return f" ({', '.join(codes)})" if codes else ""
+
+
+class RangeNotSupportedError(TransportError):
+    """The registry answered a ``Range`` request with the whole blob (200, not 206).
+
+    Ranges are optional for registries (distribution spec: "Range requests may
+    be supported"); the caller falls back to fetching the whole blob.
+    """

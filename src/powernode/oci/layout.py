@@ -41,6 +41,7 @@ from powernode.oci.mediatypes import (
     REF_NAME_ANNOTATION,
     Manifest,
 )
+from powernode.oci.ranges import check_range
 from powernode.oci.refs import Reference, check_repository
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,29 @@ class LayoutRegistry:
                 size=size,
                 what=f"{self.blob_path(digest)}",
             )
+
+    def read_blob_range(
+        self, repository: str, digest: Digest, offset: int, length: int
+    ) -> Iterator[bytes]:
+        """Bytes ``[offset, offset+length)`` of a blob, unverified: callers check them."""
+        check_repository(repository)
+        check_range(offset, length)
+        try:
+            f = self.blob_path(digest).open("rb")
+        except FileNotFoundError as e:
+            raise NotFoundError(f"{self.root}: no blob {digest} (repository {repository})") from e
+        with f:
+            f.seek(offset)
+            remaining = length
+            while remaining:
+                chunk = f.read(min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    raise DataError(
+                        f"{self.blob_path(digest)}: ends before byte {offset + length}; "
+                        "the blob is truncated"
+                    )
+                remaining -= len(chunk)
+                yield chunk
 
     # -- manifests -------------------------------------------------------------
 

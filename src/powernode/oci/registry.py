@@ -14,6 +14,7 @@ keeps one shared ``blobs/`` directory). Pulls land either at a path or in a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -57,6 +58,17 @@ class Registry(Protocol):
         size: int | None = None,
     ) -> Path:
         """Stream the blob to ``target`` (a file path, or the cache, skipped if present)."""
+        ...
+
+    def read_blob_range(
+        self, repository: str, digest: Digest, offset: int, length: int
+    ) -> Iterator[bytes]:
+        """Bytes ``[offset, offset+length)`` of a blob in chunks, NOT verified (a part
+        cannot be checked against the blob digest; callers verify by other means).
+
+        Raises :class:`~powernode.oci.errors.RangeNotSupportedError` when the
+        registry ignores ``Range`` (the caller then fetches the whole blob).
+        """
         ...
 
     def push_manifest(self, ref: Reference, data: bytes, media_type: str) -> Digest: ...

@@ -1,0 +1,313 @@
+"""Fetch the objects a node lacks from an artifact's packs, each checked by its name.
+
+Missing objects are grouped into *runs*: neighbours in one pack whose gaps
+are small (reading a few unwanted bytes is cheaper than another request),
+capped in length so several runs download in parallel. Each run is one
+HTTP ``Range`` request (``Registry.read_blob_range``); its bytes are split
+into objects, each written to a temporary file while its fs-verity digest
+is computed, and only an object whose digest equals its name is committed
+(fsync, rename). A part of a pack cannot be checked against the pack's
+sha256, but the object names come from the index, which the manifest's
+digest covers, so every byte that lands is verified.
+
+A registry that ignores ``Range`` (200 instead of 206) makes the fetcher
+download each needed pack whole, verified by its layer digest, and cut the
+objects out of that copy. Any error stops all runs, removes every temporary
+file and re-raises; objects committed before it are valid and stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from powernode.errors import DigestMismatchError, TransportError
+from powernode.oci.digest import CHUNK_SIZE
+from powernode.oci.errors import RangeNotSupportedError
+from powernode.oci.registry import Registry
+from powernode.publish.format import Descriptor, ObjectEntry
+from powernode.publish.progress import Progress
+from powernode.publish.store import ModuleStore
+from powernode.verity.fsverity import FsVerityHasher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchTuning:
+    """How objects are grouped into requests and how many run at once."""
+
+    max_gap: int = 256 << 10  # read through gaps up to this size rather than split a run
+    max_run: int = 16 << 20  # split longer runs so workers share a big pack
+    workers: int = 4
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ranged read: bytes ``[start, end)`` of pack ``pack`` holding ``entries``."""
+
+    pack: int
+    start: int
+    end: int
+    entries: tuple[ObjectEntry, ...]
+
+
+def plan_runs(missing: Iterable[ObjectEntry], tuning: FetchTuning) -> list[Run]:
+    """Group objects into runs (pure; objects of a run are in offset order)."""
+    runs: list[Run] = []
+    current: list[ObjectEntry] = []
+    for entry in sorted(missing, key=lambda e: (e.pack, e.offset)):
+        if current:
+            head, last = current[0], current[-1]
+            gap = entry.offset - (last.offset + last.size)
+            if (
+                entry.pack != head.pack
+                or gap > tuning.max_gap
+                or entry.offset + entry.size - head.offset > tuning.max_run
+            ):
+                runs.append(_run(current))
+                current = []
+        current.append(entry)
+    if current:
+        runs.append(_run(current))
+    return runs
+
+
+def _run(entries: list[ObjectEntry]) -> Run:
+    last = entries[-1]
+    return Run(entries[0].pack, entries[0].offset, last.offset + last.size, tuple(entries))
+
+
+class _Splitter:
+    """Cuts a run's byte stream into verified, staged object files."""
+
+    def __init__(self, store: ModuleStore, run: Run, what: str) -> None:
+        self.store = store
+        self.run = run
+        self.what = what
+        self.pos = run.start
+        self.i = 0
+        self.fd: int | None = None
+        self.tmp: Path | None = None
+        self.hasher = FsVerityHasher()
+        self.staged: list[tuple[int, Path, str]] = []
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            if self.i >= len(self.run.entries):
+                raise TransportError(f"{self.what}: more bytes than the run holds")
+            entry = self.run.entries[self.i]
+            if self.pos < entry.offset:
+                skip = min(len(view), entry.offset - self.pos)
+                view, self.pos = view[skip:], self.pos + skip
+                continue
+            take = min(len(view), entry.offset + entry.size - self.pos)
+            if self.fd is None:
+                self.fd, self.tmp = self.store.temp_file(self.store.objects.root)
+                self.hasher = FsVerityHasher()
+            part = view[:take]
+            self.hasher.update(part)
+            while part:
+                part = part[os.write(self.fd, part) :]
+            view, self.pos = view[take:], self.pos + take
+            if self.pos == entry.offset + entry.size:
+                self._close_object(entry)
+
+    def _close_object(self, entry: ObjectEntry) -> None:
+        assert self.fd is not None and self.tmp is not None
+        fd, tmp = self.fd, self.tmp
+        self.fd = self.tmp = None
+        actual = self.hasher.digest().hex()
+        if actual != entry.hex:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise DigestMismatchError(
+                f"object {entry.name} from {self.what} at offset {entry.offset}",
+                f"sha256:{entry.hex}",
+                f"sha256:{actual}",
+            )
+        self.staged.append((fd, tmp, entry.name))
+        self.i += 1
+
+    def finish(self) -> list[tuple[int, Path, str]]:
+        if self.i != len(self.run.entries):
+            raise TransportError(
+                f"{self.what}: the data ended at byte {self.pos} of {self.run.end}; "
+                "the download was truncated"
+            )
+        return self.staged
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+        for fd, tmp, _ in self.staged:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            tmp.unlink(missing_ok=True)
+        self.fd = self.tmp = None
+        self.staged = []
+
+
+@dataclass
+class FetchStats:
+    bytes_downloaded: int = 0
+    objects_fetched: int = 0
+    ranges_ignored: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class _Fetcher:
+    def __init__(
+        self,
+        registry: Registry,
+        repository: str,
+        packs: Sequence[Descriptor],
+        store: ModuleStore,
+        *,
+        total: int,
+        progress: Progress,
+    ) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.packs = packs
+        self.store = store
+        self.total = total
+        self.progress = progress
+        self.stats = FetchStats()
+        self.stop = threading.Event()
+        self.whole: dict[int, Path] = {}
+        self.whole_locks = {n: threading.Lock() for n in range(len(packs))}
+
+    def _count(self, n: int) -> None:
+        with self.stats._lock:
+            self.stats.bytes_downloaded += n
+            done = self.stats.bytes_downloaded
+        self.progress("objects", min(done, self.total), self.total)
+
+    def run(self, run: Run) -> None:
+        pack = self.packs[run.pack]
+        what = f"pack {run.pack} ({pack.digest})"
+        splitter = _Splitter(self.store, run, what)
+        try:
+            if self.stats.ranges_ignored:
+                self._from_whole(run, splitter)
+            else:
+                try:
+                    self._ranged(run, splitter)
+                except RangeNotSupportedError as e:
+                    log.warning("%s; downloading whole packs instead", e)
+                    self.stats.ranges_ignored = True
+                    splitter.abort()
+                    splitter = _Splitter(self.store, run, what)
+                    self._from_whole(run, splitter)
+            staged = splitter.finish()
+            splitter.staged = []
+            count = self.store.commit_objects(staged)
+        except BaseException:
+            splitter.abort()
+            raise
+        with self.stats._lock:
+            self.stats.objects_fetched += count
+
+    def _ranged(self, run: Run, splitter: _Splitter) -> None:
+        digest = self.packs[run.pack].digest
+        chunks = self.registry.read_blob_range(
+            self.repository, digest, run.start, run.end - run.start
+        )
+        try:
+            for chunk in chunks:
+                if self.stop.is_set():
+                    raise _Stopped
+                self._count(len(chunk))
+                splitter.feed(chunk)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def _from_whole(self, run: Run, splitter: _Splitter) -> None:
+        path = self._whole_pack(run.pack)
+        with path.open("rb") as f:
+            f.seek(run.start)
+            remaining = run.end - run.start
+            while remaining:
+                if self.stop.is_set():
+                    raise _Stopped
+                chunk = f.read(min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    raise TransportError(f"{path}: shorter than pack {run.pack}")
+                remaining -= len(chunk)
+                splitter.feed(chunk)
+
+    def _whole_pack(self, n: int) -> Path:
+        with self.whole_locks[n]:
+            if n in self.whole:
+                return self.whole[n]
+            pack = self.packs[n]
+            fd, tmp = self.store.temp_file(self.store.objects.root)
+            os.close(fd)
+            try:
+                self.registry.pull_blob_to(self.repository, pack.digest, tmp, size=pack.size)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self.whole[n] = tmp
+            self._count(pack.size)
+            return tmp
+
+    def cleanup(self) -> None:
+        for path in self.whole.values():
+            path.unlink(missing_ok=True)
+
+
+class _Stopped(Exception):
+    """Another run failed; this one gives up quietly."""
+
+
+def fetch_objects(
+    registry: Registry,
+    repository: str,
+    packs: Sequence[Descriptor],
+    missing: Sequence[ObjectEntry],
+    store: ModuleStore,
+    *,
+    progress: Progress,
+    tuning: FetchTuning | None = None,
+) -> FetchStats:
+    """Download ``missing`` objects into ``store``; raise on the first error of any run."""
+    tuning = tuning or FetchTuning()
+    runs = plan_runs(missing, tuning)
+    total = sum(r.end - r.start for r in runs)
+    fetcher = _Fetcher(registry, repository, packs, store, total=total, progress=progress)
+    if not runs:
+        return fetcher.stats
+    try:
+        # The first run alone: it tells whether the registry honours Range
+        # before several workers would each discover that it does not.
+        fetcher.run(runs[0])
+        if len(runs) > 1:
+            with ThreadPoolExecutor(max_workers=max(1, tuning.workers)) as pool:
+                futures = [pool.submit(fetcher.run, r) for r in runs[1:]]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    fetcher.stop.set()
+                    wait(futures)
+                    errors = [
+                        e
+                        for f in futures
+                        if (e := f.exception()) is not None and not isinstance(e, _Stopped)
+                    ]
+                    raise errors[0]
+    finally:
+        fetcher.cleanup()
+    return fetcher.stats
