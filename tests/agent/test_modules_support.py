@@ -4,6 +4,7 @@ and a layout whose mounts are all undone afterwards, even after a failure."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -88,3 +89,23 @@ def layout(tmp_path: Path) -> Iterator[NodeLayout]:
     lay = NodeLayout(root=tmp_path / "root", state=tmp_path / "state", boot_id="boot-1")
     with cleaned(tmp_path, lay) as lay:
         yield lay
+
+
+def build_artifact(tmp: Path, name: str, files: Mapping[str, bytes]) -> Path:
+    """An artifact directory as `module build --out` writes it (the parts the agent reads)."""
+    src = tmp / f"src-{name}"
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    out = tmp / f"artifact-{name}"
+    out.mkdir()
+    result = build_image(src, out / "image.cfs", digest_store=out / "objects")
+    doc = {
+        "artifact_version": 1,
+        "name": name,
+        "version": "1.0.0",
+        "composefs_digest": f"sha256:{result.digest}",
+        "objects": len(result.objects),
+    }
+    (out / "module.json").write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    return out

@@ -76,6 +76,12 @@ def _record_refusals(layout: NodeLayout, state: AttachState, refusals: Sequence[
     layout.state_file.save(replace(state, refusals=by_module))
 
 
+def record_refusals(layout: NodeLayout, refusals: Sequence[Refusal]) -> None:
+    """Remember why modules were refused (pull or signature failures), for ``status``."""
+    with layout.state_file.locked():
+        _record_refusals(layout, layout.state_file.load(), refusals)
+
+
 def _apply_locked(
     layout: NodeLayout,
     state: AttachState,

@@ -195,10 +195,9 @@ def _ref(p: _Problems, reason: str, detail: str, path: str, **kw: str) -> Refusa
 
 
 def _check_objects(
-    store: NodeStore, names: Iterable[str], sealed: dict[str, Stat], p: _Problems
+    root: Path, names: Iterable[str], sealed: dict[str, Stat], p: _Problems
 ) -> tuple[dict[str, Stat], int]:
     """Hash every object not sealed-and-unchanged; returns the new seals and how many hashed."""
-    root = store.objects_dir
     seals: dict[str, Stat] = {}
     hashed = 0
     for name in names:
@@ -247,10 +246,25 @@ def _check_objects(
 def verify_module(
     store: NodeStore, module: str, digest: str, *, seals: Seals, deep: bool = False
 ) -> VerifiedImage:
-    """Check ``module``'s image and objects; the open, verified image or ModuleRefused."""
+    """Check ``module``'s image and objects in the store; the open, verified image or
+    ModuleRefused."""
+    return verify_image(
+        store.image_path(digest), store.objects_dir, module, digest, seals=seals, deep=deep
+    )
+
+
+def verify_image(
+    path: Path,
+    objects_dir: Path,
+    module: str,
+    digest: str,
+    *,
+    seals: Seals | None = None,
+    deep: bool = False,
+) -> VerifiedImage:
+    """Check the image at ``path`` against ``digest`` and its objects under ``objects_dir``."""
     hex_digest = digest_hex(digest)
     p = _Problems(module, f"sha256:{hex_digest}")
-    path = store.image_path(hex_digest)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -281,14 +295,15 @@ def verify_module(
                 )
             )
             p.raise_if_any()
-        sealed = None if deep else seals.load(hex_digest)
+        sealed = None if deep or seals is None else seals.load(hex_digest)
         names = sorted(sealed) if sealed is not None else _image_objects(data, str(path), p)
         p.raise_if_any()
-        new_seals, hashed = _check_objects(store, names, sealed or {}, p)
+        new_seals, hashed = _check_objects(objects_dir, names, sealed or {}, p)
         if p.found:
-            seals.drop(hex_digest)
+            if seals is not None:
+                seals.drop(hex_digest)
             p.raise_if_any()
-        if hashed or sealed is None:
+        if seals is not None and (hashed or sealed is None):
             seals.save(hex_digest, new_seals)
     except BaseException:
         os.close(fd)

@@ -1,0 +1,197 @@
+"""Reconcile the attached set with the desired set (``GET /node_api/modules``).
+
+:func:`plan` is pure: the attach state and the desired modules in, the
+actions out. :func:`sync` runs one cycle: pull what is new or changed
+through an injected :class:`Puller` (the default, :class:`PublishPuller`,
+checks the signature against the module's trust policy, then pulls into the
+shared store with :func:`powernode.publish.pull.pull_artifact`), then applies
+the whole new set as one transaction (:func:`.attach.apply`): if any module
+is refused, nothing changes and the report says why, per module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from powernode.agent.modules.attach import apply, record_refusals
+from powernode.agent.modules.layout import NodeLayout
+from powernode.agent.modules.refusal import ModuleRefused, Refusal
+from powernode.agent.modules.state import AttachState, ModuleSpec
+from powernode.agent.modules.store import digest_hex
+from powernode.errors import DataError, DigestMismatchError, PowernodeError, VerificationError
+from powernode.mount.overlay import Verity
+from powernode.oci.refs import parse_reference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DesiredModule:
+    """One module of the node's desired set, as the platform states it."""
+
+    name: str
+    version: str
+    digest: str  # composefs digest, "sha256:<hex>"
+    priority: int  # effective priority: higher is stacked above
+    reference: str = ""  # "<registry>/<owner>/<name>:<version>" or "…@sha256:<manifest>"
+    policy: Any = None  # trust policy, handed to the puller as is
+
+    def spec(self) -> ModuleSpec:
+        return ModuleSpec(self.name, self.digest, self.priority, self.version, self.reference)
+
+    @classmethod
+    def from_api(cls, item: Mapping[str, Any]) -> DesiredModule:
+        """One entry of ``GET /node_api/modules``; DataError naming the field if malformed."""
+
+        def first(*keys: str) -> Any:
+            for k in keys:
+                if item.get(k) is not None:
+                    return item[k]
+            return None
+
+        name = first("name")
+        digest = first("composefs_digest", "digest")
+        priority = first("effective_priority", "priority")
+        version = first("version", "version_string") or ""
+        reference = first("reference", "artifact_reference", "artifact_ref") or ""
+        if not isinstance(name, str):
+            raise DataError("desired module: field 'name': missing or not a string")
+        if not isinstance(digest, str):
+            raise DataError(f"desired module {name}: field 'composefs_digest': missing")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise DataError(f"desired module {name}: field 'effective_priority': not an integer")
+        digest_hex(digest, field=f"desired module {name}: composefs_digest")
+        policy = first("trust_policy", "policy")
+        return cls(name, str(version), digest, priority, str(reference), policy)
+
+
+class Puller(Protocol):
+    """Brings a desired module's image and objects into the store, or raises."""
+
+    def pull(self, module: DesiredModule, layout: NodeLayout) -> None: ...
+
+
+def _publish(name: str) -> Any:
+    """``powernode.publish.<name>``, imported only when a pull happens."""
+    for mod in ("powernode.publish", "powernode.publish.pull", "powernode.publish.verify"):
+        try:
+            found = getattr(importlib.import_module(mod), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    raise PowernodeError(f"powernode.publish has no {name}; install the publishing package")
+
+
+@dataclass(frozen=True)
+class PublishPuller:
+    """The default puller: signature against the trust policy, then pull (docs/signing.md)."""
+
+    registry: Any  # a powernode.oci.registry.Registry
+
+    def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
+        ref = parse_reference(module.reference)
+        if module.policy is not None:
+            _publish("verify_artifact")(self.registry, ref, module.policy)
+        store = _publish("ModuleStore")(layout.state)
+        pulled = _publish("pull_artifact")(self.registry, ref, store)
+        got = digest_hex(str(pulled.composefs_digest))
+        if got != digest_hex(module.digest):
+            raise DigestMismatchError(
+                f"artifact {module.reference}: composefs digest", module.digest, f"sha256:{got}"
+            )
+
+
+ActionKind = Literal["attach", "upgrade", "reprioritize", "detach", "keep", "remount"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    module: str
+    digest: str = ""  # the digest wanted ("" for detach)
+    previous: str = ""  # the digest attached before, if any
+
+
+def plan(state: AttachState, desired: Sequence[DesiredModule]) -> list[Action]:
+    """What to do, per module, to get from ``state`` to ``desired`` (sorted by module)."""
+    wanted = {d.name: d for d in desired}
+    if len(wanted) != len(desired):
+        dup = sorted({d.name for d in desired if sum(x.name == d.name for x in desired) > 1})
+        raise DataError(f"desired set names module(s) more than once: {', '.join(dup)}")
+    mounted = set(state.mounted)
+    actions = []
+    for name in sorted(set(wanted) | set(state.modules)):
+        cur, want = state.modules.get(name), wanted.get(name)
+        if want is None:
+            actions.append(Action("detach", name, "", cur.digest if cur else ""))
+        elif cur is None:
+            actions.append(Action("attach", name, want.digest))
+        elif digest_hex(cur.digest) != digest_hex(want.digest):
+            actions.append(Action("upgrade", name, want.digest, cur.digest))
+        elif cur.priority != want.priority:
+            actions.append(Action("reprioritize", name, want.digest, cur.digest))
+        elif digest_hex(cur.digest) not in mounted:
+            actions.append(Action("remount", name, want.digest, cur.digest))
+        else:
+            actions.append(Action("keep", name, want.digest, cur.digest))
+    return actions
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """One reconcile cycle: the plan, whether the union changed, and any refusals."""
+
+    actions: tuple[Action, ...]
+    changed: bool
+    generation: int
+    refusals: tuple[Refusal, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+
+def _pull_refusal(module: DesiredModule, e: PowernodeError) -> Refusal:
+    if isinstance(e, DigestMismatchError):
+        return Refusal(module.name, module.digest, "artifact-digest", str(e), module.reference,
+                       e.expected, e.actual)  # fmt: skip
+    reason: Literal["signature", "pull-failed"] = (
+        "signature" if isinstance(e, VerificationError) else "pull-failed"
+    )
+    return Refusal(module.name, module.digest, reason, str(e), module.reference)
+
+
+def sync(
+    layout: NodeLayout,
+    desired: Sequence[DesiredModule],
+    *,
+    puller: Puller | None = None,
+    verity: Verity = "off",
+) -> SyncReport:
+    """One reconcile cycle; never raises for a refused module (the report carries it)."""
+    state = layout.state_file.load()
+    actions = plan(state, desired)
+    refusals: list[Refusal] = []
+    by_name = {d.name: d for d in desired}
+    for a in actions:
+        if a.kind not in ("attach", "upgrade") or puller is None:
+            continue
+        module = by_name[a.module]
+        try:
+            puller.pull(module, layout)
+        except PowernodeError as e:
+            log.warning("pull of %s failed: %s", module.name, e)
+            refusals.append(_pull_refusal(module, e))
+    if refusals:
+        record_refusals(layout, refusals)
+        return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
+    try:
+        result = apply(layout, {d.name: d.spec() for d in desired}, verity=verity)
+    except ModuleRefused as e:
+        return SyncReport(tuple(actions), False, state.generation, e.refusals)
+    return SyncReport(tuple(actions), result.changed, result.generation)
