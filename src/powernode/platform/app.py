@@ -22,6 +22,7 @@ from powernode import __version__
 from powernode.platform.api import audit, desired, ingest, modules, nodes, templates, versions
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.api.limits import BodyLimit
+from powernode.platform.api.problem_responses import PROBLEM_RESPONSES
 from powernode.platform.db.migrate import upgrade
 from powernode.platform.db.session import make_engine, make_sessionmaker
 from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
@@ -72,7 +73,7 @@ def create_app(
     app.state.platform = state
     routers = (modules, versions, templates, desired, nodes, audit, ingest)
     for router in (r.router for r in routers):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
 
