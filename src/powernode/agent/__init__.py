@@ -1,0 +1,1 @@
+"""The node agent: identity, enrollment, transport, runtime, lifecycle."""
