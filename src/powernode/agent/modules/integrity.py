@@ -50,7 +50,8 @@ _SMALL = 1 << 20  # objects up to this size are read whole and hashed in memory
 _SHA256 = verity_params("sha256", 4096, b"")
 _ZERO_BLOCK = bytes(4096)
 
-Stat = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+# "st_dev:st_ino:st_size:st_mtime_ns:st_ctime_ns": a string, cheap to load and compare
+Stat = str
 
 
 def current_boot_id(proc: Path = Path("/proc")) -> str:
@@ -121,7 +122,7 @@ def object_digest_fd(fd: int, size: int, path: Path) -> str:
 
 
 def _stat_key(st: os.stat_result) -> Stat:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 class Seals:
@@ -141,7 +142,10 @@ class Seals:
             doc = json.loads(self._path(hex_digest).read_bytes())
             if doc.get("boot_id") != self.boot_id:
                 return None
-            return {name: tuple(st) for name, st in doc["objects"].items()}
+            objects = doc["objects"]
+            if not isinstance(objects, dict):
+                return None
+            return objects
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -200,47 +204,68 @@ def _check_objects(
     """Hash every object not sealed-and-unchanged; returns the new seals and how many hashed."""
     seals: dict[str, Stat] = {}
     hashed = 0
-    for name in names:
-        path = root / name
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            p.add(_ref(p, "object-missing", f"object {name} is not in the store", str(path)))
-            continue
-        except OSError as e:
-            p.add(_ref(p, "object-unreadable", f"cannot open: {e.strerror}", str(path)))
-            continue
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                p.add(_ref(p, "object-unreadable", "not a regular file", str(path)))
-                continue
-            key = _stat_key(st)
-            if sealed.get(name) == key:
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        p.add(_ref(p, "object-missing", f"no object store: {e.strerror}", str(root)))
+        return seals, hashed
+    try:
+        for name in names:
+            seal = sealed.get(name)
+            if seal is not None:
+                # The hot path of a warm restack: one lstat per object, no pathlib.
+                try:
+                    st = os.lstat(name, dir_fd=root_fd)
+                except OSError:
+                    st = None
+                if st is not None and stat.S_ISREG(st.st_mode) and _stat_key(st) == seal:
+                    seals[name] = seal
+                    continue
+            key = _check_one(root_fd, root, name, p)
+            if key is not None:
                 seals[name] = key
-                continue
-            actual = object_digest_fd(fd, st.st_size, path)
-            hashed += 1
-        except OSError as e:
-            p.add(_ref(p, "object-unreadable", f"cannot read: {e.strerror}", str(path)))
-            continue
-        finally:
-            os.close(fd)
-        expected = name.replace("/", "")
-        if actual != expected:
-            p.add(
-                _ref(
-                    p,
-                    "object-digest",
-                    "content does not match its fs-verity name",
-                    str(path),
-                    expected=f"sha256:{expected}",
-                    actual=f"sha256:{actual}",
-                )
-            )
-            continue
-        seals[name] = key
+                hashed += 1
+    finally:
+        os.close(root_fd)
     return seals, hashed
+
+
+def _check_one(root_fd: int, root: Path, name: str, p: _Problems) -> Stat | None:
+    """Hash one object; its stat key if it matches its name, else None (problem recorded)."""
+    path = root / name
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+    except FileNotFoundError:
+        p.add(_ref(p, "object-missing", f"object {name} is not in the store", str(path)))
+        return None
+    except OSError as e:
+        p.add(_ref(p, "object-unreadable", f"cannot open: {e.strerror}", str(path)))
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            p.add(_ref(p, "object-unreadable", "not a regular file", str(path)))
+            return None
+        actual = object_digest_fd(fd, st.st_size, path)
+    except OSError as e:
+        p.add(_ref(p, "object-unreadable", f"cannot read: {e.strerror}", str(path)))
+        return None
+    finally:
+        os.close(fd)
+    expected = name.replace("/", "")
+    if actual != expected:
+        p.add(
+            _ref(
+                p,
+                "object-digest",
+                "content does not match its fs-verity name",
+                str(path),
+                expected=f"sha256:{expected}",
+                actual=f"sha256:{actual}",
+            )
+        )
+        return None
+    return _stat_key(st)
 
 
 def verify_module(
