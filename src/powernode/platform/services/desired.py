@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
 
 from powernode.core.compose import ModuleLayer, compose
 from powernode.core.composition import Composition
@@ -160,11 +161,17 @@ def desired_for(
     ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES
 ) -> DesiredSet:
     assignments: dict[str, NodeModuleAssignment] = {a.module.name: a for a in template.assignments}
-    rows = ctx.session.scalars(
-        select(NodeModuleVersion)
-        .join(NodeModuleVersion.module)
-        .where(NodeModule.account == ctx.actor.account)
-    ).all()
+    # One query for every version with its module, category and parent (no N+1).
+    rows = (
+        ctx.session.scalars(
+            select(NodeModuleVersion)
+            .join(NodeModuleVersion.module)
+            .where(NodeModule.account == ctx.actor.account)
+            .options(contains_eager(NodeModuleVersion.module).joinedload(NodeModule.parent_module))
+        )
+        .unique()
+        .all()
+    )
     candidates, by_key = _candidates(rows)
     roots = [Requirement(OWNER, name) for name in sorted(assignments)]
     label = f"template {template.name}"
