@@ -112,6 +112,11 @@ def write_identity_file(path: Path, instance_id: str, fingerprint: str | None = 
         instance_id = parse_uuid(instance_id, "instance_id")
     except InvalidIdentifier as e:
         raise IdentityFileError(f"{path}: not written: {e}") from e
+    if fingerprint is not None and (len(fingerprint) > 128 or not fingerprint.isprintable()):
+        raise IdentityFileError(
+            f"{path}: not written: platform fingerprint is longer than 128 characters "
+            "or not printable"
+        )
     data = render_identity_cfg(instance_id, fingerprint).encode()
     try:
         _publish_once(path, data)
