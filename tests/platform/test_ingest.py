@@ -300,3 +300,35 @@ def test_bad_operator_queue_requests_change_nothing(  # noqa: PLR0917
     before = platform.snapshot()
     assert_problem(platform.call("POST", path, role=role, json=body), status, fragment)
     assert platform.snapshot() == before
+
+
+def test_publish_adapter_maps_a_verified_artifact() -> None:
+    from powernode.platform.services.artifacts import PublishArtifactSource
+
+    @dataclass
+    class Verified:  # the shape of powernode.publish.verify.VerifiedArtifact
+        reference: str
+        manifest_digest: str
+        config: dict[str, Any]
+        composefs_digest: str
+        signer: str
+        file_list: tuple[str, ...]
+        sbom_digest: str
+
+    config = {"name": "my-redis", "version": "0.1.0", "manifest": {"name": "my-redis"}}
+    v = Verified(
+        f"{REPO}@sha256:{'cd' * 32}",
+        "sha256:" + "cd" * 32,
+        config,
+        DIGEST,
+        "key k",
+        ("/etc/",),
+        "sha256:" + "ee" * 32,
+    )
+    art = PublishArtifactSource("unused")._ingested(v, REPO)
+    assert (art.name, art.version, art.manifest) == ("my-redis", "0.1.0", {"name": "my-redis"})
+    assert (art.composefs_digest, art.sbom_ref, art.file_list) == (
+        DIGEST,
+        "sha256:" + "ee" * 32,
+        ("/etc/",),
+    )

@@ -174,6 +174,11 @@ class PublishArtifactSource:
             manifest=dict(manifest),
             file_list=tuple(str(f) for f in files) if not isinstance(files, int) else (),
             signer=str(_attr(verified, "signer", default="")),
-            fsverity_root_hash=_attr(verified, "fsverity_root_hash", default=None),
-            sbom_ref=_attr(verified, "sbom_ref", "sbom_digest", default=None),
+            fsverity_root_hash=_str_or_none(_attr(verified, "fsverity_root_hash")),
+            sbom_ref=_str_or_none(_attr(verified, "sbom_ref", "sbom_digest")),
         )
+
+
+def _str_or_none(value: object) -> str | None:
+    # Digests and references arrive as objects whose str() is the canonical text.
+    return None if value is None else str(value)
