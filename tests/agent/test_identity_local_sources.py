@@ -366,3 +366,21 @@ def test_write_identity_file_refuses_bad_fingerprint(tmp_path: Path) -> None:
     with pytest.raises(IdentityFileError, match="fingerprint"):
         write_identity_file(path, ID, "dmi:x\ninstance_id = 0f0e0d0c-0b0a-0908-0706-050403020100")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_item_is_an_error_not_a_crash(host: FakeHost) -> None:
+    # A directory where the file should be: EISDIR, reported like EACCES would be.
+    host.write("/sys/firmware/qemu_fw_cfg/by_name/opt/com.powernode/instance_uuid/raw/x", "")
+    m = miss(host, "fwcfg")
+    assert m.outcome is Outcome.ERROR
+    assert "instance_uuid/raw" in m.reason
+
+
+def test_default_command_runner_maps_missing_tool_to_127(tmp_path: Path) -> None:
+    from powernode.agent.identity.config import default_command_runner
+
+    missing = default_command_runner([str(tmp_path / "vmware-rpctool"), "info-get x"], 5.0)
+    assert missing.returncode == 127
+    assert "command not found" in missing.stderr
+    ok = default_command_runner(["sh", "-c", "echo value; echo oops >&2; exit 3"], 5.0)
+    assert ok == CommandResult(3, "value\n", "oops\n")

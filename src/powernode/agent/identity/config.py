@@ -59,6 +59,8 @@ def default_command_runner(argv: Sequence[str], timeout: float) -> CommandResult
         proc = run(list(argv), check=False, timeout=timeout)
     except FileNotFoundError:
         return CommandResult(127, "", f"{argv[0]}: command not found")
+    except OSError as e:  # e.g. not executable
+        return CommandResult(126, "", f"{argv[0]}: cannot run: {e.strerror or e}")
     except subprocess.TimeoutExpired:
         return CommandResult(124, "", f"{argv[0]}: timed out after {timeout:g} s")
     return CommandResult(
