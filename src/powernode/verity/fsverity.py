@@ -108,7 +108,8 @@ def fsverity_digest_file(
         raise ConfigError(f"threads must be an integer from 1 to {_MAX_THREADS}, not {threads!r}")
     name = os.fsdecode(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a fifo in place of a file must be refused below, not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise VerityFileError(
             name,
