@@ -91,5 +91,5 @@ def discover_identity(config: IdentityConfig) -> IdentityResult:
         log.info("identity: %s from %s (%s)", instance_id, name, detail)
         return IdentityResult(identity, IdentityTrail(tuple(attempts)), tuple(ctx.warnings))
     trail = IdentityTrail(tuple(attempts))
-    log.error("identity: no source gave an identity:\n%s", trail)
+    log.warning("identity: none of %d sources gave an identity", len(attempts))
     raise UnresolvableIdentityError(trail)

@@ -24,5 +24,5 @@ def require_platform_signal(ctx: ProbeContext, provider: str, signal: str | None
     where = "in a container, DMI is the host's and not read" if ctx.in_container else "DMI"
     raise SourceMiss(
         Outcome.SKIPPED,
-        f"no sign of {provider} ({where}); its metadata service was not probed",
+        f"no sign of {provider} ({where}); not probed",
     )
