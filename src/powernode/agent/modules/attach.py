@@ -18,9 +18,16 @@ from dataclasses import dataclass, replace
 from powernode.agent.modules.integrity import VerifiedImage, verify_module
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
-from powernode.agent.modules.state import AttachState, ModuleSpec, check_module_name
+from powernode.agent.modules.state import (
+    AttachState,
+    ModuleSpec,
+    check_module_name,
+    load_composition,
+    save_composition,
+)
 from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.union import restack, serving_union
+from powernode.core.composition import Composition
 from powernode.errors import ConfigError
 from powernode.mount.overlay import Verity
 
@@ -89,20 +96,27 @@ def _apply_locked(
     *,
     deep: bool,
     verity: Verity,
+    composition: Composition | None = None,
 ) -> AttachResult:
-    if state.mounted == _wanted_digests(target) and (not target or serving_union(layout)):
+    stored = load_composition(layout.agent_dir)
+    new_composition = composition is not None and composition != stored
+    composition = composition if composition is not None else stored
+    same = state.mounted == _wanted_digests(target) and not new_composition
+    if same and (not target or serving_union(layout)):
         if dict(state.modules) != dict(target):  # e.g. a version label changed, same content
             layout.state_file.save(state.with_modules(target))
         return AttachResult(state.generation, _ordered(target), changed=False)
     try:
         with _verified(layout, _ordered(target), deep=deep, partial=False) as (verified, _):
             generation = state.generation + 1
-            mounted = restack(layout, verified, generation, verity=verity)
+            mounted = restack(layout, verified, generation, verity=verity, composition=composition)
     except ModuleRefused as e:
         _record_refusals(layout, state, e.refusals)
         log.warning("%s", e)
         raise
     refusals = {n: r for n, r in state.refusals.items() if n not in target}
+    if new_composition and composition is not None:
+        save_composition(layout.agent_dir, composition)
     layout.state_file.save(AttachState(dict(target), generation, mounted, refusals))
     return AttachResult(generation, _ordered(target), changed=True)
 
@@ -113,10 +127,19 @@ def apply(
     *,
     deep: bool = False,
     verity: Verity = "off",
+    composition: Composition | None = None,
 ) -> AttachResult:
-    """Make exactly ``target`` (by module name) the attached set; ModuleRefused if any fails."""
+    """Make exactly ``target`` (by module name) the attached set; ModuleRefused if any fails.
+
+    ``composition`` (the desired set's, from the platform) decides winners the
+    priority order alone would get wrong; it is kept for later restacks and
+    restarts (``None``: keep the one stored, if any).
+    """
     with layout.state_file.locked():
-        return _apply_locked(layout, layout.state_file.load(), target, deep=deep, verity=verity)
+        state = layout.state_file.load()
+        return _apply_locked(
+            layout, state, target, deep=deep, verity=verity, composition=composition
+        )
 
 
 def attach(
@@ -153,7 +176,8 @@ def restore(layout: NodeLayout, *, verity: Verity = "off") -> AttachResult:
         ordered = _ordered(state.modules)
         with _verified(layout, ordered, deep=True, partial=True) as (verified, refusals):
             generation = state.generation + 1
-            mounted = restack(layout, verified, generation, verity=verity)
+            composition = load_composition(layout.agent_dir)
+            mounted = restack(layout, verified, generation, verity=verity, composition=composition)
         kept: dict[str, tuple[Refusal, ...]] = {}
         for name in {r.module for r in refusals}:
             kept[name] = tuple(r for r in refusals if r.module == name)

@@ -22,6 +22,7 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
 from powernode.agent.modules.state import AttachState, ModuleSpec
 from powernode.agent.modules.store import digest_hex
+from powernode.core.composition import Composition
 from powernode.errors import DataError, DigestMismatchError, PowernodeError, VerificationError
 from powernode.mount.overlay import Verity
 from powernode.oci.refs import parse_reference
@@ -172,6 +173,7 @@ def sync(
     *,
     puller: Puller | None = None,
     verity: Verity = "off",
+    composition: Composition | None = None,
 ) -> SyncReport:
     """One reconcile cycle; never raises for a refused module (the report carries it)."""
     state = layout.state_file.load()
@@ -191,7 +193,8 @@ def sync(
         record_refusals(layout, refusals)
         return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
     try:
-        result = apply(layout, {d.name: d.spec() for d in desired}, verity=verity)
+        target = {d.name: d.spec() for d in desired}
+        result = apply(layout, target, verity=verity, composition=composition)
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
     return SyncReport(tuple(actions), result.changed, result.generation)

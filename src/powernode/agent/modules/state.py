@@ -26,10 +26,12 @@ from typing import Any
 
 from powernode.agent.modules.refusal import Refusal
 from powernode.agent.modules.store import atomic_write_json, digest_hex
+from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 4 << 20
+MAX_COMPOSITION_BYTES = 256 << 20  # a union of a few 100,000 paths
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
@@ -166,3 +168,27 @@ class StateFile:
             yield
         finally:
             os.close(fd)
+
+
+def composition_path(agent_dir: Path) -> Path:
+    return agent_dir / "composition.json"
+
+
+def load_composition(agent_dir: Path) -> Composition | None:
+    """The composition the union follows (``None``: plain priority order)."""
+    path = composition_path(agent_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(raw) > MAX_COMPOSITION_BYTES:
+        raise DataError(f"{path}: larger than {MAX_COMPOSITION_BYTES} bytes")
+    try:
+        return Composition.from_dict(json.loads(raw))
+    except ValueError as e:
+        raise DataError(f"{path}: {e}; move it aside and sync again") from e
+
+
+def save_composition(agent_dir: Path, composition: Composition) -> None:
+    agent_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write_json(composition_path(agent_dir), composition.to_dict())

@@ -34,9 +34,12 @@ from pathlib import Path
 
 from powernode.agent.modules.integrity import VerifiedImage
 from powernode.agent.modules.layout import NodeLayout
+from powernode.agent.modules.masks import build_mask_layer, plan_fixes
+from powernode.core.composition import Composition
 from powernode.errors import MountError
 from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
 from powernode.mount.overlay import MountStack, Upper, Verity, overlay_options
+from powernode.verity.composefs.reader import Image
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ def restack(
     generation: int,
     *,
     verity: Verity = "off",
+    composition: Composition | None = None,
 ) -> tuple[str, ...]:
     """Mount ``layers`` (verified image, priority) as generation ``generation`` and serve it.
 
@@ -187,6 +191,14 @@ def restack(
     stack = MountStack()
     try:
         lowers = [stack.image(v.mount_source, gen / "layers" / v.module) for v, _ in ordered]
+        fixes = plan_fixes(composition, [v.module for v, _ in ordered]) if composition else []
+        if fixes:
+            images = [
+                (v.module, Image.from_bytes(v.read(), source=str(v.path))) for v, _ in ordered
+            ]
+            build_mask_layer(gen / "mask", fixes, images)
+            lowers.insert(0, gen / "mask")
+            log.info("mask layer: %d path(s) fixed to follow the composition", len(fixes))
         upper = _upper(layout, generation)
         staging = gen / "union"
         staging.mkdir(parents=True)
