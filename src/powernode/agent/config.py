@@ -1,0 +1,144 @@
+"""The agent's settings: defaults < config file (TOML) < environment < explicit overrides.
+
+The file is one flat TOML table (stdlib ``tomllib``)::
+
+    platform_url = "https://platform.example:8400"
+    platform_ca_file = "/etc/powernode/platform-ca.pem"
+    state_dir = "/persist/var/lib/powernode"
+
+Environment variables are the upper-cased keys prefixed ``POWERNODE_AGENT_``.
+The object is frozen: the service reads it once at start.
+
+Every limit the agent applies to itself or to what the platform sends lives
+here, so an operator can see and change it (python-tuf ``ngclient/config.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from powernode.errors import ConfigError
+
+ENV_PREFIX = "POWERNODE_AGENT_"
+DEFAULT_CONFIG_FILE = Path("/etc/powernode/agent.toml")
+# Seed 000: "persists cert at /persist/var/lib/powernode/pki/ (mode 0600)".
+DEFAULT_STATE_DIR = Path("/persist/var/lib/powernode")
+
+
+class AgentConfig(BaseModel):
+    """Everything ``powernode-agent`` needs; times in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Base URL of the platform, e.g. https://10.0.0.1:8400 (the node API is under /node_api).
+    platform_url: str = ""
+    # PEM bundle the platform's TLS server certificate must chain to: the only
+    # trust anchor used (the system store is never consulted). Copied into the
+    # state dir at enrollment, so later runs need only the state dir.
+    platform_ca_file: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    # Root that /proc paths are read under (heartbeat load, mem, boot_id).
+    host_root: Path = Path("/")
+
+    # Seed 000: "30s heartbeat tick".
+    heartbeat_seconds: float = Field(default=30.0, gt=0, le=3600)
+    lease_max: int = Field(default=4, ge=1, le=100)  # node-api.md: max 1-100
+    max_in_flight: int = Field(default=4, ge=1, le=256)
+    # Seed 000: rotate at 75 % of the certificate's lifetime.
+    rotate_at_fraction: float = Field(default=0.75, gt=0, lt=1)
+    # SIGTERM: how long in-flight tasks may run on before they are failed as retryable.
+    drain_seconds: float = Field(default=60.0, ge=0, le=3600)
+
+    # Backoff when the platform is unreachable: full jitter (delay drawn
+    # uniformly in [0, min(cap, base * 2**n)]), per request and for the loop.
+    backoff_base_seconds: float = Field(default=1.0, gt=0, le=60)
+    backoff_cap_seconds: float = Field(default=30.0, gt=0, le=3600)
+    request_attempts: int = Field(default=3, ge=1, le=10)
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_response_bytes: int = Field(default=4 << 20, ge=4096, le=64 << 20)
+
+    # Event buffer: node-api.md allows <= 500 events per POST.
+    flush_batch: int = Field(default=500, ge=1, le=500)
+    flush_max_batches: int = Field(default=20, ge=1, le=10_000)  # per flush, bounded
+    spool_max_events: int = Field(default=100_000, ge=100, le=10_000_000)
+    event_max_payload_bytes: int = Field(default=64 << 10, ge=256, le=1 << 20)
+
+    @field_validator("platform_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError(
+                f"{value!r} is not an https:// URL; the node API is served over TLS only"
+            )
+        return value.rstrip("/")
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def spool_file(self) -> Path:
+        return self.state_dir / "spool" / "events.db"
+
+    @property
+    def modules_dir(self) -> Path:
+        # Where powernode.agent.modules keeps modules.json (attach state).
+        return self.state_dir / "agent"
+
+    def require_platform(self) -> str:
+        """The platform URL, or a ConfigError that says how to set it."""
+        if not self.platform_url:
+            raise ConfigError(
+                "platform_url is not set: put it in the agent config file "
+                f"({DEFAULT_CONFIG_FILE}), set {ENV_PREFIX}PLATFORM_URL or pass --platform-url"
+            )
+        return self.platform_url
+
+
+_FIELDS = tuple(AgentConfig.model_fields)
+
+
+def load_config(
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> AgentConfig:
+    """Merge defaults, ``file``, ``env`` (default ``os.environ``) and ``overrides``.
+
+    ``overrides`` whose value is None are ignored so CLI flags that were not
+    given do not mask the file or the environment.
+    """
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with file.open("rb") as f:
+                values.update(tomllib.load(f))
+        except OSError as e:
+            raise ConfigError(f"{file}: cannot read agent config: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{file}: not valid TOML: {e}") from e
+        unknown = sorted(set(values) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
+            )
+    environ = os.environ if env is None else env
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            values[name] = environ[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return AgentConfig.model_validate(values)
+    except ValidationError as e:
+        where = str(file) if file else "agent config"
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{where}: {details}") from e

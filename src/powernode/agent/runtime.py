@@ -1,0 +1,351 @@
+"""The service loop (``powernode-agent service``): heartbeat, lease, execute, report, flush.
+
+Seed 000 (``internal/runtime``): "30s heartbeat tick, task lease, cert
+rotation timer, event buffer flush". One beat, in order:
+
+1. report outcomes still waiting in the buffer (from before a crash or an outage);
+2. rotate the certificate if 75 % of its lifetime has passed; while the last
+   attempt failed, append a ``system.cert.rotation_failed`` critical event;
+3. heartbeat; 4. lease up to the free executor slots (none while draining);
+5. report outcomes; 6. flush the event buffer (bounded batches of ≤ 500).
+
+A beat stops at the first :class:`PlatformUnreachable`; the next one comes
+after a full-jitter backoff capped at the heartbeat interval, so an outage
+never stretches the cadence past 30 s and a fleet does not reconnect in step.
+Outcomes are written to the buffer by the executor's thread as soon as a task
+ends and reported at once; a leased task whose outcome is already buffered is
+not run again. Scheduling uses the clock's monotonic time, certificates and
+timestamps its wall time (:mod:`powernode.agent.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from powernode import __version__
+from powernode.agent.certstore import CertStore, Credentials, rfc3339
+from powernode.agent.config import AgentConfig
+from powernode.agent.lifecycle import Clock, StopSignal
+from powernode.agent.rotation import (
+    ROTATED,
+    ROTATION_FAILED,
+    RotationFailure,
+    failure_payload,
+    record_failure,
+    rotate,
+    rotation_due,
+)
+from powernode.agent.spool import Spool
+from powernode.agent.tasks import Executor, TaskContext, TaskOutcome
+from powernode.agent.transport import Backoff, NodeClient, PlatformRefused, PlatformUnreachable
+from powernode.errors import PowernodeError
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[Credentials], NodeClient]
+Facts = Callable[[], dict[str, Any]]
+_POISON = {400, 413, 422}  # a batch the platform will never take as it is
+
+
+class Runtime:
+    """One agent's service loop; every side effect comes in through the constructor."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        store: CertStore,
+        spool: Spool,
+        client_factory: ClientFactory,
+        executor: Executor,
+        clock: Clock,
+        stop: StopSignal,
+        facts: Facts,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.spool = spool
+        self._factory = client_factory
+        self.executor = executor
+        self.clock = clock
+        self.stop = stop
+        self._facts = facts
+        self._rng = rng or random.SystemRandom()
+        self._backoff = Backoff(config.backoff_base_seconds, config.heartbeat_seconds)
+        self._wake = threading.Event()
+        stop.link(self._wake)
+        self.creds = store.load()
+        self.client = client_factory(self.creds)
+        self.rotation_failure: RotationFailure | None = None
+        self.beats = 0  # heartbeats the platform answered
+        self.failed_beats = 0  # consecutive beats that did not reach the platform
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, max_beats: int | None = None) -> int:
+        """Loop until stopped (or ``max_beats`` answered heartbeats), drain, return 0."""
+        next_beat = self.clock.monotonic()
+        while not self.stop.is_set():
+            if self.clock.monotonic() >= next_beat:
+                reached = self.beat()
+                if reached:
+                    self.failed_beats = 0
+                    delay = self.config.heartbeat_seconds
+                else:
+                    self.failed_beats += 1
+                    delay = self._backoff.delay(self.failed_beats - 1, self._rng)
+                next_beat = self.clock.monotonic() + delay
+                if max_beats is not None and self.beats >= max_beats:
+                    self.stop.set(f"{max_beats} heartbeats done")
+                    break
+            elif self.spool.outcome_depth():
+                self._guard(self.report_outcomes)
+            self.clock.wait(self._wake, max(0.0, next_beat - self.clock.monotonic()))
+            self._wake.clear()
+        self.drain()
+        return 0
+
+    def beat(self) -> bool:
+        """One heartbeat cycle; whether the platform was reached."""
+        return self._guard(self._beat)
+
+    def _beat(self) -> None:
+        self.report_outcomes()
+        self._maybe_rotate()
+        self.client.heartbeat(self._facts())
+        self.beats += 1
+        if not self.stop.is_set():
+            self._lease()
+        self.report_outcomes()
+        self.flush_events()
+
+    def _guard(self, step: Callable[[], None]) -> bool:
+        try:
+            step()
+        except PlatformUnreachable as e:
+            log.warning("platform unreachable: %s", e)
+            return False
+        except PowernodeError as e:
+            # Refusals (revoked/expired certificate) and bad answers: log, keep running.
+            log.error("%s", e)
+            return False
+        return True
+
+    # -- rotation ----------------------------------------------------------------------
+
+    def _maybe_rotate(self) -> None:
+        now = self.clock.now()
+        info = self.creds.info
+        if not rotation_due(info, now, self.config.rotate_at_fraction):
+            return
+        try:
+            new = rotate(self.store, self.client, now)
+        except PowernodeError as e:
+            self.rotation_failure = record_failure(self.rotation_failure, now, str(e))
+            log.error(
+                "certificate rotation failed (attempt %d): %s", self.rotation_failure.attempts, e
+            )
+            # Seed 000: a critical event on every heartbeat while rotation is failing.
+            self._event(
+                ROTATION_FAILED, "critical", failure_payload(self.rotation_failure, info, now)
+            )
+            if isinstance(e, PlatformUnreachable):
+                raise
+            return
+        previous, self.rotation_failure = self.rotation_failure, None
+        self.client.close()
+        self.creds = self.store.load()
+        self.client = self._factory(self.creds)
+        self._event(
+            ROTATED,
+            "info",
+            {
+                "instance_id": new.instance_id,
+                "old_serial": f"{info.serial:x}",
+                "new_serial": f"{new.serial:x}",
+                "not_after": rfc3339(new.not_after),
+                "failed_attempts_before": previous.attempts if previous else 0,
+            },
+        )
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def _lease(self) -> None:
+        slots = min(self.config.lease_max, self.executor.free_slots())
+        if slots <= 0:
+            return
+        running = self.executor.in_flight()
+        for task in self.client.lease(slots):
+            if task.id in running:
+                log.info("task %s offered again while still running here; ignoring", task.id)
+                continue
+            if self.spool.has_outcome(task.id):
+                # Ran before a crash or outage; its buffered outcome is reported instead.
+                log.info("task %s already ran here; reporting its buffered outcome", task.id)
+                continue
+            ctx = TaskContext(
+                task.id,
+                task.kind,
+                task.payload,
+                task.attempt,
+                task.lease_expires_at,
+                self.stop.event,
+            )
+            self.executor.submit(ctx, self._task_done)
+
+    def _task_done(self, outcome: TaskOutcome) -> None:
+        # Runs on the executor's thread: make the outcome durable before anything else.
+        now = self.clock.now()
+        try:
+            self.spool.record_outcome(outcome.task_id, outcome.verb, outcome.body, now)
+            kind, severity = (
+                ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
+            )
+            payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
+            if outcome.verb == "fail":
+                payload.update(outcome.body)
+            self.spool.append(kind, severity, payload, now)
+        except Exception:
+            log.exception("could not buffer the outcome of task %s", outcome.task_id)
+        self._wake.set()
+
+    def report_outcomes(self) -> None:
+        """Send every buffered outcome; each is removed once the platform took or refused it."""
+        for outcome in self.spool.outcomes():
+            try:
+                if outcome.verb == "ack":
+                    self.client.ack(outcome.task_id, outcome.body.get("result", {}))
+                else:
+                    self.client.fail(
+                        outcome.task_id,
+                        str(outcome.body.get("error", "")),
+                        bool(outcome.body.get("retryable", False)),
+                    )
+            except PlatformRefused as e:
+                if e.status in (401, 403):
+                    raise  # our certificate is the problem, not this outcome: keep it
+                log.warning("platform refused the outcome of task %s: %s", outcome.task_id, e)
+            self.spool.remove_outcome(outcome.task_id)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _event(self, kind: str, severity: str, payload: dict[str, Any]) -> None:
+        self.spool.append(kind, severity, payload, self.clock.now())
+
+    def flush_events(self) -> int:
+        """Deliver buffered events in bounded batches; returns how many left the buffer."""
+        sent = 0
+        for _ in range(self.config.flush_max_batches):
+            batch = self.spool.peek(self.config.flush_batch)
+            if not batch:
+                break
+            try:
+                self.client.post_events([e.to_wire() for e in batch])
+            except PlatformRefused as e:
+                if e.status not in _POISON:
+                    raise
+                # One bad event must not block the buffer for ever: send one by one
+                # and drop only those the platform refuses on their own.
+                for event in batch:
+                    try:
+                        self.client.post_events([event.to_wire()])
+                    except PlatformRefused as one:
+                        if one.status not in _POISON:
+                            raise
+                        log.error("platform refused event %s (%s): %s", event.id, event.kind, one)
+                    self.spool.remove([event.id])
+                    sent += 1
+                continue
+            self.spool.remove([e.id for e in batch])
+            sent += len(batch)
+        dropped = self.spool.take_dropped()
+        if dropped:
+            self._event("system.events.dropped", "warning", {"count": dropped})
+        return sent
+
+    def _flush_all(self) -> None:
+        self.flush_events()
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Seed 000 lifecycle: wait (bounded) for in-flight tasks, report, flush."""
+        deadline = self.clock.monotonic() + self.config.drain_seconds
+        while self.executor.in_flight():
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                break
+            self._wake.clear()
+            self.clock.wait(self._wake, min(left, 1.0))
+        now = self.clock.now()
+        for task_id in self.executor.in_flight():
+            body = {
+                "error": f"agent stopped ({self.stop.reason}) before the task finished "
+                f"(drain_seconds={self.config.drain_seconds:g})",
+                "retryable": True,
+            }
+            self.spool.record_outcome(task_id, "fail", body, now)
+        if self._guard(self.report_outcomes):
+            self._guard(self._flush_all)
+        left = self.spool.depth() + self.spool.outcome_depth()
+        if left:
+            log.warning("%d events/outcomes stay buffered until the platform is reachable", left)
+        self.client.close()
+
+
+class HostFacts:
+    """What a heartbeat reports about the host, read under ``root``."""
+
+    def __init__(self, root: Path, modules_dir: Path) -> None:
+        self.root = root
+        self.modules_dir = modules_dir
+
+    def __call__(self) -> dict[str, Any]:
+        digests, mounts = self._modules()
+        return {
+            "boot_id": self._read("proc/sys/kernel/random/boot_id").strip(),
+            "agent_version": __version__,
+            "running_module_digests": digests,
+            "mounts": mounts,
+            "load": self._load(),
+            "mem": self._mem(),
+        }
+
+    def _read(self, rel: str) -> str:
+        try:
+            return (self.root / rel).read_text()[:65536]
+        except OSError:
+            return ""
+
+    def _load(self) -> list[float]:
+        fields = self._read("proc/loadavg").split()
+        try:
+            return [float(x) for x in fields[:3]]
+        except ValueError:
+            return []
+
+    def _mem(self) -> dict[str, int]:
+        mem: dict[str, int] = {}
+        for line in self._read("proc/meminfo").splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("MemTotal", "MemAvailable") and rest.split():
+                key = "total" if name == "MemTotal" else "available"
+                mem[key] = int(rest.split()[0]) * 1024
+        return mem
+
+    def _modules(self) -> tuple[dict[str, str], dict[str, Any]]:
+        from powernode.agent.modules.state import StateFile  # noqa: PLC0415 - optional part
+
+        try:
+            state = StateFile(self.modules_dir).load()
+        except PowernodeError as e:
+            log.warning("cannot read module state for the heartbeat: %s", e)
+            return {}, {}
+        digests = {name: spec.digest for name, spec in state.modules.items()}
+        return digests, {"generation": state.generation, "mounted": list(state.mounted)}

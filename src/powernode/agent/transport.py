@@ -1,0 +1,335 @@
+"""The agent's HTTP client for ``/node_api/*`` (docs/node-api.md), over mutual TLS.
+
+Trust is pinned: the server must chain to the platform CA saved at
+enrollment, and the system's CA store is never loaded. The client presents
+the node certificate on every call but enroll. The httpx transport is the
+test seam (``transport=``): tests pass an in-memory fake platform.
+
+Failures split in three (errors.py): :class:`PlatformUnreachable`
+(connection refused, timeout, 5xx, 429: retried with exponential backoff and
+full jitter, bounded in attempts, then raised for the loop to back off),
+:class:`PlatformRefused` (a 4xx problem: retrying will not help) and
+:class:`PlatformUntrusted` (the server's certificate does not chain to the
+pinned CA). Full jitter is "delay = uniform(0, min(cap, base * 2**n))"
+(AWS Architecture Blog, "Exponential Backoff And Jitter", 2015): it spreads a
+fleet's reconnects after an outage instead of synchronising them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from powernode.agent.lifecycle import Clock, SystemClock
+from powernode.errors import DataError, TransportError, VerificationError
+
+log = logging.getLogger(__name__)
+
+API = "/node_api"
+
+
+class PlatformUnreachable(TransportError):
+    """The platform could not be reached or answered 5xx/429; try again later."""
+
+
+class PlatformRefused(DataError):
+    """The platform answered 4xx; ``status`` and ``detail`` say why."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{method} {path}: platform refused ({status}): {detail}")
+
+
+class PlatformUntrusted(VerificationError):
+    """The server's TLS certificate does not chain to the pinned platform CA."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter."""
+
+    base: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(attempt, 32)))
+
+
+# Answers are read leniently (extra fields ignored) so that a newer platform
+# can add fields without breaking older agents; every field we use is typed.
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EnrollReply(_Reply):
+    instance_id: str = Field(min_length=1, max_length=128)
+    certificate_pem: str = Field(min_length=1, max_length=256 << 10)
+    ca_pem: str = Field(min_length=1, max_length=256 << 10)
+    not_after: datetime
+
+
+class HeartbeatReply(_Reply):
+    server_time: datetime
+
+
+class LeasedTask(_Reply):
+    id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(default=1, ge=0)
+    lease_expires_at: datetime
+
+
+class LeaseReply(_Reply):
+    tasks: list[LeasedTask] = Field(max_length=100)
+
+
+class EventsReply(_Reply):
+    accepted: int = Field(ge=0)
+    duplicates: int = Field(ge=0)
+
+
+class RotateReply(_Reply):
+    certificate_pem: str = Field(min_length=1, max_length=256 << 10)
+    not_after: datetime
+
+
+R = TypeVar("R", bound=_Reply)
+
+
+def tls_context(
+    platform_ca: Path, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
+    """A client context trusting only ``platform_ca``, presenting ``cert``/``key`` if given."""
+    try:
+        # With cafile given, create_default_context loads no system roots: the pin.
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(platform_ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert is not None and key is not None:
+            ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as e:
+        raise TransportError(f"cannot set up TLS from {platform_ca}, {cert}, {key}: {e}") from e
+    return ctx
+
+
+class NodeClient:
+    """One node's client for the node API. Not thread-safe: the runtime loop owns it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+        backoff: Backoff | None = None,
+        attempts: int = 3,
+        timeout: float = 10.0,
+        max_response_bytes: int = 4 << 20,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._clock = clock or SystemClock()
+        self._stop = stop or threading.Event()
+        self._backoff = backoff or Backoff()
+        self._attempts = attempts
+        self._max_bytes = max_response_bytes
+        self._rng = rng or random.SystemRandom()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            verify=tls if tls is not None else True,
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"user-agent": "powernode-agent"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the contract, one method per endpoint ----------------------------------------
+
+    def enroll(self, bootstrap_token: str, csr_pem: str) -> EnrollReply:
+        # The token is single use: a lost answer must not be retried blindly.
+        body = {"bootstrap_token": bootstrap_token, "csr_pem": csr_pem}
+        return self._call("POST", "/enroll", body, EnrollReply, idempotent=False)
+
+    def heartbeat(self, body: dict[str, Any]) -> HeartbeatReply:
+        return self._call("POST", "/status/heartbeat", body, HeartbeatReply, idempotent=True)
+
+    def lease(self, max_tasks: int) -> list[LeasedTask]:
+        # Not retried after it was sent: a lost answer's tasks come back after the
+        # visibility timeout anyway, a retry would only lease more.
+        reply = self._call("POST", "/tasks/lease", {"max": max_tasks}, LeaseReply, idempotent=False)
+        return reply.tasks
+
+    def ack(self, task_id: str, result: dict[str, Any]) -> None:
+        self._request("POST", f"/tasks/{_seg(task_id)}/ack", {"result": result}, idempotent=True)
+
+    def fail(self, task_id: str, error: str, retryable: bool) -> None:
+        body = {"error": error, "retryable": retryable}
+        self._request("POST", f"/tasks/{_seg(task_id)}/fail", body, idempotent=True)
+
+    def post_events(self, events: list[dict[str, Any]]) -> EventsReply:
+        # Idempotent by event id (the platform dedups), so a resend is safe.
+        return self._call("POST", "/events", {"events": events}, EventsReply, idempotent=True)
+
+    def rotate(self, csr_pem: str) -> RotateReply:
+        return self._call("POST", "/certificates/rotate", {"csr_pem": csr_pem}, RotateReply, True)
+
+    def modules(self) -> dict[str, Any]:
+        raw = self._request("GET", "/modules", None, idempotent=True)
+        doc = _json(raw, "GET /modules")
+        if not isinstance(doc, dict):
+            raise DataError("GET /node_api/modules: expected a JSON object")
+        return doc
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        model: type[R],
+        idempotent: bool,
+    ) -> R:
+        raw = self._request(method, path, body, idempotent=idempotent)
+        try:
+            return model.model_validate(_json(raw, f"{method} {path}"))
+        except ValidationError as e:
+            raise DataError(
+                f"{method} {API}{path}: unexpected answer from the platform: "
+                + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            ) from e
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, *, idempotent: bool
+    ) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                return self._once(method, path, body, idempotent)
+            except _Retry as e:
+                attempt += 1
+                if attempt >= self._attempts or (e.sent and not idempotent):
+                    raise PlatformUnreachable(str(e)) from e.__cause__
+                delay = self._backoff.delay(attempt - 1, self._rng)
+                log.info("%s; retrying in %.1f s (attempt %d)", e, delay, attempt + 1)
+                if self._clock.wait(self._stop, delay):
+                    raise PlatformUnreachable(f"{e} (stopping, not retried)") from e.__cause__
+
+    def _once(self, method: str, path: str, body: dict[str, Any] | None, idempotent: bool) -> bytes:
+        url = f"{API}{path}"
+        where = f"{method} {self.base_url}{url}"
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"content-type": "application/json"} if content is not None else {}
+        try:
+            request = self._http.build_request(method, url, content=content, headers=headers)
+            response = self._http.send(request, stream=True)
+        except httpx.ConnectError as e:
+            _raise_tls(e, where)
+            raise _Retry(f"{where}: cannot connect: {e}", sent=False) from e
+        except httpx.TimeoutException as e:
+            raise _Retry(f"{where}: timed out: {e}", sent=True) from e
+        except httpx.TransportError as e:
+            _raise_tls(e, where)
+            raise _Retry(f"{where}: {type(e).__name__}: {e}", sent=True) from e
+        try:
+            raw = self._read_capped(response, where)
+        except httpx.TransportError as e:
+            raise _Retry(f"{where}: connection lost reading the answer: {e}", sent=True) from e
+        finally:
+            response.close()
+        status = response.status_code
+        if status >= 500 or status == 429:
+            raise _Retry(f"{where}: platform answered {status}", sent=True)
+        if status >= 400:
+            raise PlatformRefused(method, url, status, _problem_detail(raw))
+        if status >= 300:
+            raise PlatformRefused(method, url, status, "unexpected redirect; check platform_url")
+        return raw
+
+    def _read_capped(self, response: httpx.Response, where: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise DataError(f"{where}: answer larger than {self._max_bytes} bytes; refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class _Retry(Exception):
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+def _seg(task_id: str) -> str:
+    # Task ids go into the path: refuse anything that could change the path.
+    if not task_id or any(c in task_id for c in "/?#%\\") or task_id in {".", ".."}:
+        raise DataError(f"task id {task_id!r} from the platform cannot be used in a URL path")
+    return task_id
+
+
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise DataError(f"{where}: the platform's answer is not JSON ({e})") from e
+
+
+def _problem_detail(raw: bytes) -> str:
+    # RFC 9457 problem JSON: prefer "detail", then "title"; else the raw text.
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw[:500].decode(errors="replace") or "no detail"
+    if isinstance(doc, dict):
+        for key in ("detail", "title"):
+            if isinstance(doc.get(key), str) and doc[key]:
+                return str(doc[key])[:2000]
+    return raw[:500].decode(errors="replace")
+
+
+def _raise_tls(error: BaseException, where: str) -> None:
+    """Turn TLS verification/refusal failures hidden in ``error``'s chain into our errors."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            why = getattr(seen, "verify_message", "") or str(seen)
+            raise PlatformUntrusted(
+                f"{where}: the platform's TLS certificate does not chain to the pinned platform "
+                f"CA ({why}); check platform_ca_file or re-enroll"
+            ) from error
+        if isinstance(seen, ssl.SSLError) and "ALERT" in str(seen).upper():
+            raise PlatformRefused(
+                "TLS",
+                where,
+                0,
+                f"the platform refused our client certificate during the handshake ({seen}); "
+                "it may be expired or revoked: re-enroll with a new bootstrap token",
+            ) from error
+        seen = seen.__cause__ or seen.__context__

@@ -1,0 +1,297 @@
+"""An in-memory platform that implements docs/node-api.md, for the agent's unit tests.
+
+It is the seam fake (python-tuf's repository simulator, httpx.MockTransport):
+a node CA, bootstrap tokens, tasks with leases and a visibility timeout,
+events deduplicated by id, certificate rotation. ``transport_for(instance)``
+gives an httpx transport that calls it as that instance (standing in for the
+mTLS identity). Faults: ``down`` (connection refused), ``lose_responses``
+(the platform commits, the answer is lost: the agent must resend), and
+``fail_5xx``. The end-to-end and fault tests run against the real platform.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from powernode.agent.lifecycle import Clock
+
+
+def make_ca(name: str, now: datetime) -> tuple[Ed25519PrivateKey, x509.Certificate]:
+    key = Ed25519PrivateKey.generate()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, None)
+    )
+    return key, cert
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass
+class Task:
+    id: str
+    instance_id: str
+    kind: str
+    payload: dict[str, Any]
+    max_attempts: int = 3
+    state: str = "queued"  # queued, leased, done, failed
+    attempt: int = 0
+    lease_expires_at: datetime | None = None
+    outcomes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class FakePlatform:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        cert_lifetime: timedelta = timedelta(days=90),
+        visibility_timeout: timedelta = timedelta(seconds=300),
+    ) -> None:
+        self.clock = clock
+        self.cert_lifetime = cert_lifetime
+        self.visibility_timeout = visibility_timeout
+        self.ca_key, self.ca_cert = make_ca("fake node CA", clock.now())
+        self.lock = threading.Lock()
+        self.tokens: dict[str, tuple[str, bool]] = {}  # token -> (instance, used)
+        self.tasks: dict[str, Task] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self.event_posts: list[int] = []
+        self.duplicates = 0
+        self.heartbeats: list[tuple[str, dict[str, Any]]] = []
+        self.certs_issued: list[x509.Certificate] = []
+        self.requests: list[str] = []
+        self.down = False
+        self.fail_5xx = 0  # answer this many requests with 503
+        self.lose_responses = 0  # commit, then drop this many answers
+        self.lose_path = ""  # ...only answers to this path, when set
+
+    # -- operator side ----------------------------------------------------------------
+
+    def token(self, instance_id: str) -> str:
+        token = "pnb_" + uuid.uuid4().hex
+        self.tokens[token] = (instance_id, False)
+        return token
+
+    def add_task(self, instance_id: str, kind: str, payload: dict[str, Any] | None = None) -> str:
+        task_id = str(uuid.uuid4())
+        self.tasks[task_id] = Task(task_id, instance_id, kind, payload or {})
+        return task_id
+
+    def issue(self, csr_pem: str, instance_id: str) -> x509.Certificate:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        public = csr.public_key()
+        assert isinstance(public, Ed25519PublicKey)
+        now = self.clock.now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, instance_id)]))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + self.cert_lifetime)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(f"urn:powernode:instance:{instance_id}")]
+                ),
+                critical=False,
+            )
+            .sign(self.ca_key, None)
+        )
+        self.certs_issued.append(cert)
+        return cert
+
+    # -- transport --------------------------------------------------------------------
+
+    def transport_for(self, instance_id: str | None) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            return self.handle(request, instance_id)
+
+        return httpx.MockTransport(handler)
+
+    def handle(self, request: httpx.Request, instance_id: str | None) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused (fake platform down)", request=request)
+        if self.fail_5xx:
+            self.fail_5xx -= 1
+            return httpx.Response(503, json={"detail": "try later"})
+        path = request.url.path
+        self.requests.append(f"{request.method} {path}")
+        body = json.loads(request.content) if request.content else {}
+        with self.lock:
+            status, answer = self._route(request.method, path, body, instance_id)
+        if self.lose_responses and self.lose_path in ("", path):
+            self.lose_responses -= 1
+            raise httpx.ReadError("connection reset after commit (fake)", request=request)
+        return httpx.Response(status, json=answer)
+
+    def _route(
+        self, method: str, path: str, body: dict[str, Any], instance: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        now = self.clock.now()
+        if path == "/node_api/enroll":
+            entry = self.tokens.get(body.get("bootstrap_token", ""))
+            if entry is None or entry[1]:
+                return 401, {"detail": "bootstrap token unknown or already used"}
+            self.tokens[body["bootstrap_token"]] = (entry[0], True)
+            cert = self.issue(body["csr_pem"], entry[0])
+            return 201, {
+                "instance_id": entry[0],
+                "certificate_pem": pem(cert),
+                "ca_pem": pem(self.ca_cert),
+                "not_after": cert.not_valid_after_utc.isoformat(),
+            }
+        if instance is None:
+            return 401, {"detail": "client certificate required"}
+        if path == "/node_api/status/heartbeat":
+            self.heartbeats.append((instance, body))
+            return 200, {"server_time": now.isoformat()}
+        if path == "/node_api/tasks/lease":
+            return 200, {"tasks": self._lease(instance, int(body["max"]), now)}
+        if path.startswith("/node_api/tasks/"):
+            _, _, _, task_id, verb = path.split("/")
+            return self._outcome(instance, task_id, verb, body)
+        if path == "/node_api/events":
+            self.event_posts.append(len(body["events"]))
+            accepted = 0
+            for event in body["events"]:
+                if event["id"] in self.events:
+                    self.duplicates += 1
+                else:
+                    self.events[event["id"]] = event
+                    accepted += 1
+            return 200, {"accepted": accepted, "duplicates": len(body["events"]) - accepted}
+        if path == "/node_api/certificates/rotate":
+            cert = self.issue(body["csr_pem"], instance)
+            return 200, {
+                "certificate_pem": pem(cert),
+                "not_after": cert.not_valid_after_utc.isoformat(),
+            }
+        return 404, {"detail": f"no route {method} {path}"}
+
+    def _lease(self, instance: str, n: int, now: datetime) -> list[dict[str, Any]]:
+        out = []
+        for task in self.tasks.values():
+            if len(out) >= n:
+                break
+            expired = (
+                task.state == "leased"
+                and task.lease_expires_at is not None
+                and (task.lease_expires_at <= now)
+            )
+            if task.instance_id != instance or not (task.state == "queued" or expired):
+                continue
+            task.state = "leased"
+            task.attempt += 1
+            task.lease_expires_at = now + self.visibility_timeout
+            out.append(
+                {
+                    "id": task.id,
+                    "kind": task.kind,
+                    "payload": task.payload,
+                    "attempt": task.attempt,
+                    "lease_expires_at": task.lease_expires_at.isoformat(),
+                }
+            )
+        return out
+
+    def _outcome(
+        self, instance: str, task_id: str, verb: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        task = self.tasks.get(task_id)
+        if task is None or task.instance_id != instance:
+            return 404, {"detail": f"task {task_id} not found"}
+        if task.state in ("done", "failed"):
+            return 200, {}
+        if task.state != "leased":
+            return 409, {"detail": "task not leased"}
+        task.outcomes.append((verb, body))
+        if verb == "ack":
+            task.state = "done"
+        elif body.get("retryable") and task.attempt < task.max_attempts:
+            task.state = "queued"
+        else:
+            task.state = "failed"
+        return 200, {}
+
+
+# -- helpers the agent tests share ---------------------------------------------------------
+
+URL = "https://platform.test:8400"
+
+
+def client_for(platform: FakePlatform, instance: str | None, **kw: Any) -> Any:
+    import random
+
+    from powernode.agent.transport import NodeClient
+
+    kw.setdefault("rng", random.Random(7))  # noqa: S311 - reproducible jitter
+    return NodeClient(URL, transport=platform.transport_for(instance), clock=platform.clock, **kw)
+
+
+def enrolled_agent(
+    tmp_path: Any, platform: FakePlatform, instance: str = "11111111-2222-4333-8444-555555555555"
+) -> Any:
+    """A state dir enrolled with ``platform``; returns the AgentConfig."""
+    from powernode.agent.certstore import CertStore
+    from powernode.agent.config import AgentConfig
+    from powernode.agent.enroll import enroll
+
+    config = AgentConfig(platform_url=URL, state_dir=tmp_path / "state", host_root=tmp_path)
+    with client_for(platform, None) as client:
+        enroll(
+            CertStore(config.pki_dir),
+            client,
+            platform.token(instance),
+            platform_ca_pem=pem(platform.ca_cert).encode(),
+            now=platform.clock.now(),
+        )
+    return config
+
+
+def make_runtime(config: Any, platform: FakePlatform, **kw: Any) -> Any:
+    import random
+
+    from powernode.agent.certstore import CertStore
+    from powernode.agent.lifecycle import StopSignal
+    from powernode.agent.runtime import Runtime
+    from powernode.agent.spool import Spool
+    from powernode.agent.tasks import InlineExecutor, default_registry
+
+    spool = kw.pop("spool", None) or Spool(config.spool_file)
+    executor = kw.pop("executor", None) or InlineExecutor(default_registry())
+    stop = kw.pop("stop", None) or StopSignal()
+    return Runtime(
+        config,
+        store=CertStore(config.pki_dir),
+        spool=spool,
+        client_factory=lambda creds: client_for(platform, creds.info.instance_id, stop=stop.event),
+        executor=executor,
+        clock=platform.clock,
+        stop=stop,
+        facts=lambda: {"boot_id": "b", "agent_version": "t"},
+        rng=random.Random(3),  # noqa: S311 - reproducible jitter
+        **kw,
+    )
