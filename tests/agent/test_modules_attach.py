@@ -94,3 +94,24 @@ def test_persistent_upper_dir_keeps_writes_across_teardown(tmp_path: Path) -> No
         restore(lay)
         assert (lay.root / "etc/kept").read_text() == "kept"
         assert (tmp_path / "persist/upper/etc/kept").read_text() == "kept"
+
+
+def test_verity_option_follows_the_layout(tmp_path: Path) -> None:
+    from powernode.agent.modules.union import kernel_verity
+    from tests.agent.test_modules_support import cleaned
+
+    lay = NodeLayout(root=tmp_path / "r", state=tmp_path / "s", verity="require", boot_id="b")
+    assert kernel_verity(lay) == "require"
+    auto = NodeLayout(root=tmp_path / "r", state=tmp_path / "s")
+    (tmp_path / "s/objects").mkdir(parents=True)
+    # this kernel has no fs-verity (shared/notes/FACTS.md): auto must not ask for it
+    expected = "off" if not Path("/proc/sys/fs/verity").exists() else "on"
+    assert kernel_verity(auto) == expected
+    with cleaned(tmp_path, lay):
+        attach(lay, build_module(lay, "base", {"etc/a": big("a")}))
+        line = next(
+            ln
+            for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+            if f" {lay.root} " in ln
+        )
+        assert "verity=require" in line

@@ -29,7 +29,6 @@ from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.union import restack, serving_union
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError
-from powernode.mount.overlay import Verity
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,6 @@ def _apply_locked(
     target: Mapping[str, ModuleSpec],
     *,
     deep: bool,
-    verity: Verity,
     composition: Composition | None = None,
 ) -> AttachResult:
     stored = load_composition(layout.agent_dir)
@@ -109,7 +107,7 @@ def _apply_locked(
     try:
         with _verified(layout, _ordered(target), deep=deep, partial=False) as (verified, _):
             generation = state.generation + 1
-            mounted = restack(layout, verified, generation, verity=verity, composition=composition)
+            mounted = restack(layout, verified, generation, composition=composition)
     except ModuleRefused as e:
         _record_refusals(layout, state, e.refusals)
         log.warning("%s", e)
@@ -126,7 +124,6 @@ def apply(
     target: Mapping[str, ModuleSpec],
     *,
     deep: bool = False,
-    verity: Verity = "off",
     composition: Composition | None = None,
 ) -> AttachResult:
     """Make exactly ``target`` (by module name) the attached set; ModuleRefused if any fails.
@@ -137,22 +134,18 @@ def apply(
     """
     with layout.state_file.locked():
         state = layout.state_file.load()
-        return _apply_locked(
-            layout, state, target, deep=deep, verity=verity, composition=composition
-        )
+        return _apply_locked(layout, state, target, deep=deep, composition=composition)
 
 
-def attach(
-    layout: NodeLayout, module: ModuleSpec, *, deep: bool = False, verity: Verity = "off"
-) -> AttachResult:
+def attach(layout: NodeLayout, module: ModuleSpec, *, deep: bool = False) -> AttachResult:
     """Add ``module`` (or replace the attached module of that name) and restack."""
     with layout.state_file.locked():
         state = layout.state_file.load()
         target = {**state.modules, module.name: module}
-        return _apply_locked(layout, state, target, deep=deep, verity=verity)
+        return _apply_locked(layout, state, target, deep=deep)
 
 
-def detach(layout: NodeLayout, name: str, *, verity: Verity = "off") -> AttachResult:
+def detach(layout: NodeLayout, name: str) -> AttachResult:
     """Remove module ``name`` and restack (the rest are verified again); ConfigError if absent."""
     check_module_name(name)
     with layout.state_file.locked():
@@ -161,10 +154,10 @@ def detach(layout: NodeLayout, name: str, *, verity: Verity = "off") -> AttachRe
             attached = ", ".join(sorted(state.modules)) or "none"
             raise ConfigError(f"module {name!r} is not attached (attached: {attached})")
         target = {n: m for n, m in state.modules.items() if n != name}
-        return _apply_locked(layout, state, target, deep=False, verity=verity)
+        return _apply_locked(layout, state, target, deep=False)
 
 
-def restore(layout: NodeLayout, *, verity: Verity = "off") -> AttachResult:
+def restore(layout: NodeLayout) -> AttachResult:
     """On agent start: remount what was attached, verifying every module deeply again.
 
     A module that no longer verifies is left out (the rest are served: a node
@@ -177,7 +170,7 @@ def restore(layout: NodeLayout, *, verity: Verity = "off") -> AttachResult:
         with _verified(layout, ordered, deep=True, partial=True) as (verified, refusals):
             generation = state.generation + 1
             composition = load_composition(layout.agent_dir)
-            mounted = restack(layout, verified, generation, verity=verity, composition=composition)
+            mounted = restack(layout, verified, generation, composition=composition)
         kept: dict[str, tuple[Refusal, ...]] = {}
         for name in {r.module for r in refusals}:
             kept[name] = tuple(r for r in refusals if r.module == name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from powernode.agent.modules.integrity import Seals, current_boot_id
 from powernode.agent.modules.state import StateFile
@@ -42,6 +43,7 @@ class NodeLayout:
     upper: Path | None = None  # persistent upper directory; None: tmpfs under run
     writable: bool = True
     tmpfs_size: str = "25%"  # of RAM, for run (and so for the ephemeral upper)
+    verity: Literal["auto", "off", "on", "require"] = "auto"  # the overlay's verity= option
     boot_id: str | None = None  # None: the kernel's; tests inject one to simulate a reboot
 
     def __post_init__(self) -> None:

@@ -24,7 +24,6 @@ from powernode.agent.modules.state import AttachState, ModuleSpec
 from powernode.agent.modules.store import digest_hex
 from powernode.core.composition import Composition
 from powernode.errors import DataError, DigestMismatchError, PowernodeError, VerificationError
-from powernode.mount.overlay import Verity
 from powernode.oci.refs import parse_reference
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,6 @@ def sync(
     desired: Sequence[DesiredModule],
     *,
     puller: Puller | None = None,
-    verity: Verity = "off",
     composition: Composition | None = None,
 ) -> SyncReport:
     """One reconcile cycle; never raises for a refused module (the report carries it)."""
@@ -194,7 +192,7 @@ def sync(
         return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
     try:
         target = {d.name: d.spec() for d in desired}
-        result = apply(layout, target, verity=verity, composition=composition)
+        result = apply(layout, target, composition=composition)
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
     return SyncReport(tuple(actions), result.changed, result.generation)
