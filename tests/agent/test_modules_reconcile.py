@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,57 @@ def test_status_reports_each_stage(layout: NodeLayout) -> None:
         "version": "1",
         "refusal": "",
     }
+
+
+@dataclass(frozen=True)
+class FakeArtifact:
+    reference: object
+    composefs_digest: str
+
+
+def test_publish_puller_verifies_then_pulls_the_pinned_manifest(tmp_path: Path) -> None:
+    from powernode.agent.modules import PublishPuller
+    from powernode.oci.refs import parse_reference
+
+    calls: list[tuple[str, object]] = []
+    pinned = parse_reference("reg.local/acme/app@sha256:" + "e" * 64)
+
+    def verify(registry: object, ref: object, policy: object) -> FakeArtifact:
+        calls.append(("verify", ref))
+        assert policy == "policy"
+        return FakeArtifact(pinned, D1)
+
+    def pull(registry: object, ref: object, store: object) -> FakeArtifact:
+        calls.append(("pull", ref))
+        return FakeArtifact(ref, D1)
+
+    lay = NodeLayout(root=tmp_path / "r", state=tmp_path / "s")
+    puller = PublishPuller("registry", verify=verify, pull_fn=pull, store_cls=lambda p: p)
+    module = DesiredModule("app", "1", D1, 5, "reg.local/acme/app:1", "policy")
+    puller.pull(module, lay)
+    assert [c[0] for c in calls] == ["verify", "pull"]
+    assert calls[1][1] == pinned  # the pull names what was verified, by digest
+
+
+@pytest.mark.parametrize("step", ["verify", "pull"])
+def test_publish_puller_refuses_another_composefs_digest(tmp_path: Path, step: str) -> None:
+    from powernode.agent.modules import PublishPuller
+
+    def verify(registry: object, ref: object, policy: object) -> FakeArtifact:
+        return FakeArtifact(ref, D2 if step == "verify" else D1)
+
+    def pull(registry: object, ref: object, store: object) -> FakeArtifact:
+        return FakeArtifact(ref, D2)
+
+    lay = NodeLayout(root=tmp_path / "r", state=tmp_path / "s")
+    puller = PublishPuller("registry", verify=verify, pull_fn=pull, store_cls=lambda p: p)
+    with pytest.raises(DigestMismatchError, match=f"expected {D1}, got {D2}"):
+        puller.pull(DesiredModule("app", "1", D1, 5, "reg.local/acme/app:1", "p"), lay)
+
+
+def test_publish_puller_default_functions_exist() -> None:
+    from powernode.agent.modules.reconcile import _publish
+
+    assert callable(_publish("pull_artifact"))
+    assert callable(_publish("verify_artifact"))
+    assert callable(_publish("ModuleStore"))

@@ -89,21 +89,38 @@ def _publish(name: str) -> Any:
 
 @dataclass(frozen=True)
 class PublishPuller:
-    """The default puller: signature against the trust policy, then pull (docs/signing.md)."""
+    """The default puller: signature against the trust policy, then pull (docs/signing.md).
+
+    With a policy, :func:`powernode.publish.verify_artifact` checks the
+    signature and the content it covers, and the pull then names the
+    verified manifest by digest, so a tag moved in between cannot slip
+    another artifact in. ``verify``/``pull`` default to the publishing
+    package's functions, imported on first use; tests pass fakes.
+    """
 
     registry: Any  # a powernode.oci.registry.Registry
+    verify: Any = None  # (registry, ref, policy) -> VerifiedArtifact
+    pull_fn: Any = None  # (registry, ref, store) -> PulledArtifact
+    store_cls: Any = None  # (state dir) -> powernode.publish.ModuleStore
 
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
         ref = parse_reference(module.reference)
         if module.policy is not None:
-            _publish("verify_artifact")(self.registry, ref, module.policy)
-        store = _publish("ModuleStore")(layout.state)
-        pulled = _publish("pull_artifact")(self.registry, ref, store)
-        got = digest_hex(str(pulled.composefs_digest))
-        if got != digest_hex(module.digest):
-            raise DigestMismatchError(
-                f"artifact {module.reference}: composefs digest", module.digest, f"sha256:{got}"
+            verified = (self.verify or _publish("verify_artifact"))(
+                self.registry, ref, module.policy
             )
+            _same_digest(module, str(verified.composefs_digest), "signed artifact")
+            ref = verified.reference
+        store = (self.store_cls or _publish("ModuleStore"))(layout.state)
+        pulled = (self.pull_fn or _publish("pull_artifact"))(self.registry, ref, store)
+        _same_digest(module, str(pulled.composefs_digest), "pulled artifact")
+
+
+def _same_digest(module: DesiredModule, got: str, what: str) -> None:
+    if digest_hex(got) != digest_hex(module.digest):
+        raise DigestMismatchError(
+            f"{what} {module.reference}: composefs digest", module.digest, got
+        )
 
 
 ActionKind = Literal["attach", "upgrade", "reprioritize", "detach", "keep", "remount"]
