@@ -4,6 +4,8 @@ Layout and behaviour follow shared/notes/COMPOSEFS.md §12: each non-empty,
 non-inline regular file becomes ``STORE/hh/<62hex>`` (mode 0644, missing
 ``hh`` directories created 0755), written as a temporary file and renamed
 into place; an object that already exists is left alone (content-addressed).
+All of a build's objects are staged before any is renamed, so a build that
+fails leaves the store unchanged.
 Unlike mkcomposefs, the bytes copied are re-hashed on the way and compared
 with the digest the image records, so a source that changed after the scan
 cannot put wrong content under a right name.
@@ -15,6 +17,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -54,29 +57,65 @@ def collect_objects(tree: Tree) -> tuple[ObjectRef, ...]:
 
 
 def store_objects(objects: tuple[ObjectRef, ...], store: Path) -> int:
-    """Copy every missing object into ``store``; returns how many were copied."""
+    """Copy every missing object into ``store``; returns how many were copied.
+
+    Two phases, so that a failed build leaves the store as it was: every
+    missing object is first copied to a temporary file in ``store`` and
+    verified, and only when all of them are good are they renamed into place.
+    On error the temporary files, and directories this call created, are removed.
+    """
+    created: list[Path] = []
+    staged: list[tuple[Path, Path]] = []
+    done: list[Path] = []
     try:
-        store.mkdir(mode=0o755, parents=True, exist_ok=True)
-    except OSError as e:
-        raise SourceTreeError(f"{store}: cannot create the digest store: {e.strerror}") from e
-    copied = 0
-    for ref in objects:
-        if copy_object(ref, store):
-            copied += 1
-    log.info("digest store %s: %d of %d objects copied", store, copied, len(objects))
-    return copied
+        _mkdir(store, created, parents=True)
+        for ref in objects:
+            dest = store / ref.name
+            if not dest.is_file() and dest not in (d for _, d in staged):
+                staged.append((_stage(ref, store), dest))
+        for tmp, dest in staged:
+            _mkdir(dest.parent, created)
+            os.replace(tmp, dest)
+            done.append(dest)
+    except BaseException as e:
+        for tmp, _ in staged[len(done) :]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        for d in reversed(created):
+            with contextlib.suppress(OSError):  # not empty: objects of this build landed
+                d.rmdir()
+        if isinstance(e, OSError):
+            raise SourceTreeError(f"{store}: cannot write to the digest store: {e.strerror}") from e
+        raise
+    for dest in done:
+        _try_enable_verity(dest)
+    log.info("digest store %s: %d of %d objects copied", store, len(done), len(objects))
+    return len(done)
 
 
 def copy_object(ref: ObjectRef, store: Path) -> bool:
     """Copy one object unless present; False if it was already there."""
-    dest = store / ref.name
-    if dest.is_file():
-        return False
+    return store_objects((ref,), store) == 1
+
+
+def _mkdir(path: Path, created: list[Path], *, parents: bool = False) -> None:
+    if path.is_dir():
+        return
+    if parents:
+        _mkdir(path.parent, created, parents=True)
     try:
-        dest.parent.mkdir(mode=0o755, exist_ok=True)
+        path.mkdir(mode=0o755)
+    except FileExistsError:
+        return
+    created.append(path)
+
+
+def _stage(ref: ObjectRef, store: Path) -> Path:
+    """A verified copy of ``ref``'s content in a temporary file in ``store``."""
+    try:
         fd, tmp = tempfile.mkstemp(dir=store, prefix=".tmp")
     except OSError as e:
-        raise SourceTreeError(f"{dest}: cannot write to the digest store: {e.strerror}") from e
+        raise SourceTreeError(f"{store}: cannot write to the digest store: {e.strerror}") from e
     try:
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), 0o644)
@@ -89,22 +128,26 @@ def copy_object(ref: ObjectRef, store: Path) -> bool:
                 f"{digest.hex()}, image records {ref.name.replace('/', '')}); "
                 "stop writers to the source tree and build again"
             )
-        os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _try_enable_verity(dest)
-    return True
+    return Path(tmp)
 
 
 def _copy_hashing(ref: ObjectRef, out_fd: int) -> bytes:
     hasher = FsVerityHasher()
     try:
-        in_fd = os.open(ref.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a fifo swapped in since the scan must be refused, not block the open
+        in_fd = os.open(ref.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise SourceTreeError(f"{ref.source}: cannot read file: {e.strerror}") from e
     try:
+        if not stat.S_ISREG(os.fstat(in_fd).st_mode):
+            raise SourceTreeError(
+                f"{ref.source}: not a regular file any more (it was when scanned); "
+                "stop writers to the source tree and build again"
+            )
         while True:
             buf = os.read(in_fd, _CHUNK)
             if not buf:

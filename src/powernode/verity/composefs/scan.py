@@ -171,7 +171,9 @@ class _Scanner:
         if st.st_size == 0:
             return
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a fifo swapped in since the lstat must fail the fstat check below,
+            # not block the open (regular files ignore the flag)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:
             raise _fail(
                 path, f"cannot read file: {e.strerror}; run the build as a user that can read it"
