@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class FetchTuning:
     """How objects are grouped into requests and how many run at once."""
 
-    max_gap: int = 256 << 10  # read through gaps up to this size rather than split a run
+    max_gap: int = 64 << 10  # read through gaps up to this size rather than split a run
     max_run: int = 16 << 20  # split longer runs so workers share a big pack
     workers: int = 4
 
@@ -110,7 +110,7 @@ class _Splitter:
                 continue
             take = min(len(view), entry.offset + entry.size - self.pos)
             if self.fd is None:
-                self.fd, self.tmp = self.store.temp_file(self.store.objects.root)
+                self.fd, self.tmp = self.store.temp_file(self.store.objects.root / entry.hex[:2])
                 self.hasher = FsVerityHasher()
             part = view[:take]
             self.hasher.update(part)

@@ -10,7 +10,7 @@ Invariants: a file has its final name only once its content was verified
 against that name, written, fsynced and renamed; an image appears only
 after every object it references is in ``objects/``. Temporary files start
 with ``.partial-`` and live in the directory they will be renamed in
-(``objects/`` for objects), so :meth:`ModuleStore.partials` finds leftovers.
+(``objects/<2hex>/`` for objects), so :meth:`ModuleStore.partials` finds leftovers.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ class ModuleStore:
     def ensure(self) -> None:
         for d in (self.root / "objects", self.images_dir, self.root / "blobs" / "sha256"):
             d.mkdir(parents=True, exist_ok=True)
+        # The 256 fan-out directories up front (composefs stores have them), so
+        # writing an object never waits on a mkdir.
+        objects = self.root / "objects"
+        if not (objects / "ff").is_dir():
+            for i in range(256):
+                (objects / f"{i:02x}").mkdir(exist_ok=True)
 
     def temp_file(self, directory: Path) -> tuple[int, Path]:
         """An open temporary file in ``directory`` (same filesystem as its final name)."""
@@ -117,4 +123,7 @@ class ModuleStore:
         for d in (self.root / "objects", self.images_dir, self.root / "blobs" / "sha256"):
             if d.is_dir():
                 found.extend(sorted(d.glob(PARTIAL_PREFIX + "*")))
+        objects = self.root / "objects"
+        if objects.is_dir():
+            found.extend(sorted(objects.glob(f"??/{PARTIAL_PREFIX}*")))
         return found
