@@ -295,3 +295,98 @@ def make_runtime(config: Any, platform: FakePlatform, **kw: Any) -> Any:
         rng=random.Random(3),  # noqa: S311 - reproducible jitter
         **kw,
     )
+
+
+# -- the fake over real TLS, for agent processes ---------------------------------------------
+
+
+def server_cert(platform: FakePlatform, hosts: list[str]) -> tuple[bytes, bytes]:
+    """A TLS server certificate for ``hosts`` (IP addresses) from the fake's CA: (cert, key) PEM."""
+    import ipaddress
+
+    key = Ed25519PrivateKey.generate()
+    now = platform.clock.now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake platform")]))
+        .issuer_name(platform.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(h)) for h in hosts]),
+            critical=False,
+        )
+        .sign(platform.ca_key, None)
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class TlsServer:
+    """Serves a FakePlatform over HTTPS with optional client certificates, in a thread."""
+
+    def __init__(self, platform: FakePlatform, host: str, workdir: Any) -> None:
+        import ssl
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from pathlib import Path
+
+        workdir = Path(workdir)
+        cert, key = server_cert(platform, [host])
+        (workdir / "server.pem").write_bytes(cert)
+        (workdir / "server.key").write_bytes(key)
+        (workdir / "ca.pem").write_text(pem(platform.ca_cert))
+        self.ca_file = workdir / "ca.pem"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(workdir / "server.pem", workdir / "server.key")
+        ctx.load_verify_locations(self.ca_file)
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # enroll comes without a client certificate
+        fake = platform
+        peers: set[str] = set()
+        self.peers = peers
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                peers.add(self.client_address[0])
+                peer = self.connection.getpeercert()  # type: ignore[attr-defined]
+                instance = None
+                for kind, value in (peer or {}).get("subjectAltName", ()):
+                    if kind == "URI" and value.startswith("urn:powernode:instance:"):
+                        instance = value.rsplit(":", 1)[1]
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                request = httpx.Request(self.command, self.path, content=raw)
+                try:
+                    answer = fake.handle(request, instance)
+                    status, body = answer.status_code, answer.content
+                except httpx.HTTPError:
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = _serve
+            do_POST = _serve
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://{host}:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
