@@ -136,3 +136,26 @@ def test_restore_leaves_out_a_tampered_module_and_serves_the_rest(layout: NodeLa
     doc = json.loads(layout.state_file.path.read_bytes())
     assert sorted(doc["modules"]) == ["app", "base"]  # still attached: the next sync retries
     assert doc["mounted"] == [base.digest.removeprefix("sha256:")]
+
+
+def test_a_failing_restack_keeps_the_old_union(tmp_path: Path) -> None:
+    from powernode.errors import MountError
+    from powernode.mount.kernel import MS_RDONLY, mount
+    from tests.agent.test_modules_support import cleaned
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    lay = NodeLayout(root=tmp_path / "root", state=tmp_path / "state", boot_id="b")
+    with cleaned(tmp_path, lay):
+        base = build_module(lay, "base", {"etc/motd": big("base")}, priority=10)
+        attach(lay, base)
+        mounts, state = mounts_under(lay.state), lay.state_file.path.read_bytes()
+        mount("tmpfs", ro, "tmpfs", MS_RDONLY)
+        broken = NodeLayout(root=lay.root, state=lay.state, upper=ro / "persist", boot_id="b")
+        app = build_module(lay, "app", {"opt/app": big("app")}, priority=20)
+        with pytest.raises(
+            MountError, match=r"generation 2 .*Read-only file system.*keeps serving"
+        ):
+            attach(broken, app)
+        assert_unchanged(lay, mounts, state)
+        assert not (lay.run_dir / "gen-2").exists()

@@ -239,13 +239,18 @@ def restack(
         mount(UNION_SOURCE, staging, "overlay", flags, data)
         layout.root.mkdir(parents=True, exist_ok=True)
         move_mount(staging, layout.root, beneath=had_union)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(MountError):
             if (top := top_mount(gen / "union")) is not None and top.source == UNION_SOURCE:
                 umount(gen / "union", detach=True)
         with contextlib.suppress(MountError):
             stack.unmount_all()
         _drop_generation(layout, generation)
+        if isinstance(e, OSError):
+            raise MountError(
+                f"union generation {generation} for {layout.root}: {e}; "
+                "nothing changed, the previous union keeps serving"
+            ) from e
         raise
     if had_union:
         # The new union is beneath; detaching the top one reveals it in one step.
