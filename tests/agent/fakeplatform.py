@@ -11,6 +11,7 @@ mTLS identity). Faults: ``down`` (connection refused), ``lose_responses``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -86,6 +87,8 @@ class FakePlatform:
         self.fail_5xx = 0  # answer this many requests with 503
         self.lose_responses = 0  # commit, then drop this many answers
         self.lose_path = ""  # ...only answers to this path, when set
+        self.events_delay = 0.0  # seconds between storing a batch and answering
+        self.received: list[str] = []  # every event id posted, duplicates included
 
     # -- operator side ----------------------------------------------------------------
 
@@ -142,6 +145,10 @@ class FakePlatform:
         body = json.loads(request.content) if request.content else {}
         with self.lock:
             status, answer = self._route(request.method, path, body, instance_id)
+        if path == "/node_api/events" and self.events_delay:
+            import time
+
+            time.sleep(self.events_delay)  # a window where the batch is stored, not yet answered
         if self.lose_responses and self.lose_path in ("", path):
             self.lose_responses -= 1
             raise httpx.ReadError("connection reset after commit (fake)", request=request)
@@ -177,6 +184,7 @@ class FakePlatform:
             self.event_posts.append(len(body["events"]))
             accepted = 0
             for event in body["events"]:
+                self.received.append(event["id"])
                 if event["id"] in self.events:
                     self.duplicates += 1
                 else:
@@ -304,8 +312,10 @@ def server_cert(platform: FakePlatform, hosts: list[str]) -> tuple[bytes, bytes]
     """A TLS server certificate for ``hosts`` (IP addresses) from the fake's CA: (cert, key) PEM."""
     import ipaddress
 
+    from datetime import UTC
+
     key = Ed25519PrivateKey.generate()
-    now = platform.clock.now()
+    now = datetime.now(UTC)  # OpenSSL checks the server certificate against real time
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake platform")]))
@@ -329,16 +339,17 @@ def server_cert(platform: FakePlatform, hosts: list[str]) -> tuple[bytes, bytes]
 class TlsServer:
     """Serves a FakePlatform over HTTPS with optional client certificates, in a thread."""
 
-    def __init__(self, platform: FakePlatform, host: str, workdir: Any) -> None:
+    def __init__(self, platform: FakePlatform, host: str, workdir: Any, port: int = 0) -> None:
         import ssl
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from pathlib import Path
 
         workdir = Path(workdir)
-        cert, key = server_cert(platform, [host])
-        (workdir / "server.pem").write_bytes(cert)
-        (workdir / "server.key").write_bytes(key)
-        (workdir / "ca.pem").write_text(pem(platform.ca_cert))
+        if not (workdir / "server.pem").exists():
+            cert, key = server_cert(platform, [host])
+            (workdir / "server.pem").write_bytes(cert)
+            (workdir / "server.key").write_bytes(key)
+            (workdir / "ca.pem").write_text(pem(platform.ca_cert))
         self.ca_file = workdir / "ca.pem"
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(workdir / "server.pem", workdir / "server.key")
@@ -347,12 +358,22 @@ class TlsServer:
         fake = platform
         peers: set[str] = set()
         self.peers = peers
+        conns: set[Any] = set()
+        self._conns = conns
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                conns.add(self.connection)
+
+            def finish(self) -> None:
+                conns.discard(self.connection)
+                super().finish()
 
             def _serve(self) -> None:
                 peers.add(self.client_address[0])
@@ -379,7 +400,7 @@ class TlsServer:
             do_GET = _serve
             do_POST = _serve
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.url = f"https://{host}:{self.httpd.server_address[1]}"
@@ -387,6 +408,12 @@ class TlsServer:
         self.thread.start()
 
     def close(self) -> None:
+        """Stop listening and cut every open connection, as a stopped platform would."""
+        import socket
+
         self.httpd.shutdown()
         self.httpd.server_close()
+        for conn in list(self._conns):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         self.thread.join(5)
