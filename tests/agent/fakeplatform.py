@@ -311,7 +311,6 @@ def make_runtime(config: Any, platform: FakePlatform, **kw: Any) -> Any:
 def server_cert(platform: FakePlatform, hosts: list[str]) -> tuple[bytes, bytes]:
     """A TLS server certificate for ``hosts`` (IP addresses) from the fake's CA: (cert, key) PEM."""
     import ipaddress
-
     from datetime import UTC
 
     key = Ed25519PrivateKey.generate()
