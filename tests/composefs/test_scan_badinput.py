@@ -342,3 +342,22 @@ def test_too_many_entries(build: Build) -> None:
     for i in range(6):
         (build.src / f"f{i}").write_bytes(b"")
     refused(build, r"tree has more than 5 entries", TreePolicy(max_entries=5))
+
+
+def test_one_bad_object_among_many_copied_in_parallel(build: Build) -> None:
+    """Objects are copied on several threads: the ones that succeeded are removed too."""
+    for i in range(40):
+        (build.src / f"f{i:02d}").write_bytes(b"%02d" % i * 3000)
+    tree = scan_tree(build.src, policy=POLICY)
+    victim = build.src / "f17"
+    st = victim.stat()
+    victim.write_bytes(b"XX" * 3000)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(SourceTreeError, match=rf"^{victim}: content changed since it was scanned"):
+        write_tree(tree, build.image, digest_store=build.store)
+    build.assert_nothing_written()
+    victim.write_bytes(b"17" * 3000)  # put back: the same tree now builds, every object lands
+    result = write_tree(tree, build.image, digest_store=build.store)
+    assert len(result.objects) == 40
+    assert all((build.store / o.name).read_bytes() == o.source.read_bytes() for o in result.objects)
+    assert not [p for p in build.store.iterdir() if p.name.startswith(".")]

@@ -20,6 +20,7 @@ import os
 import stat
 import struct
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from powernode.verity.fsverity import FsVerityHasher
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+_COPY_THREADS = 8
 # FS_IOC_ENABLE_VERITY = _IOW('f', 133, struct fsverity_enable_arg) (linux/fsverity.h);
 # the argument: version 1, sha256, 4096-byte blocks, no salt, no signature.
 _FS_IOC_ENABLE_VERITY = 0x40806685
@@ -65,32 +67,39 @@ def store_objects(objects: tuple[ObjectRef, ...], store: Path) -> int:
     On error the temporary files, and directories this call created, are removed.
     """
     created: list[Path] = []
-    staged: list[tuple[Path, Path]] = []
-    done: list[Path] = []
+    copies: list[tuple[Future[Path], Path]] = []
+    done = 0
     try:
         _mkdir(store, created, parents=True)
+        todo: dict[str, ObjectRef] = {}
         for ref in objects:
-            dest = store / ref.name
-            if not dest.is_file() and dest not in (d for _, d in staged):
-                staged.append((_stage(ref, store), dest))
+            if ref.name not in todo and not (store / ref.name).is_file():
+                todo[ref.name] = ref
+        # Copies overlap on several threads: creating and fsyncing many small files is
+        # latency-bound (hashlib and os calls release the GIL). Leaving the block waits
+        # for every copy, so the cleanup below sees them all.
+        with ThreadPoolExecutor(max_workers=max(1, min(_COPY_THREADS, len(todo)))) as pool:
+            copies = [(pool.submit(_stage, ref, store), store / ref.name) for ref in todo.values()]
+        staged = [(future.result(), dest) for future, dest in copies]  # first error, by name
         for tmp, dest in staged:
             _mkdir(dest.parent, created)
             os.replace(tmp, dest)
-            done.append(dest)
+            done += 1
     except BaseException as e:
-        for tmp, _ in staged[len(done) :]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        for future, _ in copies:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                with contextlib.suppress(FileNotFoundError):  # gone once renamed
+                    os.unlink(future.result())
         for d in reversed(created):
             with contextlib.suppress(OSError):  # not empty: objects of this build landed
                 d.rmdir()
         if isinstance(e, OSError):
             raise SourceTreeError(f"{store}: cannot write to the digest store: {e.strerror}") from e
         raise
-    for dest in done:
+    for _, dest in copies:
         _try_enable_verity(dest)
-    log.info("digest store %s: %d of %d objects copied", store, len(done), len(objects))
-    return len(done)
+    log.info("digest store %s: %d of %d objects copied", store, done, len(objects))
+    return done
 
 
 def copy_object(ref: ObjectRef, store: Path) -> bool:
