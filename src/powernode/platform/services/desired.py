@@ -43,6 +43,7 @@ from powernode.platform.db import (
     PromotionState,
 )
 from powernode.platform.problems import ConflictError, InvalidInputError
+from powernode.platform.services import desired_cache
 from powernode.platform.services.context import Ctx
 from powernode.platform.services.templates import get_template, resolved_priority
 
@@ -160,6 +161,17 @@ def desired_set(
 def desired_for(
     ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES
 ) -> DesiredSet:
+    """The desired set, from the cache when nothing it depends on has changed."""
+    key = desired_cache.cache_key(ctx, template, allowed_states)
+    found = desired_cache.CACHE.get(key)
+    if found is not None:
+        return found
+    computed = _compute(ctx, template, allowed_states)
+    desired_cache.CACHE.put(key, computed)
+    return computed
+
+
+def _compute(ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str]) -> DesiredSet:
     assignments: dict[str, NodeModuleAssignment] = {a.module.name: a for a in template.assignments}
     # One query for every version with its module, category and parent (no N+1).
     rows = (
