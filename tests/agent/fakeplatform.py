@@ -89,6 +89,8 @@ class FakePlatform:
         self.lose_path = ""  # ...only answers to this path, when set
         self.events_delay = 0.0  # seconds between storing a batch and answering
         self.received: list[str] = []  # every event id posted, duplicates included
+        # GET /node_api/modules answers, by instance (docs/agent-modules.md, desired.py)
+        self.desired_modules: dict[str, dict[str, Any]] = {}
 
     # -- operator side ----------------------------------------------------------------
 
@@ -191,6 +193,8 @@ class FakePlatform:
                     self.events[event["id"]] = event
                     accepted += 1
             return 200, {"accepted": accepted, "duplicates": len(body["events"]) - accepted}
+        if path == "/node_api/modules" and method == "GET":
+            return 200, self.desired_modules.get(instance, {"modules": [], "composition": None})
         if path == "/node_api/certificates/rotate":
             cert = self.issue(body["csr_pem"], instance)
             return 200, {

@@ -69,6 +69,16 @@ class AgentConfig(BaseModel):
     spool_max_events: int = Field(default=100_000, ge=100, le=10_000_000)
     event_max_payload_bytes: int = Field(default=64 << 10, ge=256, le=1 << 20)
 
+    # Modules (docs/agent-modules.md): how often the loop reconciles with
+    # GET /node_api/modules (a `modules.sync` task does it at once), where the
+    # union is mounted (`/` on a booted node), the persistent upper directory
+    # (None: a tmpfs upper, gone at reboot) and the certificate roots keyless
+    # trust policies chain to (key policies need none).
+    modules_sync_seconds: float = Field(default=60.0, gt=0, le=86400)
+    modules_root: Path = Path("/")
+    modules_upper: Path | None = None
+    cosign_roots_file: Path | None = None
+
     @field_validator("platform_url")
     @classmethod
     def _url(cls, value: str) -> str:

@@ -7,7 +7,12 @@ rotation timer, event buffer flush". One beat, in order:
 2. rotate the certificate if 75 % of its lifetime has passed; while the last
    attempt failed, append a ``system.cert.rotation_failed`` critical event;
 3. heartbeat; 4. lease up to the free executor slots (none while draining);
-5. report outcomes; 6. flush the event buffer (bounded batches of ≤ 500).
+5. report outcomes; 6. flush the event buffer (bounded batches of ≤ 500);
+7. every ``modules_sync_seconds``, reconcile the modules with
+   ``GET /node_api/modules`` (:class:`powernode.agent.modules.service.ModuleService`)
+   and flush the events that produced. It runs last so that a long pull
+   delays the next heartbeat, never this one; a ``modules.sync`` task
+   reconciles at once (on the executor's thread, with its own client).
 
 A beat stops at the first :class:`PlatformUnreachable`; the next one comes
 after a full-jitter backoff capped at the heartbeat interval, so an outage
@@ -20,12 +25,13 @@ timestamps its wall time (:mod:`powernode.agent.lifecycle`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from powernode import __version__
 from powernode.agent.certstore import CertStore, Credentials, rfc3339
@@ -44,6 +50,10 @@ from powernode.agent.spool import Spool
 from powernode.agent.tasks import Executor, TaskContext, TaskOutcome
 from powernode.agent.transport import Backoff, NodeClient, PlatformRefused, PlatformUnreachable
 from powernode.errors import PowernodeError
+
+if TYPE_CHECKING:
+    from powernode.agent.modules.layout import NodeLayout
+    from powernode.agent.modules.service import ModuleService
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,7 @@ class Runtime:
         stop: StopSignal,
         facts: Facts,
         rng: random.Random | None = None,
+        modules: ModuleService | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -85,12 +96,15 @@ class Runtime:
         self.rotation_failure: RotationFailure | None = None
         self.beats = 0  # heartbeats the platform answered
         self.failed_beats = 0  # consecutive beats that did not reach the platform
+        self.modules = modules
+        self._next_modules_sync = clock.monotonic()
 
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, max_beats: int | None = None) -> int:
         """Loop until stopped (or ``max_beats`` answered heartbeats), drain, return 0."""
         next_beat = self.clock.monotonic()
+        self._start_modules()
         while not self.stop.is_set():
             if self.clock.monotonic() >= next_beat:
                 reached = self.beat()
@@ -124,6 +138,13 @@ class Runtime:
             self._lease()
         self.report_outcomes()
         self.flush_events()
+        if self.modules is not None and self.clock.monotonic() >= self._next_modules_sync:
+            self._next_modules_sync = self.clock.monotonic() + self.config.modules_sync_seconds
+            # A failed sync is logged and evented, and retried after the interval; the
+            # heartbeat already went through, so the beat itself succeeded.
+            with contextlib.suppress(PowernodeError):
+                self.sync_modules(self.client)
+            self.flush_events()
 
     def _guard(self, step: Callable[[], None]) -> bool:
         try:
@@ -136,6 +157,56 @@ class Runtime:
             log.error("%s", e)
             return False
         return True
+
+    # -- modules -----------------------------------------------------------------------
+
+    def _start_modules(self) -> None:
+        if self.modules is None:
+            return
+        try:
+            self.modules.start()
+        except PowernodeError as e:
+            # The loop must still run: heartbeats and tasks are how the operator finds out.
+            log.error("could not restore the attached modules: %s", e)
+            self._event("module.restore_failed", "error", {"error": str(e)})
+
+    def sync_modules(self, client: NodeClient) -> dict[str, Any]:
+        """One module reconcile through ``client``; the report as JSON, or an error to retry."""
+        if self.modules is None:
+            raise PowernodeError("this agent runs without the module layer")
+        from powernode.agent.modules.service import report_dict  # noqa: PLC0415
+
+        try:
+            report = self.modules.sync(client.modules)
+        except PlatformUnreachable as e:
+            log.warning("module sync: platform unreachable: %s", e)
+            raise
+        except PowernodeError as e:
+            log.error("module sync failed: %s", e)
+            self._event("module.sync_failed", "warning", {"error": str(e)})
+            raise
+        return report_dict(report)
+
+    def modules_task(self, ctx: TaskContext) -> dict[str, Any]:
+        """The ``modules.sync`` task: reconcile now, on this (executor) thread, own client."""
+        from powernode.agent.tasks import TaskError  # noqa: PLC0415
+
+        client = self._factory(self.creds)
+        try:
+            result = self.sync_modules(client)
+        except PlatformUnreachable as e:
+            raise TaskError(str(e), retryable=True) from e
+        except PowernodeError as e:
+            raise TaskError(str(e), retryable=False) from e
+        finally:
+            client.close()
+        refusals = result["refusals"]
+        if refusals:
+            # Only a failed pull may succeed on a retry; a verification refusal will not.
+            retryable = all(r["reason"] == "pull-failed" for r in refusals)
+            lines = [f"{r['module']}: {r['reason']}: {r['detail']}" for r in refusals[:5]]
+            raise TaskError("modules refused: " + "; ".join(lines), retryable=retryable)
+        return result
 
     # -- rotation ----------------------------------------------------------------------
 
@@ -300,11 +371,16 @@ class Runtime:
 
 
 class HostFacts:
-    """What a heartbeat reports about the host, read under ``root``."""
+    """What a heartbeat reports about the host, read under ``root``.
 
-    def __init__(self, root: Path, modules_dir: Path) -> None:
+    With ``layout``, ``running_module_digests`` are the modules of the union
+    being served (what the drift report compares); without, the attached ones.
+    """
+
+    def __init__(self, root: Path, modules_dir: Path, layout: NodeLayout | None = None) -> None:
         self.root = root
         self.modules_dir = modules_dir
+        self.layout = layout
 
     def __call__(self) -> dict[str, Any]:
         digests, mounts = self._modules()
@@ -347,5 +423,10 @@ class HostFacts:
         except PowernodeError as e:
             log.warning("cannot read module state for the heartbeat: %s", e)
             return {}, {}
-        digests = {name: spec.digest for name, spec in state.modules.items()}
+        if self.layout is not None:
+            from powernode.agent.modules.status import running_module_digests  # noqa: PLC0415
+
+            digests = running_module_digests(self.layout)
+        else:
+            digests = {name: spec.digest for name, spec in state.modules.items()}
         return digests, {"generation": state.generation, "mounted": list(state.mounted)}

@@ -114,21 +114,44 @@ def service(
             max_events=cfg.spool_max_events,
             max_payload_bytes=cfg.event_max_payload_bytes,
         )
+        layout, modules = _module_service(cfg, spool, clock)
+        tasks = default_registry()
         runtime = Runtime(
             cfg,
             store=CertStore(cfg.pki_dir),
             spool=spool,
             client_factory=client_factory,
-            executor=ThreadExecutor(default_registry(), cfg.max_in_flight),
+            executor=ThreadExecutor(tasks, cfg.max_in_flight),
             clock=clock,
             stop=stop,
-            facts=HostFacts(cfg.host_root, cfg.modules_dir),
+            facts=HostFacts(cfg.host_root, cfg.modules_dir, layout),
+            modules=modules,
         )
+        tasks.register("modules.sync", runtime.modules_task)
         code = runtime.run()
         spool.close()
     except PowernodeError as e:
         raise _fail(e) from e
     raise typer.Exit(code)
+
+
+def _module_service(cfg: Any, spool: Any, clock: Any) -> tuple[Any, Any]:
+    """The node layout and the module service the loop restores and syncs."""
+    from powernode.agent.modules.layout import NodeLayout  # noqa: PLC0415
+    from powernode.agent.modules.reconcile import PublishPuller  # noqa: PLC0415
+    from powernode.agent.modules.service import ModuleService  # noqa: PLC0415
+    from powernode.agent.modules.trust import PolicyReader  # noqa: PLC0415
+
+    layout = NodeLayout(
+        root=cfg.modules_root.absolute(), state=cfg.state_dir.absolute(), upper=cfg.modules_upper
+    )
+    reader = PolicyReader.from_file(cfg.cosign_roots_file)
+    puller = PublishPuller(policies=PolicyReader(reader.roots_pem, clock.now))
+
+    def emit(kind: str, severity: str, payload: dict[str, Any]) -> None:
+        spool.append(kind, severity, payload, clock.now())
+
+    return layout, ModuleService(layout, puller, emit)
 
 
 @app.command()
@@ -347,6 +370,15 @@ def _print_summary(view: dict[str, Any]) -> None:
         typer.echo(f"modules: {modules['error']}")
     else:
         typer.echo(f"modules: {', '.join(modules) or 'none attached'}")
+
+
+def _modules_app() -> typer.Typer:
+    from powernode.cli.agent_modules import app as modules  # noqa: PLC0415
+
+    return modules
+
+
+app.add_typer(_modules_app(), name="modules")
 
 
 @app.command()

@@ -19,9 +19,10 @@ from typing import Any, Literal, Protocol
 
 from powernode.agent.modules.attach import apply, record_refusals
 from powernode.agent.modules.layout import NodeLayout
-from powernode.agent.modules.refusal import ModuleRefused, Refusal
+from powernode.agent.modules.refusal import ModuleRefused, Refusal, pull_refusal
 from powernode.agent.modules.state import AttachState, ModuleSpec
 from powernode.agent.modules.store import digest_hex
+from powernode.agent.modules.trust import PolicyReader
 from powernode.core.composition import Composition
 from powernode.errors import DataError, DigestMismatchError, PowernodeError, VerificationError
 from powernode.oci.refs import parse_reference
@@ -77,7 +78,7 @@ class Puller(Protocol):
 
 def _publish(name: str) -> Any:
     """``powernode.publish.<name>``, imported only when a pull happens."""
-    for mod in ("powernode.publish", "powernode.publish.pull", "powernode.publish.verify"):
+    for mod in ("powernode.publish", "powernode.publish.target"):
         try:
             found = getattr(importlib.import_module(mod), name, None)
         except ImportError:
@@ -91,29 +92,58 @@ def _publish(name: str) -> Any:
 class PublishPuller:
     """The default puller: signature against the trust policy, then pull (docs/signing.md).
 
-    With a policy, :func:`powernode.publish.verify_artifact` checks the
-    signature and the content it covers, and the pull then names the
+    The signature is checked with :func:`powernode.publish.verify_artifact`
+    (the signature and the content it covers), and the pull then names the
     verified manifest by digest, so a tag moved in between cannot slip
-    another artifact in. ``verify``/``pull`` default to the publishing
-    package's functions, imported on first use; tests pass fakes.
+    another artifact in. A module without a trust policy is refused unless
+    ``unsafe_no_signature`` (tests, air-gapped labs). A policy given as the
+    platform's document (a mapping) is read by ``policies``
+    (:class:`.trust.PolicyReader`); any other value is used as a signing
+    policy as is. ``registry`` is one registry for every module, or ``None``
+    to open the registry each module's reference names (loopback hosts in
+    plain HTTP, the rest in HTTPS: ``powernode.publish.target``).
+    ``verify``/``pull_fn``/``store_cls`` default to the publishing package's
+    functions, imported on first use; tests pass fakes.
     """
 
-    registry: Any  # a powernode.oci.registry.Registry
+    registry: Any = None  # a powernode.oci.registry.Registry, or None: per reference
     verify: Any = None  # (registry, ref, policy) -> VerifiedArtifact
     pull_fn: Any = None  # (registry, ref, store) -> PulledArtifact
     store_cls: Any = None  # (state dir) -> powernode.publish.ModuleStore
+    policies: PolicyReader = field(default_factory=PolicyReader)
+    unsafe_no_signature: bool = False
+    last: dict[str, Any] = field(default_factory=dict, compare=False)  # module -> PulledArtifact
+
+    def _policy(self, module: DesiredModule) -> Any:
+        if module.policy is None:
+            if self.unsafe_no_signature:
+                return None
+            raise VerificationError(
+                f"module {module.name} ({module.reference}): no trust policy, so its "
+                "signature cannot be checked; set the module's trust policy on the platform"
+            )
+        if isinstance(module.policy, Mapping):
+            return self.policies(module.policy, f"module {module.name}: trust_policy")
+        return module.policy
 
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
         ref = parse_reference(module.reference)
-        if module.policy is not None:
-            verified = (self.verify or _publish("verify_artifact"))(
-                self.registry, ref, module.policy
-            )
-            _same_digest(module, str(verified.composefs_digest), "signed artifact")
-            ref = verified.reference
-        store = (self.store_cls or _publish("ModuleStore"))(layout.state)
-        pulled = (self.pull_fn or _publish("pull_artifact"))(self.registry, ref, store)
-        _same_digest(module, str(pulled.composefs_digest), "pulled artifact")
+        policy = self._policy(module)
+        registry, opened = self.registry, None
+        if registry is None:
+            registry = opened = _publish("open_target")(module.reference)[0]
+        try:
+            if policy is not None:
+                verified = (self.verify or _publish("verify_artifact"))(registry, ref, policy)
+                _same_digest(module, str(verified.composefs_digest), "signed artifact")
+                ref = verified.reference
+            store = (self.store_cls or _publish("ModuleStore"))(layout.state)
+            pulled = (self.pull_fn or _publish("pull_artifact"))(registry, ref, store)
+            _same_digest(module, str(pulled.composefs_digest), "pulled artifact")
+            self.last[module.name] = pulled
+        finally:
+            if opened is not None and hasattr(opened, "close"):
+                opened.close()
 
 
 def _same_digest(module: DesiredModule, got: str, what: str) -> None:
@@ -174,13 +204,7 @@ class SyncReport:
 
 
 def _pull_refusal(module: DesiredModule, e: PowernodeError) -> Refusal:
-    if isinstance(e, DigestMismatchError):
-        return Refusal(module.name, module.digest, "artifact-digest", str(e), module.reference,
-                       e.expected, e.actual)  # fmt: skip
-    reason: Literal["signature", "pull-failed"] = (
-        "signature" if isinstance(e, VerificationError) else "pull-failed"
-    )
-    return Refusal(module.name, module.digest, reason, str(e), module.reference)
+    return pull_refusal(module.name, module.digest, module.reference, e)
 
 
 def sync(
@@ -199,6 +223,8 @@ def sync(
         if a.kind not in ("attach", "upgrade") or puller is None:
             continue
         module = by_name[a.module]
+        if not module.reference:
+            continue  # nothing to pull from (a desired file for the store as it is)
         try:
             puller.pull(module, layout)
         except PowernodeError as e:

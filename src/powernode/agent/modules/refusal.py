@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from powernode.errors import VerificationError
+from powernode.errors import DigestMismatchError, PowernodeError, VerificationError
 
 Reason = Literal[
     "image-missing",  # no image for the digest in the store
@@ -80,7 +80,8 @@ class Refusal:
 
     def event(self) -> dict[str, Any]:
         """The ``kind``/``severity``/``payload`` of a node event (docs/node-api.md)."""
-        return {"kind": "module.refused", "severity": "error", "payload": self.to_dict()}
+        # A warning, not an error: the node keeps serving what it served before.
+        return {"kind": "module.refused", "severity": "warning", "payload": self.to_dict()}
 
 
 class ModuleRefused(VerificationError):
@@ -93,3 +94,13 @@ class ModuleRefused(VerificationError):
         if more:
             lines.append(f"... and {more} more problem(s)")
         super().__init__("refused to mount:\n" + "\n".join(lines))
+
+
+def pull_refusal(module: str, digest: str, reference: str, e: PowernodeError) -> Refusal:
+    """A failed signature check or pull as a refusal: ``signature`` for a verification
+    error, ``artifact-digest`` for content that is not what was asked for, else
+    ``pull-failed`` (the registry or the network; the next sync retries)."""
+    if isinstance(e, DigestMismatchError):
+        return Refusal(module, digest, "artifact-digest", str(e), reference, e.expected, e.actual)
+    reason: Reason = "signature" if isinstance(e, VerificationError) else "pull-failed"
+    return Refusal(module, digest, reason, str(e), reference)

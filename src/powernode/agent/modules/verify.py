@@ -111,3 +111,17 @@ def verify_path(path: Path, layout: NodeLayout | None = None) -> Verdict:
         f"{path}: not an artifact directory (module.json), a store image (images/<hex>.cfs), "
         "the node root with a mounted union, or a mounted module layer"
     )
+
+
+def verify_attached(layout: NodeLayout, name: str | None = None) -> Verdict:
+    """Deeply verify the attached module ``name``, or every attached module; ConfigError
+    if ``name`` is not attached. Mounted or not: this checks what is in the store."""
+    state = layout.state_file.load()
+    store = layout.store
+    if name is not None and name not in state.modules:
+        attached = ", ".join(sorted(state.modules)) or "none"
+        raise ConfigError(f"module {name!r} is not attached (attached: {attached})")
+    chosen = [m for n, m in sorted(state.modules.items()) if name is None or n == name]
+    items = [(m.name, m.digest, store.image_path(m.digest), store.objects_dir) for m in chosen]
+    kind: Kind = "module" if name is not None else "union"
+    return _check(layout.root if name is None else Path(name), kind, items)

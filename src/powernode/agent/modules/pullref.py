@@ -1,0 +1,98 @@
+"""Attach a module straight from a registry reference (``powernode-agent modules attach REF``).
+
+For an operator at the node, without the platform: the artifact's
+signature is checked against a trust policy *first* (the name, version and
+composefs digest are then the signed ones), the verified manifest is pulled
+by digest into the shared store, and the module is attached like any other
+(verified again before the mount, one transaction). A failure at any step
+is a :class:`ModuleRefused` with the reason (``signature``,
+``artifact-digest``, ``pull-failed``, or the mount-time reasons), recorded
+for ``status``; nothing new is mounted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from powernode.agent.modules.attach import AttachResult, attach, record_refusals
+from powernode.agent.modules.layout import NodeLayout
+from powernode.agent.modules.refusal import ModuleRefused, pull_refusal
+from powernode.agent.modules.state import ModuleSpec, check_module_name
+from powernode.agent.modules.store import digest_hex
+from powernode.errors import ConfigError, DigestMismatchError, PowernodeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefAttached:
+    """What ``attach_ref`` attached, and what the pull cost."""
+
+    module: ModuleSpec
+    result: AttachResult
+    bytes_downloaded: int
+    objects_fetched: int
+    objects_reused: int
+
+
+def _name_of(ref: Any) -> str:
+    return str(ref.repository).rsplit("/", 1)[-1]
+
+
+def attach_ref(
+    layout: NodeLayout,
+    registry: Any,
+    ref: Any,
+    policy: Any,
+    *,
+    priority: int,
+    reference: str = "",
+    unsafe_no_signature: bool = False,
+    verify: Any = None,
+    pull_fn: Any = None,
+) -> RefAttached:
+    """Verify ``ref`` under ``policy``, pull it, attach it; ModuleRefused says why not.
+
+    ``policy`` is a :mod:`powernode.signing` policy; ``None`` is refused
+    unless ``unsafe_no_signature``. ``reference`` is what ``status`` shows
+    (default: ``ref`` as written).
+    """
+    from powernode.agent.modules.reconcile import _publish  # noqa: PLC0415 - lazy import
+
+    shown = reference or str(ref)
+    name = _name_of(ref)
+    if policy is None and not unsafe_no_signature:
+        raise ConfigError(
+            f"{shown}: no trust policy: pass --policy FILE (cosign.pub or a JSON policy); "
+            "refusing to attach an artifact whose signer is unknown"
+        )
+    try:
+        if policy is not None:
+            verified = (verify or _publish("verify_artifact"))(registry, ref, policy)
+            name = verified.name
+            ref = verified.reference  # pinned: the pull takes exactly what was verified
+        check_module_name(name)
+        store = _publish("ModuleStore")(layout.state)
+        pulled = (pull_fn or _publish("pull_artifact"))(registry, ref, store)
+        digest = str(pulled.composefs_digest)
+        if policy is not None and digest_hex(digest) != digest_hex(str(verified.composefs_digest)):
+            # The pull names the verified manifest by digest: this means a broken registry.
+            raise DigestMismatchError(
+                f"pulled artifact {shown}: composefs digest", str(verified.composefs_digest), digest
+            )
+        name = str(pulled.config.get("name", name))
+        version = str(pulled.config.get("version", ""))
+    except PowernodeError as e:
+        refusal = pull_refusal(name, "", shown, e)
+        if isinstance(e, ConfigError) and "module name" in str(e):
+            raise
+        record_refusals(layout, [refusal])
+        log.warning("attach %s refused: %s", shown, refusal)
+        raise ModuleRefused([refusal]) from e
+    module = ModuleSpec(name, digest, priority, version, shown)
+    result = attach(layout, module)
+    return RefAttached(
+        module, result, pulled.bytes_downloaded, pulled.objects_fetched, pulled.objects_reused
+    )

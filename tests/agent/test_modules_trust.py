@@ -1,0 +1,158 @@
+"""Trust policies from the platform or a file, the desired-set document, and the puller's policy
+rules (no policy: refused; a policy document: read into a signing policy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from powernode.agent.modules.desired import (
+    MAX_DESIRED_MODULES,
+    load_desired_file,
+    parse_desired,
+)
+from powernode.agent.modules.layout import NodeLayout
+from powernode.agent.modules.reconcile import DesiredModule, PublishPuller
+from powernode.agent.modules.trust import PolicyReader, load_policy_file, policy_from_doc
+from powernode.errors import ConfigError, DataError, VerificationError
+from powernode.signing import generate_private_key, public_key_pem
+from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy
+
+D1 = "sha256:" + "1" * 64
+PUB = public_key_pem(generate_private_key()).decode()
+
+
+def entry(name: str = "app", **kw: Any) -> dict[str, Any]:
+    doc = {
+        "name": name,
+        "version": "1.0.0",
+        "composefs_digest": D1,
+        "effective_priority": 20,
+        "reference": f"127.0.0.1:5000/acme/{name}:1.0.0",
+        "trust_policy": {"cosign_public_key": PUB},
+    }
+    doc.update(kw)
+    return doc
+
+
+# -- trust policies ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["cosign_public_key", "public_key_pem"])
+def test_key_policy(field: str) -> None:
+    policy = policy_from_doc({field: PUB}, source="m")
+    assert isinstance(policy, PublicKeyPolicy) and policy.public_key_pem == PUB.encode()
+
+
+def test_keyless_policy_needs_and_gets_roots() -> None:
+    from tests.signing.testca import FakeCA
+
+    doc = {"cosign_identity_regexp": "https://x/.*", "cosign_issuer_regexp": "https://i"}
+    with pytest.raises(ConfigError, match=r"m: keyless trust .* cosign_roots_file"):
+        policy_from_doc(doc, source="m")
+    roots = FakeCA().root_pem
+    policy = PolicyReader(roots)(doc, "m")
+    assert isinstance(policy, KeylessPolicy)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], "m: a trust policy must be a JSON object"),
+        ({}, "m: the trust policy is empty"),
+        ({"identity": "x"}, "m: unknown trust policy field.s. identity"),
+        ({"cosign_identity_regexp": "x"}, "m: keyless trust needs cosign_issuer_regexp too"),
+        ({"cosign_public_key": 5}, "m: field 'cosign_public_key': expected a non-empty string"),
+        ({"cosign_public_key": "not a key"}, "m: .*"),
+    ],
+    ids=["not-object", "empty", "unknown", "half-keyless", "not-string", "bad-pem"],
+)
+def test_bad_policies_are_refused(doc: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        policy_from_doc(doc, source="m")
+
+
+def test_policy_file_pem_or_json(tmp_path: Path) -> None:
+    pem = tmp_path / "cosign.pub"
+    pem.write_text(PUB)
+    assert isinstance(load_policy_file(pem), PublicKeyPolicy)
+    js = tmp_path / "policy.json"
+    js.write_text(json.dumps({"cosign_public_key": PUB}))
+    assert isinstance(load_policy_file(js), PublicKeyPolicy)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(ConfigError, match=r"bad.json: neither a PEM public key nor .*line 1"):
+        load_policy_file(bad)
+    with pytest.raises(ConfigError, match=r"missing\.json: cannot read the trust policy"):
+        load_policy_file(tmp_path / "missing.json")
+
+
+# -- the desired set -----------------------------------------------------------------------
+
+
+def test_parse_desired_reads_modules_and_composition() -> None:
+    got = parse_desired({"instance_id": "i", "modules": [entry("a"), entry("b")]})
+    assert [m.name for m in got.modules] == ["a", "b"] and got.composition is None
+    assert got.modules[0].policy == {"cosign_public_key": PUB}
+    assert parse_desired([entry("a")]).modules[0].priority == 20
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"modules": "x"}, "'modules' must be a list"),
+        ({"modules": [entry(), 3]}, r"modules\[1\]: expected an object"),
+        ({"modules": [entry(composefs_digest="sha256:zz")]}, r"modules\[0\]: .*not a sha256"),
+        ({"modules": [entry(), entry()]}, "more than once: app"),
+        ({"modules": [], "composition": {"x": 1}}, "composition: "),
+        ({"modules": [entry()] * (MAX_DESIRED_MODULES + 1)}, "exceed the limit"),
+    ],
+    ids=["not-list", "not-object", "bad-digest", "duplicate", "bad-composition", "too-many"],
+)
+def test_parse_desired_rejects(doc: object, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_desired(doc, "GET /node_api/modules")
+
+
+def test_desired_file_errors_name_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "want.json"
+    f.write_text('{"modules": [')
+    with pytest.raises(ConfigError, match=r"want.json: not JSON .*line 1 column 14"):
+        load_desired_file(f)
+    f.write_text(json.dumps({"modules": [{"name": "x"}]}))
+    with pytest.raises(ConfigError, match=r"want.json: modules\[0\]: .*composefs_digest"):
+        load_desired_file(f)
+
+
+# -- the puller's policy rules ----------------------------------------------------------------
+
+
+def test_puller_refuses_a_module_without_policy(tmp_path: Path) -> None:
+    called: list[str] = []
+    puller = PublishPuller("r", verify=lambda *a: called.append("v"), pull_fn=lambda *a: None)
+    lay = NodeLayout(root=tmp_path / "r", state=tmp_path / "s")
+    module = DesiredModule("app", "1", D1, 5, "reg.local/acme/app:1", None)
+    with pytest.raises(VerificationError, match="no trust policy"):
+        puller.pull(module, lay)
+    assert called == []
+
+
+def test_puller_reads_the_platform_policy_document(tmp_path: Path) -> None:
+    seen: list[object] = []
+
+    class Done:
+        reference = "pinned"
+        composefs_digest = D1
+
+    def verify(registry: object, ref: object, policy: object) -> Done:
+        seen.append(policy)
+        return Done()
+
+    puller = PublishPuller("r", verify=verify, pull_fn=lambda *a: Done(), store_cls=lambda p: p)
+    lay = NodeLayout(root=tmp_path / "r", state=tmp_path / "s")
+    puller.pull(DesiredModule.from_api(entry()), lay)
+    assert isinstance(seen[0], PublicKeyPolicy) and seen[0].public_key_pem == PUB.encode()
+    assert puller.last["app"].composefs_digest == D1
