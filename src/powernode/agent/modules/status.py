@@ -33,31 +33,34 @@ class ModuleStatus:
 def status(
     layout: NodeLayout, desired: Sequence[DesiredModule] | None = None
 ) -> list[ModuleStatus]:
-    """Every attached or desired module, sorted by name; reads state, changes nothing."""
+    """Every attached, desired or refused module, sorted by name; reads state, changes nothing."""
     state = layout.state_file.load()
     serving = serving_union(layout)
     mounted = set(state.mounted) if serving else set()
     wanted = {d.name: d for d in desired or ()}
     seals = layout.seals()
     out = []
-    for name in sorted(set(state.modules) | set(wanted)):
+    # Refused modules are listed too: a module refused on its first pull is neither
+    # attached nor, without ``desired``, known otherwise, and the refusal is the news.
+    for name in sorted(set(state.modules) | set(wanted) | set(state.refusals)):
         cur, want = state.modules.get(name), wanted.get(name)
         is_mounted = cur is not None and digest_hex(cur.digest) in mounted
+        refused = state.refusals.get(name, ())
         if is_mounted and cur is not None:
             digest = cur.digest
         elif want is not None:
             digest = want.digest
         else:
-            digest = cur.digest if cur is not None else ""
-        refused = state.refusals.get(name, ())
+            refused_digest = next((r.digest for r in state.refusals.get(name, ())), "")
+            digest = cur.digest if cur is not None else refused_digest
         out.append(
             ModuleStatus(
                 name=name,
                 desired=want.version if want is not None else None,
                 digest=digest,
                 attached=cur is not None,
-                pulled=layout.store.has_image(digest),
-                verified=seals.load(digest_hex(digest)) is not None,
+                pulled=bool(digest) and layout.store.has_image(digest),
+                verified=bool(digest) and seals.load(digest_hex(digest)) is not None,
                 mounted=is_mounted,
                 priority=cur.priority if cur else (want.priority if want else None),
                 version=cur.version if cur else "",
