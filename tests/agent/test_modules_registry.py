@@ -231,3 +231,33 @@ def test_refusal_is_reported_once_then_a_fixed_registry_attaches(
     pack.write_bytes(good)
     assert sync(node, doc).changed
     assert (node.layout.root / "opt/app/f3.bin").read_bytes() == APP_FILES["opt/app/f3.bin"]
+
+
+def test_cli_attach_from_the_registry_checks_the_policy(
+    node: Node, oci_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from powernode.cli.agent import app
+
+    monkeypatch.delenv("POWERNODE_AGENT_CONFIG", raising=False)
+    p = push(oci_registry.url, node.tmp, "cli/attach")
+    where = ["--state-dir", str(node.layout.state), "--root", str(node.layout.root)]
+    wrong = node.tmp / "other.pub"
+    wrong.write_bytes(public_key_pem(generate_private_key()))
+    bad = CliRunner().invoke(app, ["modules", "attach", p.ref, "--policy", str(wrong), *where])
+    assert bad.exit_code == 1
+    assert "refused: nothing new was mounted" in bad.stderr
+    assert f"attach: signature ({p.ref})" in bad.stderr  # named after the repository
+    assert mounts_under(node.layout.state) == node.mounts
+    pub = node.tmp / "cosign.pub"
+    pub.write_bytes(p.pub)
+    args = ["modules", "attach", p.ref, "--policy", str(pub), "--priority", "30", "--json"]
+    ok = CliRunner().invoke(app, [*args, *where])
+    assert ok.exit_code == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["attached"] == "app" and doc["objects_fetched"] == 5 and doc["changed"]
+    assert [m["name"] for m in doc["modules"]] == ["app", "base"]
+    assert (node.layout.root / "opt/app/f1.bin").read_bytes() == APP_FILES["opt/app/f1.bin"]
+    (row,) = [s for s in status(node.layout) if s.name == "app"]
+    assert row.mounted and row.refusal == "" and row.digest == p.digest

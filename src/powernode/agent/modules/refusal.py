@@ -61,7 +61,9 @@ class Refusal:
 
     def __str__(self) -> str:
         where = f" ({self.path})" if self.path else ""
-        return f"{self.module} {self.digest}: {self.reason}{where}: {self.detail}; {self.advice}"
+        # The digest is unknown when a pull by reference failed before verifying anything.
+        who = f"{self.module} {self.digest}" if self.digest else self.module
+        return f"{who}: {self.reason}{where}: {self.detail}; {self.advice}"
 
     def to_dict(self) -> dict[str, str]:
         return {**asdict(self), "advice": self.advice}
