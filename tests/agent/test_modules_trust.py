@@ -156,3 +156,33 @@ def test_puller_reads_the_platform_policy_document(tmp_path: Path) -> None:
     puller.pull(DesiredModule.from_api(entry()), lay)
     assert isinstance(seen[0], PublicKeyPolicy) and seen[0].public_key_pem == PUB.encode()
     assert puller.last["app"].composefs_digest == D1
+
+
+def test_puller_chooses_the_registry_by_reference_and_setting() -> None:
+    from powernode.oci.distribution import DistributionRegistry
+    from powernode.oci.refs import parse_reference
+
+    def opened(puller: PublishPuller, ref: str) -> str:
+        reg = puller._open(DesiredModule("m", "1", D1, 1, ref), parse_reference(ref))
+        assert isinstance(reg, DistributionRegistry)
+        reg.close()
+        return str(reg.base_url).rstrip("/")
+
+    lab = PublishPuller(default_registry="http://10.1.2.3:5000")
+    assert opened(lab, "acme/app@sha256:" + "e" * 64) == "http://10.1.2.3:5000"
+    assert opened(lab, "10.1.2.3:5000/acme/app:1") == "http://10.1.2.3:5000"  # its scheme
+    assert opened(lab, "reg.example/acme/app:1") == "https://reg.example"
+    assert opened(PublishPuller(), "127.0.0.1:5000/acme/app:1") == "http://127.0.0.1:5000"
+    with pytest.raises(ConfigError, match="names no registry; set modules_registry"):
+        opened(PublishPuller(), "acme/app:1")
+
+
+def test_module_settings_are_checked() -> None:
+    from powernode.agent.config import load_config
+
+    cfg = load_config(None, {"POWERNODE_AGENT_MODULES_REGISTRY": "http://10.1.2.3:5000/"})
+    assert cfg.modules_registry == "http://10.1.2.3:5000" and cfg.modules_sync_seconds == 60
+    with pytest.raises(ConfigError, match=r"modules_registry: .*http\(s\)://host\[:port\]"):
+        load_config(None, {"POWERNODE_AGENT_MODULES_REGISTRY": "10.1.2.3:5000"})
+    with pytest.raises(ConfigError, match="modules_sync_seconds"):
+        load_config(None, {"POWERNODE_AGENT_MODULES_SYNC_SECONDS": "0"})

@@ -78,6 +78,10 @@ class AgentConfig(BaseModel):
     modules_root: Path = Path("/")
     modules_upper: Path | None = None
     cosign_roots_file: Path | None = None
+    # The registry for module references that name none, and the URL (so the
+    # scheme: http:// for a lab registry) for references naming its host:port.
+    # Empty: each reference's own host, HTTPS unless loopback (docs/publish.md).
+    modules_registry: str = ""
 
     @field_validator("platform_url")
     @classmethod
@@ -100,6 +104,13 @@ class AgentConfig(BaseModel):
     def modules_dir(self) -> Path:
         # Where powernode.agent.modules keeps modules.json (attach state).
         return self.state_dir / "agent"
+
+    @field_validator("modules_registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: write the registry as http(s)://host[:port]")
+        return value.rstrip("/")
 
     def require_platform(self) -> str:
         """The platform URL, or a ConfigError that says how to set it."""

@@ -252,6 +252,7 @@ def sync(
         puller = PublishPuller(
             policies=PolicyReader.from_file(cfg.cosign_roots_file),
             unsafe_no_signature=unsafe_no_signature,
+            default_registry=cfg.modules_registry,
         )
         report = run_sync(layout, wanted.modules, puller=puller, composition=wanted.composition)
     except PowernodeError as e:

@@ -24,7 +24,13 @@ from powernode.agent.modules.state import AttachState, ModuleSpec
 from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.trust import PolicyReader
 from powernode.core.composition import Composition
-from powernode.errors import DataError, DigestMismatchError, PowernodeError, VerificationError
+from powernode.errors import (
+    ConfigError,
+    DataError,
+    DigestMismatchError,
+    PowernodeError,
+    VerificationError,
+)
 from powernode.oci.refs import parse_reference
 
 log = logging.getLogger(__name__)
@@ -111,6 +117,7 @@ class PublishPuller:
     pull_fn: Any = None  # (registry, ref, store) -> PulledArtifact
     store_cls: Any = None  # (state dir) -> powernode.publish.ModuleStore
     policies: PolicyReader = field(default_factory=PolicyReader)
+    default_registry: str = ""  # http(s)://host[:port]: for references naming none, or it
     unsafe_no_signature: bool = False
     last: dict[str, Any] = field(default_factory=dict, compare=False)  # module -> PulledArtifact
 
@@ -126,12 +133,26 @@ class PublishPuller:
             return self.policies(module.policy, f"module {module.name}: trust_policy")
         return module.policy
 
+    def _open(self, module: DesiredModule, ref: Any) -> Any:
+        if self.default_registry:
+            host = self.default_registry.split("://", 1)[1]
+            if ref.registry is None or ref.registry == host:
+                return importlib.import_module("powernode.oci.registry").open_registry(
+                    self.default_registry
+                )
+        if ref.registry is None:
+            raise ConfigError(
+                f"module {module.name}: reference {module.reference!r} names no registry; "
+                "set modules_registry in the agent config"
+            )
+        return _publish("open_target")(module.reference)[0]
+
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
         ref = parse_reference(module.reference)
         policy = self._policy(module)
         registry, opened = self.registry, None
         if registry is None:
-            registry = opened = _publish("open_target")(module.reference)[0]
+            registry = opened = self._open(module, ref)
         try:
             if policy is not None:
                 verified = (self.verify or _publish("verify_artifact"))(registry, ref, policy)
