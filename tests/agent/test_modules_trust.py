@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from powernode.agent.modules.desired import (
     MAX_DESIRED_MODULES,
@@ -186,3 +188,46 @@ def test_module_settings_are_checked() -> None:
         load_config(None, {"POWERNODE_AGENT_MODULES_REGISTRY": "10.1.2.3:5000"})
     with pytest.raises(ConfigError, match="modules_sync_seconds"):
         load_config(None, {"POWERNODE_AGENT_MODULES_SYNC_SECONDS": "0"})
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+_json = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["app", "", "bad name", 3]),
+        "composefs_digest": st.sampled_from([D1, "sha256:", "x", None]),
+        "effective_priority": st.sampled_from([1, -5, True, "1", None]),
+        "trust_policy": _json,
+        "reference": _json,
+    },
+)
+
+
+@given(
+    doc=_json
+    | st.fixed_dictionaries(
+        {"modules": st.lists(_fields | _json, max_size=3)}, optional={"composition": _json}
+    )
+)
+def test_parse_desired_takes_anything_and_raises_only_data_errors(doc: object) -> None:
+    try:
+        got = parse_desired(doc)
+    except DataError as e:
+        assert str(e).startswith("GET /node_api/modules: ")
+        return
+    assert all(m.name and m.digest.startswith("sha256:") for m in got.modules)
+
+
+@given(doc=_json)
+def test_policy_from_doc_takes_anything_and_raises_only_config_errors(doc: object) -> None:
+    try:
+        policy_from_doc(doc, source="p")
+    except ConfigError as e:
+        assert str(e).startswith("p: ")
