@@ -171,3 +171,16 @@ def test_restore_at_start_remounts_and_reports_what_no_longer_verifies(node: Nod
     assert not (node.layout.root / "opt").exists()
     (refused,) = node.events("module.refused")  # delivered by the drain's flush
     assert (refused["payload"]["module"], refused["payload"]["reason"]) == ("app", "object-digest")
+
+
+def test_bad_desired_set_is_an_event_and_the_beat_still_succeeds(node: Node) -> None:
+    base = build_module(node.layout, "base", {"etc/motd": big("base")}, priority=10)
+    node.want(base)
+    node.runtime.beat()
+    node.platform.desired_modules[INSTANCE] = {"modules": [{"name": "x"}]}
+    node.platform.clock.advance(61)
+    assert node.runtime.beat(), "a bad desired set must not fail the heartbeat"
+    (failed,) = node.events("module.sync_failed")
+    assert failed["severity"] == "warning"
+    assert "GET /node_api/modules: modules[0]: " in failed["payload"]["error"]
+    assert (node.layout.root / "etc/motd").read_bytes() == big("base")  # nothing detached

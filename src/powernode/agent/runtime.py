@@ -143,7 +143,7 @@ class Runtime:
             # A failed sync is logged and evented, and retried after the interval; the
             # heartbeat already went through, so the beat itself succeeded.
             with contextlib.suppress(PowernodeError):
-                self.sync_modules(self.client)
+                self.modules.sync_with(self.client)
             self.flush_events()
 
     def _guard(self, step: Callable[[], None]) -> bool:
@@ -170,43 +170,11 @@ class Runtime:
             log.error("could not restore the attached modules: %s", e)
             self._event("module.restore_failed", "error", {"error": str(e)})
 
-    def sync_modules(self, client: NodeClient) -> dict[str, Any]:
-        """One module reconcile through ``client``; the report as JSON, or an error to retry."""
-        if self.modules is None:
-            raise PowernodeError("this agent runs without the module layer")
-        from powernode.agent.modules.service import report_dict  # noqa: PLC0415
-
-        try:
-            report = self.modules.sync(client.modules)
-        except PlatformUnreachable as e:
-            log.warning("module sync: platform unreachable: %s", e)
-            raise
-        except PowernodeError as e:
-            log.error("module sync failed: %s", e)
-            self._event("module.sync_failed", "warning", {"error": str(e)})
-            raise
-        return report_dict(report)
-
     def modules_task(self, ctx: TaskContext) -> dict[str, Any]:
         """The ``modules.sync`` task: reconcile now, on this (executor) thread, own client."""
-        from powernode.agent.tasks import TaskError  # noqa: PLC0415
-
-        client = self._factory(self.creds)
-        try:
-            result = self.sync_modules(client)
-        except PlatformUnreachable as e:
-            raise TaskError(str(e), retryable=True) from e
-        except PowernodeError as e:
-            raise TaskError(str(e), retryable=False) from e
-        finally:
-            client.close()
-        refusals = result["refusals"]
-        if refusals:
-            # Only a failed pull may succeed on a retry; a verification refusal will not.
-            retryable = all(r["reason"] == "pull-failed" for r in refusals)
-            lines = [f"{r['module']}: {r['reason']}: {r['detail']}" for r in refusals[:5]]
-            raise TaskError("modules refused: " + "; ".join(lines), retryable=retryable)
-        return result
+        if self.modules is None:
+            raise PowernodeError("this agent runs without the module layer")
+        return self.modules.task(lambda: self._factory(self.creds))
 
     # -- rotation ----------------------------------------------------------------------
 

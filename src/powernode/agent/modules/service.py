@@ -29,6 +29,9 @@ from powernode.agent.modules.desired import parse_desired
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.reconcile import Puller, SyncReport, sync
 from powernode.agent.modules.refusal import Refusal
+from powernode.agent.tasks import TaskError
+from powernode.agent.transport import NodeClient, PlatformUnreachable
+from powernode.errors import PowernodeError
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +105,41 @@ class ModuleService:
                 del payload["refusals"]
                 self._emit(SYNCED, "info", payload)
         return report
+
+    def sync_with(self, client: NodeClient) -> dict[str, Any]:
+        """One reconcile with ``client``'s ``GET /node_api/modules``; the report as JSON.
+
+        A failure to fetch or parse the desired set is logged, becomes a
+        ``module.sync_failed`` event (unless the platform was unreachable:
+        the heartbeat reports that) and is raised.
+        """
+        try:
+            report = self.sync(client.modules)
+        except PlatformUnreachable as e:
+            log.warning("module sync: platform unreachable: %s", e)
+            raise
+        except PowernodeError as e:
+            log.error("module sync failed: %s", e)
+            self._emit("module.sync_failed", "warning", {"error": str(e)})
+            raise
+        return report_dict(report)
+
+    def task(self, client_factory: Callable[[], NodeClient]) -> dict[str, Any]:
+        """The ``modules.sync`` task: reconcile with a client of its own (the loop owns its
+        client); acks with the report, fails with the refusals (retryable only for pulls)."""
+        client = client_factory()
+        try:
+            result = self.sync_with(client)
+        except PlatformUnreachable as e:
+            raise TaskError(str(e), retryable=True) from e
+        except PowernodeError as e:
+            raise TaskError(str(e), retryable=False) from e
+        finally:
+            client.close()
+        refusals = result["refusals"]
+        if refusals:
+            # Only a failed pull may succeed on a retry; a verification refusal will not.
+            retryable = all(r["reason"] == "pull-failed" for r in refusals)
+            lines = [f"{r['module']}: {r['reason']}: {r['detail']}" for r in refusals[:5]]
+            raise TaskError("modules refused: " + "; ".join(lines), retryable=retryable)
+        return result
