@@ -14,6 +14,7 @@ from powernode.platform.db.catalog import (
 )
 from powernode.platform.db.fleet import DiskImagePublication, FleetEvent, Task, TaskState
 from powernode.platform.db.ingest import IngestState, ModuleIngest, WebhookDelivery
+from powernode.platform.db.nodeapi import BootstrapToken, NodeAgentStatus, NodeCertificate
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
@@ -21,12 +22,15 @@ __all__ = [
     "ApiToken",
     "AuditLogEntry",
     "Base",
+    "BootstrapToken",
     "DiskImagePublication",
     "FleetEvent",
     "IngestState",
     "InstanceStatus",
     "ModuleIngest",
     "Node",
+    "NodeAgentStatus",
+    "NodeCertificate",
     "NodeInstance",
     "NodeModule",
     "NodeModuleAssignment",

@@ -21,9 +21,17 @@ class TaskState(StrEnum):
 
 
 class FleetEvent(Base):
-    """Something that happened in the fleet (kinds like ``instance.enrolled``)."""
+    """Something that happened in the fleet (kinds like ``instance.enrolled``).
+
+    Events an agent posts carry its own event id in ``agent_event_id``; the
+    unique index on (instance, agent event id) is what makes a resent batch
+    store nothing twice (docs/node-api.md).
+    """
 
     __tablename__ = "fleet_events"
+    __table_args__ = (
+        Index("ix_fleet_events_agent_event", "instance_id", "agent_event_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(128), index=True)
@@ -36,10 +44,17 @@ class FleetEvent(Base):
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    agent_event_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class Task(Base):
-    """Work for an agent or a worker; leased with FOR UPDATE SKIP LOCKED on PostgreSQL."""
+    """Work for an agent or a worker; leased with FOR UPDATE SKIP LOCKED on PostgreSQL.
+
+    ``attempts`` counts leases; a lease not acked by ``lease_expires_at`` is
+    offered again (visibility timeout); ``available_at`` delays a retry
+    (backoff); past ``max_attempts`` the task is ``failed``. ``lease_owner``
+    is the instance id the lease went to.
+    """
 
     __tablename__ = "tasks"
     __table_args__ = (
@@ -55,12 +70,15 @@ class Task(Base):
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DiskImagePublication(Base):
