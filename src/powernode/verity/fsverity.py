@@ -25,6 +25,7 @@ from powernode.errors import ConfigError, DataError
 from powernode.verity.fsverity_tree import (
     FsVerityHasher,
     VerityParams,
+    digest_bytes,
     hash_blocks,
     verity_params,
 )
@@ -70,9 +71,7 @@ def fsverity_digest(
     salt: bytes = b"",
 ) -> bytes:
     """The raw fs-verity digest of ``data`` (32 bytes for sha256, 64 for sha512)."""
-    hasher = FsVerityHasher(algorithm=algorithm, block_size=block_size, salt=salt)
-    hasher.update(data)
-    return hasher.digest()
+    return digest_bytes(verity_params(algorithm, block_size, salt), data)
 
 
 def format_digest(digest: bytes, algorithm: str = "sha256") -> str:

@@ -6,21 +6,31 @@ non-inline regular file becomes ``STORE/hh/<62hex>`` (mode 0644, missing
 into place; an object that already exists is left alone (content-addressed).
 All of a build's objects are staged before any is renamed, so a build that
 fails leaves the store unchanged.
-Unlike mkcomposefs, the bytes copied are re-hashed on the way and compared
-with the digest the image records, so a source that changed after the scan
-cannot put wrong content under a right name.
+
+Two ways in:
+
+- :class:`ObjectStager` is fed by the directory scan itself
+  (``scan_tree(..., stager=...)``): each file is read once, and the bytes
+  that were hashed are the bytes written, so the object's content matches
+  its name by construction.
+- :func:`store_objects` copies the objects of a tree scanned earlier; it
+  re-hashes the bytes it copies and compares them with the digest the image
+  records, so a source that changed after the scan cannot put wrong content
+  under a right name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import itertools
 import logging
 import os
 import stat
 import struct
-import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,53 +68,168 @@ def collect_objects(tree: Tree) -> tuple[ObjectRef, ...]:
     return tuple(found[n] for n in sorted(found))
 
 
+def store_error(store: Path, e: OSError) -> SourceTreeError:
+    return SourceTreeError(f"{store}: cannot write to the digest store: {e.strerror}")
+
+
+class ObjectStager:
+    """One build's new objects: staged as temporary files in the store, then published.
+
+    Thread-safe: the scan's workers claim, write and keep objects concurrently.
+    Temporary files are ``STORE/.tmp-<pid>-<n>`` (created exclusively, so two
+    builds into one store never share one). :meth:`publish` renames them all
+    into place; :meth:`abort` removes them and the directories this build
+    created, leaving the store as it was.
+
+    Durability: every temporary file is fsynced before it is kept, and after
+    the renames every directory they landed in is fsynced, so once
+    :meth:`publish` returns the objects survive a crash (the image, written
+    after, can rely on them).
+    """
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self._root = os.fsencode(store)
+        self._lock = threading.Lock()
+        self._claimed: set[bytes] = set()
+        self._temps: set[bytes] = set()
+        self._kept: list[tuple[bytes, bytes]] = []  # (temporary path, object name)
+        self._created: list[Path] = []
+        self._seq = itertools.count()
+        self._pid = os.getpid()
+        try:
+            _mkdir(store, self._created, parents=True)
+        except OSError as e:
+            self.abort()
+            raise store_error(store, e) from e
+
+    def claim(self, name: bytes) -> bool:
+        """True if the caller must write object ``name`` (``hh/<62hex>``): it is neither
+        in the store nor claimed by another file of this build."""
+        with self._lock:
+            if name in self._claimed:
+                return False
+            self._claimed.add(name)
+        # follows symlinks, as the copy path always did: an object is a file
+        return not os.path.isfile(self._root + b"/" + name)
+
+    def temp(self) -> tuple[int, bytes]:
+        """A new temporary file in the store, open for writing: (fd, path)."""
+        while True:
+            path = b"%s/.tmp-%d-%d" % (self._root, self._pid, next(self._seq))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:  # left by a crashed build whose pid we now have
+                continue
+            except OSError as e:
+                raise store_error(self.store, e) from e
+            with self._lock:
+                self._temps.add(path)
+            try:
+                os.fchmod(fd, 0o644)  # whatever the umask: §12 objects are 0644
+            except OSError as e:
+                os.close(fd)
+                raise store_error(self.store, e) from e
+            return fd, path
+
+    def finish(self, fd: int, path: bytes, name: bytes) -> None:
+        """fsync and close a temporary file from :meth:`temp`, to be published as ``name``."""
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise store_error(self.store, e) from e
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._kept.append((path, name))
+
+    def write(self, name: bytes, data: bytes | memoryview) -> None:
+        """Stage ``data`` (already hashed to ``name``) as a new object."""
+        fd, path = self.temp()
+        try:
+            write_all(fd, data)
+        except OSError as e:
+            os.close(fd)
+            raise store_error(self.store, e) from e
+        self.finish(fd, path, name)
+
+    def discard(self, path: bytes) -> None:
+        """Remove a temporary file that turned out not to be needed."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with self._lock:
+            self._temps.discard(path)
+
+    def publish(self) -> int:
+        """Rename every kept object into place; returns how many were published."""
+        kept = sorted(self._kept, key=lambda t: t[1])
+        dirs: dict[bytes, None] = {}
+        try:
+            for path, name in kept:
+                parent = self._root + b"/" + name[:2]
+                if parent not in dirs:
+                    _mkdir(Path(os.fsdecode(parent)), self._created)
+                    dirs[parent] = None
+                os.replace(path, self._root + b"/" + name)
+                self._temps.discard(path)
+            for parent in dirs:  # the renames themselves are durable before the image is
+                _fsync_dir(parent)
+        except OSError as e:
+            self.abort()
+            raise store_error(self.store, e) from e
+        self._kept.clear()
+        for _, name in kept:
+            if not _try_enable_verity(self._root + b"/" + name):
+                break  # this kernel or filesystem has no fs-verity: no use asking again
+        log.info("digest store %s: %d objects added", self.store, len(kept))
+        return len(kept)
+
+    def abort(self) -> None:
+        """Remove every temporary file and the directories this build created."""
+        with self._lock:
+            temps, self._temps = self._temps, set()
+            self._kept.clear()
+        for path in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        for d in reversed(self._created):
+            with contextlib.suppress(OSError):  # not empty: objects of this build landed
+                d.rmdir()
+        self._created.clear()
+
+
 def store_objects(objects: tuple[ObjectRef, ...], store: Path) -> int:
     """Copy every missing object into ``store``; returns how many were copied.
 
-    Two phases, so that a failed build leaves the store as it was: every
-    missing object is first copied to a temporary file in ``store`` and
-    verified, and only when all of them are good are they renamed into place.
-    On error the temporary files, and directories this call created, are removed.
+    Every missing object is first copied to a temporary file in ``store`` and
+    verified, and only when all of them are good are they renamed into place;
+    on error the store is left as it was.
     """
-    created: list[Path] = []
-    copies: list[tuple[Future[Path], Path]] = []
-    done = 0
+    stager = ObjectStager(store)
     try:
-        _mkdir(store, created, parents=True)
-        todo: dict[str, ObjectRef] = {}
-        for ref in objects:
-            if ref.name not in todo and not (store / ref.name).is_file():
-                todo[ref.name] = ref
+        todo = [ref for ref in objects if stager.claim(ref.name.encode())]
         # Copies overlap on several threads: creating and fsyncing many small files is
         # latency-bound (hashlib and os calls release the GIL). Leaving the block waits
-        # for every copy, so the cleanup below sees them all.
+        # for every copy, so abort() below sees every temporary file.
         with ThreadPoolExecutor(max_workers=max(1, min(_COPY_THREADS, len(todo)))) as pool:
-            copies = [(pool.submit(_stage, ref, store), store / ref.name) for ref in todo.values()]
-        staged = [(future.result(), dest) for future, dest in copies]  # first error, by name
-        for tmp, dest in staged:
-            _mkdir(dest.parent, created)
-            os.replace(tmp, dest)
-            done += 1
-    except BaseException as e:
-        for future, _ in copies:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                with contextlib.suppress(FileNotFoundError):  # gone once renamed
-                    os.unlink(future.result())
-        for d in reversed(created):
-            with contextlib.suppress(OSError):  # not empty: objects of this build landed
-                d.rmdir()
-        if isinstance(e, OSError):
-            raise SourceTreeError(f"{store}: cannot write to the digest store: {e.strerror}") from e
+            futures = [pool.submit(_stage, ref, stager) for ref in todo]
+        for future in futures:  # the first error, in name order
+            future.result()
+        return stager.publish()
+    except BaseException:
+        stager.abort()
         raise
-    for _, dest in copies:
-        _try_enable_verity(dest)
-    log.info("digest store %s: %d of %d objects copied", store, done, len(objects))
-    return done
 
 
 def copy_object(ref: ObjectRef, store: Path) -> bool:
     """Copy one object unless present; False if it was already there."""
     return store_objects((ref,), store) == 1
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _mkdir(path: Path, created: list[Path], *, parents: bool = False) -> None:
@@ -119,29 +244,31 @@ def _mkdir(path: Path, created: list[Path], *, parents: bool = False) -> None:
     created.append(path)
 
 
-def _stage(ref: ObjectRef, store: Path) -> Path:
-    """A verified copy of ``ref``'s content in a temporary file in ``store``."""
+def _fsync_dir(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd, tmp = tempfile.mkstemp(dir=store, prefix=".tmp")
-    except OSError as e:
-        raise SourceTreeError(f"{store}: cannot write to the digest store: {e.strerror}") from e
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stage(ref: ObjectRef, stager: ObjectStager) -> None:
+    """A verified copy of ``ref``'s content, kept by ``stager``."""
+    fd, tmp = stager.temp()
     try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)
-            digest = _copy_hashing(ref, out.fileno())
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hex() != ref.name.replace("/", ""):
-            raise SourceTreeError(
-                f"{ref.source}: content changed since it was scanned (digest "
-                f"{digest.hex()}, image records {ref.name.replace('/', '')}); "
-                "stop writers to the source tree and build again"
-            )
+        digest = _copy_hashing(ref, fd)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        os.close(fd)
         raise
-    return Path(tmp)
+    expected = ref.name.replace("/", "")
+    if digest.hex() != expected:
+        os.close(fd)
+        raise SourceTreeError(
+            f"{ref.source}: content changed since it was scanned (digest "
+            f"{digest.hex()}, image records {expected}); "
+            "stop writers to the source tree and build again"
+        )
+    stager.finish(fd, tmp, ref.name.encode())
 
 
 def _copy_hashing(ref: ObjectRef, out_fd: int) -> bytes:
@@ -162,9 +289,7 @@ def _copy_hashing(ref: ObjectRef, out_fd: int) -> bytes:
             if not buf:
                 break
             hasher.update(buf)
-            view = memoryview(buf)
-            while view:
-                view = view[os.write(out_fd, view) :]
+            write_all(out_fd, buf)
     except OSError as e:
         raise SourceTreeError(f"{ref.source}: copying into the store failed: {e.strerror}") from e
     finally:
@@ -172,15 +297,21 @@ def _copy_hashing(ref: ObjectRef, out_fd: int) -> bytes:
     return hasher.digest()
 
 
-def _try_enable_verity(path: Path) -> None:
-    """Like mkcomposefs: try to enable fs-verity, ignore kernels/filesystems without it."""
+def _try_enable_verity(path: bytes) -> bool:
+    """Like mkcomposefs: try to enable fs-verity, ignoring failures.
+
+    False when the kernel or filesystem lacks fs-verity (ENOTTY, EOPNOTSUPP:
+    fsverity.rst, FS_IOC_ENABLE_VERITY), so the caller stops trying.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return
+        return True
     try:
         fcntl.ioctl(fd, _FS_IOC_ENABLE_VERITY, _ENABLE_ARG)
     except OSError as e:
-        log.debug("fs-verity not enabled on %s: %s", path, e.strerror)
+        log.debug("fs-verity not enabled on %s: %s", os.fsdecode(path), e.strerror)
+        return e.errno not in (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOSYS)
     finally:
         os.close(fd)
+    return True

@@ -11,6 +11,12 @@ setuid/setgid files only when the module manifest allows them), and makes
 builds reproducible: `source_date_epoch` clamps newer mtimes, `use_epoch`
 zeroes them. A file that changes while it is read is an error, not a silent
 mismatch between the image and the object store.
+
+Speed: the walk (lstat, listxattr: per-entry Python work) runs on the
+calling thread while the external files are read and hashed on a small
+thread pool (hashlib and os.read release the GIL). With an
+:class:`ObjectStager`, each file is read once: the bytes hashed are the
+bytes staged into the digest store.
 """
 
 from __future__ import annotations
@@ -20,18 +26,25 @@ import logging
 import os
 import stat
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from powernode.errors import SourceTreeError
+from powernode.errors import ConfigError, SourceTreeError
 from powernode.verity.composefs import erofs_layout as L
+from powernode.verity.composefs.objects import ObjectStager, store_error, write_all
 from powernode.verity.composefs.tree import Node, Tree, check_name, check_node, object_name
-from powernode.verity.fsverity import FsVerityHasher
+from powernode.verity.fsverity_tree import FsVerityHasher, digest_bytes, verity_params
 
 log = logging.getLogger(__name__)
 
+# Files up to this size are read with one read() and digested in one pass; larger
+# ones are streamed in chunks of this size, so memory stays bounded per worker.
 _READ_CHUNK = 1 << 20
+_MAX_THREADS = 64
+_SHA256_4K = verity_params()  # composefs names objects by fs-verity sha256, 4 KiB blocks
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 ReadHook = Callable[[Path, int], None]
 
 
@@ -58,12 +71,43 @@ def _fail(path: Path | bytes, message: str) -> SourceTreeError:
     return SourceTreeError(f"{shown}: {message}")
 
 
-def scan_tree(src: Path, *, policy: TreePolicy, read_hook: ReadHook | None = None) -> Tree:
+def default_threads() -> int:
+    """Content readers for a scan: the CPUs this process may use, at least 2, at most 4.
+
+    Two at least: reading a file and hashing it overlap even on one CPU; four at
+    most: beyond that, the walk on the calling thread is the bottleneck.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(2, min(4, cpus))
+
+
+def scan_tree(
+    src: Path,
+    *,
+    policy: TreePolicy,
+    read_hook: ReadHook | None = None,
+    stager: ObjectStager | None = None,
+    threads: int | None = None,
+) -> Tree:
     """Scan ``src`` into a Tree; raises SourceTreeError naming the offending path.
 
+    ``stager``: stage every external file's content into a digest store as it
+    is read (the caller publishes or aborts it). ``threads``: how many threads
+    read and hash file contents (default :func:`default_threads`; 0 reads them
+    on the calling thread, in walk order).
+
     ``read_hook(path, bytes_read)`` is called after every chunk read from a
-    regular file (a test seam for files that change while they are read).
+    regular file (a test seam for files that change while they are read);
+    with a hook and no ``threads``, files are read on the calling thread in
+    walk order, so the hook sees a deterministic sequence.
     """
+    if threads is None:
+        threads = 0 if read_hook is not None else default_threads()
+    if isinstance(threads, bool) or not 0 <= threads <= _MAX_THREADS:
+        raise ConfigError(f"threads must be an integer from 0 to {_MAX_THREADS}, not {threads!r}")
     try:
         st = os.stat(src)  # SRC itself may be a symlink to a directory
     except FileNotFoundError as e:
@@ -74,26 +118,55 @@ def scan_tree(src: Path, *, policy: TreePolicy, read_hook: ReadHook | None = Non
         raise _fail(src, f"cannot stat source directory: {e.strerror}") from e
     if not stat.S_ISDIR(st.st_mode):
         raise _fail(src, "source is not a directory")
-    scanner = _Scanner(policy, read_hook)
-    root = scanner.node(os.fsencode(src), st)
-    tree = Tree(root)
-    stack: list[tuple[bytes, Node]] = [(os.fsencode(src), root)]
-    while stack:
-        dirpath, dirnode = stack.pop()
-        for name, child_path, child_st in scanner.entries(dirpath):
-            child = scanner.node(child_path, child_st)
-            dirnode.children[name] = child
-            if child.is_dir:
-                stack.append((child_path, child))
-    log.debug("scanned %s: %d entries", src, scanner.count)
+    reader = _ContentReader(read_hook, stager)
+    if threads == 0:
+        tree = _Walk(policy, reader, None).run(os.fsencode(src), st)
+    else:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cfs-scan") as pool:
+            tree = _Walk(policy, reader, pool).run(os.fsencode(src), st)
+    log.debug("scanned %s", src)
     return tree
 
 
-class _Scanner:
-    def __init__(self, policy: TreePolicy, read_hook: ReadHook | None) -> None:
+class _Walk:
+    """The directory walk; regular files' contents go to ``reader``, on ``pool`` if given."""
+
+    def __init__(
+        self, policy: TreePolicy, reader: _ContentReader, pool: ThreadPoolExecutor | None
+    ) -> None:
         self.policy = policy
-        self.read_hook = read_hook
+        self.reader = reader
+        self.pool = pool
         self.count = 0
+        self.pending: list[Future[None]] = []
+        self.sde = policy.source_date_epoch
+
+    def run(self, top: bytes, st: os.stat_result) -> Tree:
+        try:
+            root = self.node(top, st)
+            tree = Tree(root)
+            stack: list[tuple[bytes, Node]] = [(top, root)]
+            while stack:
+                dirpath, dirnode = stack.pop()
+                children = dirnode.children
+                for name, child_path, child_st in self.entries(dirpath):
+                    child = self.node(child_path, child_st)
+                    children[name] = child
+                    if stat.S_ISDIR(child_st.st_mode):
+                        stack.append((child_path, child))
+        except BaseException:
+            for future in self.pending:
+                future.cancel()
+            raise
+        finally:
+            # every read ends before the caller may abort the stager or close the pool
+            for future in self.pending:
+                if not future.cancelled():
+                    future.exception()
+        for future in self.pending:
+            future.result()  # the first failure in walk order
+        log.debug("walked %d entries", self.count)
+        return tree
 
     def entries(self, dirpath: bytes) -> list[tuple[bytes, bytes, os.stat_result]]:
         try:
@@ -105,7 +178,8 @@ class _Scanner:
         if self.count > self.policy.max_entries:
             raise _fail(dirpath, f"tree has more than {self.policy.max_entries} entries")
         for name, path, _ in found:
-            check_name(name, os.fsdecode(path))
+            if len(name) > L.NAME_MAX:  # the kernel already excludes "", ".", "..", NUL, "/"
+                check_name(name, os.fsdecode(path))
         found.sort(key=lambda t: t[0])
         return found
 
@@ -114,13 +188,18 @@ class _Scanner:
         sec, nsec = divmod(st.st_mtime_ns, 1_000_000_000)
         if self.policy.use_epoch:
             sec, nsec = 0, 0
-        elif self.policy.source_date_epoch is not None and (sec, nsec) > (
-            self.policy.source_date_epoch,
-            0,
-        ):
-            sec, nsec = self.policy.source_date_epoch, 0
+        elif self.sde is not None and (sec, nsec) > (self.sde, 0):
+            sec, nsec = self.sde, 0
         node = Node(mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=sec, mtime_nsec=nsec)
-        if stat.S_ISBLK(mode) or (stat.S_ISCHR(mode) and st.st_rdev != 0):
+        if stat.S_ISREG(mode):
+            if mode & (stat.S_ISUID | stat.S_ISGID) and not self.policy.allow_setuid:
+                raise _fail(
+                    path,
+                    f"is setuid/setgid (mode {stat.S_IMODE(mode):04o}); set allow.setuid: true "
+                    "in the module manifest or clear the bit",
+                )
+            node.size = st.st_size
+        elif stat.S_ISBLK(mode) or (stat.S_ISCHR(mode) and st.st_rdev != 0):
             if not self.policy.allow_devices:
                 raise _fail(
                     path,
@@ -128,26 +207,23 @@ class _Scanner:
                     "to include device nodes",
                 )
             node.rdev = st.st_rdev
-        elif stat.S_ISREG(mode):
-            if mode & (stat.S_ISUID | stat.S_ISGID) and not self.policy.allow_setuid:
-                raise _fail(
-                    path,
-                    f"is setuid/setgid (mode {stat.S_IMODE(mode):04o}); set allow.setuid: true "
-                    "in the module manifest or clear the bit",
-                )
-            self._content(path, st, node)
         elif stat.S_ISLNK(mode):
             try:
                 node.target = os.readlink(path)
             except OSError as e:
                 raise _fail(path, f"cannot read symlink: {e.strerror}") from e
-        node.xattrs = self._xattrs(path)
+        if self.policy.xattrs != "none":
+            node.xattrs = self._xattrs(path)
+        # checked before the content is read: a node refused here stages no object
         check_node(node, os.fsdecode(path))
+        if node.size:
+            if node.size > L.INLINE_CONTENT_MAX and self.pool is not None:
+                self.pending.append(self.pool.submit(self.reader.read, path, st, node))
+            else:
+                self.reader.read(path, st, node)
         return node
 
     def _xattrs(self, path: bytes) -> dict[bytes, bytes]:
-        if self.policy.xattrs == "none":
-            return {}
         try:
             names = os.listxattr(path, follow_symlinks=False)
         except OSError as e:
@@ -166,14 +242,19 @@ class _Scanner:
                 raise _fail(path, f"cannot read xattr {name}: {e.strerror}") from e
         return out
 
-    def _content(self, path: bytes, st: os.stat_result, node: Node) -> None:
-        node.size = st.st_size
-        if st.st_size == 0:
-            return
+
+class _ContentReader:
+    """Reads one regular file: inline content, or digest (and staged object). Thread-safe."""
+
+    def __init__(self, read_hook: ReadHook | None, stager: ObjectStager | None) -> None:
+        self.read_hook = read_hook
+        self.stager = stager
+
+    def read(self, path: bytes, st: os.stat_result, node: Node) -> None:
         try:
             # O_NONBLOCK: a fifo swapped in since the lstat must fail the fstat check below,
             # not block the open (regular files ignore the flag)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError as e:
             raise _fail(
                 path, f"cannot read file: {e.strerror}; run the build as a user that can read it"
@@ -187,41 +268,96 @@ class _Scanner:
                 st.st_mtime_ns,
             ):
                 raise _changed(path)
-            inline = st.st_size <= L.INLINE_CONTENT_MAX
-            hasher = FsVerityHasher()
-            parts: list[bytes] = []
-            done = 0
-            while True:
-                try:
-                    buf = os.read(fd, _READ_CHUNK)
-                except OSError as e:
-                    raise _fail(path, f"cannot read file: {e.strerror}") from e
-                if not buf:
-                    break
-                done += len(buf)
-                if inline:
-                    parts.append(buf)
-                else:
-                    hasher.update(buf)
-                if self.read_hook is not None:
-                    self.read_hook(Path(os.fsdecode(path)), done)
-                if done > st.st_size:
-                    raise _changed(path)
-            after = os.fstat(fd)
+            if st.st_size <= _READ_CHUNK:
+                self._whole(path, fd, st, node)
+            else:
+                self._streamed(path, fd, st, node)
         finally:
             os.close(fd)
-        if done != st.st_size or (after.st_size, after.st_mtime_ns, after.st_ino) != (
-            before.st_size,
-            before.st_mtime_ns,
-            before.st_ino,
-        ):
+
+    def _read(self, path: bytes, fd: int, want: int, done: int) -> bytes:
+        try:
+            buf = os.read(fd, want)
+        except OSError as e:
+            raise _fail(path, f"cannot read file: {e.strerror}") from e
+        if self.read_hook is not None and buf:
+            self.read_hook(Path(os.fsdecode(path)), done + len(buf))
+        return buf
+
+    def _whole(self, path: bytes, fd: int, st: os.stat_result, node: Node) -> None:
+        size = st.st_size
+        # one byte more than expected: a file that grew shows up as a long read
+        data = self._read(path, fd, size + 1, 0)
+        while 0 < len(data) < size:  # a short read before the end: keep going
+            more = self._read(path, fd, size + 1 - len(data), len(data))
+            if not more:
+                break
+            data += more
+        if len(data) != size:
             raise _changed(path)
-        if inline:
-            node.content = b"".join(parts)
-        else:
-            node.digest = hasher.digest()
-            node.payload = object_name(node.digest)
-            node.source = Path(os.fsdecode(path))
+        if self._read(path, fd, 1, size):
+            raise _changed(path)
+        _check_unchanged(path, fd, st)
+        if size <= L.INLINE_CONTENT_MAX:
+            node.content = data
+            return
+        digest = digest_bytes(_SHA256_4K, data)
+        name = object_name(digest)
+        if self.stager is not None and self.stager.claim(name):
+            self.stager.write(name, data)
+        self._external(path, node, digest, name)
+
+    def _streamed(self, path: bytes, fd: int, st: os.stat_result, node: Node) -> None:
+        """A file too large to hold whole: hashed (and staged) chunk by chunk."""
+        stager = self.stager
+        hasher = FsVerityHasher()
+        out_fd, tmp = stager.temp() if stager is not None else (-1, b"")
+        done = 0
+        try:
+            while buf := self._read(path, fd, _READ_CHUNK, done):
+                done += len(buf)
+                if done > st.st_size:
+                    raise _changed(path)
+                hasher.update(buf)
+                if stager is not None:
+                    try:
+                        write_all(out_fd, buf)
+                    except OSError as e:
+                        raise store_error(stager.store, e) from e
+            if done != st.st_size:
+                raise _changed(path)
+            _check_unchanged(path, fd, st)
+            digest = hasher.digest()
+            name = object_name(digest)
+            keep = stager is not None and stager.claim(name)
+        except BaseException:
+            if stager is not None:
+                os.close(out_fd)
+                stager.discard(tmp)
+            raise
+        if stager is not None:
+            if keep:
+                stager.finish(out_fd, tmp, name)
+            else:  # another file of this build, or the store, already has it
+                os.close(out_fd)
+                stager.discard(tmp)
+        self._external(path, node, digest, name)
+
+    @staticmethod
+    def _external(path: bytes, node: Node, digest: bytes, name: bytes) -> None:
+        node.digest = digest
+        node.payload = name
+        node.source = Path(os.fsdecode(path))
+
+
+def _check_unchanged(path: bytes, fd: int, st: os.stat_result) -> None:
+    after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    ):
+        raise _changed(path)
 
 
 def _changed(path: bytes) -> SourceTreeError:

@@ -22,7 +22,12 @@ import xxhash
 
 from powernode.errors import SourceTreeError
 from powernode.verity.composefs import erofs_layout as L
-from powernode.verity.composefs.objects import ObjectRef, collect_objects, store_objects
+from powernode.verity.composefs.objects import (
+    ObjectRef,
+    ObjectStager,
+    collect_objects,
+    store_objects,
+)
 from powernode.verity.composefs.plan import Inode, Plan, make_plan, split_name
 from powernode.verity.composefs.scan import TreePolicy, scan_tree
 from powernode.verity.composefs.tree import Tree
@@ -214,14 +219,10 @@ def write_tree(
 ) -> ImageResult:
     """Copy the tree's objects into ``digest_store``, then write ``image`` atomically."""
     data = image_bytes(tree, version=version)
-    digest = fsverity_digest(data).hex()
     objects = collect_objects(tree)
     if digest_store is not None:
         store_objects(objects, digest_store)
-    if image is not None:
-        atomic_write(image, data)
-    log.info("composefs image %s: %d bytes, digest %s", image, len(data), digest)
-    return ImageResult(digest, len(data), objects)
+    return _finish(data, image, objects)
 
 
 def build_image(
@@ -230,9 +231,36 @@ def build_image(
     *,
     digest_store: Path | None = None,
     policy: TreePolicy = TreePolicy(),  # noqa: B008 - frozen, safe as a default
+    threads: int | None = None,
 ) -> ImageResult:
-    """mkcomposefs SRC [IMAGE]: scan ``src`` and write its image (directory mode)."""
-    return write_tree(scan_tree(src, policy=policy), image, digest_store=digest_store)
+    """mkcomposefs SRC [IMAGE]: scan ``src`` and write its image (directory mode).
+
+    With ``digest_store``, each file is read once: the scan stages the bytes
+    it hashes as the object, and the objects are published before the image
+    is written (so a present image implies its objects). On any error the
+    store is left as it was and no image is written. ``threads``: see
+    :func:`scan_tree`.
+    """
+    if digest_store is None:
+        tree = scan_tree(src, policy=policy, threads=threads)
+        return write_tree(tree, image)
+    stager = ObjectStager(digest_store)
+    try:
+        tree = scan_tree(src, policy=policy, stager=stager, threads=threads)
+        data = image_bytes(tree)
+        stager.publish()
+    except BaseException:
+        stager.abort()
+        raise
+    return _finish(data, image, collect_objects(tree))
+
+
+def _finish(data: bytes, image: Path | None, objects: tuple[ObjectRef, ...]) -> ImageResult:
+    digest = fsverity_digest(data).hex()
+    if image is not None:
+        atomic_write(image, data)
+    log.info("composefs image %s: %d bytes, digest %s", image, len(data), digest)
+    return ImageResult(digest, len(data), objects)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
