@@ -78,21 +78,34 @@ def serve(
     worker: Annotated[
         bool, typer.Option(help="Run the ingest worker in this process (default).")
     ] = True,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="HTTPS with node client certificates (the node API), or plain HTTP "
+            "(default: the tls setting, false).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the operator API (migrating the database first)."""
-    import uvicorn  # noqa: PLC0415
-
+    """Serve the operator API and the node API (migrating the database first)."""
     from powernode.platform.app import create_app  # noqa: PLC0415
+    from powernode.platform.tlsserve import build_server, server_identity  # noqa: PLC0415
     from powernode.platform.worker import attach  # noqa: PLC0415
 
     try:
-        settings = _settings(config, database, data_dir, host=host, port=port)
+        settings = _settings(config, database, data_dir, host=host, port=port, tls=tls)
         api = create_app(settings)
         if worker:
             attach(api, _worker(settings, api.state.platform.sessions))
+        server = build_server(api, settings)
+        if settings.tls:
+            cert, _, platform_ca = server_identity(settings, now=datetime.now(UTC))
+            typer.echo(f"TLS server certificate: {cert}")
+            if platform_ca is not None:
+                typer.echo(f"platform CA (give it to agents as --platform-ca): {platform_ca}")
     except PowernodeError as e:
         raise _fail(e) from e
-    uvicorn.run(api, host=settings.host, port=settings.port, log_level="info")
+    server.run()
 
 
 def _worker(settings: Settings, sessions: Any) -> IngestWorker:

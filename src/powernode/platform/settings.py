@@ -14,13 +14,14 @@ is frozen: the app factory reads it once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from powernode.errors import ConfigError
 
@@ -51,6 +52,41 @@ class Settings(BaseModel):
     cosign_roots_file: Path | None = None
     # Seconds between registry polls of the ingest worker (seed 003: "wait 60 s").
     ingest_poll_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
+    # TLS (tlsserve.py). False: plain HTTP, for the operator API on loopback or behind a
+    # TLS-terminating proxy. True: HTTPS, client certificates from the node CA optional.
+    tls: bool = False
+    # The server's certificate and key (PEM). Unset with tls = true: a self-signed platform
+    # CA and a server certificate for ``host`` are made under <data_dir>/pki (pki_server.py).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # TCP peers (IPs or CIDRs) whose X-Client-Cert header (nginx $ssl_client_escaped_cert)
+    # is used as the client certificate; it is still verified against the node CA.
+    trusted_proxies: tuple[str, ...] = ()
+    node_cert_lifetime_days: int = Field(default=30, ge=1, le=825)
+    bootstrap_token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86_400)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        # POWERNODE_TRUSTED_PROXIES="10.0.0.1, 10.1.0.0/16"; TOML gives a list.
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as e:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from e
+        return value
+
+    @property
+    def pki_dir(self) -> Path:
+        """Node CA, and the embedded platform CA and server identity."""
+        return self.data_dir / "pki"
 
     @property
     def effective_database_url(self) -> str:
