@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite and demo use, only those missing.
 # Idempotent and quiet when everything is present; needs root to install.
 set -euo pipefail
-pkgs=(fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql)
+pkgs=(fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql mmdebstrap)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from powernode.cli import module_compose, module_inspect, module_manifest, module_publish
+from powernode.cli import (
+    module_build,
+    module_compose,
+    module_inspect,
+    module_manifest,
+    module_publish,
+)
 
 app = typer.Typer(help="Author, validate, compose and inspect modules.", no_args_is_help=True)
 module_manifest.register(app)
 module_compose.register(app)
 module_inspect.register(app)
 module_publish.register(app)
+module_build.register(app)
