@@ -13,20 +13,34 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from powernode import __version__
-from powernode.platform.api import audit, desired, ingest, modules, nodes, templates, versions
+from powernode.platform.api import (
+    audit,
+    desired,
+    ingest,
+    modules,
+    node_api,
+    node_ops,
+    nodes,
+    templates,
+    versions,
+)
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.api.limits import BodyLimit
 from powernode.platform.api.problem_responses import PROBLEM_RESPONSES
 from powernode.platform.db.migrate import upgrade
 from powernode.platform.db.session import make_engine, make_sessionmaker
+from powernode.platform.pki import NodeCA
 from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
 from powernode.platform.sealing import Sealer, load_or_create_key
+from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
+from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
 
@@ -44,11 +58,15 @@ def create_app(
     *,
     provider: InstanceProvider | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    node_policy: NodeApiPolicy | None = None,
 ) -> FastAPI:
     """Build the app; migrates the database first when ``settings.migrate_on_start``."""
     engine = make_engine(settings.effective_database_url)
     if settings.migrate_on_start:
         upgrade(engine)
+    node_policy = node_policy or NodeApiPolicy()
+    revocations = RevocationSet()
+    revocations.load(engine)
     state = PlatformState(
         settings=settings,
         engine=engine,
@@ -56,11 +74,22 @@ def create_app(
         sealer=Sealer(load_or_create_key(settings.effective_secret_key_file)),
         provider=provider or RecordingProvider(),
         clock=clock,
+        node_ca=NodeCA.load_or_create(settings.data_dir / "pki", now=clock()),
+        revocations=revocations,
+        heartbeats=HeartbeatBuffer(engine, node_policy.heartbeat_flush_seconds),
+        node_policy=node_policy,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with anyio.create_task_group() as tg:
+            # Heartbeats are coalesced and written in batches (services/nodeapi/heartbeat.py);
+            # revoked serials are re-read for revocations made by other processes.
+            tg.start_soon(state.heartbeats.run)
+            tg.start_soon(_refresh_revocations, state)
+            yield
+            tg.cancel_scope.cancel()
+        state.heartbeats.flush()  # the last reports before the process goes
         engine.dispose()
 
     app = FastAPI(
@@ -72,8 +101,9 @@ def create_app(
     )
     app.state.platform = state
     routers = (modules, versions, templates, desired, nodes, audit, ingest)
-    for router in (r.router for r in routers):
+    for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
+    app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
 
@@ -82,6 +112,15 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+async def _refresh_revocations(state: PlatformState) -> None:
+    while True:
+        await anyio.sleep(state.node_policy.revocation_refresh_seconds)
+        try:
+            await anyio.to_thread.run_sync(state.revocations.load, state.engine)
+        except Exception:
+            log.exception("cannot re-read revoked node certificates; keeping the known set")
 
 
 def _problem(status: int, body: dict[str, object]) -> JSONResponse:

@@ -14,10 +14,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from powernode.platform.pki import NodeCA
 from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.sealing import Sealer
 from powernode.platform.services import tokens
 from powernode.platform.services.context import READ, Actor, Ctx
+from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
+from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
 from powernode.platform.services.providers import InstanceProvider
 from powernode.platform.settings import Settings
 
@@ -30,6 +33,11 @@ class PlatformState:
     sealer: Sealer
     provider: InstanceProvider
     clock: Callable[[], datetime]
+    # The node API (services/nodeapi): its CA, revoked serials, heartbeat buffer, limits.
+    node_ca: NodeCA
+    revocations: RevocationSet
+    heartbeats: HeartbeatBuffer
+    node_policy: NodeApiPolicy
 
     @contextmanager
     def unit(self, actor: Actor) -> Iterator[Ctx]:

@@ -1,0 +1,179 @@
+"""The node API, ``/node_api/…`` (docs/node-api.md): what agents call.
+
+Every endpoint but ``enroll`` takes the caller's identity from its client
+certificate (:func:`current_node`), never from the body. The certificate
+comes from :func:`client_certificate` — the TLS connection, or a trusted
+proxy's header (``tlsserve.peer_certificate``); in-process tests override
+that one dependency. The heartbeat handler is ``async`` and touches no
+database (it buffers, services/nodeapi/heartbeat.py); the others are plain
+functions run in the thread pool, each one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, status
+
+from powernode.platform import tlsserve
+from powernode.platform.api.deps import PlatformState, State
+from powernode.platform.api.schemas_nodeapi import (
+    AckIn,
+    EnrollIn,
+    EnrollOut,
+    EventsIn,
+    EventsOut,
+    FailIn,
+    HeartbeatIn,
+    HeartbeatOut,
+    LeasedOut,
+    LeaseIn,
+    LeaseOut,
+    OutcomeOut,
+    RotateIn,
+    RotateOut,
+)
+from powernode.platform.pki import NodePeer
+from powernode.platform.services.context import READ, Actor
+from powernode.platform.services.nodeapi import enroll as enrolling
+from powernode.platform.services.nodeapi import events, modules, tasks
+from powernode.platform.services.nodeapi.heartbeat import HeartbeatReport
+from powernode.platform.services.nodeapi.identity import authenticate
+
+router = APIRouter(tags=["node API"])
+
+
+async def client_certificate(request: Request) -> bytes | None:
+    """DER of the caller's client certificate (the seam in-process tests override)."""
+    return tlsserve.peer_certificate(request)
+
+
+async def current_node(
+    state: State, cert_der: Annotated[bytes | None, Depends(client_certificate)]
+) -> NodePeer:
+    return authenticate(state.node_ca, state.revocations, cert_der, state.clock())
+
+
+Node = Annotated[NodePeer, Depends(current_node)]
+
+
+def cert_lifetime(state: PlatformState) -> timedelta:
+    return timedelta(days=state.settings.node_cert_lifetime_days)
+
+
+def _node_actor(peer: NodePeer) -> Actor:
+    return Actor(f"instance:{peer.instance_id}", None, frozenset({READ}))
+
+
+@router.post("/enroll", status_code=status.HTTP_201_CREATED)
+def enroll(body: EnrollIn, state: State) -> EnrollOut:
+    """A bootstrap token and an Ed25519 CSR → the node's client certificate (no client cert)."""
+    with state.unit(Actor("enroll", None, frozenset())) as ctx:
+        instance, issued = enrolling.enroll(
+            ctx.session,
+            state.node_ca,
+            body.bootstrap_token,
+            body.csr_pem,
+            now=ctx.now,
+            lifetime=cert_lifetime(state),
+            claimed_instance=body.instance_id,
+        )
+    return EnrollOut(
+        instance_id=instance.id,
+        certificate_pem=issued.certificate_pem,
+        ca_pem=state.node_ca.ca_pem,
+        not_after=issued.not_after,
+    )
+
+
+@router.post("/status/heartbeat")
+async def heartbeat(body: HeartbeatIn, state: State, node: Node) -> HeartbeatOut:
+    """Buffered: written with the other instances' within ``heartbeat_flush_seconds``."""
+    now = state.clock()
+    state.heartbeats.put(
+        HeartbeatReport(
+            instance_id=node.instance_id,
+            at=now,
+            boot_id=body.boot_id,
+            agent_version=body.agent_version,
+            running_module_digests=body.running_module_digests,
+            mounts=body.mounts,
+            load=body.load,
+            mem=body.mem,
+        )
+    )
+    return HeartbeatOut(server_time=now)
+
+
+@router.post("/tasks/lease")
+def lease(body: LeaseIn, state: State, node: Node) -> LeaseOut:
+    with state.unit(_node_actor(node)) as ctx:
+        leased = tasks.lease(ctx.session, node.instance_id, body.max, ctx.now, state.node_policy)
+    return LeaseOut(
+        tasks=[
+            LeasedOut(
+                id=t.id,
+                kind=t.kind,
+                payload=t.payload,
+                attempt=t.attempt,
+                lease_expires_at=t.lease_expires_at,
+            )
+            for t in leased
+        ]
+    )
+
+
+@router.post("/tasks/{task_id}/ack")
+def ack(task_id: str, body: AckIn, state: State, node: Node) -> OutcomeOut:
+    """Idempotent: an outcome already recorded answers 200 and changes nothing."""
+    with state.unit(_node_actor(node)) as ctx:
+        after = tasks.ack(ctx.session, node.instance_id, task_id, body.result, ctx.now)
+    return OutcomeOut(id=task_id, state=after)
+
+
+@router.post("/tasks/{task_id}/fail")
+def fail(task_id: str, body: FailIn, state: State, node: Node) -> OutcomeOut:
+    with state.unit(_node_actor(node)) as ctx:
+        after = tasks.fail(
+            ctx.session,
+            node.instance_id,
+            task_id,
+            body.error,
+            body.retryable,
+            now=ctx.now,
+            policy=state.node_policy,
+        )
+    return OutcomeOut(id=task_id, state=after)
+
+
+@router.post("/events")
+def post_events(body: EventsIn, state: State, node: Node) -> EventsOut:
+    """At most 500 per call; idempotent by event id."""
+    batch = [
+        events.NodeEvent(e.id, e.kind, e.severity, e.occurred_at, e.payload) for e in body.events
+    ]
+    with state.unit(_node_actor(node)) as ctx:
+        accepted, duplicates = events.store(ctx.session, node.instance_id, batch)
+    return EventsOut(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/certificates/rotate")
+def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
+    with state.unit(_node_actor(node)) as ctx:
+        issued = enrolling.rotate(
+            ctx.session,
+            state.node_ca,
+            node,
+            body.csr_pem,
+            now=ctx.now,
+            lifetime=cert_lifetime(state),
+        )
+    return RotateOut(certificate_pem=issued.certificate_pem, not_after=issued.not_after)
+
+
+@router.get("/modules")
+def desired_modules(state: State, node: Node) -> dict[str, Any]:
+    """The desired module set of the caller's instance (issue 7)."""
+    with state.unit(_node_actor(node)) as ctx:
+        return modules.desired_modules(ctx, node.instance_id)

@@ -1,0 +1,91 @@
+"""Operator endpoints for the node API: bootstrap tokens, revocation, tasks, events.
+
+``POST /node_instances/{id}/bootstrap_tokens`` (secret shown once),
+``GET …/certificates``, ``POST …/certificates/revoke``, ``POST|GET …/tasks``,
+``GET …/events``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from powernode.platform.api.deps import CurrentActor, Reader, State
+from powernode.platform.api.schemas_nodeapi import (
+    BootstrapTokenIn,
+    BootstrapTokenOut,
+    CertificateOut,
+    EventOut,
+    TaskIn,
+    TaskOut,
+)
+from powernode.platform.services.nodeapi import enroll, events, tasks
+
+router = APIRouter(tags=["node API (operator)"])
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.post("/node_instances/{instance_id}/bootstrap_tokens", status_code=status.HTTP_201_CREATED)
+def create_bootstrap_token(
+    instance_id: str, body: BootstrapTokenIn, state: State, actor: CurrentActor
+) -> BootstrapTokenOut:
+    """A single-use enrollment token for the instance; the secret is shown only here."""
+    ttl = timedelta(seconds=body.ttl_seconds or state.settings.bootstrap_token_ttl_seconds)
+    with state.unit(actor) as ctx:
+        token, secret = enroll.create_bootstrap_token(ctx, instance_id, ttl)
+    return BootstrapTokenOut(
+        token=secret, token_id=token.id, instance_id=token.instance_id, expires_at=token.expires_at
+    )
+
+
+@router.get("/node_instances/{instance_id}/certificates")
+def list_certificates(
+    instance_id: str, state: State, actor: Reader
+) -> dict[str, list[CertificateOut]]:
+    with state.unit(actor) as ctx:
+        return {
+            "certificates": [
+                CertificateOut.of(c) for c in enroll.list_certificates(ctx, instance_id)
+            ]
+        }
+
+
+@router.post("/node_instances/{instance_id}/certificates/revoke")
+def revoke_certificates(
+    instance_id: str, state: State, actor: CurrentActor
+) -> dict[str, list[str]]:
+    """Revoke every certificate of the instance; refused at once by this process."""
+    with state.unit(actor) as ctx:
+        serials = enroll.revoke_instance(ctx, instance_id)
+    # After the commit: the revocation takes effect in this process at once, in
+    # others at their next refresh (revocation_refresh_seconds).
+    state.revocations.add(serials)
+    return {"revoked": serials}
+
+
+@router.post("/node_instances/{instance_id}/tasks", status_code=status.HTTP_201_CREATED)
+def enqueue_task(
+    instance_id: str, body: TaskIn, state: State, actor: CurrentActor
+) -> dict[str, TaskOut]:
+    with state.unit(actor) as ctx:
+        task = tasks.enqueue(ctx, instance_id, body.kind, body.payload, body.max_attempts)
+        return {"task": TaskOut.of(task)}
+
+
+@router.get("/node_instances/{instance_id}/tasks")
+def list_tasks(
+    instance_id: str, state: State, actor: Reader, limit: Limit = 100
+) -> dict[str, list[TaskOut]]:
+    with state.unit(actor) as ctx:
+        return {"tasks": [TaskOut.of(t) for t in tasks.list_tasks(ctx, instance_id, limit)]}
+
+
+@router.get("/node_instances/{instance_id}/events")
+def list_events(
+    instance_id: str, state: State, actor: Reader, kind: str | None = None, limit: Limit = 100
+) -> dict[str, list[EventOut]]:
+    with state.unit(actor) as ctx:
+        found = events.list_events(ctx, instance_id, kind=kind, limit=limit)
+        return {"events": [EventOut.of(e) for e in found]}

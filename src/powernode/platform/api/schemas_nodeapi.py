@@ -1,0 +1,215 @@
+"""Bodies of the node API (``/node_api/…``, docs/node-api.md) and its operator endpoints.
+
+Everything here comes from a node or an operator: strings, lists and maps are
+bounded. Requests forbid unknown fields, except the heartbeat: a newer agent
+may report more about its host, and refusing its heartbeat would hide the
+node from the operator (the unknown fields are dropped, not stored).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from powernode.platform.db import FleetEvent, NodeCertificate, Task
+
+Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Kind = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$", max_length=128)
+]
+Uuid = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+]
+Pem = Field(min_length=1, max_length=16 * 1024)
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrollIn(In):
+    bootstrap_token: str = Field(min_length=1, max_length=4096)
+    csr_pem: str = Pem
+    # Optional: when given it must be the token's instance (never trusted otherwise).
+    instance_id: Uuid | None = None
+
+
+class EnrollOut(BaseModel):
+    instance_id: str
+    certificate_pem: str
+    ca_pem: str
+    not_after: datetime
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    boot_id: str = Field(default="", max_length=64)
+    agent_version: str = Field(default="", max_length=64)
+    running_module_digests: dict[ModuleName, Digest] = Field(default_factory=dict, max_length=1000)
+    mounts: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    load: list[float] = Field(default_factory=list, max_length=3)
+    mem: dict[Annotated[str, StringConstraints(max_length=32)], int] = Field(
+        default_factory=dict, max_length=16
+    )
+
+
+class HeartbeatOut(BaseModel):
+    server_time: datetime
+
+
+class LeaseIn(In):
+    max: int = Field(ge=1, le=100)
+
+
+class LeasedOut(BaseModel):
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    lease_expires_at: datetime
+
+
+class LeaseOut(BaseModel):
+    tasks: list[LeasedOut]
+
+
+class AckIn(In):
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailIn(In):
+    error: str = Field(default="", max_length=8192)
+    retryable: bool = False
+
+
+class OutcomeOut(BaseModel):
+    id: str
+    state: str
+
+
+class EventIn(In):
+    id: Uuid
+    kind: Kind
+    severity: Literal["debug", "info", "warning", "error", "critical"]
+    occurred_at: AwareDatetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventsIn(In):
+    events: list[EventIn] = Field(max_length=500)
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class RotateIn(In):
+    csr_pem: str = Pem
+
+
+class RotateOut(BaseModel):
+    certificate_pem: str
+    not_after: datetime
+
+
+# --- operator side ----------------------------------------------------------
+
+
+class BootstrapTokenIn(In):
+    # Default: the platform's bootstrap_token_ttl_seconds setting.
+    ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 86400)
+
+
+class BootstrapTokenOut(BaseModel):
+    token: str
+    token_id: str
+    instance_id: str
+    expires_at: datetime
+
+
+class TaskIn(In):
+    kind: Kind
+    payload: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+
+class TaskOut(BaseModel):
+    id: str
+    kind: str
+    state: str
+    instance_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    available_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Task) -> TaskOut:
+        return cls(
+            id=t.id,
+            kind=t.kind,
+            state=t.state,
+            instance_id=t.instance_id,
+            payload=t.payload,
+            attempts=t.attempts,
+            max_attempts=t.max_attempts,
+            available_at=t.available_at,
+            lease_owner=t.lease_owner,
+            lease_expires_at=t.lease_expires_at,
+            result=t.result,
+            error=t.error,
+            created_at=t.created_at,
+            finished_at=t.finished_at,
+        )
+
+
+class EventOut(BaseModel):
+    id: str
+    agent_event_id: str | None
+    kind: str
+    severity: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: FleetEvent) -> EventOut:
+        return cls(
+            id=e.id,
+            agent_event_id=e.agent_event_id,
+            kind=e.kind,
+            severity=e.severity,
+            occurred_at=e.occurred_at,
+            payload=e.payload,
+        )
+
+
+class CertificateOut(BaseModel):
+    serial: str
+    fingerprint: str
+    reason: str
+    issued_at: datetime
+    not_after: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, c: NodeCertificate) -> CertificateOut:
+        return cls(
+            serial=c.serial,
+            fingerprint=c.fingerprint,
+            reason=c.reason,
+            issued_at=c.issued_at,
+            not_after=c.not_after,
+            revoked_at=c.revoked_at,
+        )

@@ -1,0 +1,84 @@
+"""Events posted by agents, stored as FleetEvent rows, idempotent by the agent's event id.
+
+The agent keeps events in an on-disk buffer and resends a batch whose answer
+it did not see, so the same id arrives again; the unique index on
+(instance_id, agent_event_id) makes the second copy a no-op. The insert is
+``INSERT … ON CONFLICT DO NOTHING RETURNING`` (both databases): two
+concurrent posts of one batch cannot both store it, and the count of rows
+returned is the count accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from powernode.platform.db import FleetEvent, NodeInstance
+from powernode.platform.db.base import new_id
+from powernode.platform.problems import AuthenticationError
+from powernode.platform.services.context import Ctx
+from powernode.platform.services.nodes import get_instance
+
+log = logging.getLogger(__name__)
+
+MAX_LIST = 1000
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    id: str  # the agent's event id (a UUID)
+    kind: str
+    severity: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+
+
+def store(session: Session, instance_id: str, events: list[NodeEvent]) -> tuple[int, int]:
+    """Store the events not seen before; (accepted, duplicates). The caller commits."""
+    node_id = session.scalar(select(NodeInstance.node_id).where(NodeInstance.id == instance_id))
+    if node_id is None:
+        raise AuthenticationError(
+            f"instance {instance_id} named by the certificate no longer exists"
+        )
+    unique: dict[str, NodeEvent] = {}
+    for e in events:
+        unique.setdefault(e.id, e)  # the same id twice in one batch counts as a duplicate
+    if not unique:
+        return 0, len(events)
+    rows = [
+        {
+            "id": new_id(),
+            "kind": e.kind,
+            "severity": e.severity,
+            "node_id": node_id,
+            "instance_id": instance_id,
+            "payload": e.payload,
+            "occurred_at": e.occurred_at,
+            "agent_event_id": e.id,
+        }
+        for e in unique.values()
+    ]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(FleetEvent)
+        .on_conflict_do_nothing(index_elements=["instance_id", "agent_event_id"])
+        .returning(FleetEvent.id)
+    )
+    accepted = len(session.execute(stmt, rows).all())
+    return accepted, len(events) - accepted
+
+
+def list_events(ctx: Ctx, instance_id: str, *, kind: str | None, limit: int) -> list[FleetEvent]:
+    """The instance's events, newest first."""
+    instance = get_instance(ctx, instance_id)
+    q = select(FleetEvent).where(FleetEvent.instance_id == instance.id)
+    if kind:
+        q = q.where(FleetEvent.kind == kind)
+    q = q.order_by(FleetEvent.occurred_at.desc(), FleetEvent.id).limit(min(limit, MAX_LIST))
+    return list(ctx.session.scalars(q))

@@ -1,0 +1,95 @@
+"""``GET /node_api/modules``: the desired module set of the calling node's instance (issue 7).
+
+The same computation as the composition preview and the drift report
+(:func:`powernode.platform.services.desired.desired_for`: assignments
+resolved through dependencies, priorities, composition), for the template
+the instance runs, in the promotion states a node may pull: ``blessed`` and
+``live``, plus ``staging`` when the instance's node is marked as a test node
+(node metadata ``"test": true``). Each entry adds what the agent needs to
+pull and verify it — the artifact reference and the module's trust policy —
+in the form :meth:`powernode.agent.modules.reconcile.DesiredModule.from_api`
+parses (docs/agent-modules.md), and the composition in
+``core.composition.Composition.to_dict`` form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from powernode.core.resolve import DEFAULT_ALLOWED_STATES
+from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion, PromotionState
+from powernode.platform.problems import AuthenticationError, ConflictError
+from powernode.platform.services.context import READ, Actor, Ctx
+from powernode.platform.services.desired import desired_for
+
+
+def trust_policy(module: NodeModule) -> dict[str, str] | None:
+    """The module's trust policy as the agent reads it (agent/modules/trust.py); None if unset."""
+    if module.cosign_public_key:
+        return {"cosign_public_key": module.cosign_public_key}
+    if module.cosign_identity_regexp and module.cosign_issuer_regexp:
+        return {
+            "cosign_identity_regexp": module.cosign_identity_regexp,
+            "cosign_issuer_regexp": module.cosign_issuer_regexp,
+        }
+    return None
+
+
+def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
+    """The answer of ``GET /node_api/modules`` for ``instance_id`` (taken from its certificate)."""
+    instance = ctx.session.get(NodeInstance, instance_id)
+    if instance is None:
+        raise AuthenticationError(
+            f"instance {instance_id} named by the certificate no longer exists"
+        )
+    node = instance.node
+    states = set(DEFAULT_ALLOWED_STATES)
+    if node.node_metadata.get("test") is True:
+        states.add(PromotionState.STAGING.value)
+    # The desired set is computed in the node's account, with read access only.
+    scoped = Ctx(
+        ctx.session,
+        Actor(f"instance:{instance.id}", None, frozenset({READ}), node.account),
+        ctx.now,
+    )
+    desired = desired_for(scoped, node.template, frozenset(states))
+    versions = {
+        v.id: v
+        for v in ctx.session.scalars(
+            select(NodeModuleVersion).where(
+                NodeModuleVersion.id.in_([m.version_id for m in desired.modules])
+            )
+        )
+    }
+    entries = []
+    for m in desired.modules:
+        v = versions[m.version_id]
+        if not m.composefs_digest:
+            raise ConflictError(
+                f"module {m.name} version {m.version_string} has no composefs digest, so no "
+                "node can verify it; ingest it again or demote it",
+                module=m.name,
+                version=m.version_string,
+            )
+        entries.append(
+            {
+                "name": m.name,
+                "version": m.version_string,
+                "composefs_digest": m.composefs_digest,
+                "effective_priority": m.priority,
+                "reference": v.artifact_ref or "",
+                "trust_policy": trust_policy(v.module),
+                "promotion_state": m.promotion_state,
+                "variety": m.variety,
+                "assigned": m.assigned,
+            }
+        )
+    return {
+        "instance_id": instance.id,
+        "template": desired.template_name,
+        "allowed_states": sorted(states),
+        "modules": entries,
+        "composition": desired.composition.to_dict(),
+    }
