@@ -1,23 +1,28 @@
-"""`powernode demo`: the main job on embedded defaults.
+"""`powernode demo`: seed 004's tutorial end to end on embedded defaults.
 
-Today: validate the example module repos and compose them into the example
-templates, printing each step. Later issues extend it into seed 004's
-tutorial end to end (build, sign, ingest, promote, assign, attach).
+The steps are in ``powernode.demo.tutorial``; this command draws them (Rich),
+owns the demo dir (a temporary one removed at the end, or ``--dir`` kept)
+and turns a failed step into exit status 1 naming the step. SIGTERM is
+handled like Ctrl-C so the platform child is stopped either way.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from powernode.cli.module_compose import render_plan
 from powernode.errors import PowernodeError
-from powernode.toolchain.localrepo import load_repo
-from powernode.toolchain.localtemplate import load_template, plan
 
 
 def default_examples_dir() -> Path:
@@ -28,34 +33,109 @@ def default_examples_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "examples"
 
 
+class RichReporter:
+    """Draws the demo's steps, command lines, notes and tables."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def step(self, number: int, title: str) -> None:
+        self.console.rule(f"[bold]{number}. {title}")
+
+    def done(self, number: int, title: str, seconds: float) -> None:
+        self.console.print(f"[green]✓[/] step {number} done in {seconds:.1f} s", highlight=False)
+
+    def command(self, line: str) -> None:
+        self.console.print(f"[dim]$[/] [cyan]{escape(line)}[/]", highlight=False, soft_wrap=True)
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        t = Table(title=title)
+        for h in headers:
+            t.add_column(h, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        self.console.print(t)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        if done < total:
+            self.console.print(f"[dim]{label}: {done + 1}/{total}[/]", highlight=False)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def demo(
     examples: Annotated[
         Path | None,
         typer.Option("--examples", help="Examples directory (default: the checkout's examples/)."),
     ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Keep the demo's files (keys, registry, artifacts, platform data) here; "
+            "it must not exist or be empty. Default: a temporary directory, removed at the end.",
+        ),
+    ] = None,
 ) -> None:
-    """Validate the example modules and compose them into the example templates."""
+    """Seed 004's tutorial end to end: build, sign, ingest, promote, assign, drift."""
+    from powernode.demo.tutorial import DemoConfig, run_demo  # noqa: PLC0415
+
     console = Console()
-    root = examples or default_examples_dir()
-    modules = sorted(p for p in (root / "modules").iterdir() if (p / "manifest.yaml").is_file())
-    try:
-        console.rule("[bold]1. validate the example module repos")
-        for path in modules:
-            repo = load_repo(path)
-            console.print(
-                f"[green]valid[/] {repo.name:<20} {len(repo.shipped()):>3} paths shipped"
-                f"  ({path.relative_to(root)})"
+    err = Console(stderr=True)
+    if directory is not None:
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            err.print(
+                f"demo: {directory} exists and is not an empty directory; "
+                "give a new path to --dir (or remove it)",
+                markup=False,
+                highlight=False,
             )
-            for w in repo.warnings:
-                console.print(f"      [yellow]warning[/] {w}", highlight=False)
-        for tpl_path in sorted((root / "templates").glob("*.yaml")):
-            name, assignments = load_template(tpl_path)
-            console.rule(f"[bold]2. compose template {name!r} ({tpl_path.name})")
-            result = plan(name, assignments)
-            order = " → ".join(f"{c.name}@{c.version}" for c in result.resolution.order)
-            console.print(f"dependencies resolved, install order: {order}")
-            render_plan(result, console)
+            raise typer.Exit(2)
+        directory.mkdir(parents=True, exist_ok=True)
+        workdir = directory.resolve()
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="powernode-demo-"))
+    console.print(
+        f"demo dir: {workdir}" + ("" if directory else " (temporary, removed at the end)"),
+        markup=False,
+        highlight=False,
+    )
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    config = DemoConfig(workdir=workdir, examples=(examples or default_examples_dir()).resolve())
+    try:
+        result = run_demo(config, RichReporter(console))
     except PowernodeError as e:
-        Console(stderr=True).print(f"demo failed: {e}", markup=False, highlight=False)
+        err.print(f"demo failed: {e}", markup=False, highlight=False)
         raise typer.Exit(1) from e
+    except KeyboardInterrupt as e:
+        err.print("demo interrupted; the platform was stopped", markup=False, highlight=False)
+        raise typer.Exit(130) from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if directory is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     console.rule("[bold green]demo finished")
+    summary = Table(title="summary")
+    summary.add_column("step")
+    summary.add_column("seconds", justify="right")
+    for title, seconds in result.timings:
+        summary.add_row(title, f"{seconds:.1f}")
+    summary.add_row("[bold]total[/]", f"[bold]{result.total_seconds:.1f}[/]")
+    console.print(summary)
+    console.print(
+        f"template {result.template}: {len(result.version_ids)} modules live, instance "
+        f"{result.instance_id} drift {_flag(result.drift_before)} → {_flag(result.drift_after)}",
+        markup=False,
+        highlight=False,
+    )
+    if directory is not None:
+        console.print(f"files kept in {workdir}", markup=False, highlight=False)
+
+
+def _flag(value: bool | None) -> str:
+    return "unknown" if value is None else str(value).lower()
