@@ -175,7 +175,6 @@ def _mmdebstrap(
     os.close(fd)
     argv = [
         "mmdebstrap",
-        "--quiet",
         f"--variant={VARIANT}",
         f"--architectures={arch}",
         "--include=" + ",".join([*BASE, *pkgs]),
@@ -193,11 +192,18 @@ def _mmdebstrap(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        with contextlib.suppress(OSError):  # empty after a failure: leave no trace
+            cache.rmdir()
 
 
 def explain_failure(e: CommandError, pkgs: Sequence[str]) -> SourceTreeError:
     """mmdebstrap's apt error, named: which package_spec entry could not be installed."""
-    missing = re.findall(r"(?:Unable to locate package|Package '?)([a-z0-9][a-z0-9+.-]*)", e.stderr)
+    # apt's messages (apt-pkg/cacheset.cc): "Unable to locate package X", "Package 'X' has
+    # no installation candidate", "Version 'V' for 'X' was not found"
+    missing = re.findall(
+        r"(?:Unable to locate package |Package '|Version '[^']*' for ')([a-z0-9][a-z0-9+.-]*)",
+        e.stderr,
+    )
     named = sorted({m for m in missing if m in {p.split("=")[0] for p in pkgs}})
     if named:
         return SourceTreeError(
