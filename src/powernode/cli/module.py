@@ -11,6 +11,7 @@ import typer
 from powernode.cli import (
     module_build,
     module_compose,
+    module_init,
     module_inspect,
     module_manifest,
     module_publish,
@@ -22,3 +23,4 @@ module_compose.register(app)
 module_inspect.register(app)
 module_publish.register(app)
 module_build.register(app)
+module_init.register(app)
