@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -39,7 +40,10 @@ from tests.agent.fakeplatform import FakePlatform, TlsServer
 from tests.agent.test_modules_support import big
 from tests.conftest import require_root, require_tool
 from tests.oci.registry_fixture import run_registry
+from tests.platform.conftest import pg_server, pg_template
 from tests.publish.artifacts import make_artifact
+
+__all__ = ["pg_server", "pg_template"]  # session fixtures for the real-platform test
 
 pytestmark = [pytest.mark.registry, pytest.mark.netns, pytest.mark.mount, pytest.mark.slow]
 INSTANCE = "5a0e1c2a-9b8d-4e6f-a1b2-c3d4e5f60719"
@@ -246,3 +250,173 @@ def test_assign_reconcile_upgrade_rollback_detach(netns: Netns, tmp_path: Path) 
 
 def agent_log(tmp_path: Path) -> str:
     return (tmp_path / "agent.log").read_text(errors="replace")[-4000:]
+
+
+# -- against the real platform: PostgreSQL, the node API over mTLS (tlsserve) ------------------
+
+API = "/api/v1/system"
+
+
+class Operator:
+    """The platform's operator API over HTTPS, as an admin."""
+
+    def __init__(self, url: str, ca: Path, token: str) -> None:
+        import httpx
+
+        from powernode.agent.transport import tls_context
+
+        self.http = httpx.Client(
+            base_url=url + API,
+            verify=tls_context(ca),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.http.request(method, path, **kw)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+    def publish(self, catalog: Catalog, key: str, category: str, **module: Any) -> str:
+        """Create the module if new, register the version pushed for ``key``, promote to live."""
+        entry = catalog.entries[key]
+        name = entry["name"]
+        if self.http.get(f"/node_modules/{name}").status_code == 404:
+            body = {"name": name, "category_slug": category, "cosign_public_key": catalog.pub}
+            self.call("POST", "/node_modules", json={**body, **module})
+        protected = MODULES[key][4]
+        manifest = {"name": name, "mask": [], "protected_spec": list(protected),
+                    "dependencies": {"requires": [], "provides": []}}  # fmt: skip
+        version = self.call(
+            "POST",
+            f"/node_modules/{name}/versions",
+            json={
+                "version_string": entry["version"],
+                "composefs_digest": entry["composefs_digest"],
+                "artifact_ref": entry["reference"],
+                "cosign_verified": True,
+                "manifest": manifest,
+                "file_list": list(layer(key).files),
+            },
+        )["version"]
+        for step in ("staging", "blessed", "live"):
+            self.promote(version["id"], step)
+        return str(version["id"])
+
+    def promote(self, version_id: str, to: str) -> None:
+        self.call("POST", f"/node_module_versions/{version_id}/promote", json={"to": to})
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> str:
+    import os
+
+    from tests.platform import pgcluster
+
+    server: str = request.getfixturevalue("pg_server")
+    template: str = request.getfixturevalue("pg_template")
+    return pgcluster.create_database(server, f"pn_e2e_{os.getpid()}_{uuid4().hex[:6]}", template)
+
+
+@pytest.mark.postgres
+def test_real_platform_assign_reconcile_upgrade_rollback_detach(
+    netns: Netns, tmp_path: Path, pg_url: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from powernode.platform.app import create_app
+    from powernode.platform.db.session import make_engine
+    from powernode.platform.services.context import SCOPES, Actor, Ctx
+    from powernode.platform.services.tokens import create_token
+    from powernode.platform.settings import Settings
+    from tests.platform.nodeapi_tls.tlsserver import running
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_url,
+                        migrate_on_start=False, tls=True, host=netns.host_ip)  # fmt: skip
+    engine = make_engine(pg_url)
+    with Session(engine) as session:
+        ctx = Ctx(session, Actor("e2e", None, frozenset(SCOPES)), datetime.now(UTC))
+        admin = create_token(ctx, "admin", ["write", "promote-live", "read"])[1]
+        session.commit()
+    engine.dispose()
+    app = create_app(settings)
+    agent: AgentProcess | None = None
+    root = tmp_path / "root"
+    with (
+        run_registry(tmp_path / "registry") as registry,
+        running(app, settings, netns.host_ip) as url,
+    ):
+        relay = Relay(netns.host_ip, int(registry.url.rsplit(":", 1)[1]))
+        host = f"{netns.host_ip}:{relay.port}"
+        ca = settings.pki_dir / "platform-ca.pem"
+        op = Operator(url, ca, admin)
+        try:
+            catalog = Catalog(f"http://{host}", host, tmp_path)
+            op.publish(catalog, "base", "system-base")
+            op.publish(catalog, "app-1", "userland")
+            op.publish(catalog, "app-config", "userland", variety="config", parent_module="app")
+            for name in ("base", "app", "app-config"):
+                op.call("POST", "/node_templates/base/assignments", json={"module_name": name})
+            op.call("POST", "/nodes", json={"hostname": "e2e-1", "node_template_id": "base"})
+            iid = op.call("POST", "/node_instances", json={"node_id": "e2e-1"})["instance"]["id"]
+            token = op.call("POST", f"/node_instances/{iid}/bootstrap_tokens", json={})["token"]
+            (tmp_path / "token").write_text(token + "\n")
+            config = write_config(
+                tmp_path / "agent.toml",
+                platform_url=url,
+                state_dir=tmp_path / "state",
+                heartbeat_seconds=0.2,
+                host_root=tmp_path,
+                modules_root=root,
+                modules_sync_seconds=0.3,
+                modules_registry=f"http://{host}",
+            )
+            enroll = ["enroll", "--config", str(config), "--token-file", str(tmp_path / "token")]
+            agent_cmd([*enroll, "--platform-ca", str(ca), "--no-discover"], netns.prefix())
+            agent = AgentProcess(config, tmp_path / "agent.log", netns.prefix())
+            pid = agent.proc.pid
+
+            def read(rel: str) -> bytes | None:
+                out = subprocess.run(["nsenter", "-t", str(pid), "-m", "cat", str(root / rel)],
+                                     capture_output=True, timeout=10, check=False)  # fmt: skip
+                return out.stdout if out.returncode == 0 else None
+
+            def converge(*keys: str) -> None:
+                want = catalog.digests(*keys)
+
+                def settled() -> bool:
+                    report = op.call("GET", f"/node_instances/{iid}/drift")
+                    running_now = {m["name"]: m["running_digest"] for m in report["modules"]}
+                    return report["drift"] is False and running_now == want
+
+                wait_for(f"drift false with {sorted(want)}", settled, 60)
+
+            converge("base", "app-1", "app-config")
+            assert read("etc/base.conf") == big("base owns this")
+            assert read("etc/app.conf") == big("site override")
+            assert read("opt/app/version") == big("app 1")
+            new = op.publish(catalog, "app-2", "userland")  # upgrade: 2.0.0 goes live
+            converge("base", "app-2", "app-config")
+            assert read("opt/app/version") == big("app 2")
+            op.promote(new, "retired")  # rollback: the new version is demoted
+            converge("base", "app-1", "app-config")
+            assert read("opt/app/version") == big("app 1")
+            op.call("DELETE", "/node_templates/base/assignments/app")  # detach
+            # app-config's parent is gone: unassign it too, as an operator would
+            op.call("DELETE", "/node_templates/base/assignments/app-config")
+            converge("base")
+            assert read("opt/app/version") is None
+            assert read("etc/base.conf") == big("base owns this")
+            assert agent.terminate() == 0, agent.output()
+            agent = None
+            events = op.call("GET", f"/node_instances/{iid}/events")
+            kinds = [e["kind"] for e in events.get("events", events)]
+            assert "module.refused" not in kinds, agent_log(tmp_path)
+            assert kinds.count("module.synced") >= 4
+        finally:
+            if agent is not None:
+                agent.close()
+            op.http.close()
+            relay.close()
