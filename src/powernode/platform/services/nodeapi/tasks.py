@@ -155,16 +155,16 @@ def _owned(session: Session, instance_id: str, task_id: str, verb: str) -> Task 
     if task.instance_id == instance_id and task.state in _FINAL:
         log.info("%s of task %s ignored: already %s", verb, task_id, task.state)
         return None
-    if task.instance_id != instance_id or task.lease_owner != instance_id:
+    if task.instance_id != instance_id:
         raise ConflictError(
             f"task {task_id} is not leased by this instance ({instance_id}); a node "
             "reports only the tasks it leased",
             task_id=task_id,
         )
-    if task.state != TaskState.LEASED.value:
+    if task.state != TaskState.LEASED.value or task.lease_owner != instance_id:
         raise ConflictError(
-            f"task {task_id} is {task.state}, not leased: its lease expired or it failed "
-            "and is queued for a retry; lease it again before reporting an outcome",
+            f"task {task_id} is {task.state}, not leased: it failed and is queued for a "
+            "retry, or was never leased; lease it before reporting an outcome",
             task_id=task_id,
             state_now=task.state,
         )
