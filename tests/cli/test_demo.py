@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ from typer.testing import CliRunner
 
 from powernode.cli.main import app
 from powernode.demo import fleet
+from powernode.demo.node import mounts_under
 from powernode.demo.operator import Operator, OperatorError
 from powernode.demo.steps import DemoStepError, Steps
 from powernode.errors import DataError
+from tests.conftest import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
 POWERNODE = [sys.executable, "-c", "from powernode.cli.main import main; main()"]
@@ -59,6 +62,10 @@ class Recorder:
 
     def progress(self, label: str, done: int, total: int) -> None:
         pass
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _env(tmpdir: Path) -> dict[str, str]:
@@ -92,26 +99,36 @@ def _ours(marker: str) -> list[int]:
 # --- the end-to-end run -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str, int]:
-    base = tmp_path_factory.mktemp("demo")
+@dataclass(frozen=True)
+class Run:
+    mode: str  # "agent" (phase 2, root) or "standin" (--no-agent)
+    work: Path
+    tmpd: Path
+    out: str
+    rc: int
+
+
+@pytest.fixture(scope="module", params=["agent", "standin"])
+def demo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    mode = request.param
+    if mode == "agent":
+        require_root()
+    base = tmp_path_factory.mktemp(f"demo-{mode}")
     tmpd = base / "tmp"
     tmpd.mkdir()
     work = base / "kept"
+    argv = [*POWERNODE, "demo", "--dir", str(work)]
+    if mode == "standin":
+        argv.append("--no-agent")
     proc = subprocess.run(
-        [*POWERNODE, "demo", "--dir", str(work)],
-        capture_output=True,
-        text=True,
-        env=_env(tmpd),
-        timeout=300,
-        check=False,
+        argv, capture_output=True, text=True, env=_env(tmpd), timeout=300, check=False
     )
-    return work, tmpd, proc.stdout + proc.stderr, proc.returncode
+    return Run(mode, work, tmpd, proc.stdout + proc.stderr, proc.returncode)
 
 
 @pytest.mark.slow
-def test_demo_prints_the_tutorial(demo_run: tuple[Path, Path, str, int]) -> None:
-    work, _, out, rc = demo_run
+def test_demo_prints_the_tutorial(demo_run: Run) -> None:
+    work, out, rc = demo_run.work, demo_run.out, demo_run.rc
     assert rc == 0, out
     for expected in (
         "powernode platform token create",
@@ -136,12 +153,39 @@ def test_demo_prints_the_tutorial(demo_run: tuple[Path, Path, str, int]) -> None
     assert titles == [str(i) for i in range(1, len(titles) + 1)] and len(titles) >= 9
     assert out.index("drift true") < out.index("drift false")
     assert f"files kept in {work}" in out
+    if demo_run.mode == "standin":
+        assert "phase 2 (the agent mounts the modules) skipped: --no-agent" in out
+        assert "(heartbeat stand-in)" in out
+        return
+    # Phase 2: the agent enrolled, read files through the union, upgraded nginx.
+    for expected in (
+        "powernode system create-bootstrap-token --instance",
+        "powernode-agent enroll --token-file",
+        "powernode-agent modules sync",
+        "generation 1: attach chrony, attach chrony-no-pool",
+        "generation 2: upgrade nginx",
+        "/var/www/healthz/index.html now reads 'ok (upgraded by the demo)'",
+        "(agent, union mounted and torn down)",
+    ):
+        assert expected in out, expected
+    union_table = out[out.index("read through the union") :].split("└", 1)[0]
+    cells = [
+        squash(line).strip("│ ").split(" │ ")
+        for line in union_table.splitlines()
+        if line.startswith("│ /")
+    ]
+    rows = {c[0]: c[1:] for c in cells}
+    assert rows["/etc/nginx/conf.d/00-security.conf"][:2] == [
+        "nginx",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+    ]
+    assert rows["/etc/chrony/chrony.conf"][0] == "chrony-no-pool"  # the config module's takeover
+    assert rows["/etc/motd"][0] == "security-hardening"
+    assert out.rindex("drift false") > out.index("generation 2: upgrade nginx")
 
 
 @pytest.mark.slow
-def test_demo_leaves_the_platform_state_the_tutorial_describes(
-    demo_run: tuple[Path, Path, str, int],
-) -> None:
+def test_demo_leaves_the_platform_state_the_tutorial_describes(demo_run: Run) -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -156,14 +200,19 @@ def test_demo_leaves_the_platform_state_the_tutorial_describes(
     from powernode.platform.services.context import Actor, Ctx
     from powernode.platform.services.drift import instance_drift
 
-    work, _, out, rc = demo_run
+    work, out, rc = demo_run.work, demo_run.out, demo_run.rc
     assert rc == 0, out
     engine = make_engine(f"sqlite:///{work / 'platform' / 'platform.db'}")
     try:
         with Session(engine) as s:
             versions = s.scalars(select(NodeModuleVersion)).all()
-            by_module = {v.module.name: v for v in versions}
+            by_module = {
+                v.module.name: v for v in sorted(versions, key=lambda v: v.created_at)
+            }  # the newest version of each
             assert sorted(by_module) == sorted(BASE)
+            upgraded = "1.26.1" if demo_run.mode == "agent" else "1.26.0"
+            assert by_module["nginx"].version_string == upgraded
+            assert len(versions) == len(BASE) + (demo_run.mode == "agent")
             assert {v.promotion_state for v in versions} == {"live"}
             assert all(v.cosign_verified and v.composefs_digest for v in versions)
             base = s.scalars(select(NodeTemplate).where(NodeTemplate.name == "base")).one()
@@ -190,9 +239,10 @@ def test_demo_leaves_the_platform_state_the_tutorial_describes(
 
 
 @pytest.mark.slow
-def test_demo_leaves_no_process_and_no_temp_dir(demo_run: tuple[Path, Path, str, int]) -> None:
-    work, tmpd, out, rc = demo_run
+def test_demo_leaves_no_process_no_mount_and_no_temp_dir(demo_run: Run) -> None:
+    work, tmpd, out, rc = demo_run.work, demo_run.tmpd, demo_run.out, demo_run.rc
     assert rc == 0, out
+    assert mounts_under(work) == []
     pid = int(re.search(r"platform pid (\d+)", out).group(1))  # type: ignore[union-attr]
     assert _gone(pid, str(work))
     assert _ours(str(work)) == []
@@ -204,7 +254,7 @@ def test_sigterm_stops_the_platform_and_removes_the_temp_dir(tmp_path: Path) -> 
     tmpd = tmp_path / "tmp"
     tmpd.mkdir()
     proc = subprocess.Popen(
-        [*POWERNODE, "demo"],
+        [*POWERNODE, "demo", "--no-agent"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -362,3 +412,40 @@ def test_wait_built_gives_up_in_time_saying_what_is_missing() -> None:
     assert "chrony:v2.0.0 failed (registry away)" in str(e.value)
     assert "redis:v3.0.0 not queued" in str(e.value)
     assert "nginx" not in str(e.value).split("within")[1]
+
+
+def test_mounts_under_lists_only_that_tree_deepest_first(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 0:50 / /tmp/demo/node/state/run rw - tmpfs tmpfs rw\n"
+        "41 40 0:51 / /tmp/demo/node/root rw - overlay overlay rw\n"
+        "42 40 0:52 / /tmp/demo/node/state/run/gen-1/layers/my\\040mod ro - erofs x ro\n"
+        "43 22 0:53 / /tmp/demo-other rw - tmpfs tmpfs rw\n"
+    )
+    assert mounts_under(Path("/tmp/demo"), info) == [
+        Path("/tmp/demo/node/state/run/gen-1/layers/my mod"),
+        Path("/tmp/demo/node/state/run"),
+        Path("/tmp/demo/node/root"),
+    ]
+
+
+def test_wait_drift_gives_up_in_time_naming_what_differs() -> None:
+    from powernode.demo.tutorial_node import DriftError, wait_drift
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        report = {"drift": True, "modules": [{"name": "nginx", "status": "digest_differs"}]}
+        return httpx.Response(200, json=report)
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    op = Operator("http://platform", "t", Recorder(), httpx.MockTransport(handler))
+    with pytest.raises(DriftError, match="still drifts after 2 s: nginx digest_differs"):
+        wait_drift(op, "i-1", timeout=2, clock=lambda: now[0], sleep=sleep)
+    assert 2 <= len(calls) <= 12  # asked again while waiting, and stopped

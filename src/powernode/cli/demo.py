@@ -81,6 +81,13 @@ def demo(
             "it must not exist or be empty. Default: a temporary directory, removed at the end.",
         ),
     ] = None,
+    agent: Annotated[
+        bool,
+        typer.Option(
+            "--agent/--no-agent",
+            help="Phase 2 as root: TLS, enroll the agent, mount the union, upgrade a module.",
+        ),
+    ] = True,
 ) -> None:
     """Seed 004's tutorial end to end: build, sign, ingest, promote, assign, drift."""
     from powernode.demo.tutorial import DemoConfig, run_demo  # noqa: PLC0415
@@ -106,7 +113,15 @@ def demo(
         highlight=False,
     )
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    config = DemoConfig(workdir=workdir, examples=(examples or default_examples_dir()).resolve())
+    node_agent = agent and os.geteuid() == 0
+    if not node_agent:
+        why = "--no-agent" if not agent else "not root (mounting the union needs root)"
+        console.print(f"phase 2 (the agent mounts the modules) skipped: {why}", highlight=False)
+    config = DemoConfig(
+        workdir=workdir,
+        examples=(examples or default_examples_dir()).resolve(),
+        node_agent=node_agent,
+    )
     try:
         result = run_demo(config, RichReporter(console))
     except PowernodeError as e:
@@ -129,7 +144,12 @@ def demo(
     console.print(summary)
     console.print(
         f"template {result.template}: {len(result.version_ids)} modules live, instance "
-        f"{result.instance_id} drift {_flag(result.drift_before)} → {_flag(result.drift_after)}",
+        f"{result.instance_id} drift {_flag(result.drift_before)} → {_flag(result.drift_after)}"
+        + (
+            " (agent, union mounted and torn down)"
+            if result.node_agent
+            else " (heartbeat stand-in)"
+        ),
         markup=False,
         highlight=False,
     )

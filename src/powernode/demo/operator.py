@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import shlex
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -55,11 +56,12 @@ class Operator:
     reporter: Reporter
     transport: httpx.BaseTransport | None = None
     clock: Callable[[], float] = time.time
+    verify: ssl.SSLContext | bool = True
     _client: httpx.Client = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(
-            base_url=self.url + API, transport=self.transport, timeout=TIMEOUT
+            base_url=self.url + API, transport=self.transport, timeout=TIMEOUT, verify=self.verify
         )
 
     def close(self) -> None:

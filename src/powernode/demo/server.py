@@ -15,8 +15,10 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +39,8 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 LOG_TAIL = 2000
+# What `platform serve --tls` prints (cli/platform.py) naming the CA agents pin.
+_CA_LINE = re.compile(r"platform CA \(give it to agents as --platform-ca\): (.+)")
 
 
 def powernode(*args: str | Path) -> list[str]:
@@ -80,6 +84,8 @@ class PlatformProcess:
     url: str
     log_path: Path
     argv: list[str] = field(default_factory=list)
+    # With TLS: the platform CA the server certificate chains to (agents' --platform-ca).
+    platform_ca: Path | None = None
 
     @classmethod
     def start(
@@ -89,14 +95,22 @@ class PlatformProcess:
         log_path: Path,
         *,
         port: int | None = None,
+        tls: bool = False,
         extra_env: dict[str, str] | None = None,
         timeout: float = START_TIMEOUT,
     ) -> PlatformProcess:
-        """Start the platform on 127.0.0.1 and wait until ``/healthz`` answers."""
+        """Start the platform on 127.0.0.1 and wait until ``/healthz`` answers.
+
+        ``tls``: ``platform serve --tls`` (the node API needs it), with the
+        embedded self-signed identity under the data dir; the platform CA's
+        path is read from what the server prints.
+        """
         port = port or free_port()
         argv = powernode("platform", "serve", "--data-dir", data_dir, "--port", str(port))
+        argv.append("--tls" if tls else "--no-tls")
         env = dict(os.environ)
         env["POWERNODE_REGISTRY"] = str(registry)
+        env["PYTHONUNBUFFERED"] = "1"  # the CA line must reach the log while it serves
         env.update(extra_env or {})
         log.info("starting %s", " ".join(argv))
         with log_path.open("ab") as out:
@@ -110,7 +124,8 @@ class PlatformProcess:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
             )
-        server = cls(proc, f"http://127.0.0.1:{port}", log_path, argv)
+        scheme = "https" if tls else "http"
+        server = cls(proc, f"{scheme}://127.0.0.1:{port}", log_path, argv)
         try:
             server.wait_ready(timeout)
         except BaseException:
@@ -118,19 +133,35 @@ class PlatformProcess:
             raise
         return server
 
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client of this server verifies against."""
+        if self.platform_ca is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.platform_ca))
+
+    def _find_ca(self) -> None:
+        match = _CA_LINE.search(self.log_tail())
+        if match:
+            self.platform_ca = Path(match.group(1).strip())
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        tls = self.url.startswith("https:")
         for _ in range(int(timeout * 10) + 1):  # bounded in count and time
             if self.proc.poll() is not None:
                 raise PowernodeError(
                     f"the platform exited with status {self.proc.returncode} while starting; "
                     f"its log {self.log_path} ends with:\n{self.log_tail()}"
                 )
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if tls and self.platform_ca is None:
+                self._find_ca()
+            if not tls or self.platform_ca is not None:
+                try:
+                    r = httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify())
+                    if r.status_code == 200:
+                        return
+                except (httpx.HTTPError, ssl.SSLError, OSError):
+                    pass
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
