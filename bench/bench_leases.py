@@ -1,0 +1,223 @@
+"""Benchmark: task lease + ack through the node API on PostgreSQL, beside Procrastinate.
+
+Run: .venv/bin/python bench/bench_leases.py [--tasks N] [--lessees 32] [--instances 1]
+                                           [--batch 1,10]
+
+A throw-away PostgreSQL cluster; the platform as ONE uvicorn process over
+mTLS (bench/_nodeload.py). N no-op tasks are inserted for ``--instances``
+enrolled instances; 32 concurrent lessees (each its own keep-alive mTLS
+connection, the instances' certificates shared round-robin, so lessees of
+one instance compete for the same rows) loop POST /node_api/tasks/lease
+{"max": batch} then POST /node_api/tasks/{id}/ack for each task until all
+are done. Then Procrastinate (its own database in the same cluster) defers
+the same number of no-op jobs and one worker with concurrency 32 fetches and
+finishes them. Prints tasks/s for each and the ratio.
+
+Double leases (must be 0): a task handed to two lessees (seen by the
+clients), and from the database every task must be ``succeeded`` after
+exactly one attempt (a second lease would have counted a second attempt).
+Target (issue 6): lease throughput >= 5x Procrastinate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from sqlalchemy import func, insert, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.platform import pgcluster
+
+from _nodeload import Platform, create_instances, enroll, platform_process, raw_client_for
+from powernode.platform.db import Task
+from powernode.platform.db.fleet import TaskState
+from powernode.platform.db.session import make_engine
+
+TIME_LIMIT = 300.0  # seconds one round may take before the benchmark gives up
+
+
+def insert_tasks(database_url: str, instance_ids: list[str], n: int, tag: str) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "kind": "bench.noop",
+            "state": TaskState.QUEUED.value,
+            "instance_id": instance_ids[i % len(instance_ids)],
+            "payload": {"round": tag, "i": i},
+            "attempts": 0,
+            "max_attempts": 3,
+            "available_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(n)
+    ]
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(insert(Task), rows)
+    engine.dispose()
+
+
+def db_check(database_url: str, tag: str) -> tuple[int, dict[str, int]]:
+    """(tasks not succeeded after exactly one attempt, count by state) for the round."""
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        tasks = conn.execute(
+            select(Task.state, Task.attempts, Task.payload["round"].as_string()).where(
+                Task.kind == "bench.noop"
+            )
+        ).all()
+        total = conn.execute(select(func.count()).select_from(Task)).scalar_one()
+    engine.dispose()
+    mine = [t for t in tasks if t[2] == tag]
+    bad = sum(1 for t in mine if t[0] != TaskState.SUCCEEDED.value or t[1] != 1)
+    states = Counter(t[0] for t in mine)
+    assert total >= len(mine)
+    return bad, dict(states)
+
+
+async def lease_round(
+    platform: Platform,
+    agents: list[Any],
+    prepare: Callable[[], None],
+    *,
+    lessees: int,
+    n: int,
+    batch: int,
+) -> tuple[float, int, int]:
+    """(seconds, tasks acked, tasks handed out more than once)."""
+    clients = [raw_client_for(platform, agents[i % len(agents)]) for i in range(lessees)]
+    holder: dict[str, int] = {}
+    doubles = 0
+    acked = 0
+    lease_body = json.dumps({"max": batch}).encode()
+    deadline = time.monotonic() + TIME_LIMIT
+
+    async def lessee(index: int, client: Any) -> None:
+        nonlocal doubles, acked
+        while acked < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"lease round not done in {TIME_LIMIT:.0f} s ({acked}/{n})")
+            status, body = await client.post("/node_api/tasks/lease", lease_body)
+            if status != 200:
+                raise SystemExit(f"lease: {status} {body[:300]!r}")
+            tasks = json.loads(body)["tasks"]
+            if not tasks:
+                await asyncio.sleep(0.005)  # others hold the rest; they finish soon
+                continue
+            for task in tasks:
+                if task["id"] in holder:
+                    doubles += 1
+                holder[task["id"]] = index
+                status, body = await client.post(f"/node_api/tasks/{task['id']}/ack", b"{}")
+                if status != 200:
+                    raise SystemExit(f"ack: {status} {body[:300]!r}")
+                acked += 1
+
+    # Connect (TLS handshakes) before the tasks exist and the clock starts.
+    for status, body in await asyncio.gather(*(c.post("/node_api/tasks/lease", lease_body)
+                                               for c in clients)):  # fmt: skip
+        if status != 200 or json.loads(body)["tasks"]:
+            raise SystemExit(f"warm-up lease: {status} {body[:300]!r} (expected no tasks)")
+    prepare()
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(lessee(i, c) for i, c in enumerate(clients)))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    return time.perf_counter() - start, acked, doubles
+
+
+async def procrastinate_round(database_url: str, n: int, concurrency: int) -> tuple[float, int]:
+    """(seconds for one worker to fetch and finish n deferred no-op jobs, jobs succeeded)."""
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=database_url))
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        await noop.batch_defer_async(*({} for _ in range(n)))
+        start = time.perf_counter()
+        await app.run_worker_async(
+            concurrency=concurrency, wait=False, install_signal_handlers=False
+        )
+        seconds = time.perf_counter() - start
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+            )
+            done = (await cur.fetchone())[0]
+    return seconds, int(done)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=2000)
+    ap.add_argument("--lessees", type=int, default=32)
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--batch", default="1,10", help="lease sizes to run, comma-separated")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batch.split(",")]
+    bindir = pgcluster.find_bindir()
+    if bindir is None:
+        print("PostgreSQL not installed: skipped")
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, pgcluster.temp_cluster(bindir) as server:
+        root = Path(tmp)
+        url = pgcluster.create_database(server, "bench")
+        with platform_process(url, root / "data") as platform:
+            ids = create_instances(platform, args.instances, "lease")
+            agents = enroll(platform, ids, root / "agents")
+            for batch in batches:
+                tag = f"batch{batch}"
+                seconds, acked, doubles = uvloop.run(
+                    lease_round(
+                        platform,
+                        agents,
+                        lambda tag=tag: insert_tasks(url, ids, args.tasks, tag),
+                        lessees=args.lessees,
+                        n=args.tasks,
+                        batch=batch,
+                    )
+                )
+                bad, states = db_check(url, tag)
+                rows.append((f"node API lease+ack, max={batch}", acked / seconds, doubles, bad))
+                print(f"  round {tag}: {acked} acked in {seconds:.2f} s; states {states}")
+        pq_url = pgcluster.create_database(server, "procrastinate")
+        seconds, done = asyncio.run(procrastinate_round(pq_url, args.tasks, args.lessees))
+        if done != args.tasks:
+            raise SystemExit(f"procrastinate finished {done} of {args.tasks} jobs")
+        reference = done / seconds
+    print(
+        f"\ntask leases: {args.tasks} no-op tasks, {args.lessees} concurrent lessees over "
+        f"{args.instances} instance(s), one uvicorn process over mTLS, PostgreSQL"
+    )
+    print(f"  {'':36} {'tasks/s':>9} {'ratio':>7} {'double (clients)':>17} {'bad rows (DB)':>14}")
+    print(f"  {'Procrastinate 32-concurrency worker':36} {reference:9.0f}")
+    for label, rate, doubles, bad in rows:
+        print(f"  {label:36} {rate:9.0f} {rate / reference:7.2f} {doubles:17d} {bad:14d}")
+    best = max(r[1] for r in rows) / reference
+    print(f"  target >= 5x Procrastinate: {'met' if best >= 5 else 'NOT met'} ({best:.1f}x best)")
+    if any(r[2] or r[3] for r in rows):
+        raise SystemExit("DOUBLE LEASES: a task was leased twice or not finished exactly once")
+
+
+if __name__ == "__main__":
+    main()
