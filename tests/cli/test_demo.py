@@ -250,11 +250,23 @@ def test_demo_leaves_no_process_no_mount_and_no_temp_dir(demo_run: Run) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_platform_and_removes_the_temp_dir(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "trigger"),
+    [
+        (["--no-agent"], "platform pid"),  # the platform is up
+        ([], "heartbeat:"),  # phase 2: the union is mounted
+    ],
+    ids=["platform-up", "union-mounted"],
+)
+def test_sigterm_stops_the_platform_unmounts_and_removes_the_temp_dir(
+    tmp_path: Path, flags: list[str], trigger: str
+) -> None:
+    if not flags:
+        require_root()
     tmpd = tmp_path / "tmp"
     tmpd.mkdir()
     proc = subprocess.Popen(
-        [*POWERNODE, "demo", "--no-agent"],
+        [*POWERNODE, "demo", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -262,21 +274,23 @@ def test_sigterm_stops_the_platform_and_removes_the_temp_dir(tmp_path: Path) -> 
     )
     assert proc.stdout is not None
     seen = ""
-    pid = None
-    deadline = time.monotonic() + 120
-    while pid is None and time.monotonic() < deadline:
+    triggered = False
+    deadline = time.monotonic() + 180
+    while not triggered and time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 1.0)
         if ready:
             line = proc.stdout.readline()
             if not line:
                 break
             seen += line
-            m = re.search(r"platform pid (\d+)", line)
-            pid = int(m.group(1)) if m else None
+            triggered = trigger in line
     try:
-        assert pid is not None, seen
+        assert triggered, seen
+        pid = int(re.search(r"platform pid (\d+)", seen).group(1))  # type: ignore[union-attr]
         workdir = re.search(r"demo dir: (\S+)", seen).group(1)  # type: ignore[union-attr]
         assert Path(workdir).parent == tmpd
+        if not flags:
+            assert mounts_under(Path(workdir)) != []  # the signal comes while mounted
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
     finally:
@@ -286,6 +300,7 @@ def test_sigterm_stops_the_platform_and_removes_the_temp_dir(tmp_path: Path) -> 
     assert proc.returncode == 130, seen + rest
     assert "interrupted" in rest
     assert _gone(pid, workdir)
+    assert mounts_under(tmpd) == []
     assert list(tmpd.iterdir()) == []
 
 
