@@ -40,6 +40,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ingests": ("tag", "state", "source", "reason", "version_id"),
     "desired": ("name", "version_string", "promotion_state", "priority", "assigned"),
     "drift": ("name", "status", "desired_version", "desired_digest", "running_digest"),
+    "tasks": ("id", "kind", "state", "attempts", "max_attempts", "error"),
+    "events": ("occurred_at", "severity", "kind", "agent_event_id"),
+    "certificates": ("serial", "reason", "issued_at", "not_after", "revoked_at"),
 }
 
 
@@ -511,3 +514,86 @@ def drift_report(
         typer.echo(f"drift: {str(data['drift']).lower()}")
     if exit_code and data["drift"]:
         raise typer.Exit(3)
+
+
+# -- the node API's operator side (docs/node-api.md) ------------------------------------
+
+
+@app.command("create-bootstrap-token")
+def create_bootstrap_token(
+    ctx: typer.Context,
+    instance_id: str,
+    *,
+    ttl_seconds: Annotated[
+        int | None, typer.Option(help="Lifetime (default: the platform's setting).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A single-use enrollment token for the instance (shown once: pass it to the agent)."""
+    body = {"ttl_seconds": ttl_seconds} if ttl_seconds else {}
+    data = _remote(ctx).call("POST", f"/node_instances/{instance_id}/bootstrap_tokens", body)
+    if as_json:
+        _show(data, True)
+        return
+    typer.echo(data["token"])
+    typer.echo(
+        f"(single use, expires {data['expires_at']}; shown only now: "
+        "powernode-agent enroll --token-file FILE)",
+        err=True,
+    )
+
+
+@app.command("revoke-instance-certificates")
+def revoke_instance_certificates(
+    ctx: typer.Context, instance_id: str, *, as_json: JsonOpt = False
+) -> None:
+    """Revoke every certificate of the instance; it must enroll again with a new token."""
+    path = f"/node_instances/{instance_id}/certificates/revoke"
+    _show(_remote(ctx).call("POST", path), as_json)
+
+
+@app.command("list-instance-certificates")
+def list_instance_certificates(
+    ctx: typer.Context, instance_id: str, *, as_json: JsonOpt = False
+) -> None:
+    _show(_remote(ctx).call("GET", f"/node_instances/{instance_id}/certificates"), as_json)
+
+
+@app.command("enqueue-task")
+def enqueue_task(
+    ctx: typer.Context,
+    instance_id: str,
+    *,
+    kind: Annotated[str, typer.Option(help="Task kind, e.g. modules.sync.")],
+    payload: Annotated[str, typer.Option(help="JSON object handed to the task.")] = "{}",
+    max_attempts: Annotated[int, typer.Option(help="Leases before it fails for good.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    try:
+        doc = json.loads(payload)
+    except ValueError as e:
+        raise typer.BadParameter(f"--payload is not JSON: {e}") from e
+    body = {"kind": kind, "payload": doc, "max_attempts": max_attempts}
+    _show(_remote(ctx).call("POST", f"/node_instances/{instance_id}/tasks", body), as_json)
+
+
+@app.command("list-instance-tasks")
+def list_instance_tasks(
+    ctx: typer.Context, instance_id: str, *, limit: int = 100, as_json: JsonOpt = False
+) -> None:
+    params = {"limit": limit}
+    _show(_remote(ctx).call("GET", f"/node_instances/{instance_id}/tasks", params=params), as_json)
+
+
+@app.command("list-instance-events")
+def list_instance_events(
+    ctx: typer.Context,
+    instance_id: str,
+    *,
+    kind: str | None = None,
+    limit: int = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
+    path = f"/node_instances/{instance_id}/events"
+    _show(_remote(ctx).call("GET", path, params=params), as_json)

@@ -74,7 +74,7 @@ def create_app(
         sealer=Sealer(load_or_create_key(settings.effective_secret_key_file)),
         provider=provider or RecordingProvider(),
         clock=clock,
-        node_ca=NodeCA.load_or_create(settings.data_dir / "pki", now=clock()),
+        node_ca=NodeCA.load_or_create(settings.pki_dir, now=clock()),
         revocations=revocations,
         heartbeats=HeartbeatBuffer(engine, node_policy.heartbeat_flush_seconds),
         node_policy=node_policy,
