@@ -314,3 +314,17 @@ def test_hasher_refuses_data_after_padded_block() -> None:
     other.update(b"abc")
     with pytest.raises(ValueError, match=r"after update\(\) left a partial block"):
         other.add_block_hashes(b"\0" * 32, 4096)
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 4095, 4096, 4097, 128 * 4096, 128 * 4096 + 1])
+@pytest.mark.parametrize("salt", [b"", b"pepper"], ids=["unsalted", "salted"])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_digest_bytes_equals_incremental(size: int, salt: bytes, kind: type) -> None:
+    """The one-pass digest (used for every file a composefs build holds in memory),
+    whatever buffer type it is handed, equals the incremental hasher's."""
+    from powernode.verity.fsverity_tree import digest_bytes, verity_params
+
+    data = _data(size, size)
+    hasher = FsVerityHasher(salt=salt)
+    hasher.update(data)
+    assert digest_bytes(verity_params(salt=salt), kind(data)) == hasher.digest()

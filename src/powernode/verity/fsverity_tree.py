@@ -197,7 +197,7 @@ def file_digest(params: VerityParams, data_size: int, root_hash: bytes) -> bytes
         root_hash,
         params.salt,
     )
-    digest: bytes = params.new_hash(descriptor).digest()
+    digest: bytes = _constructor(params.algorithm)(descriptor).digest()
     return digest
 
 
@@ -210,19 +210,18 @@ def digest_bytes(params: VerityParams, data: bytes | bytearray | memoryview) -> 
     the hashing. Level 0 hashes the whole blocks straight from ``data`` (no
     copy) and the zero-padded last block; each upper level is one pass.
     """
-    mv = memoryview(data).cast("B")
+    mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
     size = len(mv)
     bs = params.block_size
-    if size == 0:
-        return file_digest(params, 0, b"\0" * params.digest_size)
+    if size <= bs and not params.padded_salt:  # most files: one block, one hash
+        root = _constructor(params.algorithm)(bytes(mv).ljust(bs, b"\0")).digest() if size else b""
+        return file_digest(params, size, root or b"\0" * params.digest_size)
     whole = size - size % bs
     level = hash_blocks(params, mv[:whole]) if whole else b""
     if whole != size:
-        level += hash_blocks(params, bytes(mv[whole:]) + b"\0" * (bs - (size - whole)))
+        level += hash_blocks(params, bytes(mv[whole:]).ljust(bs, b"\0"))
     while len(level) > params.digest_size:
-        if len(level) % bs:
-            level += b"\0" * (bs - len(level) % bs)
-        level = hash_blocks(params, level)
+        level = hash_blocks(params, level.ljust(len(level) + (-len(level) % bs), b"\0"))
     return file_digest(params, size, level)
 
 

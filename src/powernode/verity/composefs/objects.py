@@ -22,6 +22,7 @@ Two ways in:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import itertools
@@ -81,10 +82,12 @@ class ObjectStager:
     into place; :meth:`abort` removes them and the directories this build
     created, leaving the store as it was.
 
-    Durability: every temporary file is fsynced before it is kept, and after
-    the renames every directory they landed in is fsynced, so once
-    :meth:`publish` returns the objects survive a crash (the image, written
-    after, can rely on them).
+    Durability: :meth:`publish` makes every temporary file durable before the
+    first rename, and the renames durable before it returns, so the objects
+    survive a crash and the image (written after) can rely on them. Each
+    step is one ``syncfs`` of the store's filesystem rather than an fsync per
+    file and directory: on ext4 each fsync is a journal commit of its own, and
+    a build has thousands of objects in up to 256 directories.
     """
 
     def __init__(self, store: Path) -> None:
@@ -133,13 +136,11 @@ class ObjectStager:
             return fd, path
 
     def finish(self, fd: int, path: bytes, name: bytes) -> None:
-        """fsync and close a temporary file from :meth:`temp`, to be published as ``name``."""
+        """Close a temporary file from :meth:`temp`, to be published as ``name``."""
         try:
-            os.fsync(fd)
-        except OSError as e:
-            raise store_error(self.store, e) from e
-        finally:
             os.close(fd)
+        except OSError as e:  # a deferred write error (NFS, quota)
+            raise store_error(self.store, e) from e
         with self._lock:
             self._kept.append((path, name))
 
@@ -165,6 +166,7 @@ class ObjectStager:
         kept = sorted(self._kept, key=lambda t: t[1])
         dirs: dict[bytes, None] = {}
         try:
+            _flush(self._root, [path for path, _ in kept])
             for path, name in kept:
                 parent = self._root + b"/" + name[:2]
                 if parent not in dirs:
@@ -172,8 +174,8 @@ class ObjectStager:
                     dirs[parent] = None
                 os.replace(path, self._root + b"/" + name)
                 self._temps.discard(path)
-            for parent in dirs:  # the renames themselves are durable before the image is
-                _fsync_dir(parent)
+            # the renames themselves are durable before the image is written
+            _flush(self._root, list(dirs))
         except OSError as e:
             self.abort()
             raise store_error(self.store, e) from e
@@ -244,8 +246,42 @@ def _mkdir(path: Path, created: list[Path], *, parents: bool = False) -> None:
     created.append(path)
 
 
-def _fsync_dir(path: bytes) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _flush(root: bytes, paths: list[bytes]) -> None:
+    """Make ``paths`` (files or directories under ``root``) durable.
+
+    One syncfs(2) of the filesystem when the C library has it: on ext4 each
+    fsync is a journal commit of its own (256 directory fsyncs took 0.4-0.7 s
+    here; one syncfs after thousands of renames takes ~0.1 s).
+    """
+    if not paths:
+        return
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs(fd):
+            return
+    finally:
+        os.close(fd)
+    # no syncfs(2): fsync each one, several at a time (each waits for its own commit)
+    with ThreadPoolExecutor(max_workers=min(_COPY_THREADS, len(paths))) as pool:
+        list(pool.map(_fsync_path, paths))
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2) (Linux, glibc >= 2.14; not in the os module): flush the filesystem
+    holding ``fd``; False when it is not available here."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    if syncfs(ctypes.c_int(fd)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return True
+
+
+def _fsync_path(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
