@@ -9,6 +9,7 @@ per-type data (§8.3) and the placement algorithm (§9). No I/O happens here;
 
 from __future__ import annotations
 
+import functools
 import stat
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -89,8 +90,13 @@ def choose_version(tree: Tree, version: int | None) -> int:
     return 1 if any(is_whiteout(n) for _, n in tree.walk()) else 0
 
 
+@functools.lru_cache(maxsize=4096)
 def split_name(name: bytes) -> tuple[int, bytes]:
-    """(name_index, suffix) with the first matching prefix of §7.1."""
+    """(name_index, suffix) with the first matching prefix of §7.1.
+
+    Cached: an image has a handful of distinct xattr names (the overlay ones
+    on every external file), each split several times by the plan and emitter.
+    """
     for prefix, index in L.XATTR_WRITE_PREFIXES:
         if name.startswith(prefix):
             return index, name[len(prefix) :]
