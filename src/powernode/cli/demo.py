@@ -20,6 +20,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from powernode.errors import PowernodeError
@@ -34,10 +42,12 @@ def default_examples_dir() -> Path:
 
 
 class RichReporter:
-    """Draws the demo's steps, command lines, notes and tables."""
+    """Draws the demo's steps, command lines, notes, tables and progress bars."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def step(self, number: int, title: str) -> None:
         self.console.rule(f"[bold]{number}. {title}")
@@ -60,8 +70,31 @@ class RichReporter:
         self.console.print(t)
 
     def progress(self, label: str, done: int, total: int) -> None:
-        if done < total:
-            self.console.print(f"[dim]{label}: {done + 1}/{total}[/]", highlight=False)
+        if not self.console.is_terminal:  # a log or a pipe: one line per unit of work
+            if done < total:
+                self.console.print(f"[dim]{label}: {done + 1}/{total}[/]", highlight=False)
+            return
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+        assert self._task is not None
+        self._bar.update(self._task, completed=done, description=label)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """Stop a progress bar still drawn (a step failed or was interrupted under it)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar, self._task = None, None
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -122,8 +155,9 @@ def demo(
         examples=(examples or default_examples_dir()).resolve(),
         node_agent=node_agent,
     )
+    reporter = RichReporter(console)
     try:
-        result = run_demo(config, RichReporter(console))
+        result = run_demo(config, reporter)
     except PowernodeError as e:
         err.print(f"demo failed: {e}", markup=False, highlight=False)
         raise typer.Exit(1) from e
@@ -131,6 +165,7 @@ def demo(
         err.print("demo interrupted; the platform was stopped", markup=False, highlight=False)
         raise typer.Exit(130) from e
     finally:
+        reporter.close()
         signal.signal(signal.SIGTERM, previous)
         if directory is None:
             shutil.rmtree(workdir, ignore_errors=True)

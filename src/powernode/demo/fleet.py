@@ -86,11 +86,16 @@ def wait_built(
     timeout: float = INGEST_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Poll each module's ingests until its tag is ``built``; the ingest rows by module."""
+    """Poll each module's ingests until its tag is ``built``; the ingest rows by module.
+
+    ``progress(done, total)`` is told each time more tags are built.
+    """
     deadline = clock() + timeout
     done: dict[str, dict[str, Any]] = {}
     last: dict[str, dict[str, Any]] = {}
+    reported = -1
     for _ in range(int(timeout / POLL_SECONDS) + 2):  # bounded in count and time
         for name, tag in tags.items():
             if name in done:
@@ -107,6 +112,9 @@ def wait_built(
                     f"the platform rejected {name}:{tag}: {row['reason']} (see "
                     f"`powernode system list-module-ingests {name}`)"
                 )
+        if progress is not None and len(done) != reported:
+            progress(len(done), len(tags))
+            reported = len(done)
         if len(done) == len(tags) or clock() > deadline:
             break
         sleep(POLL_SECONDS)

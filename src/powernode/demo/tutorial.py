@@ -125,8 +125,16 @@ class Demo:
         """The CI's webhook for each, then wait until built; version ids by module."""
         for pub in pubs:
             self.operator.ci_webhook(pub.name, pub.tag, self.secrets[pub.name])
+        reporter = self.reporter
+
+        def progress(done: int, total: int) -> None:
+            reporter.progress("verified and recorded", done, total)
+
         rows = fleet.wait_built(
-            self.operator, {p.name: p.tag for p in pubs}, timeout=self.config.ingest_timeout
+            self.operator,
+            {p.name: p.tag for p in pubs},
+            timeout=self.config.ingest_timeout,
+            progress=progress,
         )
         return {n: str(r["version_id"]) for n, r in rows.items()}
 
