@@ -105,6 +105,7 @@ class ObjectStager:
         except OSError as e:
             self.abort()
             raise store_error(store, e) from e
+        self._fresh = bool(self._created)  # a store this build created holds nothing yet
 
     def claim(self, name: bytes) -> bool:
         """True if the caller must write object ``name`` (``hh/<62hex>``): it is neither
@@ -114,7 +115,7 @@ class ObjectStager:
                 return False
             self._claimed.add(name)
         # follows symlinks, as the copy path always did: an object is a file
-        return not os.path.isfile(self._root + b"/" + name)
+        return self._fresh or not os.path.isfile(self._root + b"/" + name)
 
     def temp(self) -> tuple[int, bytes]:
         """A new temporary file in the store, open for writing: (fd, path)."""

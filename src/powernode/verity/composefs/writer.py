@@ -231,7 +231,7 @@ def build_image(
     *,
     digest_store: Path | None = None,
     policy: TreePolicy = TreePolicy(),  # noqa: B008 - frozen, safe as a default
-    threads: int | None = None,
+    threads: int = 0,
 ) -> ImageResult:
     """mkcomposefs SRC [IMAGE]: scan ``src`` and write its image (directory mode).
 
