@@ -10,7 +10,7 @@ A node proves who it is with a certificate from this CA (docs/node-api.md):
 
 ``verify_peer`` is on every node request (heartbeats: thousands per second),
 so the parsed, signature-checked result is cached by the certificate's
-SHA-256 fingerprint in a bounded LRU; the validity window is still checked
+DER bytes in a bounded LRU; the validity window is still checked
 against ``now`` on every call. Revocation is the caller's job (the node API
 keeps the revoked serials). The TLS server may be set to skip time checks
 (tlsserve.py) precisely so that an expired certificate gets the clear
@@ -106,7 +106,7 @@ class NodeCA:
         self._cert = cert
         self.ca_pem: str = cert_pem(cert).decode()
         self._ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        self._cache: OrderedDict[str, _Checked] = OrderedDict()
+        self._cache: OrderedDict[bytes, _Checked] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -216,15 +216,18 @@ class NodeCA:
                 f"client certificate of {len(cert_der)} bytes is over the "
                 f"{MAX_CERT_DER_BYTES}-byte limit; present the certificate the platform issued"
             )
-        fingerprint = hashlib.sha256(cert_der).hexdigest()
+        # Keyed by the DER itself: equal bytes are the same certificate, and the TLS
+        # layer hands the same bytes object for every request on a connection, whose
+        # hash Python caches, so a hit costs no SHA-256 (bench_heartbeats).
+        key = bytes(cert_der)
         with self._lock:
-            checked = self._cache.get(fingerprint)
+            checked = self._cache.get(key)
             if checked is not None:
-                self._cache.move_to_end(fingerprint)
+                self._cache.move_to_end(key)
         if checked is None:
-            checked = self._check(cert_der, fingerprint)
+            checked = self._check(key, hashlib.sha256(key).hexdigest())
             with self._lock:
-                self._cache[fingerprint] = checked
+                self._cache[key] = checked
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         _check_window(checked, now)
