@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -159,7 +160,7 @@ def test_demo_prints_the_tutorial(demo_run: Run) -> None:
         return
     # Phase 2: the agent enrolled, read files through the union, upgraded nginx.
     for expected in (
-        "powernode system create-bootstrap-token --instance",
+        "powernode system create-bootstrap-token ",
         "powernode-agent enroll --token-file",
         "powernode-agent modules sync",
         "generation 1: attach chrony, attach chrony-no-pool",
@@ -182,6 +183,51 @@ def test_demo_prints_the_tutorial(demo_run: Run) -> None:
     assert rows["/etc/chrony/chrony.conf"][0] == "chrony-no-pool"  # the config module's takeover
     assert rows["/etc/motd"][0] == "security-hardening"
     assert out.rindex("drift false") > out.index("generation 2: upgrade nginx")
+
+
+def check_command_line(line: str) -> None:
+    """``line`` names an existing command, its options and as many arguments as it takes."""
+    import typer.main
+
+    from powernode.cli.agent import app as agent_app
+
+    words = shlex.split(line)
+    roots = {"powernode": app, "powernode-agent": agent_app}
+    # Typer's command classes are its own click's: duck-typed, not isinstance.
+    cmd: Any = typer.main.get_command(roots[words[0]])
+    rest = words[1:]
+    while hasattr(cmd, "commands") and rest and rest[0] in cmd.commands:
+        cmd = cmd.commands[rest.pop(0)]
+    assert not hasattr(cmd, "commands"), f"{line}: no such command"
+    options = [p for p in cmd.params if p.param_type_name == "option"]
+    known = {o for p in options for o in p.opts + p.secondary_opts}
+    takes_value = {o for p in options if not p.is_flag for o in p.opts}
+    given = [w for w in rest if w.startswith("--")]
+    assert set(given) <= known, f"{line}: unknown option(s) {set(given) - known}"
+    args = [
+        w
+        for i, w in enumerate(rest)
+        if not w.startswith("--") and not (i and rest[i - 1] in takes_value)
+    ]
+    wanted = [p for p in cmd.params if p.param_type_name == "argument"]
+    least = sum(1 for p in wanted if p.required)
+    most = 10**6 if any(p.nargs == -1 for p in wanted) else len(wanted)
+    assert least <= len(args) <= most, (
+        f"{line}: {len(args)} argument(s), the command takes {least} to {most}"
+    )
+
+
+@pytest.mark.slow
+def test_every_command_line_the_demo_prints_exists(demo_run: Run) -> None:
+    # The demo teaches the tutorial by its command lines: each must run as printed.
+    lines = [
+        ln.removeprefix("$ ").strip()
+        for ln in demo_run.out.splitlines()
+        if ln.startswith("$ powernode")
+    ]
+    assert len(lines) > 40
+    for line in lines:
+        check_command_line(line.split("   #", 1)[0])  # a comment may follow
 
 
 @pytest.mark.slow

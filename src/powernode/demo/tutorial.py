@@ -187,6 +187,10 @@ def _start_platform(demo: Demo, stack: ExitStack) -> None:
     with demo.steps.step(title):
         reporter.command(f"powernode module generate-key-pair   # in {keys}")
         demo.key = make_signing_key(keys)
+        reporter.note(
+            f"signing key {demo.key.private_path}; its passphrase (COSIGN_PASSWORD for "
+            f"`powernode module sign`) is in {keys / 'cosign.password'}"
+        )
         reporter.command(
             f"powernode platform token create --data-dir {data} --name demo-operator "
             + " ".join(f"--scope {s}" for s in SCOPES)

@@ -77,7 +77,7 @@ def run_node_steps(demo: Demo, stack: ExitStack, upgrade: Assignment) -> None:
 
     with demo.steps.step("enroll the node's agent (bootstrap token, mTLS certificate)"):
         token = op.call(
-            ["create-bootstrap-token", "--instance", iid],
+            ["create-bootstrap-token", iid],
             "POST",
             f"/node_instances/{iid}/bootstrap_tokens",
             {},
