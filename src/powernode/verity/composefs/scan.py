@@ -94,8 +94,8 @@ def scan_tree(
     2 threads did not shorten it, even at high priority (0.127 s vs 0.126 s):
     each 4 KiB block is one hashlib call that drops and retakes the GIL, and
     the retake costs more than the 3 us hash, so the threads run in turn.
-    They pay only with a cold page cache (~15 % faster with 4 threads), by
-    overlapping disk reads.
+    They pay with a cold page cache, by overlapping disk reads: 4 threads took
+    0.26-0.36 s where the serial scan took 0.41-0.61 s.
 
     ``read_hook(path, bytes_read)`` is called after every chunk read from a
     regular file (a test seam for files that change while they are read).
