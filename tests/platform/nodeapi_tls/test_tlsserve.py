@@ -235,3 +235,20 @@ def test_configured_identity_is_used_as_is_and_must_be_complete(tmp_path: Path) 
     with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file go together"):
         tlsserve.server_identity(half, now=datetime.now(UTC))
     assert not (tmp_path / "pki").exists()
+
+
+def test_plain_http_behind_a_proxy_takes_the_certificate_only_from_the_trusted_proxy(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # tls = false: the proxy terminates TLS and forwards the verified certificate.
+    app = _echo_app(lab.ca)
+    cert, _ = lab.enrolled("plain")
+    headers = {"X-Client-Cert": _escaped(cert)}
+    with running(app, Settings(data_dir=tmp_path, tls=False, host="127.0.0.1")) as url:
+        assert url.startswith("http://")
+        untrusted = httpx.get(url + "/echo", headers=headers, timeout=10)
+        app.state.trusted_proxies = ("127.0.0.1",)
+        trusted = httpx.get(url + "/echo", headers=headers, timeout=10)
+    assert untrusted.json() == {"peer": None}
+    assert trusted.json()["peer"] == INSTANCE
+    assert not (tmp_path / "pki").exists()  # no TLS identity made for a plain server
