@@ -109,7 +109,7 @@ class Run:
     rc: int
 
 
-@pytest.fixture(scope="module", params=["agent", "standin"])
+@pytest.fixture(scope="module", params=[pytest.param("agent", marks=pytest.mark.mount), "standin"])
 def demo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Run:
     mode = request.param
     if mode == "agent":
@@ -300,7 +300,7 @@ def test_demo_leaves_no_process_no_mount_and_no_temp_dir(demo_run: Run) -> None:
     ("flags", "trigger"),
     [
         (["--no-agent"], "platform pid"),  # the platform is up
-        ([], "heartbeat:"),  # phase 2: the union is mounted
+        pytest.param([], "heartbeat:", marks=pytest.mark.mount),  # phase 2: union mounted
     ],
     ids=["platform-up", "union-mounted"],
 )
@@ -384,7 +384,7 @@ def test_dir_that_is_not_empty_is_refused_and_left_alone(tmp_path: Path) -> None
 
 def test_steps_name_the_failing_step_and_time_the_others() -> None:
     rec = Recorder()
-    ticks = iter([0.0, 1.5, 2.0])
+    ticks = iter([0.0, 1.5, 2.0, 3.0])
     steps = Steps(rec, clock=lambda: next(ticks))
     with steps.step("first"):
         pass
@@ -392,8 +392,13 @@ def test_steps_name_the_failing_step_and_time_the_others() -> None:
         raise DataError("the thing at fault")
     assert str(e.value) == "step 2 (second) failed: the thing at fault"
     assert e.value.number == 2
+    with (
+        pytest.raises(DemoStepError, match=r"step 3 \(third\) failed: unexpected answer: KeyError"),
+        steps.step("third"),
+    ):
+        {}["webhook_secret"]
     assert steps.timings == [("first", 1.5)]
-    assert rec.lines == ["step 1 first", "done 1", "step 2 second"]
+    assert rec.lines == ["step 1 first", "done 1", "step 2 second", "step 3 third"]
 
 
 def test_ci_webhook_is_signed_as_the_platform_checks_it() -> None:

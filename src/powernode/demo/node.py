@@ -110,8 +110,10 @@ class DemoNode:
             "--no-discover",
             "--json",
         )
-        proc = run(argv, timeout=120)
-        token_file.unlink()  # single-use and spent: no reason to keep the secret on disk
+        try:
+            proc = run(argv, timeout=120)
+        finally:
+            token_file.unlink()  # single use: spent or refused, no reason to keep the secret
         info: dict[str, Any] = json.loads(proc.stdout)
         pki = state / "pki"
         client = NodeClient(url, tls=tls_context(platform_ca, pki / "cert.pem", pki / "key.pem"))

@@ -75,6 +75,10 @@ class Steps:
         except (PowernodeError, httpx.HTTPError, OSError) as e:
             log.debug("step %d (%s) failed", number, title, exc_info=True)
             raise DemoStepError(number, title, str(e) or type(e).__name__) from e
+        except (KeyError, ValueError, TypeError) as e:
+            # An answer without a field the step reads (another platform version?).
+            log.debug("step %d (%s) failed", number, title, exc_info=True)
+            raise DemoStepError(number, title, f"unexpected answer: {type(e).__name__}: {e}") from e
         seconds = self.clock() - start
         self.timings.append((title, seconds))
         self.reporter.done(number, title, seconds)
