@@ -371,6 +371,32 @@ def test_a_failing_step_exits_non_zero_naming_it(tmp_path: Path) -> None:
     assert list(tmpd.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_step_failing_while_the_platform_runs_stops_it_and_cleans_up(tmp_path: Path) -> None:
+    # A module repo whose rootfs/ is a symlink validates, but module build refuses it (step 4).
+    examples = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", examples)
+    rootfs = examples / "modules" / "my-redis" / "rootfs"
+    rootfs.rename(tmp_path / "redis-rootfs")
+    rootfs.symlink_to(tmp_path / "redis-rootfs")
+    tmpd = tmp_path / "tmp"
+    tmpd.mkdir()
+    proc = subprocess.run(
+        [*POWERNODE, "demo", "--no-agent", "--examples", str(examples)],
+        capture_output=True,
+        text=True,
+        env=_env(tmpd),
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "demo failed: step 4 (build, push and sign each module" in squash(proc.stderr)
+    assert "rootfs: is a symlink" in squash(proc.stderr)
+    pid = int(re.search(r"platform pid (\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
+    assert _gone(pid, str(tmpd))
+    assert list(tmpd.iterdir()) == []
+
+
 def test_dir_that_is_not_empty_is_refused_and_left_alone(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path)])
