@@ -40,7 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.platform import pgcluster
 
-from _nodeload import Platform, create_instances, enroll, platform_process, raw_client_for
+from _nodeload import (
+    Platform,
+    cpu_seconds,
+    create_instances,
+    enroll,
+    platform_process,
+    raw_client_for,
+)
 from powernode.platform.db import Task
 from powernode.platform.db.fleet import TaskState
 from powernode.platform.db.session import make_engine
@@ -187,6 +194,7 @@ def main() -> None:
             agents = enroll(platform, ids, root / "agents")
             for batch in batches:
                 tag = f"batch{batch}"
+                cpu = cpu_seconds(platform.proc.pid)
                 seconds, acked, doubles = uvloop.run(
                     lease_round(
                         platform,
@@ -197,9 +205,14 @@ def main() -> None:
                         batch=batch,
                     )
                 )
+                cpu = cpu_seconds(platform.proc.pid) - cpu
                 bad, states = db_check(url, tag)
                 rows.append((f"node API lease+ack, max={batch}", acked / seconds, doubles, bad))
-                print(f"  round {tag}: {acked} acked in {seconds:.2f} s; states {states}")
+                print(
+                    f"  round {tag}: {acked} acked in {seconds:.2f} s, server CPU {cpu:.1f} s "
+                    f"({cpu / seconds:.2f} cores, {cpu / acked * 1000:.2f} ms per task); "
+                    f"states {states}"
+                )
         pq_url = pgcluster.create_database(server, "procrastinate")
         seconds, done = asyncio.run(procrastinate_round(pq_url, args.tasks, args.lessees))
         if done != args.tasks:
