@@ -126,14 +126,12 @@ def demo(
     from powernode.demo.tutorial import DemoConfig, run_demo  # noqa: PLC0415
 
     console = Console()
-    err = Console(stderr=True)
     if directory is not None:
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            err.print(
+            typer.echo(
                 f"demo: {directory} exists and is not an empty directory; "
                 "give a new path to --dir (or remove it)",
-                markup=False,
-                highlight=False,
+                err=True,
             )
             raise typer.Exit(2)
         directory.mkdir(parents=True, exist_ok=True)
@@ -159,10 +157,13 @@ def demo(
     try:
         result = run_demo(config, reporter)
     except PowernodeError as e:
-        err.print(f"demo failed: {e}", markup=False, highlight=False)
+        typer.echo(f"demo failed: {e}", err=True)  # unwrapped: one line to grep
         raise typer.Exit(1) from e
     except KeyboardInterrupt as e:
-        err.print("demo interrupted; the platform was stopped", markup=False, highlight=False)
+        typer.echo(
+            "demo interrupted: the platform was stopped and anything mounted was unmounted",
+            err=True,
+        )
         raise typer.Exit(130) from e
     finally:
         reporter.close()

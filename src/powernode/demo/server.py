@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import re
@@ -63,8 +64,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 def create_token(data_dir: Path, name: str, scopes: tuple[str, ...]) -> str:
     """``powernode platform token create … --json`` (migrates the database first): the secret."""
-    import json  # noqa: PLC0415
-
     argv = powernode("platform", "token", "create", "--data-dir", data_dir, "--name", name)
     for s in scopes:
         argv += ["--scope", s]
