@@ -182,6 +182,8 @@ def test_demo_prints_the_tutorial(demo_run: Run) -> None:
     ]
     assert rows["/etc/chrony/chrony.conf"][0] == "chrony-no-pool"  # the config module's takeover
     assert rows["/etc/motd"][0] == "security-hardening"
+    assert rows["/usr/lib/os-release"][0] == "system-base"
+    assert rows["/etc/redis/redis.conf"][0] == "my-redis"
     assert out.rindex("drift false") > out.index("generation 2: upgrade nginx")
 
 

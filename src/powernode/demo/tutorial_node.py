@@ -27,12 +27,14 @@ from powernode.demo.tutorial import Demo
 from powernode.errors import PowernodeError
 from powernode.toolchain.localtemplate import Assignment
 
-# Files read through the union: each shows a different composition rule.
+# Files read through the union, one from each module that wins a file (chrony's only
+# file is taken over by chrony-no-pool); each shows a different composition rule.
 SHOW = (
     "/etc/nginx/conf.d/00-security.conf",  # nginx's protected file
     "/etc/chrony/chrony.conf",  # a config module taking over its parent's protected file
     "/etc/motd",  # security-hardening stacked over system-base
     "/etc/redis/redis.conf",
+    "/usr/lib/os-release",  # system-base, at the bottom of the stack
     "/var/www/healthz/index.html",  # changed by the upgrade
 )
 DRIFT_TIMEOUT = 15.0  # the platform flushes coalesced heartbeats every ~0.5 s
