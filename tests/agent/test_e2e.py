@@ -75,7 +75,10 @@ def test_agent_in_netns_enrolls_heartbeats_runs_tasks_delivers_events(
                 return all(found[t].state in ("succeeded", "failed") for t in [*tasks, unknown])
 
             wait_for("every task to be reported", reported)
-            wait_for("7 events", lambda: len(platform.events(iid)) >= 7)
+            wait_for(
+                "6 task events",
+                lambda: len([e for e in platform.events(iid) if e.kind.startswith("task.")]) >= 6,
+            )
             wait_for("a heartbeat", lambda: platform.row(iid).last_heartbeat_at is not None)
             assert agent.terminate() == 0, agent.output()
             agent = None
@@ -86,11 +89,10 @@ def test_agent_in_netns_enrolls_heartbeats_runs_tasks_delivers_events(
                 assert found[t].attempts == 1
             assert found[unknown].state == "failed"
             kinds = sorted(e.kind for e in platform.events(iid))
-            # The agent also reconciled with the real GET /node_api/modules (empty set).
+            # Task events only: the agent may also report its module syncs.
             assert [k for k in kinds if k.startswith("task.")] == ["task.completed"] * 5 + [
                 "task.failed"
             ]
-            assert "module.synced" in kinds
             with Session(platform.engine) as s:
                 status = s.get(NodeAgentStatus, iid)
                 assert status is not None

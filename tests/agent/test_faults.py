@@ -1,19 +1,28 @@
-"""Faults, each checked for nothing lost and nothing doubled.
+"""Faults against the real platform, each checked for nothing lost and nothing doubled.
 
-Agent processes talk mTLS to the platform on 127.0.0.1; the in-process
-cases drive the loop with a manual clock over real TLS.
+Agent processes talk mTLS to the real platform (create_app on SQLite, served
+by tlsserve/uvicorn on 127.0.0.1) that the tests stop and restart on the
+same port; the in-process cases drive the loop with a manual clock over real
+TLS, the platform running on the same manual clock. ``Recorder`` wraps the
+app to see every event id posted (resends included) and to widen the window
+between an events batch being stored and its answer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
+import socket
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from powernode.agent.certstore import CertStore, Credentials
@@ -24,23 +33,92 @@ from powernode.agent.runtime import Runtime
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import InlineExecutor, default_registry
 from powernode.agent.transport import Backoff, NodeClient, tls_context
+from powernode.platform.app import create_app
+from powernode.platform.db.session import make_engine
+from powernode.platform.services.nodeapi.identity import NodeApiPolicy
+from powernode.platform.settings import Settings
+from powernode.platform.tlsserve import build_server, server_identity
+from powernode.run import run
 from tests.agent.agentproc import AgentProcess, agent_cmd, wait_for, write_config
-from tests.agent.fakeplatform import FakePlatform, TlsServer
+from tests.platform.nodeapi.realplatform import RealPlatform
 
-INSTANCE = "9d5c0b7e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
 HOST = "127.0.0.1"
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class Recorder:
+    """ASGI wrapper: records the event ids posted (duplicates included), delays their answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.received: list[str] = []
+        self.events_delay = 0.0
+        self.lock = threading.Lock()
+
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Any], send: Callable[[Message], Any]
+    ) -> None:
+        if scope["type"] != "http" or scope["path"] != "/node_api/events":
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+
+        async def recv() -> Message:
+            message: Message = await receive()
+            body.extend(message.get("body", b""))
+            return message
+
+        async def snd(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                try:
+                    ids = [e["id"] for e in json.loads(bytes(body))["events"]]
+                except (ValueError, KeyError, TypeError):
+                    ids = []
+                with self.lock:
+                    self.received.extend(ids)
+                if self.events_delay:
+                    await anyio.sleep(self.events_delay)  # stored, not yet answered
+            await send(message)
+
+        await self.app(scope, recv, snd)
 
 
 class Harness:
-    """A platform on 127.0.0.1 over TLS that can be stopped and restarted, and an agent config."""
+    """The real platform on 127.0.0.1 over TLS, stopped and restarted at will; an agent config."""
 
-    def __init__(self, tmp_path: Path, platform: FakePlatform) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        lifetime_days: int = 30,
+    ) -> None:
         self.tmp = tmp_path
-        self.platform = platform
-        self.server: TlsServer | None = TlsServer(platform, HOST, tmp_path)
-        self.port = self.server.httpd.server_address[1]
-        self.url = self.server.url
-        self.ca_file = self.server.ca_file
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            self.port = int(s.getsockname()[1])
+        self.settings = Settings(
+            data_dir=tmp_path / "platform",
+            host=HOST,
+            port=self.port,
+            tls=True,
+            node_cert_lifetime_days=lifetime_days,
+        )
+        policy = NodeApiPolicy(visibility_timeout=timedelta(seconds=1))
+        kw: dict[str, Any] = {"clock": clock} if clock else {}
+        app = create_app(self.settings, node_policy=policy, **kw)
+        self.recorder = Recorder(app)
+        _, _, ca = server_identity(self.settings, now=datetime.now(UTC))
+        assert ca is not None
+        self.ca_file = ca
+        self.url = f"https://{HOST}:{self.port}"
+        self.engine = make_engine(self.settings.effective_database_url)
+        self.platform = RealPlatform(self.url, ca, app, self.engine)
+        self.iid = self.platform.instance("faults-1")
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+        self.start_platform()
         self.state = tmp_path / "state"
         self.config = write_config(
             tmp_path / "agent.toml",
@@ -57,7 +135,7 @@ class Harness:
 
     def enroll(self) -> None:
         token = self.tmp / "token"
-        token.write_text(self.platform.token(INSTANCE))
+        token.write_text(self.platform.token(self.iid))
         agent_cmd(
             [
                 "enroll",
@@ -71,13 +149,41 @@ class Harness:
             ]
         )
 
+    def start_platform(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, self.port))
+        self.server = build_server(
+            self.recorder, self.settings, access_log=False, log_level="warning"
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        wait_for("the platform to listen", lambda: bool(self.server.started), 15, 0.02)
+
     def stop_platform(self) -> None:
-        assert self.server is not None
-        self.server.close()
+        """Stop listening and cut every open connection, as a stopped platform would."""
+        assert self.server is not None and self.thread is not None
+        server = self.server
+        loop = server.servers[0].get_loop()
+
+        def cut() -> None:
+            # abort(), not close(): a TLS close waits for the client's close_notify
+            # (asyncio's SSL shutdown timeout, 30 s), an idle agent never sends it.
+            for conn in list(server.server_state.connections):
+                conn.transport.abort()
+
+        server.should_exit = True
+        time.sleep(0.2)  # the listening socket is closed: no new connections
+        with contextlib.suppress(RuntimeError):  # the loop closed already: nothing open
+            loop.call_soon_threadsafe(cut)
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the platform did not stop within 15 s"
         self.server = None
 
-    def start_platform(self) -> None:
-        self.server = TlsServer(self.platform, HOST, self.tmp, port=self.port)
+    def stored(self) -> list[Any]:
+        return self.platform.events(self.iid)
 
     def agent(self) -> AgentProcess:
         proc = AgentProcess(self.config, self.tmp / f"agent{len(self.agents)}.log")
@@ -88,12 +194,18 @@ class Harness:
         for agent in self.agents:
             agent.close()
         if self.server is not None:
-            self.server.close()
+            self.stop_platform()
+        self.engine.dispose()
+        # An agent killed with SIGKILL leaves what it mounted (its run tmpfs) behind.
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        for point in sorted((m.split()[1] for m in mounts), reverse=True):
+            if point.startswith(f"{self.tmp}/"):
+                run(["umount", "-l", point], check=False)
 
 
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path, FakePlatform(SystemClock(), visibility_timeout=timedelta(seconds=1)))
+    h = Harness(tmp_path)
     try:
         yield h
     finally:
@@ -108,33 +220,42 @@ def _fill(state: Path, n: int) -> list[str]:
     return ids
 
 
+def _kinds(harness: Harness, prefix: str = "") -> Counter[str]:
+    return Counter(e.kind for e in harness.stored() if e.kind.startswith(prefix))
+
+
 @pytest.mark.slow
 def test_sigkill_while_flushing_loses_and_doubles_nothing(harness: Harness) -> None:
     harness.enroll()
     ids = _fill(harness.state, 3000)
-    harness.platform.events_delay = 0.05  # widen the stored-but-not-answered window
+    rec = harness.recorder
+    rec.events_delay = 0.05  # widen the stored-but-not-answered window
     rng = random.Random(20250101)  # noqa: S311 - reproducible kill points
+
+    def stored_ids() -> set[str]:
+        return {str(e.agent_event_id) for e in harness.stored()}
+
     kills = 0
     for _ in range(20):
-        before = len(harness.platform.received)
+        before = len(rec.received)
         agent = harness.agent()
         # Kill only once it is flushing: some batch of this run reached the platform.
-        wait_for("a batch posted", lambda b=before: len(harness.platform.received) > b, 20, 0.005)
+        wait_for("a batch posted", lambda b=before: len(rec.received) > b, 20, 0.005)
         time.sleep(rng.uniform(0, 0.15))
         agent.kill()
         kills += 1
-        if set(harness.platform.events) >= set(ids):
+        if stored_ids() >= set(ids):
             break
     final = harness.agent()
-    wait_for("every event", lambda: set(harness.platform.events) >= set(ids), 60)
+    wait_for("every event", lambda: stored_ids() >= set(ids), 60)
     assert final.terminate() == 0, final.output()
-    stored = list(harness.platform.events.values())
-    # Nothing lost, nothing doubled: each filled event exactly once, no new ids for them.
-    assert Counter(e["payload"]["n"] for e in stored) == Counter(range(3000))
-    assert sorted(e["id"] for e in stored) == sorted(ids)
+    stored = [e for e in harness.stored() if e.kind == "test.fill"]
+    # Nothing lost, nothing doubled: each filled event exactly once, under its own id.
+    assert Counter(e.payload["n"] for e in stored) == Counter(range(3000))
+    assert sorted(str(e.agent_event_id) for e in stored) == sorted(ids)
     assert kills >= 3
     # Resends happened (kills between store and answer) and were absorbed by id.
-    assert len(harness.platform.received) >= len(ids)
+    assert len([i for i in rec.received if i in set(ids)]) >= len(ids)
     assert Spool(AgentConfig(state_dir=harness.state).spool_file).depth() == 0
 
 
@@ -142,21 +263,25 @@ def test_sigkill_while_flushing_loses_and_doubles_nothing(harness: Harness) -> N
 def test_platform_stopped_and_restarted_outcomes_and_events_after(harness: Harness) -> None:
     harness.enroll()
     p = harness.platform
-    tasks = [p.add_task(INSTANCE, "agent.sleep", {"seconds": 0.5}) for _ in range(3)]
+    tasks = [p.add_task(harness.iid, "agent.sleep", {"seconds": 0.5}) for _ in range(3)]
     agent = harness.agent()
-    wait_for("tasks leased", lambda: all(p.tasks[t].state == "leased" for t in tasks))
+    wait_for("tasks leased", lambda: all(p.tasks()[t].state == "leased" for t in tasks))
     harness.stop_platform()
     # Tasks finish and events pile up while the platform is away.
     time.sleep(1.5)
-    assert all(not p.tasks[t].outcomes for t in tasks)
+    assert all(p.tasks()[t].state == "leased" for t in tasks)
     harness.start_platform()
-    wait_for("outcomes after restart", lambda: all(p.tasks[t].state == "done" for t in tasks))
-    wait_for("events after restart", lambda: len(p.events) >= 3)
+    done = lambda: all(p.tasks()[t].state == "succeeded" for t in tasks)  # noqa: E731
+    wait_for("outcomes after restart", done)
+    wait_for("events after restart", lambda: _kinds(harness, "task.")["task.completed"] >= 3)
     assert agent.terminate() == 0, agent.output()
     for t in tasks:
-        assert len(p.tasks[t].outcomes) == 1 and p.tasks[t].attempt == 1
-    assert Counter(e["kind"] for e in p.events.values()) == {"task.completed": 3}
-    assert Counter(p.received) == Counter(list(p.events))  # each event posted once after restart
+        # Leased once (the 1 s visibility timeout passed while away, but the agent
+        # leases nothing while its outcomes are unreported), recorded once.
+        assert p.tasks()[t].result == {"slept": 0.5}
+    assert _kinds(harness, "task.") == {"task.completed": 3}
+    every = [str(e.agent_event_id) for e in harness.stored()]
+    assert Counter(harness.recorder.received) == Counter(every)  # each posted once
     assert "unreachable" in agent.output()
 
 
@@ -164,19 +289,21 @@ def test_platform_stopped_and_restarted_outcomes_and_events_after(harness: Harne
 def test_node_dying_with_leases_tasks_released_once(harness: Harness) -> None:
     harness.enroll()
     p = harness.platform
-    tasks = [p.add_task(INSTANCE, "agent.sleep", {"seconds": 1.0}) for _ in range(2)]
+    tasks = [p.add_task(harness.iid, "agent.sleep", {"seconds": 1.0}) for _ in range(2)]
     first = harness.agent()
-    wait_for("tasks leased", lambda: all(p.tasks[t].state == "leased" for t in tasks))
+    wait_for("tasks leased", lambda: all(p.tasks()[t].state == "leased" for t in tasks))
     first.kill()  # the node dies holding the leases, mid-task
-    assert all(p.tasks[t].outcomes == [] for t in tasks)
+    assert all(p.tasks()[t].result is None for t in tasks)
     time.sleep(1.1)  # past the 1 s visibility timeout
     second = harness.agent()
-    wait_for("tasks done", lambda: all(p.tasks[t].state == "done" for t in tasks), 30)
+    done = lambda: all(p.tasks()[t].state == "succeeded" for t in tasks)  # noqa: E731
+    wait_for("tasks done", done, 30)
     assert second.terminate() == 0, second.output()
     for t in tasks:
-        assert p.tasks[t].attempt == 2  # offered again after the timeout, run once more
-        assert p.tasks[t].outcomes == [("ack", {"result": {"slept": 1.0}})]
-    assert Counter(e["kind"] for e in p.events.values()) == {"task.completed": 2}
+        found = p.tasks()[t]
+        assert found.attempts == 2  # offered again after the timeout, run once more
+        assert found.result == {"slept": 1.0}
+    assert _kinds(harness, "task.") == {"task.completed": 2}
 
 
 # -- in process, manual clock, real TLS --------------------------------------------------
@@ -214,11 +341,19 @@ def _tls_runtime(harness: Harness, clock: ManualClock) -> Runtime:
 
 @pytest.fixture
 def manual(tmp_path: Path) -> Iterator[tuple[Harness, ManualClock]]:
-    # The TLS handshake checks certificates against real time, so the manual clock
-    # starts 68 days and an hour in the past: moved on by 68 days it is still just
-    # behind real time, and every certificate the fake issues is valid for OpenSSL.
+    # The agent's manual clock starts 68 days and an hour in the past. The platform
+    # keeps its own time, moved on with the agent's monotonic clock (both live 68
+    # days in the rotation test) but not by the agent's wall-clock steps (NTP on
+    # the node does not move the platform). The platform checks node certificates
+    # against its time (the TLS layer skips time checks for client certificates);
+    # the agent's OpenSSL checks the server's certificate against real time.
     clock = ManualClock(SystemClock().now() - timedelta(days=68, hours=1))
-    h = Harness(tmp_path, FakePlatform(clock))
+    start, mono = clock.now(), clock.monotonic()
+
+    def platform_now() -> datetime:
+        return start + timedelta(seconds=clock.monotonic() - mono)
+
+    h = Harness(tmp_path, clock=platform_now, lifetime_days=90)
     try:
         yield h, clock
     finally:
@@ -240,19 +375,15 @@ def test_rotation_with_platform_away_past_75_percent_over_tls(
         clock.advance(1)
     assert rt.rotation_failure is not None and rt.rotation_failure.attempts == 4
     harness.start_platform()
-    task = harness.platform.add_task(INSTANCE, "agent.noop")
+    task = harness.platform.add_task(harness.iid, "agent.noop")
     assert rt.beat()
     # Rotated, and the next requests already present the new certificate.
     assert rt.creds.info.serial != first.serial
-    assert harness.platform.heartbeats[-1][0] == INSTANCE
-    assert harness.platform.tasks[task].state == "done"
-    kinds = Counter(e["kind"] for e in harness.platform.events.values())
-    assert kinds == {ROTATION_FAILED: 4, ROTATED: 1, "task.completed": 1}
-    assert all(
-        e["severity"] == "critical"
-        for e in harness.platform.events.values()
-        if e["kind"] == ROTATION_FAILED
-    )
+    assert harness.platform.row(harness.iid).last_heartbeat_at == clock.now()
+    assert harness.platform.tasks()[task].state == "succeeded"
+    assert harness.platform.certificates() == 2
+    assert _kinds(harness) == {ROTATION_FAILED: 4, ROTATED: 1, "task.completed": 1}
+    assert all(e.severity == "critical" for e in harness.stored() if e.kind == ROTATION_FAILED)
     assert len(CertStore(rt.config.pki_dir).archived()) == 1
     rt.client.close()
 
@@ -265,12 +396,13 @@ def test_clock_jumps_do_not_lose_or_repeat_anything(manual: tuple[Harness, Manua
     done: list[str] = []
     for step in (timedelta(days=-30), timedelta(days=45), timedelta(hours=-5)):
         clock.shift_wall(step)  # NTP stepping the wall clock; monotonic time goes on
-        done.append(p.add_task(INSTANCE, "agent.echo", {"step": str(step)}))
+        done.append(p.add_task(harness.iid, "agent.echo", {"step": str(step)}))
         rt.spool.append("test.step", "info", {"step": str(step)}, clock.now())
         assert rt.beat()
-    assert all(len(p.tasks[t].outcomes) == 1 for t in done)
-    kinds: Counter[Any] = Counter(e["kind"] for e in p.events.values())
-    assert kinds == {"test.step": 3, "task.completed": 3}
-    assert Counter(p.received) == Counter(list(p.events))
-    assert len(p.certs_issued) == 1  # never at 75 % of life in wall time seen so far
+    found = p.tasks()
+    assert all(found[t].state == "succeeded" and found[t].attempts == 1 for t in done)
+    assert _kinds(harness) == {"test.step": 3, "task.completed": 3}
+    every = [str(e.agent_event_id) for e in harness.stored()]
+    assert Counter(harness.recorder.received) == Counter(every)
+    assert p.certificates() == 1  # never at 75 % of life in wall time seen so far
     rt.client.close()

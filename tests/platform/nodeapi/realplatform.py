@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from powernode.platform.app import create_app
-from powernode.platform.db import FleetEvent, NodeInstance, Task
+from powernode.platform.db import FleetEvent, NodeCertificate, NodeInstance, Task
 from powernode.platform.db.session import make_engine
 from powernode.platform.services import nodes
 from powernode.platform.services.context import SCOPES, Actor, Ctx
@@ -40,7 +40,8 @@ class RealPlatform:
     engine: Any
 
     def _ctx(self, session: Session) -> Ctx:
-        return Ctx(session, ADMIN, datetime.now(UTC))
+        # The platform's own clock: a test may run it behind real time.
+        return Ctx(session, ADMIN, self.app.state.platform.clock())
 
     def instance(self, hostname: str) -> str:
         with Session(self.engine) as s:
@@ -67,6 +68,10 @@ class RealPlatform:
     def tasks(self) -> dict[str, Task]:
         with Session(self.engine) as s:
             return {t.id: t for t in s.scalars(select(Task))}
+
+    def certificates(self) -> int:
+        with Session(self.engine) as s:
+            return len(s.scalars(select(NodeCertificate)).all())
 
     def events(self, instance_id: str) -> list[FleetEvent]:
         with Session(self.engine) as s:

@@ -82,6 +82,7 @@ def test_empty_template_gives_an_empty_set(node_platform: NodePlatform) -> None:
     creds = p.enroll()
     doc = p.node(creds, "GET", "/modules").json()
     assert doc["modules"] == []
+    assert doc["composition"] is None
     assert parse_desired(doc).modules == ()
 
 

@@ -91,5 +91,7 @@ def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
         "template": desired.template_name,
         "allowed_states": sorted(states),
         "modules": entries,
-        "composition": desired.composition.to_dict(),
+        # Nothing to compose for an empty set: null, so an agent with nothing
+        # attached has nothing to restack (docs/agent-modules.md: "composition": {…} | null).
+        "composition": desired.composition.to_dict() if entries else None,
     }
