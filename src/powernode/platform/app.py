@@ -100,10 +100,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = state
+    # The node API first: routes are matched in order, and heartbeats are the
+    # most frequent request by far.
+    app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     routers = (modules, versions, templates, desired, nodes, audit, ingest)
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
-    app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
 

@@ -60,7 +60,9 @@ class PlatformState:
                 raise
 
 
-def get_state(request: Request) -> PlatformState:
+async def get_state(request: Request) -> PlatformState:
+    # async: FastAPI runs a plain function dependency in the thread pool, a hop
+    # the heartbeat path (thousands per second) should not pay for a lookup.
     state = request.app.state.platform
     assert isinstance(state, PlatformState)
     return state
