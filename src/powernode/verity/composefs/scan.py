@@ -93,7 +93,8 @@ def scan_tree(
     CPUs): the walk itself takes ~17 ms, reading and hashing ~110-150 ms, and
     2 threads did not shorten it, even at high priority (0.127 s vs 0.126 s):
     each 4 KiB block is one hashlib call that drops and retakes the GIL, and
-    the retake costs more than the 3 us hash, so the threads run in turn.
+    that machine's 2 vCPUs gave no parallel SHA-256 throughput even to two
+    processes (docs/composefs.md, "Speed").
     They pay with a cold page cache, by overlapping disk reads: 4 threads took
     0.26-0.36 s where the serial scan took 0.41-0.61 s.
 
