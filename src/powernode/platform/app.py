@@ -17,9 +17,11 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from powernode import __version__
+from powernode.errors import ConfigError
 from powernode.platform.api import (
     audit,
     desired,
@@ -66,7 +68,14 @@ def create_app(
         upgrade(engine)
     node_policy = node_policy or NodeApiPolicy()
     revocations = RevocationSet()
-    revocations.load(engine)
+    try:
+        revocations.load(engine)
+    except SQLAlchemyError as e:
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"{where}: cannot read the node certificates ({type(e).__name__}); the database is "
+            "not migrated to this version: run powernode platform migrate"
+        ) from e
     state = PlatformState(
         settings=settings,
         engine=engine,

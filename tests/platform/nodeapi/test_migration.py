@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
+from powernode.errors import ConfigError
+from powernode.platform.app import create_app
 from powernode.platform.db.migrate import _config, current_revisions, head_revisions, upgrade
 from powernode.platform.db.session import make_engine
+from powernode.platform.settings import Settings
 
 
 def test_downgrade_to_0002_and_up_again(db_url: str) -> None:
@@ -35,3 +41,11 @@ def test_downgrade_to_0002_and_up_again(db_url: str) -> None:
         assert [k[0] for k in kinds] == ["x.y"]  # the row survived the table rebuilds
     finally:
         engine.dispose()
+
+
+def test_app_on_an_unmigrated_database_says_to_migrate(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'empty.db'}", migrate_on_start=False
+    )
+    with pytest.raises(ConfigError, match="run powernode platform migrate"):
+        create_app(settings)
