@@ -161,3 +161,15 @@ def test_identity_in_the_body_is_never_used(node_platform: NodePlatform) -> None
     r = p.node(a, "POST", "/events", json={"events": [event]})
     assert r.status_code == 422
     assert p.snapshot() == before
+
+
+def test_terminated_instance_is_refused_after_a_refresh(node_platform: NodePlatform) -> None:
+    p = node_platform
+    creds = p.enroll()
+    assert p.call("POST", f"/node_instances/{creds.instance_id}/terminate").status_code == 200
+    p.state.revocations.load(p.state.engine)  # the periodic refresh
+    before = p.snapshot()
+    _refused(p.node(creds, "POST", "/tasks/lease", json={"max": 1}), "terminated")
+    _refused(p.node(creds, "POST", "/status/heartbeat", json=BEAT), "terminated")
+    p.state.heartbeats.flush()
+    assert p.snapshot() == before

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from powernode.platform.db import NodeCertificate
+from powernode.platform.db import InstanceStatus, NodeCertificate, NodeInstance
 from powernode.platform.pki import NodeCA, NodePeer
 from powernode.platform.problems import AuthenticationError
 
@@ -41,24 +41,38 @@ class NodeApiPolicy:
 
 
 class RevocationSet:
-    """Serials of revoked node certificates, kept in memory. Thread-safe."""
+    """Serials of revoked node certificates, and instances that ended, kept in memory.
+
+    An instance terminated (or failed) by the operator keeps no say: its
+    certificates are refused like revoked ones, from the next refresh on.
+    Thread-safe.
+    """
 
     def __init__(self) -> None:
         self._serials: frozenset[str] = frozenset()
+        self._ended: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def load(self, engine: Engine) -> int:
-        """Re-read every revoked serial (a few per revoked instance); returns the count."""
+        """Re-read every revoked serial and ended instance; returns the count of serials."""
+        ended_states = (InstanceStatus.TERMINATED.value, InstanceStatus.FAILED.value)
         with Session(engine) as session:
             rows = session.scalars(
                 select(NodeCertificate.serial).where(NodeCertificate.revoked_at.is_not(None))
+            ).all()
+            ended = session.scalars(
+                select(NodeInstance.id).where(NodeInstance.status.in_(ended_states))
             ).all()
         serials = frozenset(rows)
         with self._lock:
             # A revocation is never undone, so a union: one this process added
             # after the SELECT began is not lost.
             self._serials = self._serials | serials
+            self._ended = frozenset(ended)
         return len(self._serials)
+
+    def ended(self, instance_id: str) -> bool:
+        return instance_id in self._ended
 
     def add(self, serials: list[str]) -> None:
         with self._lock:
@@ -85,5 +99,10 @@ def authenticate(
             "the operator; enroll again with a new bootstrap token "
             "(powernode system create-bootstrap-token INSTANCE)",
             serial=peer.serial,
+        )
+    if revoked.ended(peer.instance_id):
+        raise AuthenticationError(
+            f"instance {peer.instance_id} was terminated; its certificates are no longer "
+            "accepted (a new instance enrolls with its own bootstrap token)"
         )
     return peer
