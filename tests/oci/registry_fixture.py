@@ -10,15 +10,22 @@ Reusable by any test package::
         ...
 
 or through the session fixtures ``oci_registry`` / ``oci_registry_basic``
-(import them into a conftest.py). Each registry listens on a free
-127.0.0.1 port, stores into its own temp directory with deletes enabled, and
-is killed on exit. Debian's packaged config (htpasswd auth) is not used.
+(import them into a conftest.py). Each registry stores into its own temp
+directory with deletes enabled, and is killed on exit. Debian's packaged
+config (htpasswd auth) is not used.
+
+The registry binds ``127.0.0.1:0`` itself and the fixture reads the port it
+got from /proc (its own listening socket). Picking a free port first and
+passing it in raced with every other process on the machine: another
+server could take the port in between, and the readiness probe then
+talked to *that* server (test_bearer_token_auth once met an anonymous
+registry that was not its own and failed under load).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -60,14 +67,7 @@ class RunningRegistry:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _config(port: int, storage: Path, auth: str) -> str:
+def _config(storage: Path, auth: str) -> str:
     return f"""version: 0.1
 log:
   level: warn
@@ -82,7 +82,7 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:{port}
+  addr: 127.0.0.1:0
   secret: {HTTP_SECRET}
 {auth}"""
 
@@ -106,14 +106,36 @@ def _auth_section(workdir: Path, htpasswd: Credentials | None, token: TokenAuth 
     return ""
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+def listening_port(pid: int) -> int | None:
+    """The TCP port process ``pid`` listens on (IPv4), from /proc; None if none yet."""
+    sockets: set[str] = set()
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    sockets.add(target[len("socket:[") : -1])
+    # /proc/net/tcp: "sl local_address rem_address st ... inode"; st 0A is LISTEN
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[3] == "0A" and fields[9] in sockets:
+            return int(fields[1].rsplit(":", 1)[1], 16)
+    return None
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """The registry's URL once it answers on the port it bound itself."""
     deadline = time.monotonic() + READY_TIMEOUT
+    url: str | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited {proc.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/v2/", timeout=1.0).status_code in {200, 401}:
-                return
+        if url is None and (port := listening_port(proc.pid)) is not None:
+            url = f"http://127.0.0.1:{port}"
+        if url is not None:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/v2/", timeout=1.0).status_code in {200, 401}:
+                    return url
         time.sleep(0.05)
     raise RuntimeError(f"docker-registry not ready within {READY_TIMEOUT}s:\n{log.read_text()}")
 
@@ -132,32 +154,20 @@ def run_registry(
     storage.mkdir(exist_ok=True)
     auth = _auth_section(workdir, htpasswd, token)
     log = workdir / "registry.log"
-    for _attempt in range(3):  # a free port can be taken before the registry binds it
-        port = free_port()
-        config = workdir / "config.yml"
-        config.write_text(_config(port, storage, auth))
-        url = f"http://127.0.0.1:{port}"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([exe, "serve", str(config)], stdout=out, stderr=out)
+    config = workdir / "config.yml"
+    config.write_text(_config(storage, auth))
+    with log.open("wb") as out:
+        proc = subprocess.Popen([exe, "serve", str(config)], stdout=out, stderr=out)
+    try:
+        url = _wait_ready(proc, log)
+        yield RunningRegistry(url, storage, log, htpasswd)
+    finally:
+        proc.terminate()
         try:
-            _wait_ready(proc, url, log)
-        except RuntimeError:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-            if "address already in use" in log.read_text():
-                continue
-            raise
-        try:
-            yield RunningRegistry(url, storage, log, htpasswd)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return
-    raise RuntimeError("docker-registry: no free port after 3 tries")
 
 
 @pytest.fixture(scope="session")

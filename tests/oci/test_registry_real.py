@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from powernode.oci.digest import Digest
 from powernode.oci.distribution import ClientLimits, DistributionRegistry
 from powernode.oci.errors import AuthError, NotFoundError, UploadInterruptedError
 from powernode.oci.mediatypes import OCI_MANIFEST
+from powernode.oci.ranges import read_range_into
 from powernode.oci.refs import parse_reference
 from powernode.oci.registry import Registry, open_registry
 from tests.oci.helpers import ARTIFACT_TYPE, blob, files_under, push_artifact, write_file
@@ -229,6 +231,86 @@ def test_open_registry_url(oci_registry: RunningRegistry) -> None:
         client("http://127.0.0.1:9", limits=ClientLimits(attempts=1)).check()
 
 
+RANGED = ClientLimits(read_chunk=64 << 10, attempts=1, backoff=0.0, read_timeout=5.0)
+
+
+def read_into(reg: DistributionRegistry, repo: str, digest: Digest, offset: int, n: int) -> bytes:
+    """read_range_into collected; checks every chunk fits the client's buffer."""
+    out = bytearray()
+
+    def sink(chunk: memoryview) -> None:
+        assert 0 < len(chunk) <= reg.limits.read_chunk
+        out.extend(chunk)
+
+    read_range_into(reg, repo, digest, offset, n, sink=sink)
+    return bytes(out)
+
+
+def pushed_blob(reg: DistributionRegistry, tmp_path: Path, repo: str, size: int) -> bytes:
+    data = blob(size, seed=size)
+    path, digest = write_file(tmp_path / f"blob-{size}", data)
+    reg.push_blob(repo, path, digest, len(data))
+    return data
+
+
+def test_ranged_reads_reuse_one_connection(oci_registry: RunningRegistry, tmp_path: Path) -> None:
+    reg = client(oci_registry, limits=RANGED)
+    data = pushed_blob(reg, tmp_path, "pn/ranged", 300_000)
+    digest = Digest.of_bytes(data)
+    for offset, n in [(0, 1), (0, 300_000), (65_535, 70_000), (299_999, 1), (123, 200_000)]:
+        assert read_into(reg, "pn/ranged", digest, offset, n) == data[offset : offset + n]
+    assert reg.raw.usable and reg.raw.idle() == 1  # five reads, one keep-alive connection
+    with pytest.raises(DataError, match="outside blob"):
+        read_into(reg, "pn/ranged", digest, 300_000, 1)
+    with pytest.raises(NotFoundError, match="no blob"):
+        read_into(reg, "pn/ranged", Digest.of_bytes(b"absent"), 0, 10)
+
+
+def test_ranged_read_survives_a_connection_the_server_closed(
+    oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    reg = client(oci_registry, limits=RANGED)  # attempts=1: a counted failure would raise
+    data = pushed_blob(reg, tmp_path, "pn/stale", 100_000)
+    digest = Digest.of_bytes(data)
+    assert read_into(reg, "pn/stale", digest, 0, 10) == data[:10]
+    conn, reused = reg.raw.acquire()
+    assert reused and conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as when the registry drops an idle connection
+    reg.raw.release(conn)
+    assert read_into(reg, "pn/stale", digest, 5, 99_995) == data[5:]
+
+
+def test_ranged_read_sink_error_is_not_retried(
+    oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    reg = client(oci_registry, limits=RANGED)
+    data = pushed_blob(reg, tmp_path, "pn/sinkerr", 200_000)
+    digest = Digest.of_bytes(data)
+    calls = []
+
+    def sink(chunk: memoryview) -> None:
+        calls.append(len(chunk))
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        read_range_into(reg, "pn/sinkerr", digest, 0, 200_000, sink=sink)
+    assert calls == [64 << 10]  # one chunk, no retry of a consumer's error
+    assert reg.raw.idle() == 0  # a connection left mid-body is not reused
+    assert read_into(reg, "pn/sinkerr", digest, 0, 200_000) == data
+
+
+def test_ranged_read_with_injected_transport_goes_through_httpx(
+    oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    counting = Counting()
+    reg = client(oci_registry, transport=counting, limits=RANGED)
+    data = pushed_blob(reg, tmp_path, "pn/viahttpx", 100_000)
+    digest = Digest.of_bytes(data)
+    assert not reg.raw.usable
+    assert read_into(reg, "pn/viahttpx", digest, 10, 90_000) == data[10:90_010]
+    assert ("GET", f"/v2/pn/viahttpx/blobs/{digest}") in counting.requests
+
+
 def test_bearer_token_auth(tmp_path: Path) -> None:
     from tests.oci.registry_fixture import run_registry
     from tests.oci.token_server import run_token_server
@@ -245,3 +327,12 @@ def test_bearer_token_auth(tmp_path: Path) -> None:
         reg.push_manifest(parse_reference("pn/tok:v1"), manifest, OCI_MANIFEST)
         assert reg.list_tags("pn/tok") == ["v1"]
         assert "repository:pn/tok:pull,push" in tokens.issued
+        # ranged reads: the plain connection meets the challenge, httpx answers
+        # it, and the next read carries the token on a plain connection
+        data = pushed_blob(reg, tmp_path, "pn/tok", 70_000)
+        digest = Digest.of_bytes(data)
+        reader = client(running, credentials=user, limits=RANGED)
+        assert read_into(reader, "pn/tok", digest, 1, 69_999) == data[1:]
+        assert reader.raw.idle() == 0  # the 401 closed it
+        assert read_into(reader, "pn/tok", digest, 2, 100) == data[2:102]
+        assert reader.raw.idle() == 1

@@ -4,19 +4,15 @@ Endpoints used (spec "Endpoints" table): ``GET /v2/`` (end-1),
 ``HEAD``/``GET /v2/<name>/blobs/<digest>`` (end-2), ``POST …/blobs/uploads/``
 (end-4, end-11 with ``?mount=&from=``), ``PATCH <location>`` (end-5),
 ``PUT <location>?digest=`` (end-6), ``GET <location>`` (upload status),
-``PUT``/``GET``/``HEAD``/``DELETE /v2/<name>/manifests/<reference>``
-(end-7, end-3, end-9) and ``GET /v2/<name>/tags/list?n=`` (end-8b, paginated
-by ``Link: <…>; rel="next"``).
+``PUT``/``GET``/``HEAD``/``DELETE /v2/<name>/manifests/<reference>`` (end-7,
+end-3, end-9), ``GET /v2/<name>/tags/list?n=`` (end-8b, ``Link`` rel="next").
 
-Robustness, all bounded by :class:`ClientLimits`:
-
-* 429/5xx and connection errors are retried with exponential backoff
-  ``attempts`` times, then raise :class:`~powernode.errors.TransportError`
-  naming the URL and status;
-* every read has a timeout, so a server that stalls mid-blob fails;
-* blob pulls stream in chunks to a temporary file, hashing while writing;
-  a mismatch, truncation or timeout deletes the temporary file;
-* chunked pushes resume from the ``Range`` the registry reports for the
+Robustness, all bounded by :class:`ClientLimits`: 429/5xx and connection
+errors are retried with exponential backoff ``attempts`` times, then raise
+:class:`~powernode.errors.TransportError` naming the URL and status; every
+read has a timeout, so a server that stalls mid-blob fails; blob pulls
+stream to a temporary file, hashing while writing, deleted on a mismatch,
+truncation or timeout; chunked pushes resume from the ``Range`` the registry reports for the
   upload session. Distribution 2.x signs the offset into the ``_state`` of
   each ``Location`` and drops a session whose chunk was cut mid-body, so a
   resume that finds the session gone starts a new one (still bounded).
@@ -40,7 +36,7 @@ from powernode.oci.cache import BlobCache, Readable, write_verified
 from powernode.oci.digest import Digest, verify_bytes
 from powernode.oci.errors import AuthError, NotFoundError, error_detail
 from powernode.oci.mediatypes import MANIFEST_TYPES, MAX_MANIFEST_SIZE, Manifest
-from powernode.oci.ranges import read_range
+from powernode.oci.ranges import RawConnections, read_range
 from powernode.oci.refs import Reference, check_repository
 from powernode.oci.upload import ChunkedUpload
 
@@ -90,12 +86,14 @@ class DistributionRegistry:
             timeout=httpx.Timeout(lim.read_timeout, connect=lim.connect_timeout),
         )
         self._auth = Authenticator(self.base_url, credentials)
+        self.raw = RawConnections(self.base_url, verify, lim, enabled=transport is None)
 
     def __repr__(self) -> str:
         return f"DistributionRegistry({str(self.base_url)!r})"
 
     def close(self) -> None:
         self._client.close()
+        self.raw.close()
 
     def __enter__(self) -> DistributionRegistry:
         return self
@@ -166,6 +164,9 @@ class DistributionRegistry:
             f"{where}: {last} after {tries} attempt(s); the registry is unavailable or "
             "failing, retry later"
         )
+
+    def auth_headers(self, url: httpx.URL, key: str) -> dict[str, str]:
+        return self._auth.headers(url, key)
 
     def unexpected(self, method: str, url: httpx.URL, resp: httpx.Response) -> TransportError:
         return TransportError(
@@ -252,7 +253,7 @@ class DistributionRegistry:
     def read_blob_range(
         self, repository: str, digest: Digest, offset: int, length: int
     ) -> Iterator[bytes]:
-        """Bytes ``[offset, offset+length)`` of a blob, unverified (see :mod:`.ranges`)."""
+        """Bytes ``[offset, offset+length)``, unverified (:mod:`.ranges` has a faster form)."""
         return read_range(self, repository, digest, offset, length)
 
     def push_blob(
@@ -348,8 +349,7 @@ class DistributionRegistry:
 
     def list_tags(self, repository: str) -> list[str]:
         """All tags of ``repository`` (empty if it has none or does not exist), sorted."""
-        url: httpx.URL | None = self.url(f"/v2/{check_repository(repository)}/tags/list")
-        assert url is not None
+        url = self.url(f"/v2/{check_repository(repository)}/tags/list")
         url = url.copy_merge_params({"n": str(self.limits.tags_page_size)})
         tags: list[str] = []
         for _ in range(self.limits.max_tag_pages):

@@ -29,7 +29,9 @@ from pathlib import Path
 
 from powernode.errors import DigestMismatchError, TransportError
 from powernode.oci.digest import CHUNK_SIZE
+from powernode.oci.distribution import DistributionRegistry
 from powernode.oci.errors import RangeNotSupportedError
+from powernode.oci.ranges import read_range_into
 from powernode.oci.registry import Registry
 from powernode.publish.format import Descriptor, ObjectEntry
 from powernode.publish.progress import Progress
@@ -37,6 +39,8 @@ from powernode.publish.store import ModuleStore
 from powernode.verity.fsverity import FsVerityHasher
 
 log = logging.getLogger(__name__)
+
+_POLL = 0.5  # seconds between checks while the first run waits for its answer
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class _Splitter:
         self.hasher = FsVerityHasher()
         self.staged: list[tuple[int, Path, str]] = []
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         while view:
             if self.i >= len(self.run.entries):
@@ -184,6 +188,7 @@ class _Fetcher:
         self.progress = progress
         self.stats = FetchStats()
         self.stop = threading.Event()
+        self.answered = threading.Event()  # the first run knows whether Range works
         self.whole: dict[int, Path] = {}
         self.whole_locks = {n: threading.Lock() for n in range(len(packs))}
 
@@ -215,20 +220,29 @@ class _Fetcher:
         except BaseException:
             splitter.abort()
             raise
+        finally:
+            self.answered.set()
         with self.stats._lock:
             self.stats.objects_fetched += count
 
     def _ranged(self, run: Run, splitter: _Splitter) -> None:
         digest = self.packs[run.pack].digest
-        chunks = self.registry.read_blob_range(
-            self.repository, digest, run.start, run.end - run.start
-        )
+
+        def sink(chunk: memoryview | bytes) -> None:
+            self.answered.set()  # a 206 came: the registry honours Range
+            if self.stop.is_set():
+                raise _Stopped
+            self._count(len(chunk))
+            splitter.feed(chunk)
+
+        length = run.end - run.start
+        if isinstance(self.registry, DistributionRegistry):
+            read_range_into(self.registry, self.repository, digest, run.start, length, sink=sink)
+            return
+        chunks = self.registry.read_blob_range(self.repository, digest, run.start, length)
         try:
             for chunk in chunks:
-                if self.stop.is_set():
-                    raise _Stopped
-                self._count(len(chunk))
-                splitter.feed(chunk)
+                sink(chunk)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -291,23 +305,27 @@ def fetch_objects(
     if not runs:
         return fetcher.stats
     try:
-        # The first run alone: it tells whether the registry honours Range
-        # before several workers would each discover that it does not.
-        fetcher.run(runs[0])
-        if len(runs) > 1:
-            with ThreadPoolExecutor(max_workers=max(1, tuning.workers)) as pool:
-                futures = [pool.submit(fetcher.run, r) for r in runs[1:]]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [f for f in done if f.exception() is not None]
-                if failed:
-                    fetcher.stop.set()
-                    wait(futures)
-                    errors = [
-                        e
-                        for f in futures
-                        if (e := f.exception()) is not None and not isinstance(e, _Stopped)
-                    ]
-                    raise errors[0]
+        with ThreadPoolExecutor(max_workers=max(1, tuning.workers)) as pool:
+            # The first run starts alone: its answer (206 or 200) tells whether
+            # the registry honours Range before several workers would each
+            # discover that it does not. The others start at its first bytes.
+            futures = [pool.submit(fetcher.run, runs[0])]
+            while not fetcher.answered.wait(_POLL) and not futures[0].done():
+                pass
+            if futures[0].done() and (first_error := futures[0].exception()) is not None:
+                raise first_error
+            futures += [pool.submit(fetcher.run, r) for r in runs[1:]]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                fetcher.stop.set()
+                wait(futures)
+                errors = [
+                    e
+                    for f in futures
+                    if (e := f.exception()) is not None and not isinstance(e, _Stopped)
+                ]
+                raise errors[0]
     finally:
         fetcher.cleanup()
     return fetcher.stats
