@@ -18,7 +18,6 @@ file and re-raises; objects committed before it are valid and stay.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -35,7 +34,7 @@ from powernode.oci.ranges import read_range_into
 from powernode.oci.registry import Registry
 from powernode.publish.format import Descriptor, ObjectEntry
 from powernode.publish.progress import Progress
-from powernode.publish.store import ModuleStore
+from powernode.publish.store import BatchCommitter, ModuleStore, discard_staged
 from powernode.verity.fsverity import FsVerityHasher
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ class _Splitter:
         self.fd: int | None = None
         self.tmp: Path | None = None
         self.hasher = FsVerityHasher()
-        self.staged: list[tuple[int, Path, str]] = []
+        self.staged: list[tuple[Path, str]] = []
 
     def feed(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
@@ -128,19 +127,22 @@ class _Splitter:
         assert self.fd is not None and self.tmp is not None
         fd, tmp = self.fd, self.tmp
         self.fd = self.tmp = None
+        # closed now, not at commit: a run of small objects would hold thousands
+        # of descriptors (the usual soft limit is 1024); the commit reopens
+        # only when it fsyncs files one by one
+        os.close(fd)
         actual = self.hasher.digest().hex()
         if actual != entry.hex:
-            os.close(fd)
             tmp.unlink(missing_ok=True)
             raise DigestMismatchError(
                 f"object {entry.name} from {self.what} at offset {entry.offset}",
                 f"sha256:{entry.hex}",
                 f"sha256:{actual}",
             )
-        self.staged.append((fd, tmp, entry.name))
+        self.staged.append((tmp, entry.name))
         self.i += 1
 
-    def finish(self) -> list[tuple[int, Path, str]]:
+    def finish(self) -> list[tuple[Path, str]]:
         if self.i != len(self.run.entries):
             raise TransportError(
                 f"{self.what}: the data ended at byte {self.pos} of {self.run.end}; "
@@ -153,10 +155,7 @@ class _Splitter:
             os.close(self.fd)
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
-        for fd, tmp, _ in self.staged:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            tmp.unlink(missing_ok=True)
+        discard_staged(self.staged)
         self.fd = self.tmp = None
         self.staged = []
 
@@ -188,6 +187,7 @@ class _Fetcher:
         self.progress = progress
         self.stats = FetchStats()
         self.stop = threading.Event()
+        self.committer = BatchCommitter(store, poll=_POLL)
         self.answered = threading.Event()  # the first run knows whether Range works
         self.whole: dict[int, Path] = {}
         self.whole_locks = {n: threading.Lock() for n in range(len(packs))}
@@ -216,14 +216,14 @@ class _Fetcher:
                     self._from_whole(run, splitter)
             staged = splitter.finish()
             splitter.staged = []
-            count = self.store.commit_objects(staged)
+            if not self.committer.submit(staged):
+                discard_staged(staged)
+                raise _Stopped  # the commit failed: its error is the one reported
         except BaseException:
             splitter.abort()
             raise
         finally:
             self.answered.set()
-        with self.stats._lock:
-            self.stats.objects_fetched += count
 
     def _ranged(self, run: Run, splitter: _Splitter) -> None:
         digest = self.packs[run.pack].digest
@@ -302,30 +302,40 @@ def fetch_objects(
     runs = plan_runs(missing, tuning)
     total = sum(r.end - r.start for r in runs)
     fetcher = _Fetcher(registry, repository, packs, store, total=total, progress=progress)
-    if not runs:
-        return fetcher.stats
     try:
-        with ThreadPoolExecutor(max_workers=max(1, tuning.workers)) as pool:
-            # The first run starts alone: its answer (206 or 200) tells whether
-            # the registry honours Range before several workers would each
-            # discover that it does not. The others start at its first bytes.
-            futures = [pool.submit(fetcher.run, runs[0])]
-            while not fetcher.answered.wait(_POLL) and not futures[0].done():
-                pass
-            if futures[0].done() and (first_error := futures[0].exception()) is not None:
-                raise first_error
-            futures += [pool.submit(fetcher.run, r) for r in runs[1:]]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                fetcher.stop.set()
-                wait(futures)
-                errors = [
-                    e
-                    for f in futures
-                    if (e := f.exception()) is not None and not isinstance(e, _Stopped)
-                ]
-                raise errors[0]
+        if runs:
+            _run_all(fetcher, runs, max(1, tuning.workers))
+    except BaseException:
+        fetcher.stop.set()
+        try:
+            fetcher.committer.close()  # verified objects queued before the error stay
+        except Exception as e:  # the run's error is the one to report
+            log.warning("committing the objects fetched before the failure: %s", e)
+        raise
     finally:
         fetcher.cleanup()
+    fetcher.stats.objects_fetched = fetcher.committer.close()
     return fetcher.stats
+
+
+def _run_all(fetcher: _Fetcher, runs: list[Run], workers: int) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # The first run starts alone: its answer (206 or 200) tells whether
+        # the registry honours Range before several workers would each
+        # discover that it does not. The others start at its first bytes.
+        futures = [pool.submit(fetcher.run, runs[0])]
+        while not fetcher.answered.wait(_POLL) and not futures[0].done():
+            pass
+        if not (futures[0].done() and futures[0].exception() is not None):
+            futures += [pool.submit(fetcher.run, r) for r in runs[1:]]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if not any(f.exception() is not None for f in done):
+            return
+        fetcher.stop.set()
+        wait(futures)
+    errors = [
+        e for f in futures if (e := f.exception()) is not None and not isinstance(e, _Stopped)
+    ]
+    if not errors:
+        fetcher.committer.close()  # raises the commit error that stopped the runs
+    raise errors[0] if errors else TransportError("the object download stopped")
