@@ -336,3 +336,36 @@ def test_bearer_token_auth(tmp_path: Path) -> None:
         assert reader.raw.idle() == 0  # the 401 closed it
         assert read_into(reader, "pn/tok", digest, 2, 100) == data[2:102]
         assert reader.raw.idle() == 1
+
+
+def test_rerun_of_an_interrupted_artifact_push_skips_finished_blobs(
+    oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    from powernode.publish import ModuleStore, pull_artifact
+    from powernode.publish import push_artifact as push_module
+    from tests.publish.artifacts import make_artifact, small_files, store_files
+
+    art = make_artifact(tmp_path / "art", small_files("resume", count=4, size=300_000))
+    ref = parse_reference("pn/module-resume:1.0.0")
+    # config, image and index go in one PUT each; the 1.2 MB pack in 64 KiB
+    # PATCHes, the 6th of which fails: the push stops inside the pack
+    failing = Counting(fail_patch_after=5)
+    with pytest.raises(UploadInterruptedError, match="stopped at byte 327680"):
+        push_module(client(oci_registry, transport=failing), ref, art)
+    first_posts = [m for m, _ in failing.requests].count("POST")
+    assert first_posts == 4  # config, image, index, pack
+    assert not client(oci_registry).list_tags("pn/module-resume")  # no manifest yet
+
+    rerun = Counting()
+    digest = push_module(client(oci_registry, transport=rerun), ref, art)
+    methods = [m for m, _ in rerun.requests]
+    heads = [p for m, p in rerun.requests if m == "HEAD" and "/blobs/" in p]
+    assert len(set(heads)) == 5  # every blob asked for (the uploaded ones twice: push_blob checks)
+    # only the pack (from its start: push_artifact passes no resume location)
+    # and the SBOM are uploaded again; finished blobs are not
+    assert methods.count("POST") == 2
+    assert methods.count("PATCH") == 19  # 1,200,0xx bytes of pack / 64 KiB, nothing more
+    store = ModuleStore(tmp_path / "state")
+    pulled = pull_artifact(client(oci_registry), ref, store)
+    assert pulled.manifest_digest == digest
+    assert store_files(store.root / "objects") == store_files(art / "objects")
