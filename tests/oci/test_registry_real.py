@@ -369,3 +369,19 @@ def test_rerun_of_an_interrupted_artifact_push_skips_finished_blobs(
     pulled = pull_artifact(client(oci_registry), ref, store)
     assert pulled.manifest_digest == digest
     assert store_files(store.root / "objects") == store_files(art / "objects")
+
+
+def test_ranged_read_from_a_registry_that_is_gone(tmp_path: Path) -> None:
+    from tests.oci.registry_fixture import run_registry
+
+    with run_registry(tmp_path / "reg") as running:
+        url = running.url
+        reg = client(url, limits=ClientLimits(attempts=2, backoff=0.0, read_timeout=5.0))
+        data = pushed_blob(reg, tmp_path, "pn/gone", 1000)
+        assert read_into(reg, "pn/gone", Digest.of_bytes(data), 0, 10) == data[:10]
+    got: list[bytes] = []
+    with pytest.raises(TransportError, match=r"connection failed.*after 2 attempt\(s\)"):
+        read_range_into(
+            reg, "pn/gone", Digest.of_bytes(data), 0, 10, sink=lambda b: got.append(bytes(b))
+        )
+    assert got == []

@@ -274,7 +274,10 @@ def read_range_into(
                     stale_retries += 1  # the server closed an idle connection: not a failure
                     continue
                 failures += 1
-                message = _broken(url, first, last, e.cause)
+                if e.before_response:
+                    message = f"GET {url} (bytes {first}-{last}): connection failed ({e.cause!r})"
+                else:
+                    message = _broken(url, first, last, e.cause)
                 if failures >= reg.limits.attempts:
                     raise TransportError(f"{message} after {failures} attempt(s)") from e.cause
                 log.warning("%s; retrying from byte %d", message, offset + done)
