@@ -93,6 +93,7 @@ class Harness:
         *,
         clock: Callable[[], datetime] | None = None,
         lifetime_days: int = 30,
+        visibility: timedelta = timedelta(seconds=1),
     ) -> None:
         self.tmp = tmp_path
         with socket.socket() as s:
@@ -105,7 +106,7 @@ class Harness:
             tls=True,
             node_cert_lifetime_days=lifetime_days,
         )
-        policy = NodeApiPolicy(visibility_timeout=timedelta(seconds=1))
+        policy = NodeApiPolicy(visibility_timeout=visibility)
         kw: dict[str, Any] = {"clock": clock} if clock else {}
         app = create_app(self.settings, node_policy=policy, **kw)
         self.recorder = Recorder(app)
@@ -286,24 +287,36 @@ def test_platform_stopped_and_restarted_outcomes_and_events_after(harness: Harne
 
 
 @pytest.mark.slow
-def test_node_dying_with_leases_tasks_released_once(harness: Harness) -> None:
-    harness.enroll()
-    p = harness.platform
-    tasks = [p.add_task(harness.iid, "agent.sleep", {"seconds": 1.0}) for _ in range(2)]
-    first = harness.agent()
-    wait_for("tasks leased", lambda: all(p.tasks()[t].state == "leased" for t in tasks))
-    first.kill()  # the node dies holding the leases, mid-task
-    assert all(p.tasks()[t].result is None for t in tasks)
-    time.sleep(1.1)  # past the 1 s visibility timeout
-    second = harness.agent()
-    done = lambda: all(p.tasks()[t].state == "succeeded" for t in tasks)  # noqa: E731
-    wait_for("tasks done", done, 30)
-    assert second.terminate() == 0, second.output()
-    for t in tasks:
-        found = p.tasks()[t]
-        assert found.attempts == 2  # offered again after the timeout, run once more
-        assert found.result == {"slept": 1.0}
-    assert _kinds(harness, "task.") == {"task.completed": 2}
+def test_node_dying_with_leases_tasks_released_once(tmp_path: Path) -> None:
+    # The platform's clock jumps past a long visibility timeout once the node is
+    # dead, so the rerun (2 s) is never near its own lease's end: with a 1 s
+    # timeout and a 1 s task the second lease could lapse mid-run (attempt 3).
+    skew = [timedelta(0)]
+    harness = Harness(
+        tmp_path,
+        clock=lambda: datetime.now(UTC) + skew[0],
+        visibility=timedelta(seconds=120),
+    )
+    try:
+        harness.enroll()
+        p = harness.platform
+        tasks = [p.add_task(harness.iid, "agent.sleep", {"seconds": 2.0}) for _ in range(2)]
+        first = harness.agent()
+        wait_for("tasks leased", lambda: all(p.tasks()[t].state == "leased" for t in tasks))
+        first.kill()  # the node dies holding the leases, mid-task
+        assert all(p.tasks()[t].result is None for t in tasks)
+        skew[0] = timedelta(seconds=121)  # past the visibility timeout
+        second = harness.agent()
+        done = lambda: all(p.tasks()[t].state == "succeeded" for t in tasks)  # noqa: E731
+        wait_for("tasks done", done, 30)
+        assert second.terminate() == 0, second.output()
+        for t in tasks:
+            found = p.tasks()[t]
+            assert found.attempts == 2  # offered again after the timeout, run once more
+            assert found.result == {"slept": 2.0}
+        assert _kinds(harness, "task.") == {"task.completed": 2}
+    finally:
+        harness.close()
 
 
 # -- in process, manual clock, real TLS --------------------------------------------------

@@ -164,20 +164,27 @@ def run_demo(config: DemoConfig, reporter: Reporter) -> DemoResult:
 
 
 def _validate(demo: Demo) -> list[Assignment]:
+    """Compose every example template (each must resolve); the demo then runs ``template_file``."""
     cfg, reporter = demo.config, demo.reporter
     template_file = cfg.template_file or cfg.examples / "templates" / "base.yaml"
-    with demo.steps.step(f"validate and compose the example modules ({template_file.name})"):
-        reporter.command(f"powernode module compose --template {template_file}")
-        name, assignments = load_template(template_file)
-        local = plan(name, assignments)
-        order = [c.name for c in local.resolution.order]
-        by_name = {a.repo.name: a for a in assignments}
-        assignments = [by_name[n] for n in order if n in by_name]
-        for a in assignments:
-            reporter.note(f"valid  {a.repo.name:<20} {a.version}  {len(a.repo.shipped())} paths")
-        reporter.note("install order: " + " → ".join(order))
-        demo.result.template = name
-    return assignments
+    others = sorted(p for p in (cfg.examples / "templates").glob("*.yaml") if p != template_file)
+    chosen: list[Assignment] = []
+    with demo.steps.step(f"validate and compose the example templates (then {template_file.name})"):
+        for path in [*others, template_file]:
+            reporter.command(f"powernode module compose --template {path}")
+            name, assignments = load_template(path)
+            local = plan(name, assignments)
+            order = [c.name for c in local.resolution.order]
+            by_name = {a.repo.name: a for a in assignments}
+            ordered = [by_name[n] for n in order if n in by_name]
+            reporter.note(f"compose template {name!r}: {len(ordered)} modules")
+            for a in ordered:
+                paths = len(a.repo.shipped())
+                reporter.note(f"valid  {a.repo.name:<20} {a.version}  {paths} paths")
+            reporter.note("install order: " + " → ".join(order))
+            if path == template_file:
+                demo.result.template, chosen = name, ordered
+    return chosen
 
 
 def _start_platform(demo: Demo, stack: ExitStack) -> None:
