@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+from powernode.agent.fields import FieldErrors, bounded, build, field_names
 from powernode.errors import ConfigError
 
 ENV_PREFIX = "POWERNODE_AGENT_"
@@ -31,10 +31,9 @@ DEFAULT_CONFIG_FILE = Path("/etc/powernode/agent.toml")
 DEFAULT_STATE_DIR = Path("/persist/var/lib/powernode")
 
 
-class AgentConfig(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
     """Everything ``powernode-agent`` needs; times in seconds."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Base URL of the platform, e.g. https://10.0.0.1:8400 (the node API is under /node_api).
     platform_url: str = ""
@@ -47,34 +46,34 @@ class AgentConfig(BaseModel):
     host_root: Path = Path("/")
 
     # Seed 000: "30s heartbeat tick".
-    heartbeat_seconds: float = Field(default=30.0, gt=0, le=3600)
-    lease_max: int = Field(default=4, ge=1, le=100)  # node-api.md: max 1-100
-    max_in_flight: int = Field(default=4, ge=1, le=256)
+    heartbeat_seconds: float = bounded(30.0, gt=0, le=3600)
+    lease_max: int = bounded(4, ge=1, le=100)  # node-api.md: max 1-100
+    max_in_flight: int = bounded(4, ge=1, le=256)
     # Seed 000: rotate at 75 % of the certificate's lifetime.
-    rotate_at_fraction: float = Field(default=0.75, gt=0, lt=1)
+    rotate_at_fraction: float = bounded(0.75, gt=0, lt=1)
     # SIGTERM: how long in-flight tasks may run on before they are failed as retryable.
-    drain_seconds: float = Field(default=60.0, ge=0, le=3600)
+    drain_seconds: float = bounded(60.0, ge=0, le=3600)
 
     # Backoff when the platform is unreachable: full jitter (delay drawn
     # uniformly in [0, min(cap, base * 2**n)]), per request and for the loop.
-    backoff_base_seconds: float = Field(default=1.0, gt=0, le=60)
-    backoff_cap_seconds: float = Field(default=30.0, gt=0, le=3600)
-    request_attempts: int = Field(default=3, ge=1, le=10)
-    request_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    max_response_bytes: int = Field(default=4 << 20, ge=4096, le=64 << 20)
+    backoff_base_seconds: float = bounded(1.0, gt=0, le=60)
+    backoff_cap_seconds: float = bounded(30.0, gt=0, le=3600)
+    request_attempts: int = bounded(3, ge=1, le=10)
+    request_timeout_seconds: float = bounded(10.0, gt=0, le=300)
+    max_response_bytes: int = bounded(4 << 20, ge=4096, le=64 << 20)
 
     # Event buffer: node-api.md allows <= 500 events per POST.
-    flush_batch: int = Field(default=500, ge=1, le=500)
-    flush_max_batches: int = Field(default=20, ge=1, le=10_000)  # per flush, bounded
-    spool_max_events: int = Field(default=100_000, ge=100, le=10_000_000)
-    event_max_payload_bytes: int = Field(default=64 << 10, ge=256, le=1 << 20)
+    flush_batch: int = bounded(500, ge=1, le=500)
+    flush_max_batches: int = bounded(20, ge=1, le=10_000)  # per flush, bounded
+    spool_max_events: int = bounded(100_000, ge=100, le=10_000_000)
+    event_max_payload_bytes: int = bounded(64 << 10, ge=256, le=1 << 20)
 
     # Modules (docs/agent-modules.md): how often the loop reconciles with
     # GET /node_api/modules (a `modules.sync` task does it at once), where the
     # union is mounted (`/` on a booted node), the persistent upper directory
     # (None: a tmpfs upper, gone at reboot) and the certificate roots keyless
     # trust policies chain to (key policies need none).
-    modules_sync_seconds: float = Field(default=60.0, gt=0, le=86400)
+    modules_sync_seconds: float = bounded(60.0, gt=0, le=86400)
     modules_root: Path = Path("/")
     modules_upper: Path | None = None
     cosign_roots_file: Path | None = None
@@ -83,14 +82,20 @@ class AgentConfig(BaseModel):
     # Empty: each reference's own host, HTTPS unless loopback (docs/publish.md).
     modules_registry: str = ""
 
-    @field_validator("platform_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if value and not value.startswith("https://"):
+    def __post_init__(self) -> None:
+        url, registry = self.platform_url, self.modules_registry
+        if url and not url.startswith("https://"):
             raise ValueError(
-                f"{value!r} is not an https:// URL; the node API is served over TLS only"
+                f"platform_url: {url!r} is not an https:// URL; "
+                "the node API is served over TLS only"
             )
-        return value.rstrip("/")
+        if registry and not registry.startswith(("http://", "https://")):
+            raise ValueError(
+                f"modules_registry: {registry!r}: write the registry as http(s)://host[:port]"
+            )
+        # Normalised once here (frozen: set through object.__setattr__).
+        object.__setattr__(self, "platform_url", url.rstrip("/"))
+        object.__setattr__(self, "modules_registry", registry.rstrip("/"))
 
     @property
     def pki_dir(self) -> Path:
@@ -105,13 +110,6 @@ class AgentConfig(BaseModel):
         # Where powernode.agent.modules keeps modules.json (attach state).
         return self.state_dir / "agent"
 
-    @field_validator("modules_registry")
-    @classmethod
-    def _registry(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r}: write the registry as http(s)://host[:port]")
-        return value.rstrip("/")
-
     def require_platform(self) -> str:
         """The platform URL, or a ConfigError that says how to set it."""
         if not self.platform_url:
@@ -122,7 +120,7 @@ class AgentConfig(BaseModel):
         return self.platform_url
 
 
-_FIELDS = tuple(AgentConfig.model_fields)
+_FIELDS = field_names(AgentConfig)
 
 
 def load_config(
@@ -156,10 +154,7 @@ def load_config(
             values[name] = environ[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return AgentConfig.model_validate(values)
-    except ValidationError as e:
+        return build(AgentConfig, values, extra="forbid", lenient=True)
+    except FieldErrors as e:
         where = str(file) if file else "agent config"
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{where}: {details}") from e
+        raise ConfigError(f"{where}: {e}") from e
