@@ -368,7 +368,7 @@ def test_a_failing_step_exits_non_zero_naming_it(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 1
-    assert "demo failed: step 1 (validate and compose the example modules" in proc.stderr
+    assert "demo failed: step 1 (validate and compose the example templates" in proc.stderr
     assert "no-such-module" in proc.stderr
     assert list(tmpd.iterdir()) == []
 
