@@ -327,10 +327,8 @@ def test_bearer_token_auth(tmp_path: Path) -> None:
         reg.push_manifest(parse_reference("pn/tok:v1"), manifest, OCI_MANIFEST)
         assert reg.list_tags("pn/tok") == ["v1"]
         # distribution names the actions in map order (either way round)
-        issued = {
-            (*s.rsplit(":", 1)[:1], frozenset(s.rsplit(":", 1)[1].split(",")))
-            for s in tokens.issued
-        }
+        scopes = (s.rsplit(":", 1) for s in tokens.issued)
+        issued = {(resource, frozenset(actions.split(","))) for resource, actions in scopes}
         assert ("repository:pn/tok", frozenset({"pull", "push"})) in issued
         # ranged reads: the plain connection meets the challenge, httpx answers
         # it, and the next read carries the token on a plain connection
