@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -37,8 +38,8 @@ class _Gate:
 
 def _threaded(tmp_path: Path, drain_seconds: float) -> tuple[Any, FakePlatform, _Gate, str]:
     platform = FakePlatform(SystemClock())
-    config = enrolled_agent(tmp_path, platform).model_copy(
-        update={"drain_seconds": drain_seconds, "heartbeat_seconds": 0.05}
+    config = dataclasses.replace(
+        enrolled_agent(tmp_path, platform), drain_seconds=drain_seconds, heartbeat_seconds=0.05
     )
     gate = _Gate()
     registry = default_registry()

@@ -4,6 +4,7 @@ heartbeat, refusals as ``module.refused`` warning events (once), restore at star
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,8 +36,10 @@ class Node:
 
     def __init__(self, tmp_path: Path) -> None:
         self.platform = FakePlatform(ManualClock(NOW))
-        self.config = enrolled_agent(tmp_path, self.platform).model_copy(
-            update={"modules_sync_seconds": 60.0, "heartbeat_seconds": 30.0}
+        self.config = dataclasses.replace(
+            enrolled_agent(tmp_path, self.platform),
+            modules_sync_seconds=60.0,
+            heartbeat_seconds=30.0,
         )
         self.layout = NodeLayout(root=tmp_path / "root", state=tmp_path / "state", boot_id="b1")
         self.spool = Spool(self.config.spool_file)
@@ -134,7 +137,7 @@ def test_refusal_becomes_one_warning_event_and_the_old_union_serves(node: Node) 
 
 def test_modules_sync_task_acks_with_the_report_or_fails_with_the_refusal(node: Node) -> None:
     node.tasks.register("modules.sync", node.runtime.modules_task)
-    node.config = node.config.model_copy(update={"modules_sync_seconds": 86400.0})
+    node.config = dataclasses.replace(node.config, modules_sync_seconds=86400.0)
     node.runtime.config = node.config
     node.runtime.beat()  # the timer's first sync: nothing desired yet
     base = build_module(node.layout, "base", {"etc/motd": big("base")}, priority=10)
