@@ -96,3 +96,29 @@ def test_any_json_is_a_record_or_field_errors(doc: Any) -> None:
         build(Doc, {"count": doc, "items": doc})
     except FieldErrors as e:
         assert e.errors
+
+
+def test_an_oversized_list_is_refused_before_its_items_are_read() -> None:
+    with pytest.raises(FieldErrors) as e:
+        build(Doc, {"items": [{"id": ""}] * 5000})
+    assert e.value.errors == [("items", "must have at most 2 items, has 5000")]
+
+
+def test_a_long_list_of_problems_names_the_first_ten_and_counts_the_rest() -> None:
+    @dataclass(frozen=True)
+    class Many:
+        items: list[Item] = field(default_factory=list)
+
+    with pytest.raises(FieldErrors) as e:
+        build(Many, {"items": [{"id": "x" * 9000}] * 25})
+    assert len(e.value.errors) == 25
+    message = str(e.value)
+    assert message.count("items.") == 10
+    assert message.endswith("; and 15 more")
+    assert len(message) < 2000
+
+
+def test_a_huge_bad_value_is_shown_shortened() -> None:
+    with pytest.raises(FieldErrors) as e:
+        build(Doc, {"ratio": "9" * 10_000})
+    assert len(str(e.value)) < 200

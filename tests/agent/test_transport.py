@@ -175,11 +175,19 @@ def test_stop_cuts_retries_short() -> None:
     ("answer", "message"),
     [
         (httpx.Response(200, content=b"<html>"), "not JSON"),
-        (httpx.Response(200, json={"tasks": "x"}), "tasks: Input should be a valid list"),
+        (httpx.Response(200, json={"tasks": "x"}), "tasks: expected a list, got str"),
+        (
+            httpx.Response(200, json={"tasks": [{"kind": "k", "lease_expires_at": "soon"}]}),
+            "tasks.0.id: field required; tasks.0.lease_expires_at: ",
+        ),
+        (
+            httpx.Response(200, json={"tasks": [{}] * 101}),
+            "tasks: must have at most 100 items, has 101",
+        ),
         (httpx.Response(200, content=b"x" * 5000), "larger than 4096 bytes"),
         (httpx.Response(302, headers={"location": "/"}), "unexpected redirect"),
     ],
-    ids=["not-json", "wrong-shape", "too-big", "redirect"],
+    ids=["not-json", "wrong-shape", "bad-task", "too-many-tasks", "too-big", "redirect"],
 )
 def test_bad_answers_are_data_errors(answer: httpx.Response, message: str) -> None:
     with (

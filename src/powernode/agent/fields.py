@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
+_SHOWN = 10
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -36,7 +37,10 @@ class FieldErrors(ValueError):
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in errors))
+        # A hostile answer can break thousands of fields: the message names the first few.
+        shown = [f"{loc}: {msg}" if loc else msg for loc, msg in errors[:_SHOWN]]
+        more = f"; and {len(errors) - _SHOWN} more" if len(errors) > _SHOWN else ""
+        super().__init__("; ".join(shown) + more)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +55,11 @@ class Bounds:
     def check(self, value: Any) -> str | None:
         """The broken bound's message, or None."""
         if isinstance(value, str | list | dict):
-            n = len(value)
+            n, unit = len(value), "characters" if isinstance(value, str) else "items"
             if self.min_length is not None and n < self.min_length:
-                return f"must have at least {self.min_length} character(s)/item(s), has {n}"
+                return f"must have at least {self.min_length} {unit}, has {n}"
             if self.max_length is not None and n > self.max_length:
-                return f"must have at most {self.max_length} character(s)/item(s), has {n}"
+                return f"must have at most {self.max_length} {unit}, has {n}"
             return None
         for op, limit, ok in (
             (">", self.gt, operator.gt),
@@ -108,12 +112,17 @@ def build(
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 errors.append((where, "field required"))
             continue
+        bounds: Bounds | None = f.metadata.get("bounds")
+        raw = doc[f.name]
+        # Lengths first: an oversized list is refused before any item is read.
+        if bounds and isinstance(raw, str | list | dict) and (problem := bounds.check(raw)):
+            errors.append((where, problem))
+            continue
         try:
-            value = _convert(hints[f.name], doc[f.name], where, extra, lenient)
+            value = _convert(hints[f.name], raw, where, extra, lenient)
         except FieldErrors as e:
             errors += e.errors
             continue
-        bounds: Bounds | None = f.metadata.get("bounds")
         problem = bounds.check(value) if bounds and value is not None else None
         if problem:
             errors.append((where, problem))
@@ -165,6 +174,11 @@ def _convert(tp: Any, value: Any, where: str, extra: Any, lenient: bool) -> Any:
         raise FieldErrors([(where, str(e))]) from None
 
 
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _str(value: Any, _lenient: bool) -> str:
     if isinstance(value, str):
         return value
@@ -179,7 +193,7 @@ def _int(value: Any, lenient: bool) -> int:
             return int(value.strip())
         except ValueError:
             pass
-    raise TypeError(f"expected an integer, got {value!r}")
+    raise TypeError(f"expected an integer, got {_show(value)}")
 
 
 def _float(value: Any, lenient: bool) -> float:
@@ -190,7 +204,7 @@ def _float(value: Any, lenient: bool) -> float:
             return float(value.strip())
         except ValueError:
             pass
-    raise TypeError(f"expected a number, got {value!r}")
+    raise TypeError(f"expected a number, got {_show(value)}")
 
 
 def _bool(value: Any, lenient: bool) -> bool:
@@ -198,7 +212,7 @@ def _bool(value: Any, lenient: bool) -> bool:
         return value
     if lenient and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise TypeError(f"expected true or false, got {value!r}")
+    raise TypeError(f"expected true or false, got {_show(value)}")
 
 
 def _path(value: Any, _lenient: bool) -> Path:
@@ -206,7 +220,7 @@ def _path(value: Any, _lenient: bool) -> Path:
         return value
     if isinstance(value, str) and value and "\0" not in value:
         return Path(value)
-    raise TypeError(f"expected a path, got {value!r}")
+    raise TypeError(f"expected a path, got {_show(value)}")
 
 
 def _datetime(value: Any, _lenient: bool) -> datetime:
@@ -217,7 +231,7 @@ def _datetime(value: Any, _lenient: bool) -> datetime:
             return datetime.fromisoformat(value)
         except ValueError:
             pass
-    raise ValueError(f"expected an ISO 8601 date and time, got {value!r}")
+    raise ValueError(f"expected an ISO 8601 date and time, got {_show(value)}")
 
 
 _SCALARS: dict[Any, Callable[[Any, bool], Any]] = {

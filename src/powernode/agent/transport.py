@@ -22,14 +22,14 @@ import logging
 import random
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from powernode.agent.fields import FieldErrors, bounded, build
 from powernode.agent.lifecycle import Clock, SystemClock
 from powernode.errors import DataError, TransportError, VerificationError
 
@@ -67,45 +67,51 @@ class Backoff:
 
 
 # Answers are read leniently (extra fields ignored) so that a newer platform
-# can add fields without breaking older agents; every field we use is typed.
-class _Reply(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+# can add fields without breaking older agents; every field we use is typed
+# and bounded (agent/fields.py: no pydantic in the agent, for its RSS).
+_record = dataclass(frozen=True, kw_only=True)
 
 
-class EnrollReply(_Reply):
-    instance_id: str = Field(min_length=1, max_length=128)
-    certificate_pem: str = Field(min_length=1, max_length=256 << 10)
-    ca_pem: str = Field(min_length=1, max_length=256 << 10)
+@_record
+class EnrollReply:
+    instance_id: str = bounded(min_length=1, max_length=128)
+    certificate_pem: str = bounded(min_length=1, max_length=256 << 10)
+    ca_pem: str = bounded(min_length=1, max_length=256 << 10)
     not_after: datetime
 
 
-class HeartbeatReply(_Reply):
+@_record
+class HeartbeatReply:
     server_time: datetime
 
 
-class LeasedTask(_Reply):
-    id: str = Field(min_length=1, max_length=128)
-    kind: str = Field(min_length=1, max_length=200)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    attempt: int = Field(default=1, ge=0)
+@_record
+class LeasedTask:
+    id: str = bounded(min_length=1, max_length=128)
+    kind: str = bounded(min_length=1, max_length=200)
+    payload: dict[str, Any] = field(default_factory=dict)
+    attempt: int = bounded(1, ge=0)
     lease_expires_at: datetime
 
 
-class LeaseReply(_Reply):
-    tasks: list[LeasedTask] = Field(max_length=100)
+@_record
+class LeaseReply:
+    tasks: list[LeasedTask] = bounded(max_length=100)
 
 
-class EventsReply(_Reply):
-    accepted: int = Field(ge=0)
-    duplicates: int = Field(ge=0)
+@_record
+class EventsReply:
+    accepted: int = bounded(ge=0)
+    duplicates: int = bounded(ge=0)
 
 
-class RotateReply(_Reply):
-    certificate_pem: str = Field(min_length=1, max_length=256 << 10)
+@_record
+class RotateReply:
+    certificate_pem: str = bounded(min_length=1, max_length=256 << 10)
     not_after: datetime
 
 
-R = TypeVar("R", bound=_Reply)
+R = TypeVar("R")
 
 
 def tls_context(
@@ -214,11 +220,10 @@ class NodeClient:
     ) -> R:
         raw = self._request(method, path, body, idempotent=idempotent)
         try:
-            return model.model_validate(_json(raw, f"{method} {path}"))
-        except ValidationError as e:
+            return build(model, _json(raw, f"{method} {path}"))
+        except FieldErrors as e:
             raise DataError(
-                f"{method} {API}{path}: unexpected answer from the platform: "
-                + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+                f"{method} {API}{path}: unexpected answer from the platform: {e}"
             ) from e
 
     def _request(
