@@ -122,3 +122,16 @@ def test_a_huge_bad_value_is_shown_shortened() -> None:
     with pytest.raises(FieldErrors) as e:
         build(Doc, {"ratio": "9" * 10_000})
     assert len(str(e.value)) < 200
+
+
+def test_the_agent_process_does_not_load_pydantic() -> None:
+    # pydantic cost the agent ~15 MB of its 50 MB budget (bench/bench_agent_rss.py).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, powernode.cli.agent, powernode.agent.runtime, powernode.agent.transport;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
