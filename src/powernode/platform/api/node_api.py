@@ -30,7 +30,10 @@ from powernode.platform.api.schemas_nodeapi import (
     LeasedOut,
     LeaseIn,
     LeaseOut,
+    OutcomeAnswer,
     OutcomeOut,
+    OutcomesIn,
+    OutcomesOut,
     RotateIn,
     RotateOut,
 )
@@ -145,6 +148,28 @@ def fail(task_id: str, body: FailIn, state: State, node: Node) -> OutcomeOut:
             policy=state.node_policy,
         )
     return OutcomeOut(id=task_id, state=after)
+
+
+@router.post("/tasks/outcomes")
+def outcomes(body: OutcomesIn, state: State, node: Node) -> OutcomesOut:
+    """Several acks/fails in one transaction, each answered on its own (in order).
+
+    A refused outcome (404, 409) changes nothing and does not stop the others;
+    the request itself is 200 once the body is valid.
+    """
+    batch = [tasks.Outcome(o.id, o.outcome, o.result, o.error, o.retryable) for o in body.outcomes]
+    with state.unit(_node_actor(node)) as ctx:
+        answers = tasks.record(
+            ctx.session, node.instance_id, batch, now=ctx.now, policy=state.node_policy
+        )
+    return OutcomesOut(
+        outcomes=[
+            OutcomeAnswer(
+                id=a.task_id, status=a.status, state=a.state or None, detail=a.detail or None
+            )
+            for a in answers
+        ]
+    )
 
 
 @router.post("/events")

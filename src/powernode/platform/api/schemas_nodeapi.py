@@ -92,6 +92,33 @@ class OutcomeOut(BaseModel):
     state: str
 
 
+class OutcomeIn(In):
+    """One outcome of ``POST /node_api/tasks/outcomes``: an ack or a fail."""
+
+    id: str = Field(min_length=1, max_length=64)
+    outcome: Literal["ack", "fail"]
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str = Field(default="", max_length=8192)
+    retryable: bool = False
+
+
+class OutcomesIn(In):
+    outcomes: list[OutcomeIn] = Field(min_length=1, max_length=100)
+
+
+class OutcomeAnswer(BaseModel):
+    """``status`` 200: recorded (or already final: ``state`` unchanged); 404/409: refused."""
+
+    id: str
+    status: int = Field(description="200 recorded or already final; 404, 409 refused")
+    state: str | None = None
+    detail: str | None = None
+
+
+class OutcomesOut(BaseModel):
+    outcomes: list[OutcomeAnswer]
+
+
 class EventIn(In):
     id: Uuid
     kind: Kind

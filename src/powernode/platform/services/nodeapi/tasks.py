@@ -24,11 +24,11 @@ instance's) 409.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import Task, TaskState
@@ -147,43 +147,173 @@ def lease(
     return [Leased(r.id, r.kind, r.payload, r.attempts, until) for r in rows]
 
 
-def _owned(session: Session, instance_id: str, task_id: str, verb: str) -> Task | None:
-    """The task to record an outcome on; None when it is final already (nothing to do)."""
-    task = session.scalar(select(Task).where(Task.id == task_id).with_for_update())
-    if task is None:
-        raise NotFoundError(f"task {task_id} not found", task_id=task_id)
-    if task.instance_id == instance_id and task.state in _FINAL:
-        log.info("%s of task %s ignored: already %s", verb, task_id, task.state)
-        return None
-    if task.instance_id != instance_id:
-        raise ConflictError(
-            f"task {task_id} is not leased by this instance ({instance_id}); a node "
+@dataclass(frozen=True)
+class Outcome:
+    """One outcome a node reports: ``verb`` "ack" (with ``result``) or "fail"."""
+
+    task_id: str
+    verb: str
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The answer for one outcome: the task's state after, or why it was refused.
+
+    ``status`` is 200 (recorded, or already final: nothing changed), 404 (no
+    such task) or 409 (not leased by this instance); ``detail`` says why.
+    """
+
+    task_id: str
+    status: int
+    state: str = ""
+    detail: str = ""
+
+
+_Row = Any  # a Row of (id, instance_id, state, lease_owner, attempts, max_attempts)
+
+
+def record(
+    session: Session,
+    instance_id: str,
+    outcomes: list[Outcome],
+    *,
+    now: datetime,
+    policy: NodeApiPolicy,
+) -> list[Recorded]:
+    """Record several outcomes in one transaction: one locking read, one write per verb.
+
+    Each outcome is judged on its own; a refused one changes nothing and does
+    not stop the others. The caller commits.
+    """
+    ids = sorted({o.task_id for o in outcomes})
+    # Locked in id order, so two batches sharing tasks cannot deadlock.
+    rows = {
+        r.id: r
+        for r in session.execute(
+            select(
+                Task.id,
+                Task.instance_id,
+                Task.state,
+                Task.lease_owner,
+                Task.attempts,
+                Task.max_attempts,
+            )
+            .where(Task.id.in_(ids))
+            .order_by(Task.id)
+            .with_for_update()
+        )
+    }
+    answers: list[Recorded] = []
+    after: dict[str, str] = {}  # the state each task of this batch was given
+    writes: dict[str, list[dict[str, Any]]] = {"ack": [], "retry": [], "final": []}
+    for o in outcomes:
+        if o.task_id in after:
+            answers.append(Recorded(o.task_id, 200, after[o.task_id], "reported twice; first kept"))
+            continue
+        row = rows.get(o.task_id)
+        if row is None:
+            answers.append(Recorded(o.task_id, 404, detail=f"task {o.task_id} not found"))
+            continue
+        refusal = _judge(instance_id, o, row)
+        if refusal is not None:
+            answers.append(refusal)
+            continue
+        if o.verb == "ack":
+            writes["ack"].append({"b_id": o.task_id, "b_result": o.result})
+            state = TaskState.SUCCEEDED.value
+        elif o.retryable and row.attempts < row.max_attempts:
+            delay = min(policy.retry_cap, policy.retry_base * 2 ** max(row.attempts - 1, 0))
+            writes["retry"].append({"b_id": o.task_id, "b_error": o.error, "b_at": now + delay})
+            state = TaskState.QUEUED.value
+        else:
+            writes["final"].append({"b_id": o.task_id, "b_error": o.error})
+            state = TaskState.FAILED.value
+        after[o.task_id] = state
+        answers.append(Recorded(o.task_id, 200, state))
+    _write(session, writes, now)
+    return answers
+
+
+def _write(session: Session, writes: dict[str, list[dict[str, Any]]], now: datetime) -> None:
+    """One executemany per kind of change (psycopg pipelines it: one round trip).
+
+    Core statements on the table: an ORM update with a parameter list would be
+    SQLAlchemy's "bulk UPDATE by primary key", which cannot carry the WHERE.
+    """
+    table = cast(Table, Task.__table__)
+    by_id = table.c.id == bindparam("b_id")
+    released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    changes = {
+        "ack": {
+            "state": TaskState.SUCCEEDED.value,
+            "result": bindparam("b_result", type_=table.c.result.type),
+            "lease_expires_at": None,
+            "finished_at": now,
+            "updated_at": now,
+        },
+        "retry": {
+            **released,
+            "state": TaskState.QUEUED.value,
+            "error": bindparam("b_error"),
+            "available_at": bindparam("b_at", type_=table.c.available_at.type),
+        },
+        "final": {
+            **released,
+            "state": TaskState.FAILED.value,
+            "error": bindparam("b_error"),
+            "finished_at": now,
+        },
+    }
+    for kind, params in writes.items():
+        if params:
+            session.execute(update(table).where(by_id).values(**changes[kind]), params)
+
+
+def _judge(instance_id: str, o: Outcome, row: _Row) -> Recorded | None:
+    """The refusal (or no-op answer) for ``o``, or None when it is to be recorded."""
+    tid = o.task_id
+    if row.instance_id != instance_id:
+        return Recorded(
+            tid,
+            409,
+            detail=f"task {tid} is not leased by this instance ({instance_id}); a node "
             "reports only the tasks it leased",
-            task_id=task_id,
         )
-    if task.state != TaskState.LEASED.value or task.lease_owner != instance_id:
-        raise ConflictError(
-            f"task {task_id} is {task.state}, not leased: it failed and is queued for a "
+    if row.state in _FINAL:
+        log.info("%s of task %s ignored: already %s", o.verb, tid, row.state)
+        return Recorded(tid, 200, row.state, f"already {row.state}; nothing changed")
+    if row.state != TaskState.LEASED.value or row.lease_owner != instance_id:
+        return Recorded(
+            tid,
+            409,
+            row.state,
+            f"task {tid} is {row.state}, not leased: it failed and is queued for a "
             "retry, or was never leased; lease it before reporting an outcome",
-            task_id=task_id,
-            state_now=task.state,
         )
-    return task
+    return None
+
+
+def _one(answer: Recorded) -> str:
+    if answer.status == 404:
+        raise NotFoundError(answer.detail, task_id=answer.task_id)
+    if answer.status == 409:
+        if answer.state:
+            raise ConflictError(answer.detail, task_id=answer.task_id, state_now=answer.state)
+        raise ConflictError(answer.detail, task_id=answer.task_id)
+    return answer.state
 
 
 def ack(
     session: Session, instance_id: str, task_id: str, result: dict[str, Any], now: datetime
 ) -> str:
     """Record success; the task's state after (unchanged when it was final)."""
-    task = _owned(session, instance_id, task_id, "ack")
-    if task is None:
-        return _state(session, task_id)
-    task.state = TaskState.SUCCEEDED.value
-    task.result = result
-    task.lease_expires_at = None
-    task.finished_at = now
-    task.updated_at = now
-    return task.state
+    (answer,) = record(
+        session, instance_id, [Outcome(task_id, "ack", result)], now=now, policy=NodeApiPolicy()
+    )
+    return _one(answer)
 
 
 def fail(
@@ -197,22 +327,6 @@ def fail(
     policy: NodeApiPolicy,
 ) -> str:
     """Record a failure: queued again after a backoff while attempts remain, else failed."""
-    task = _owned(session, instance_id, task_id, "fail")
-    if task is None:
-        return _state(session, task_id)
-    task.error = error
-    task.lease_owner = None
-    task.lease_expires_at = None
-    task.updated_at = now
-    if retryable and task.attempts < task.max_attempts:
-        delay = min(policy.retry_cap, policy.retry_base * 2 ** max(task.attempts - 1, 0))
-        task.state = TaskState.QUEUED.value
-        task.available_at = now + delay
-    else:
-        task.state = TaskState.FAILED.value
-        task.finished_at = now
-    return task.state
-
-
-def _state(session: Session, task_id: str) -> str:
-    return session.scalar(select(Task.state).where(Task.id == task_id)) or ""
+    outcome = Outcome(task_id, "fail", error=error, retryable=retryable)
+    (answer,) = record(session, instance_id, [outcome], now=now, policy=policy)
+    return _one(answer)
