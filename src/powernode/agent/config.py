@@ -78,7 +78,9 @@ class AgentConfig:
     modules_upper: Path | None = None
     cosign_roots_file: Path | None = None
     # The registry for module references that name none, and the URL (so the
-    # scheme: http:// for a lab registry) for references naming its host:port.
+    # scheme: http:// for a lab registry) for references naming its host:port;
+    # or oci:/ABS/DIR, an OCI image layout directory (image-spec image-layout.md)
+    # for references naming no host (docs/agent-modules.md "Module source").
     # Empty: each reference's own host, HTTPS unless loopback (docs/publish.md).
     modules_registry: str = ""
 
@@ -89,9 +91,11 @@ class AgentConfig:
                 f"platform_url: {url!r} is not an https:// URL; "
                 "the node API is served over TLS only"
             )
-        if registry and not registry.startswith(("http://", "https://")):
+        layout = registry.startswith("oci:/") and ":" not in registry[4:]
+        if registry and not layout and not registry.startswith(("http://", "https://")):
             raise ValueError(
-                f"modules_registry: {registry!r}: write the registry as http(s)://host[:port]"
+                f"modules_registry: {registry!r}: write the registry as http(s)://host[:port] "
+                "or an OCI layout directory as oci:/absolute/path (no ':' in the path)"
             )
         # Normalised once here (frozen: set through object.__setattr__).
         object.__setattr__(self, "platform_url", url.rstrip("/"))

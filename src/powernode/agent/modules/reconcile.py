@@ -15,6 +15,7 @@ import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from powernode.agent.modules.attach import apply, record_refusals
@@ -29,6 +30,7 @@ from powernode.errors import (
     DataError,
     DigestMismatchError,
     PowernodeError,
+    TransportError,
     VerificationError,
 )
 from powernode.oci.refs import parse_reference
@@ -134,7 +136,10 @@ class PublishPuller:
         return module.policy
 
     def _open(self, module: DesiredModule, ref: Any) -> Any:
-        if self.default_registry:
+        if self.default_registry.startswith("oci:"):
+            if ref.registry is None:
+                return open_layout_source(self.default_registry)
+        elif self.default_registry:
             host = self.default_registry.split("://", 1)[1]
             if ref.registry is None or ref.registry == host:
                 return importlib.import_module("powernode.oci.registry").open_registry(
@@ -165,6 +170,28 @@ class PublishPuller:
         finally:
             if opened is not None and hasattr(opened, "close"):
                 opened.close()
+
+
+def open_layout_source(source: str) -> Any:
+    """The OCI image layout directory ``oci:/DIR`` names, read only (never created).
+
+    The same verification follows as for a registry: the signature under the
+    module's trust policy, the pull by the verified manifest digest, every blob
+    hashed on read (``LayoutRegistry``) and the composefs digest compared with
+    the desired one. A missing or half-written directory (no ``oci-layout``
+    file, image-spec image-layout.md) is a pull failure the next sync retries.
+    """
+    path = Path(source.removeprefix("oci:"))
+    if not path.is_absolute():
+        raise ConfigError(f"modules_registry: {source!r}: write oci:/absolute/path")
+    layout = importlib.import_module("powernode.oci.layout")
+    try:
+        return layout.LayoutRegistry(path, create=False)
+    except OSError as e:
+        raise TransportError(
+            f"module source {source}: cannot read it: {e.strerror}; "
+            "check the directory (mounted? readable by the agent?)"
+        ) from e
 
 
 def _same_digest(module: DesiredModule, got: str, what: str) -> None:
