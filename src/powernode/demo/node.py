@@ -5,12 +5,13 @@ running_module_digests", done by the agent's own code on this machine:
 
 * enrollment is ``powernode-agent enroll`` (a child process) with a
   bootstrap token the operator created, pinned to the platform CA;
-* module sync is the agent's ``powernode.agent.modules.sync`` with the
-  desired set from ``GET /node_api/modules`` over mTLS with the enrolled
-  certificate; the puller reads the platform's OCI layout directly
-  (``PublishPuller(registry=…)``: the agent's ``modules_registry`` setting
-  names http(s) registries only) and checks each signature against the
-  module's trust policy from the platform before pulling;
+* module sync is ``powernode-agent modules sync`` (a child process, the
+  command an operator runs, with the service loop's puller) under an agent
+  config written into the node dir: the desired set comes from
+  ``GET /node_api/modules`` over mTLS with the enrolled certificate, and the
+  modules from the platform's OCI layout directory
+  (``modules_registry = "oci:<registry dir>"``), each signature checked
+  against the module's trust policy from the platform before the pull;
 * the union is mounted on ``<node>/root`` (``NodeLayout.root``), the store and
   agent state are ``<node>/state``;
 * the heartbeat body is the agent's ``HostFacts`` (running digests of the
@@ -28,26 +29,22 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from powernode.agent.modules import (
-    DesiredModule,
+    Action,
     NodeLayout,
-    PublishPuller,
+    Refusal,
     SyncReport,
     running_module_digests,
-    sync,
     teardown,
 )
-from powernode.agent.modules.desired import parse_desired
-from powernode.agent.modules.trust import PolicyReader
+from powernode.agent.modules.state import load_composition
 from powernode.agent.runtime import HostFacts
 from powernode.agent.transport import NodeClient, tls_context
 from powernode.core.composition import Composition
-from powernode.errors import MountError, PowernodeError, VerificationError
-from powernode.oci.registry import open_registry
+from powernode.errors import CommandError, MountError, PowernodeError, VerificationError
 from powernode.run import run
 
 log = logging.getLogger(__name__)
@@ -70,11 +67,12 @@ class UnionFile:
 
 @dataclass
 class DemoNode:
-    """One enrolled node: its layout (root, state), client and puller."""
+    """One enrolled node: its layout (root, state), client and agent config file."""
 
     layout: NodeLayout
     client: NodeClient
-    puller: PublishPuller
+    config: Path  # the agent's config: platform, state dir, union root, module source
+    python: str
     composition: Composition | None = None
 
     @classmethod
@@ -92,6 +90,7 @@ class DemoNode:
         state, root = node_dir / "state", node_dir / "root"
         for d in (state, root):
             d.mkdir(parents=True, exist_ok=True)
+        config = write_agent_config(node_dir / "agent.toml", url, state, root, registry_dir)
         token_file = node_dir / "bootstrap-token"
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -103,10 +102,8 @@ class DemoNode:
             token_file,
             "--platform-ca",
             platform_ca,
-            "--state-dir",
-            state,
-            "--platform-url",
-            url,
+            "--config",
+            config,
             "--no-discover",
             "--json",
         )
@@ -118,25 +115,30 @@ class DemoNode:
         pki = state / "pki"
         client = NodeClient(url, tls=tls_context(platform_ca, pki / "cert.pem", pki / "key.pem"))
         layout = NodeLayout(root=root.absolute(), state=state.absolute())
-        puller = PublishPuller(
-            registry=open_registry(registry_dir),
-            policies=PolicyReader(None, lambda: datetime.now(UTC)),
-        )
-        return cls(layout, client, puller), info
+        return cls(layout, client, config, python), info
 
-    def desired(self) -> tuple[tuple[DesiredModule, ...], Composition | None]:
-        """``GET /node_api/modules`` parsed by the agent's parser."""
-        desired = parse_desired(self.client.modules())
-        return desired.modules, desired.composition
+    def sync_argv(self) -> list[str]:
+        return agent_argv(self.python, "modules", "sync", "--config", self.config, "--json")
 
     def sync(self) -> SyncReport:
-        """One reconcile; a refusal raises (the demo's artifacts must all verify)."""
-        modules, composition = self.desired()
-        report = sync(self.layout, modules, puller=self.puller, composition=composition)
+        """``powernode-agent modules sync``; a refusal raises (the demo's artifacts must verify)."""
+        proc = run(self.sync_argv(), check=False, timeout=300)
+        try:
+            doc = json.loads(proc.stdout)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):  # no report: bad config, platform unreachable, a crash
+            raise CommandError(self.sync_argv(), proc.returncode, proc.stderr.decode())
+        report = SyncReport(
+            tuple(Action(**a) for a in doc["actions"]),
+            bool(doc["changed"]),
+            int(doc["generation"]),
+            tuple(Refusal.from_dict(r) for r in doc["refusals"]),
+        )
         if report.refusals:
             reasons = "; ".join(f"{r.module}: {r.reason}: {r.detail}" for r in report.refusals)
             raise VerificationError(f"the agent refused to mount: {reasons}")
-        self.composition = composition
+        self.composition = load_composition(self.layout.agent_dir)
         return report
 
     def heartbeat(self) -> dict[str, str]:
@@ -174,6 +176,19 @@ class DemoNode:
         except PowernodeError as e:
             log.warning("agent teardown: %s; unmounting what is left", e)
         sweep_mounts(self.layout.root.parent)
+
+
+def write_agent_config(path: Path, url: str, state: Path, root: Path, registry: Path) -> Path:
+    """The agent's config for the demo node (TOML; JSON strings are TOML basic strings)."""
+    settings = {
+        "platform_url": url,
+        "state_dir": str(state.absolute()),
+        "modules_root": str(root.absolute()),
+        "modules_registry": f"oci:{registry.absolute()}",
+    }
+    text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def mounts_under(directory: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:

@@ -3,12 +3,14 @@
 Runs after the instance exists (:func:`.tutorial.run_demo`), as root: the
 platform is served with TLS (the node API), the operator creates a bootstrap
 token, ``powernode-agent enroll`` exchanges it for the node's certificate,
-the agent's module sync pulls, verifies and mounts the template's modules on
-``<workdir>/node/root``, a few files are read through the union, the
-heartbeat carries the running digests and the drift report says false. Then
-a new version of one module is built, ingested, promoted and reconciled, and
-the drift report says false again with the new digest. The node is torn down
-(every mount under the node dir) on every exit path.
+``powernode-agent modules sync`` (a child process, configured to pull from the
+platform's OCI layout directory: ``modules_registry = "oci:<dir>"``) pulls,
+verifies and mounts the template's modules on ``<workdir>/node/root``, a few
+files are read through the union, the heartbeat carries the running digests
+and the drift report says false. Then a new version of one module is built,
+ingested, promoted and reconciled the same way, and the drift report says
+false again with the new digest. The node is torn down (every mount under the
+node dir) on every exit path.
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ def run_node_steps(demo: Demo, stack: ExitStack, upgrade: Assignment) -> None:
         )["token"]
         reporter.command(
             f"powernode-agent enroll --token-file {node_dir / 'bootstrap-token'} "
-            f"--platform-ca {demo.server.platform_ca} --state-dir {node_dir / 'state'} "
-            f"--platform-url {demo.server.url} --no-discover"
+            f"--platform-ca {demo.server.platform_ca} --config {node_dir / 'agent.toml'} "
+            "--no-discover"
         )
         node, info = DemoNode.enroll(
             node_dir,
@@ -99,15 +101,16 @@ def run_node_steps(demo: Demo, stack: ExitStack, upgrade: Assignment) -> None:
         )
         stack.callback(node.teardown)
         reporter.note(
+            f"{node.config}: modules_registry = oci:{demo.path('registry')} "
+            "(the platform's OCI layout directory)"
+        )
+        reporter.note(
             f"enrolled instance {info.get('instance_id', iid)}; certificate valid until "
             f"{info.get('not_after', '?')}"
         )
 
     with demo.steps.step("the agent syncs: pull, verify, mount the union; heartbeat; drift"):
-        reporter.command(
-            f"powernode-agent modules sync --state-dir {node.layout.state} "
-            f"--root {node.layout.root}"
-        )
+        reporter.command(f"powernode-agent modules sync --config {node.config} --json")
         report = node.sync()
         actions = ", ".join(f"{a.kind} {a.module}" for a in report.actions)
         reporter.note(f"generation {report.generation}: {actions}")
@@ -133,6 +136,7 @@ def run_node_steps(demo: Demo, stack: ExitStack, upgrade: Assignment) -> None:
         vid = demo.ingest([pub])[pub.name]
         fleet.promote_to_live(op, vid)
         result.upgraded = pub
+        reporter.command(f"powernode-agent modules sync --config {node.config} --json")
         report = node.sync()
         actions = ", ".join(f"{a.kind} {a.module}" for a in report.actions if a.kind != "keep")
         reporter.note(f"generation {report.generation}: {actions}")
