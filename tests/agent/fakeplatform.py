@@ -85,6 +85,8 @@ class FakePlatform:
         self.requests: list[str] = []
         self.down = False
         self.fail_5xx = 0  # answer this many requests with 503
+        self.batch_outcomes = True  # False: a platform without POST /tasks/outcomes
+        self.outcome_posts: list[int] = []  # outcomes per POST /tasks/outcomes
         self.lose_responses = 0  # commit, then drop this many answers
         self.lose_path = ""  # ...only answers to this path, when set
         self.events_delay = 0.0  # seconds between storing a batch and answering
@@ -179,7 +181,15 @@ class FakePlatform:
             return 200, {"server_time": now.isoformat()}
         if path == "/node_api/tasks/lease":
             return 200, {"tasks": self._lease(instance, int(body["max"]), now)}
-        if path.startswith("/node_api/tasks/"):
+        if path == "/node_api/tasks/outcomes" and self.batch_outcomes:
+            self.outcome_posts.append(len(body["outcomes"]))
+            answers = []
+            for item in body["outcomes"]:
+                verb = item.pop("outcome")
+                status, answer = self._outcome(instance, item.pop("id"), verb, item)
+                answers.append({"id": answer["id"], "status": status, **answer})
+            return 200, {"outcomes": answers}
+        if path.startswith("/node_api/tasks/") and path.count("/") == 4:
             _, _, _, task_id, verb = path.split("/")
             return self._outcome(instance, task_id, verb, body)
         if path == "/node_api/events":
@@ -234,11 +244,11 @@ class FakePlatform:
     ) -> tuple[int, dict[str, Any]]:
         task = self.tasks.get(task_id)
         if task is None or task.instance_id != instance:
-            return 404, {"detail": f"task {task_id} not found"}
+            return 404, {"id": task_id, "detail": f"task {task_id} not found"}
         if task.state in ("done", "failed"):
-            return 200, {}
+            return 200, {"id": task_id, "state": task.state}
         if task.state != "leased":
-            return 409, {"detail": "task not leased"}
+            return 409, {"id": task_id, "detail": "task not leased"}
         task.outcomes.append((verb, body))
         if verb == "ack":
             task.state = "done"
@@ -246,7 +256,7 @@ class FakePlatform:
             task.state = "queued"
         else:
             task.state = "failed"
-        return 200, {}
+        return 200, {"id": task_id, "state": task.state}
 
 
 # -- helpers the agent tests share ---------------------------------------------------------

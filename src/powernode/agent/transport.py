@@ -100,6 +100,19 @@ class LeaseReply:
 
 
 @_record
+class OutcomeAnswer:
+    id: str = bounded(min_length=1, max_length=128)
+    status: int
+    state: str | None = None
+    detail: str | None = bounded(None, max_length=4096)
+
+
+@_record
+class OutcomesReply:
+    outcomes: list[OutcomeAnswer] = bounded(max_length=100)
+
+
+@_record
 class EventsReply:
     accepted: int = bounded(ge=0)
     duplicates: int = bounded(ge=0)
@@ -193,6 +206,14 @@ class NodeClient:
     def fail(self, task_id: str, error: str, retryable: bool) -> None:
         body = {"error": error, "retryable": retryable}
         self._request("POST", f"/tasks/{_seg(task_id)}/fail", body, idempotent=True)
+
+    def outcomes(self, items: list[dict[str, Any]]) -> list[OutcomeAnswer]:
+        """Report up to 100 outcomes (``{"id", "outcome": "ack"|"fail", ...}``) in one call.
+
+        Idempotent: the platform records an outcome once, so a resend is safe.
+        """
+        reply = self._call("POST", "/tasks/outcomes", {"outcomes": items}, OutcomesReply, True)
+        return reply.outcomes
 
     def post_events(self, events: list[dict[str, Any]]) -> EventsReply:
         # Idempotent by event id (the platform dedups), so a resend is safe.
