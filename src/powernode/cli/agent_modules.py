@@ -1,4 +1,4 @@
-"""``powernode-agent modules …``: attach, detach, sync, verify, restore and report modules.
+"""``powernode-agent modules …``: attach, detach, sync, verify, restore, gc, report modules.
 
 Thin: every command builds the node layout from the agent config (``--root``
 overrides ``modules_root``) and calls :mod:`powernode.agent.modules`. Human
@@ -352,3 +352,37 @@ def restore(
     _print_result("restore", result, as_json)
     if result.refused:
         raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    *,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
+    ] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove images, objects and blobs no attached, mounted or rollback version uses."""
+    from powernode.agent.modules.gc import collect  # noqa: PLC0415
+
+    try:
+        _, layout = _setup(config, state_dir, root)
+        report = collect(layout, dry_run=dry_run)
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(report.to_dict())
+        return
+    for digest, why in sorted(report.retained.items(), key=lambda kv: kv[1]):
+        typer.echo(f"keep sha256:{digest} {why}")
+    verb = "would remove" if dry_run else "removed"
+    for digest in report.images:
+        typer.echo(f"{verb} image sha256:{digest}")
+    typer.echo(
+        f"gc: {verb} {len(report.images)} image(s), {report.objects} object(s), "
+        f"{report.blobs} blob(s), {report.partials} partial file(s): "
+        f"{report.bytes_freed} bytes; {report.kept_objects} object(s) kept"
+    )

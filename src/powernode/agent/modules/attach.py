@@ -23,6 +23,7 @@ from powernode.agent.modules.state import (
     ModuleSpec,
     check_module_name,
     load_composition,
+    next_previous,
     save_composition,
 )
 from powernode.agent.modules.store import digest_hex
@@ -102,7 +103,8 @@ def _apply_locked(
     same = state.mounted == _wanted_digests(target) and not new_composition
     if same and (not target or serving_union(layout)):
         if dict(state.modules) != dict(target):  # e.g. a version label changed, same content
-            layout.state_file.save(state.with_modules(target))
+            previous = next_previous(state, target)
+            layout.state_file.save(replace(state.with_modules(target), previous=previous))
         return AttachResult(state.generation, _ordered(target), changed=False)
     try:
         with _verified(layout, _ordered(target), deep=deep, partial=False) as (verified, _):
@@ -115,7 +117,8 @@ def _apply_locked(
     refusals = {n: r for n, r in state.refusals.items() if n not in target}
     if new_composition and composition is not None:
         save_composition(layout.agent_dir, composition)
-    layout.state_file.save(AttachState(dict(target), generation, mounted, refusals))
+    previous = next_previous(state, target)
+    layout.state_file.save(AttachState(dict(target), generation, mounted, refusals, previous))
     return AttachResult(generation, _ordered(target), changed=True)
 
 
@@ -174,7 +177,9 @@ def restore(layout: NodeLayout) -> AttachResult:
         kept: dict[str, tuple[Refusal, ...]] = {}
         for name in {r.module for r in refusals}:
             kept[name] = tuple(r for r in refusals if r.module == name)
-        layout.state_file.save(AttachState(dict(state.modules), generation, mounted, kept))
+        layout.state_file.save(
+            AttachState(dict(state.modules), generation, mounted, kept, state.previous)
+        )
         for r in refusals:
             log.warning("restore: %s", r)
         return AttachResult(generation, ordered, changed=True, refused=tuple(refusals))

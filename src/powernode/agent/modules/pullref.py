@@ -61,38 +61,41 @@ def attach_ref(
     """
     from powernode.agent.modules.reconcile import _publish  # noqa: PLC0415 - lazy import
 
-    shown = reference or str(ref)
-    name = _name_of(ref)
-    if policy is None and not unsafe_no_signature:
-        raise ConfigError(
-            f"{shown}: no trust policy: pass --policy FILE (cosign.pub or a JSON policy); "
-            "refusing to attach an artifact whose signer is unknown"
-        )
-    try:
-        if policy is not None:
-            verified = (verify or _publish("verify_artifact"))(registry, ref, policy)
-            name = verified.name
-            ref = verified.reference  # pinned: the pull takes exactly what was verified
-        check_module_name(name)
-        store = _publish("ModuleStore")(layout.state)
-        pulled = (pull_fn or _publish("pull_artifact"))(registry, ref, store)
-        digest = str(pulled.composefs_digest)
-        if policy is not None and digest_hex(digest) != digest_hex(str(verified.composefs_digest)):
-            # The pull names the verified manifest by digest: this means a broken registry.
-            raise DigestMismatchError(
-                f"pulled artifact {shown}: composefs digest", str(verified.composefs_digest), digest
+    # The store lock (shared) from the pull to the mount: gc waits meanwhile.
+    with layout.state_file.store_locked(exclusive=False):
+        shown = reference or str(ref)
+        name = _name_of(ref)
+        if policy is None and not unsafe_no_signature:
+            raise ConfigError(
+                f"{shown}: no trust policy: pass --policy FILE (cosign.pub or a JSON policy); "
+                "refusing to attach an artifact whose signer is unknown"
             )
-        name = str(pulled.config.get("name", name))
-        version = str(pulled.config.get("version", ""))
-    except PowernodeError as e:
-        refusal = pull_refusal(name, "", shown, e)
-        if isinstance(e, ConfigError) and "module name" in str(e):
-            raise
-        record_refusals(layout, [refusal])
-        log.warning("attach %s refused: %s", shown, refusal)
-        raise ModuleRefused([refusal]) from e
-    module = ModuleSpec(name, digest, priority, version, shown)
-    result = attach(layout, module)
-    return RefAttached(
-        module, result, pulled.bytes_downloaded, pulled.objects_fetched, pulled.objects_reused
-    )
+        try:
+            if policy is not None:
+                verified = (verify or _publish("verify_artifact"))(registry, ref, policy)
+                name = verified.name
+                ref = verified.reference  # pinned: the pull takes exactly what was verified
+            check_module_name(name)
+            store = _publish("ModuleStore")(layout.state)
+            pulled = (pull_fn or _publish("pull_artifact"))(registry, ref, store)
+            digest = str(pulled.composefs_digest)
+            signed = str(verified.composefs_digest) if policy is not None else digest
+            if digest_hex(digest) != digest_hex(signed):
+                # The pull names the verified manifest by digest: this means a broken registry.
+                raise DigestMismatchError(
+                    f"pulled artifact {shown}: composefs digest", signed, digest
+                )
+            name = str(pulled.config.get("name", name))
+            version = str(pulled.config.get("version", ""))
+        except PowernodeError as e:
+            refusal = pull_refusal(name, "", shown, e)
+            if isinstance(e, ConfigError) and "module name" in str(e):
+                raise
+            record_refusals(layout, [refusal])
+            log.warning("attach %s refused: %s", shown, refusal)
+            raise ModuleRefused([refusal]) from e
+        module = ModuleSpec(name, digest, priority, version, shown)
+        result = attach(layout, module)
+        return RefAttached(
+            module, result, pulled.bytes_downloaded, pulled.objects_fetched, pulled.objects_reused
+        )

@@ -263,6 +263,17 @@ def sync(
     composition: Composition | None = None,
 ) -> SyncReport:
     """One reconcile cycle; never raises for a refused module (the report carries it)."""
+    # The store lock (shared) from the first pull to the mount: gc waits meanwhile.
+    with layout.state_file.store_locked(exclusive=False):
+        return _sync(layout, desired, puller, composition)
+
+
+def _sync(
+    layout: NodeLayout,
+    desired: Sequence[DesiredModule],
+    puller: Puller | None,
+    composition: Composition | None,
+) -> SyncReport:
     state = layout.state_file.load()
     actions = plan(state, desired)
     refusals: list[Refusal] = []

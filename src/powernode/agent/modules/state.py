@@ -69,25 +69,33 @@ class AttachState:
     generation: int = 0  # of the union last mounted; 0: none
     mounted: tuple[str, ...] = ()  # composefs hex digests of that union, top first
     refusals: Mapping[str, tuple[Refusal, ...]] = field(default_factory=dict)
+    # Per attached module, the version attached before its last change: the
+    # rollback version, kept in the store by ``modules gc`` (like bootc's rollback
+    # deployment) so going back to it pulls nothing.
+    previous: Mapping[str, ModuleSpec] = field(default_factory=dict)
 
     def with_modules(self, modules: Mapping[str, ModuleSpec]) -> AttachState:
         return replace(self, modules=dict(modules))
+
+    def retained(self) -> dict[str, str]:
+        """Composefs hex digests ``gc`` keeps, each with why: attached, mounted, rollback."""
+        keep: dict[str, str] = {}
+        for n, m in sorted(self.previous.items()):
+            keep[digest_hex(m.digest)] = f"{n} {m.version or '-'} (rollback)"
+        for d in self.mounted:
+            keep[d] = "mounted"
+        for n, m in sorted(self.modules.items()):
+            keep[digest_hex(m.digest)] = f"{n} {m.version or '-'} (attached)"
+        return keep
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "generation": self.generation,
             "mounted": list(self.mounted),
-            "modules": {
-                n: {
-                    "digest": m.digest,
-                    "priority": m.priority,
-                    "version": m.version,
-                    "reference": m.reference,
-                }
-                for n, m in sorted(self.modules.items())
-            },
+            "modules": {n: _spec_json(m) for n, m in sorted(self.modules.items())},
             "refusals": {n: [r.to_dict() for r in rs] for n, rs in sorted(self.refusals.items())},
+            "previous": {n: _spec_json(m) for n, m in sorted(self.previous.items())},
         }
 
     @classmethod
@@ -95,12 +103,8 @@ class AttachState:
         try:
             if doc.get("version") != STATE_VERSION:
                 raise DataError(f"{source}: state version {doc.get('version')!r} is not 1")
-            modules = {
-                n: ModuleSpec(
-                    n, m["digest"], m["priority"], m.get("version", ""), m.get("reference", "")
-                )
-                for n, m in doc["modules"].items()
-            }
+            modules = {n: _spec(n, m) for n, m in doc["modules"].items()}
+            previous = {n: _spec(n, m) for n, m in doc.get("previous", {}).items()}
             refusals = {
                 n: tuple(Refusal.from_dict(r) for r in rs)
                 for n, rs in doc.get("refusals", {}).items()
@@ -115,7 +119,33 @@ class AttachState:
             ) from e
         except ConfigError as e:
             raise DataError(f"{source}: {e}") from e
-        return cls(modules, generation, mounted, refusals)
+        return cls(modules, generation, mounted, refusals, previous)
+
+
+def _spec_json(m: ModuleSpec) -> dict[str, Any]:
+    return {"digest": m.digest, "priority": m.priority, "version": m.version,
+            "reference": m.reference}  # fmt: skip
+
+
+def _spec(name: str, m: Any) -> ModuleSpec:
+    return ModuleSpec(name, m["digest"], m["priority"], m.get("version", ""),
+                      m.get("reference", ""))  # fmt: skip
+
+
+def next_previous(state: AttachState, target: Mapping[str, ModuleSpec]) -> dict[str, ModuleSpec]:
+    """The rollback version of each module in ``target`` once ``target`` replaces ``state``.
+
+    A module whose digest changes keeps the one it had; an unchanged one keeps
+    its rollback version; a module detached loses both (gc may collect them).
+    """
+    out: dict[str, ModuleSpec] = {}
+    for name, want in target.items():
+        cur, before = state.modules.get(name), state.previous.get(name)
+        if cur is not None and digest_hex(cur.digest) != digest_hex(want.digest):
+            out[name] = cur
+        elif before is not None and digest_hex(before.digest) != digest_hex(want.digest):
+            out[name] = before
+    return out
 
 
 class StateFile:
@@ -148,26 +178,45 @@ class StateFile:
     @contextlib.contextmanager
     def locked(self, *, timeout: float = 60.0) -> Iterator[None]:
         """Hold the exclusive state lock; ConfigError if another agent holds it too long."""
-        self.lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise ConfigError(
-                            f"{self.lock_path}: another agent process holds the module lock "
-                            f"for over {timeout:.0f} s; wait for it or stop it"
-                        ) from e
-                    time.sleep(0.05)
+        with _flock(self.lock_path, fcntl.LOCK_EX, timeout, "the module lock"):
             yield
-        finally:
-            os.close(fd)
+
+    @contextlib.contextmanager
+    def store_locked(self, *, exclusive: bool, timeout: float = 600.0) -> Iterator[None]:
+        """The store lock: shared by pulls (from their first write to the mount that uses
+        it), exclusive for ``gc``, so gc never deletes an object a pull just found present
+        and skipped. Apart from the state lock, so a long pull never blocks ``status``."""
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        with _flock(self.store_lock_path, mode, timeout, "the store lock (a pull or gc)"):
+            yield
+
+    @property
+    def store_lock_path(self) -> Path:
+        return self.lock_path.with_name("store.lock")
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, timeout: float, what: str) -> Iterator[None]:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"{path}: another agent process holds {what} for over "
+                        f"{timeout:.0f} s; wait for it or stop it"
+                    ) from e
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
 
 
 def composition_path(agent_dir: Path) -> Path:
