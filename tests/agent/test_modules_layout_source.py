@@ -17,6 +17,7 @@ import pytest
 
 from powernode.agent.config import load_config
 from powernode.agent.modules.reconcile import PublishPuller
+from powernode.agent.modules.trust import PolicyReader
 from powernode.errors import ConfigError
 from powernode.oci.digest import Digest
 from powernode.oci.layout import LayoutRegistry
@@ -26,6 +27,7 @@ from powernode.signing import generate_private_key, public_key_pem
 from tests.agent.test_modules_registry import APP_FILES, Node, assert_refused, node
 from tests.agent.test_modules_support import big, mounts_under
 from tests.publish.artifacts import make_artifact, object_bytes
+from tests.signing.testca import T0, FakeCA, pem
 
 __all__ = ["node"]
 
@@ -43,7 +45,8 @@ class Pushed:
 
 
 def push(layout: Path, tmp: Path, repo: str, *, files: dict[str, bytes] | None = None,
-         signer: Any = None, version: str = "1.0.0", tag: str = "1.0.0") -> Pushed:  # fmt: skip
+         signer: Any = None, version: str = "1.0.0", tag: str = "1.0.0",
+         ca: FakeCA | None = None) -> Pushed:  # fmt: skip
     tree = {**(files or APP_FILES), "opt/app/id.bin": object_bytes(repo + version, 3000)}
     art = make_artifact(tmp / f"art-{repo.replace('/', '-')}-{version}", tree,
                         name="app", version=version)  # fmt: skip
@@ -51,7 +54,10 @@ def push(layout: Path, tmp: Path, repo: str, *, files: dict[str, bytes] | None =
     key = signer or generate_private_key()
     reg = LayoutRegistry(layout)
     push_artifact(reg, ref, art)
-    sign_artifact(reg, ref, key)
+    if ca is None:
+        sign_artifact(reg, ref, key)
+    else:  # keyless: a short-lived certificate naming the CI workflow (cosign/Fulcio)
+        sign_artifact(reg, ref, key, certificate_pem=pem(ca.leaf(key)), chain_pem=ca.chain_pem)
     got = reg.get_manifest(ref)
     doc = json.loads((art / "module.json").read_text())
     return Pushed(str(ref), doc["composefs_digest"], json.loads(got.data), got.digest,
@@ -141,6 +147,31 @@ def test_a_blob_file_holding_another_blobs_bytes(node: Node) -> None:
     assert_refused(node, report, "artifact-digest", p.digest, "digest mismatch")
 
 
+@pytest.mark.parametrize(
+    ("identity", "ok"),
+    [(r"https://github\.com/acme/modules/\.github/workflows/build\.yaml@.*", True),
+     (r"https://github\.com/evil/.*", False)],
+    ids=["right-identity", "wrong-identity"],
+)  # fmt: skip
+def test_keyless_signature_identity(node: Node, identity: str, ok: bool) -> None:
+    ca = FakeCA()
+    p = push(node.tmp / "layout", node.tmp, "acme/app", ca=ca)
+    doc = node.desired(p.ref, p.digest, p.pub)
+    doc["modules"][1]["trust_policy"] = {
+        "cosign_identity_regexp": identity,
+        "cosign_issuer_regexp": r"https://token\.actions\.githubusercontent\.com",
+    }
+    reader = PolicyReader(ca.root_pem, lambda: T0)
+    node.service.puller = PublishPuller(policies=reader, default_registry=f"oci:{p.layout}")
+    report = node.service.sync(lambda: doc)
+    if ok:
+        assert report.changed and report.ok, report.refusals
+        assert (node.layout.root / "opt/app/f1.bin").read_bytes() == APP_FILES["opt/app/f1.bin"]
+    else:
+        assert_refused(node, report, "signature", p.digest, "does not match")
+        assert "github.com/acme/modules" in report.refusals[0].detail  # who did sign
+
+
 @pytest.mark.parametrize("what", ["missing", "not-a-layout"])
 def test_a_source_that_is_not_a_layout_is_a_pull_failure(node: Node, what: str) -> None:
     p = push(node.tmp / "layout", node.tmp, "acme/app")
@@ -160,7 +191,8 @@ def test_tampered_upgrade_keeps_the_old_version_serving(node: Node) -> None:
     other = {**APP_FILES, "opt/app/f0.bin": object_bytes("f0 v2", 20_000)}
     new = push(node.tmp / "layout", node.tmp, "acme/app", files=other, signer=key,
                version="1.0.1", tag="1.0.1")  # fmt: skip
-    flip(blob(new, layer(new, 2)), 100)
+    for offset in range(100, blob(new, layer(new, 2)).stat().st_size, 1000):
+        flip(blob(new, layer(new, 2)), offset)  # every object: the new one is fetched
     doc = node.desired(new.ref, new.digest, new.pub)
     report = sync(node, doc, new.layout)
     assert not report.changed

@@ -261,3 +261,34 @@ def test_cli_attach_from_the_registry_checks_the_policy(
     assert (node.layout.root / "opt/app/f1.bin").read_bytes() == APP_FILES["opt/app/f1.bin"]
     (row,) = [s for s in status(node.layout) if s.name == "app"]
     assert row.mounted and row.refusal == "" and row.digest == p.digest
+
+
+def test_tampered_upgrade_keeps_the_old_version_serving(
+    node: Node, oci_registry: RunningRegistry
+) -> None:
+    # app 1.0.0 serves; the platform moves to 1.0.1, whose pack was tampered with in the
+    # registry: refused, and 1.0.0 (not only base) still serves, attached and mounted.
+    key = generate_private_key()
+    old = push(oci_registry.url, node.tmp, "tamper/upgrade", signer=key)
+    assert sync(node, node.desired(old.ref, old.digest, old.pub)).changed
+    mounts = mounts_under(node.layout.state)
+    files = {**APP_FILES, "opt/app/f0.bin": object_bytes("f0 v2", 20_000)}
+    new = push(oci_registry.url, node.tmp, "tamper/upgrade", files=files, signer=key,
+               version="1.0.1", tag="1.0.1")  # fmt: skip
+    pack = oci_registry.blob_data(layer(new, 2))
+    raw = bytearray(pack.read_bytes())
+    for i in range(100, len(raw), 1000):  # inside every object: the new one is fetched
+        raw[i] ^= 0x01
+    pack.write_bytes(bytes(raw))
+    report = sync(node, node.desired(new.ref, new.digest, new.pub))
+    assert not report.changed
+    assert [(r.module, r.reason) for r in report.refusals] == [("app", "artifact-digest")]
+    assert (node.layout.root / "opt/app/f0.bin").read_bytes() == APP_FILES["opt/app/f0.bin"]
+    assert mounts_under(node.layout.state) == mounts
+    assert not node.layout.store.has_image(new.digest)
+    state = node.layout.state_file.load()
+    assert state.modules["app"].digest == old.digest and state.generation == 2
+    (row,) = [s for s in status(node.layout) if s.name == "app"]
+    assert row.mounted and "artifact-digest" in row.refusal
+    refused = [e for e in node.events if e[0] == "module.refused"]
+    assert [(e[2]["reason"], e[2]["digest"]) for e in refused] == [("artifact-digest", new.digest)]
