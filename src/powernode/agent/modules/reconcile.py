@@ -119,7 +119,9 @@ class PublishPuller:
     pull_fn: Any = None  # (registry, ref, store) -> PulledArtifact
     store_cls: Any = None  # (state dir) -> powernode.publish.ModuleStore
     policies: PolicyReader = field(default_factory=PolicyReader)
-    default_registry: str = ""  # http(s)://host[:port]: for references naming none, or it
+    # http(s)://host[:port]: for references naming none, or it; oci:/DIR: an OCI image
+    # layout directory for references naming none (docs/agent-modules.md "Module source")
+    default_registry: str = ""
     unsafe_no_signature: bool = False
     last: dict[str, Any] = field(default_factory=dict, compare=False)  # module -> PulledArtifact
 
