@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from powernode.platform.db.base import ID, Base, UTCDateTime, enum_check, new_id
@@ -60,6 +60,17 @@ class Task(Base):
     __table_args__ = (
         enum_check("state", "state", TaskState),
         Index("ix_tasks_state_instance", "state", "instance_id"),
+        # The lease's queued branch reads this in order and stops at n rows
+        # (migration 0004_task_lease_index says why it is partial).
+        Index(
+            "ix_tasks_queued_lease",
+            "instance_id",
+            "available_at",
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
