@@ -11,10 +11,11 @@ functions run in the thread pool, each one transaction.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from powernode.platform import tlsserve
 from powernode.platform.api.deps import PlatformState, State
@@ -27,10 +28,8 @@ from powernode.platform.api.schemas_nodeapi import (
     FailIn,
     HeartbeatIn,
     HeartbeatOut,
-    LeasedOut,
     LeaseIn,
     LeaseOut,
-    OutcomeAnswer,
     OutcomeOut,
     OutcomesIn,
     OutcomesOut,
@@ -45,6 +44,7 @@ from powernode.platform.services.nodeapi.heartbeat import HeartbeatReport
 from powernode.platform.services.nodeapi.identity import authenticate
 
 router = APIRouter(tags=["node API"])
+JSON = "application/json"
 
 
 async def client_certificate(request: Request) -> bytes | None:
@@ -109,22 +109,35 @@ async def heartbeat(body: HeartbeatIn, state: State, node: Node) -> HeartbeatOut
     return HeartbeatOut(server_time=now)
 
 
-@router.post("/tasks/lease")
-def lease(body: LeaseIn, state: State, node: Node) -> LeaseOut:
+@router.post("/tasks/lease", response_model=LeaseOut)
+def lease(body: LeaseIn, state: State, node: Node) -> Response:
     with state.unit(_node_actor(node)) as ctx:
         leased = tasks.lease(ctx.session, node.instance_id, body.max, ctx.now, state.node_policy)
-    return LeaseOut(
-        tasks=[
-            LeasedOut(
-                id=t.id,
-                kind=t.kind,
-                payload=t.payload,
-                attempt=t.attempt,
-                lease_expires_at=t.lease_expires_at,
-            )
-            for t in leased
-        ]
+    # Written directly: up to 100 tasks through LeasedOut models, FastAPI's
+    # response validation and serialisation were a fifth of a lease's CPU.
+    return _json(
+        {
+            "tasks": [
+                {
+                    "id": t.id,
+                    "kind": t.kind,
+                    "payload": t.payload,
+                    "attempt": t.attempt,
+                    "lease_expires_at": _rfc3339(t.lease_expires_at),
+                }
+                for t in leased
+            ]
+        }
     )
+
+
+def _json(doc: dict[str, Any]) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")).encode(), media_type=JSON)
+
+
+def _rfc3339(at: datetime) -> str:
+    # What pydantic writes for an aware UTC datetime: "…Z".
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @router.post("/tasks/{task_id}/ack")
@@ -150,8 +163,8 @@ def fail(task_id: str, body: FailIn, state: State, node: Node) -> OutcomeOut:
     return OutcomeOut(id=task_id, state=after)
 
 
-@router.post("/tasks/outcomes")
-def outcomes(body: OutcomesIn, state: State, node: Node) -> OutcomesOut:
+@router.post("/tasks/outcomes", response_model=OutcomesOut)
+def outcomes(body: OutcomesIn, state: State, node: Node) -> Response:
     """Several acks/fails in one transaction, each answered on its own (in order).
 
     A refused outcome (404, 409) changes nothing and does not stop the others;
@@ -162,13 +175,14 @@ def outcomes(body: OutcomesIn, state: State, node: Node) -> OutcomesOut:
         answers = tasks.record(
             ctx.session, node.instance_id, batch, now=ctx.now, policy=state.node_policy
         )
-    return OutcomesOut(
-        outcomes=[
-            OutcomeAnswer(
-                id=a.task_id, status=a.status, state=a.state or None, detail=a.detail or None
-            )
-            for a in answers
-        ]
+    return _json(
+        {
+            "outcomes": [
+                {"id": a.task_id, "status": a.status, "state": a.state or None}
+                | ({"detail": a.detail} if a.detail else {})
+                for a in answers
+            ]
+        }
     )
 
 

@@ -44,6 +44,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+POOL_SIZE = 20  # connections kept open to PostgreSQL per process
+POOL_OVERFLOW = 20  # more, opened under a burst and closed when returned
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; creates the SQLite file's directory when missing."""
     url = normalise_url(url)
@@ -54,7 +58,12 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # The request thread pool runs up to 40 handlers at once (anyio's default):
+    # with SQLAlchemy's default 5 + 10 overflow, connections past the fifth were
+    # closed on return and opened again under load (a PostgreSQL backend start
+    # per request, bench/bench_leases.py). pre_ping keeps a restarted database
+    # from failing the first requests after it returns.
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
