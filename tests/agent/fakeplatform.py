@@ -87,6 +87,7 @@ class FakePlatform:
         self.fail_5xx = 0  # answer this many requests with 503
         self.batch_outcomes = True  # False: a platform without POST /tasks/outcomes
         self.outcome_posts: list[int] = []  # outcomes per POST /tasks/outcomes
+        self.attempts_reported: list[int | None] = []  # the "attempt" of each outcome
         self.lose_responses = 0  # commit, then drop this many answers
         self.lose_path = ""  # ...only answers to this path, when set
         self.events_delay = 0.0  # seconds between storing a batch and answering
@@ -249,6 +250,11 @@ class FakePlatform:
             return 200, {"id": task_id, "state": task.state}
         if task.state != "leased":
             return 409, {"id": task_id, "detail": "task not leased"}
+        body = dict(body)
+        attempt = body.pop("attempt", None)  # checked like the platform, not recorded
+        self.attempts_reported.append(attempt)
+        if attempt is not None and attempt != task.attempt:
+            return 409, {"id": task_id, "detail": f"attempt {attempt} is not the lease's"}
         task.outcomes.append((verb, body))
         if verb == "ack":
             task.state = "done"

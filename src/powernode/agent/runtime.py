@@ -305,13 +305,16 @@ class Runtime:
 
     def _report_one(self, outcome: Outcome) -> None:
         try:
+            attempt = outcome.body.get("attempt")
+            attempt = attempt if isinstance(attempt, int) else None
             if outcome.verb == "ack":
-                self.client.ack(outcome.task_id, outcome.body.get("result", {}))
+                self.client.ack(outcome.task_id, outcome.body.get("result", {}), attempt)
             else:
                 self.client.fail(
                     outcome.task_id,
                     str(outcome.body.get("error", "")),
                     bool(outcome.body.get("retryable", False)),
+                    attempt,
                 )
         except PlatformRefused as e:
             if e.status in (401, 403):

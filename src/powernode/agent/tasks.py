@@ -91,11 +91,14 @@ class TaskRegistry:
             return _fail(ctx, f"{type(e).__name__}: {e}", retryable=True)
         if not isinstance(result, dict):
             return _fail(ctx, f"handler returned {type(result).__name__}, not an object", False)
-        return TaskOutcome(ctx.task_id, ctx.kind, "ack", {"result": result})
+        # The attempt goes back with the outcome: the platform refuses it if the
+        # lease expired and the task was leased again meanwhile.
+        body = {"result": result, "attempt": ctx.attempt}
+        return TaskOutcome(ctx.task_id, ctx.kind, "ack", body)
 
 
 def _fail(ctx: TaskContext, error: str, *, retryable: bool) -> TaskOutcome:
-    body = {"error": error[:MAX_ERROR_CHARS], "retryable": retryable}
+    body = {"error": error[:MAX_ERROR_CHARS], "retryable": retryable, "attempt": ctx.attempt}
     return TaskOutcome(ctx.task_id, ctx.kind, "fail", body)
 
 

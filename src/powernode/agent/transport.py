@@ -200,11 +200,16 @@ class NodeClient:
         reply = self._call("POST", "/tasks/lease", {"max": max_tasks}, LeaseReply, idempotent=False)
         return reply.tasks
 
-    def ack(self, task_id: str, result: dict[str, Any]) -> None:
-        self._request("POST", f"/tasks/{_seg(task_id)}/ack", {"result": result}, idempotent=True)
+    def ack(self, task_id: str, result: dict[str, Any], attempt: int | None = None) -> None:
+        body: dict[str, Any] = {"result": result}
+        if attempt is not None:  # outcomes buffered by an older agent carry none
+            body["attempt"] = attempt
+        self._request("POST", f"/tasks/{_seg(task_id)}/ack", body, idempotent=True)
 
-    def fail(self, task_id: str, error: str, retryable: bool) -> None:
-        body = {"error": error, "retryable": retryable}
+    def fail(self, task_id: str, error: str, retryable: bool, attempt: int | None = None) -> None:
+        body: dict[str, Any] = {"error": error, "retryable": retryable}
+        if attempt is not None:
+            body["attempt"] = attempt
         self._request("POST", f"/tasks/{_seg(task_id)}/fail", body, idempotent=True)
 
     def outcomes(self, items: list[dict[str, Any]]) -> list[OutcomeAnswer]:

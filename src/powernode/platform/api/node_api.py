@@ -144,7 +144,9 @@ def _rfc3339(at: datetime) -> str:
 def ack(task_id: str, body: AckIn, state: State, node: Node) -> OutcomeOut:
     """Idempotent: an outcome already recorded answers 200 and changes nothing."""
     with state.unit(_node_actor(node)) as ctx:
-        after = tasks.ack(ctx.session, node.instance_id, task_id, body.result, ctx.now)
+        after = tasks.ack(
+            ctx.session, node.instance_id, task_id, body.result, ctx.now, attempt=body.attempt
+        )
     return OutcomeOut(id=task_id, state=after)
 
 
@@ -159,6 +161,7 @@ def fail(task_id: str, body: FailIn, state: State, node: Node) -> OutcomeOut:
             body.retryable,
             now=ctx.now,
             policy=state.node_policy,
+            attempt=body.attempt,
         )
     return OutcomeOut(id=task_id, state=after)
 
@@ -170,7 +173,10 @@ def outcomes(body: OutcomesIn, state: State, node: Node) -> Response:
     A refused outcome (404, 409) changes nothing and does not stop the others;
     the request itself is 200 once the body is valid.
     """
-    batch = [tasks.Outcome(o.id, o.outcome, o.result, o.error, o.retryable) for o in body.outcomes]
+    batch = [
+        tasks.Outcome(o.id, o.outcome, o.result, o.error, o.retryable, o.attempt)
+        for o in body.outcomes
+    ]
     with state.unit(_node_actor(node)) as ctx:
         answers = tasks.record(
             ctx.session, node.instance_id, batch, now=ctx.now, policy=state.node_policy

@@ -80,11 +80,17 @@ class LeaseOut(BaseModel):
 
 class AckIn(In):
     result: dict[str, Any] = Field(default_factory=dict)
+    attempt: int | None = Field(
+        default=None, ge=1, le=1000, description="the attempt the lease answered; checked"
+    )
 
 
 class FailIn(In):
     error: str = Field(default="", max_length=8192)
     retryable: bool = False
+    attempt: int | None = Field(
+        default=None, ge=1, le=1000, description="the attempt the lease answered; checked"
+    )
 
 
 class OutcomeOut(BaseModel):
@@ -100,6 +106,9 @@ class OutcomeIn(In):
     result: dict[str, Any] = Field(default_factory=dict)
     error: str = Field(default="", max_length=8192)
     retryable: bool = False
+    attempt: int | None = Field(
+        default=None, ge=1, le=1000, description="the attempt the lease answered; checked"
+    )
 
 
 class OutcomesIn(In):

@@ -18,7 +18,10 @@ expired on its last attempt is failed instead of offered again.
 
 Outcomes are recorded once: ack/fail of a task in a final state answers 200
 and changes nothing; of a task not leased (queued again, or another
-instance's) 409.
+instance's) 409. An outcome naming the ``attempt`` its lease was given is
+refused (409) when the task has since been leased again: the lease it
+answers expired and the task is another lease's now (an agent that names no
+attempt is judged by the lessee alone, as before).
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     retryable: bool = False
+    attempt: int | None = None  # the lease's attempt number, as the lease answered it
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,17 @@ def _judge(instance_id: str, o: Outcome, row: _Row) -> Recorded | None:
             f"task {tid} is {row.state}, not leased: it failed and is queued for a "
             "retry, or was never leased; lease it before reporting an outcome",
         )
+    if o.attempt is not None and o.attempt != row.attempts:
+        # Tasks are per instance, so the lessee alone cannot tell an expired
+        # lease from the one given since: the attempt number can.
+        return Recorded(
+            tid,
+            409,
+            row.state,
+            f"task {tid}: this outcome is for attempt {o.attempt}, whose lease expired; the "
+            f"task was leased again (attempt {row.attempts}) and only that lease's outcome "
+            "counts; nothing was recorded",
+        )
     return None
 
 
@@ -307,12 +322,17 @@ def _one(answer: Recorded) -> str:
 
 
 def ack(
-    session: Session, instance_id: str, task_id: str, result: dict[str, Any], now: datetime
+    session: Session,
+    instance_id: str,
+    task_id: str,
+    result: dict[str, Any],
+    now: datetime,
+    *,
+    attempt: int | None = None,
 ) -> str:
     """Record success; the task's state after (unchanged when it was final)."""
-    (answer,) = record(
-        session, instance_id, [Outcome(task_id, "ack", result)], now=now, policy=NodeApiPolicy()
-    )
+    outcome = Outcome(task_id, "ack", result, attempt=attempt)
+    (answer,) = record(session, instance_id, [outcome], now=now, policy=NodeApiPolicy())
     return _one(answer)
 
 
@@ -325,8 +345,9 @@ def fail(
     *,
     now: datetime,
     policy: NodeApiPolicy,
+    attempt: int | None = None,
 ) -> str:
     """Record a failure: queued again after a backoff while attempts remain, else failed."""
-    outcome = Outcome(task_id, "fail", error=error, retryable=retryable)
+    outcome = Outcome(task_id, "fail", error=error, retryable=retryable, attempt=attempt)
     (answer,) = record(session, instance_id, [outcome], now=now, policy=policy)
     return _one(answer)
