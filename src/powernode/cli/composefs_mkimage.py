@@ -17,6 +17,8 @@ from powernode.errors import ConfigError, PowernodeError
 from powernode.verity.composefs.scan import TreePolicy
 from powernode.verity.composefs.writer import build_image
 
+_MAX_WORKERS = 64  # scan_tree's limit
+
 
 def _source_date_epoch() -> int | None:
     raw = os.environ.get("SOURCE_DATE_EPOCH")
@@ -31,6 +33,22 @@ def _source_date_epoch() -> int | None:
     if value < 0:
         raise ConfigError(f"SOURCE_DATE_EPOCH={raw} is negative; fix or unset it")
     return value
+
+
+def _workers(threads: int | None, *, store: bool) -> dict[str, int]:
+    """build_image's worker arguments for ``--threads``.
+
+    Without a store the files are digested on that many processes (the
+    digest is most of the work; processes do not share a GIL). With a store
+    each file is read once and staged by one process, so ``--threads`` means
+    reader threads there, which pay only with a cold page cache
+    (docs/composefs.md, "Speed").
+    """
+    if store:
+        return {"threads": threads or 0}
+    if threads is None:
+        threads = min(len(os.sched_getaffinity(0)), _MAX_WORKERS)
+    return {"processes": threads}
 
 
 def register(app: typer.Typer) -> None:
@@ -64,6 +82,15 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--allow-setuid", help="Accept setuid/setgid files (allow.setuid)."),
         ] = False,
+        threads: Annotated[
+            int | None,
+            typer.Option(
+                "--threads",
+                help="Digest workers: processes without --digest-store (default: the usable "
+                "CPUs), reader threads with it (default: none, the files are read in turn).",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Write the composefs image of SRC to IMAGE (mkcomposefs-compatible bytes)."""
         if image is None and not print_digest_only:
@@ -72,6 +99,12 @@ def register(app: typer.Typer) -> None:
         if image is not None and print_digest_only:
             typer.echo("error: --print-digest-only writes no image; drop IMAGE", err=True)
             raise typer.Exit(2)
+        if threads is not None and not 1 <= threads <= _MAX_WORKERS:
+            typer.echo(
+                f"error: --threads must be from 1 to {_MAX_WORKERS}, not {threads}", err=True
+            )
+            raise typer.Exit(2)
+        workers = _workers(threads, store=digest_store is not None)
         try:
             policy = TreePolicy(
                 allow_devices=allow_devices,
@@ -79,7 +112,7 @@ def register(app: typer.Typer) -> None:
                 source_date_epoch=_source_date_epoch(),
                 use_epoch=use_epoch,
             )
-            result = build_image(src, image, digest_store=digest_store, policy=policy)
+            result = build_image(src, image, digest_store=digest_store, policy=policy, **workers)
         except PowernodeError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1) from e

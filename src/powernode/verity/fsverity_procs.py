@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
+import gc
 import mmap
 import os
 import select
@@ -202,6 +203,9 @@ def _wait_results(workers: _Workers, pending: bytes, done: set[int]) -> bytes:
 def _worker_main(job: _Job, workers: _Workers) -> None:  # pragma: no cover - in the child
     code = 1
     try:
+        # No collector in a short-lived child: a collection touches every object's
+        # header and so copies the parent's whole heap, page by page (copy-on-write).
+        gc.disable()
         # Keep only what this worker uses: a pipe end inherited from another
         # digest running on another thread would keep its workers from ever
         # seeing EOF.

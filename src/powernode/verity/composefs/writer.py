@@ -232,17 +232,18 @@ def build_image(
     digest_store: Path | None = None,
     policy: TreePolicy = TreePolicy(),  # noqa: B008 - frozen, safe as a default
     threads: int = 0,
+    processes: int = 0,
 ) -> ImageResult:
     """mkcomposefs SRC [IMAGE]: scan ``src`` and write its image (directory mode).
 
     With ``digest_store``, each file is read once: the scan stages the bytes
     it hashes as the object, and the objects are published before the image
     is written (so a present image implies its objects). On any error the
-    store is left as it was and no image is written. ``threads``: see
-    :func:`scan_tree`.
+    store is left as it was and no image is written. ``threads`` and
+    ``processes`` (image only: ignored with a store): see :func:`scan_tree`.
     """
     if digest_store is None:
-        tree = scan_tree(src, policy=policy, threads=threads)
+        tree = scan_tree(src, policy=policy, threads=threads, processes=processes)
         return write_tree(tree, image)
     stager = ObjectStager(digest_store)
     try:

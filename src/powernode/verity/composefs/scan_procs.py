@@ -1,0 +1,324 @@
+"""fs-verity digests of a tree's files on forked worker processes (``scan_tree(processes=N)``).
+
+The scan's content work is one fs-verity digest per external file (one
+hashlib call per 4 KiB block, COMPOSEFS.md §5.1). In one process that is
+CPU-bound Python plus SHA-256; threads take turns on the Python part under
+the GIL, separate processes do not. So :class:`DigestPool` forks
+``processes - 1`` workers before the walk, and digests overlap the walk:
+
+- The walk hands each external file to :meth:`DigestPool.add`; files are
+  grouped into batches (consecutive files, ~1 MiB or 32 files). A worker
+  with fewer than two batches in hand gets the next one through its own
+  task pipe (paths and the scan's lstat key); the others queue up.
+- After the walk this process digests queued batches itself, from the back,
+  topping the workers up from the front between its batches.
+- A worker answers each batch on its own result pipe: a status byte and a
+  digest per file. A file it cannot read, or that changed, is left unmarked;
+  a worker that dies (EOF on its pipe) has its batches put back in the queue.
+- :meth:`DigestPool.finish` then sets every node's digest in walk order and
+  reads each unmarked file again in this process with the scan's own reader,
+  so its errors (SourceTreeError naming the path) are exactly those of a
+  serial scan.
+
+Only digests cross between processes: with a digest store the scan reads
+each file once and stages the bytes it hashed, which needs the store's
+bookkeeping in one process, so the scan does not use this path then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import select
+import signal
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from powernode.verity.composefs.tree import Node
+from powernode.verity.fsverity_tree import FsVerityHasher, digest_bytes, verity_params
+
+log = logging.getLogger(__name__)
+
+_SHA256_4K = verity_params()  # composefs: fs-verity sha256, 4 KiB blocks
+_DIGEST = 32
+_BATCH_FILES = 32
+_BATCH_BYTES = 1 << 20
+_IN_FLIGHT = 2  # batches a worker holds: one being digested, one waiting
+_HEAD = struct.Struct("<qI")  # first file index, file count
+_FILE = struct.Struct("<QQQqI")  # st_ino, st_dev, st_size, st_mtime_ns, path length
+_OK = b"\x01"
+_FAILED = b"\x00" + bytes(_DIGEST)
+_READ_CHUNK = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_WAIT_SECONDS = 1.0
+
+FileEntry = tuple[bytes, os.stat_result, Node]
+# reads one file in the caller's process: (path, lstat, node) -> None, raising on errors
+ReadOne = Callable[[bytes, os.stat_result, Node], None]
+# records a digest on a node: (path, node, digest) -> None
+SetDigest = Callable[[bytes, Node, bytes], None]
+
+
+@dataclass
+class _Worker:
+    pid: int
+    task_w: int
+    result_r: int
+    held: deque[tuple[int, int]] = field(default_factory=deque)  # batches sent, in order
+    pending: bytes = b""  # an answer not yet complete
+    alive: bool = True
+
+    def send(self, batch: tuple[int, int], files: list[FileEntry]) -> bool:
+        start, end = batch
+        parts = [_HEAD.pack(start, end - start)]
+        for path, st, _ in files[start:end]:
+            parts.append(_FILE.pack(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, len(path)))
+            parts.append(path)
+        try:
+            _write_all(self.task_w, b"".join(parts))
+        except OSError:  # EPIPE: it died; its answers so far are still read
+            self.alive = False
+            return False
+        self.held.append(batch)
+        return True
+
+    def receive(self, digests: list[bytes | None]) -> bool:
+        """Read what is there; False at EOF (the worker is gone)."""
+        data = os.read(self.result_r, 1 << 16)
+        if not data:
+            self.alive = False
+            return False
+        self.pending += data
+        while len(self.pending) >= _HEAD.size:
+            start, count = _HEAD.unpack_from(self.pending)
+            end = _HEAD.size + count * (1 + _DIGEST)
+            if len(self.pending) < end:
+                break
+            for i in range(count):
+                at = _HEAD.size + i * (1 + _DIGEST)
+                if self.pending[at : at + 1] == _OK:
+                    digests[start + i] = self.pending[at + 1 : at + 1 + _DIGEST]
+            self.pending = self.pending[end:]
+            self.held.popleft()
+        return True
+
+
+class DigestPool:
+    """Digests of the files a walk hands in, on this process and forked workers."""
+
+    def __init__(self, processes: int) -> None:
+        self._files: list[FileEntry] = []
+        self._digests: list[bytes | None] = []
+        self._queue: deque[tuple[int, int]] = deque()  # batches no one holds
+        self._cut_at = 0
+        self._batch_bytes = 0
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(processes - 1):
+                self._workers.append(_fork_worker())
+        except BaseException:
+            self.close(kill=True)
+            raise
+
+    def __enter__(self) -> DigestPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(kill=exc is not None)
+
+    def add(self, path: bytes, st: os.stat_result, node: Node) -> None:
+        """An external regular file, as the walk met it."""
+        self._files.append((path, st, node))
+        self._digests.append(None)
+        self._batch_bytes += st.st_size
+        if len(self._files) - self._cut_at >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
+            self._cut()
+
+    def finish(self, read_one: ReadOne, set_digest: SetDigest) -> None:
+        """Digest what is left, then record every file's digest, in walk order."""
+        self._cut()
+        while self._queue or any(w.held for w in self._workers):
+            if self._queue:
+                start, end = self._queue.pop()  # the workers take from the front
+                for i in range(start, end):
+                    path, st, _ = self._files[i]
+                    self._digests[i] = digest_one(path, _key(st))
+                self._poll(0)
+            else:
+                self._poll(_WAIT_SECONDS)
+            self._feed()
+        self.close(kill=False)
+        for (path, st, node), digest in zip(self._files, self._digests, strict=True):
+            if digest is None:
+                read_one(path, st, node)
+            else:
+                set_digest(path, node, digest)
+
+    def close(self, *, kill: bool) -> None:
+        """Let the workers go (EOF on their task pipes), or kill them; reap them."""
+        for w in self._workers:
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGKILL)
+            for fd in (w.task_w, w.result_r):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for w in self._workers:
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(w.pid, 0)
+                if status and not kill:
+                    log.warning(
+                        "digest worker %d: wait status %d; its files were redone", w.pid, status
+                    )
+        self._workers = []
+
+    def _cut(self) -> None:
+        if self._cut_at < len(self._files):
+            self._queue.append((self._cut_at, len(self._files)))
+            self._cut_at, self._batch_bytes = len(self._files), 0
+            self._poll(0)
+            self._feed()
+
+    def _feed(self) -> None:
+        for w in self._workers:
+            while w.alive and len(w.held) < _IN_FLIGHT and self._queue:
+                batch = self._queue.popleft()
+                if not w.send(batch, self._files):
+                    self._queue.appendleft(batch)
+
+    def _poll(self, timeout: float) -> None:
+        waiting = {w.result_r: w for w in self._workers if w.held}
+        if not waiting:
+            return
+        ready, _, _ = select.select(list(waiting), [], [], timeout)
+        for fd in ready:
+            w = waiting[fd]
+            if not w.receive(self._digests):
+                log.warning("digest worker %d ended early; its files are redone", w.pid)
+                self._queue.extend(w.held)  # unanswered: digested here instead
+                w.held.clear()
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fork_worker() -> _Worker:
+    task_r, task_w = os.pipe()
+    try:
+        result_r, result_w = os.pipe()
+    except BaseException:
+        os.close(task_r)
+        os.close(task_w)
+        raise
+    try:
+        pid = os.fork()
+    except BaseException:
+        for fd in (task_r, task_w, result_r, result_w):
+            os.close(fd)
+        raise
+    if pid == 0:  # pragma: no cover - runs in the child; its answers are checked
+        _worker_main(task_r, result_w)
+    os.close(task_r)
+    os.close(result_w)
+    return _Worker(pid, task_w, result_r)
+
+
+def _worker_main(task_r: int, result_w: int) -> None:  # pragma: no cover - in the child
+    code = 1
+    try:
+        # No collector in a short-lived child: a collection touches every object's
+        # header and so copies the parent's whole heap, page by page (copy-on-write).
+        gc.disable()
+        # Keep only this worker's pipes: ends inherited from the parent's other
+        # workers (or another scan on another thread) would keep them from EOF.
+        low = 3
+        for fd in sorted((task_r, result_w)):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        _serve(task_r, result_w)
+        code = 0
+    except BaseException:  # noqa: S110 - the parent redoes whatever is unanswered
+        pass
+    finally:
+        os._exit(code)
+
+
+def _serve(task_r: int, result_w: int) -> None:  # pragma: no cover - in the child
+    pending = b""
+
+    def take(n: int) -> bytes | None:
+        nonlocal pending
+        while len(pending) < n:
+            more = os.read(task_r, 1 << 16)
+            if not more:
+                return None
+            pending += more
+        out, pending = pending[:n], pending[n:]
+        return out
+
+    while (head := take(_HEAD.size)) is not None:
+        _, count = _HEAD.unpack(head)
+        answer = [head]
+        for _ in range(count):
+            meta = take(_FILE.size)
+            if meta is None:
+                return
+            ino, dev, size, mtime_ns, length = _FILE.unpack(meta)
+            path = take(length)
+            if path is None:
+                return
+            digest = digest_one(path, (ino, dev, size, mtime_ns))
+            answer.append(_FAILED if digest is None else _OK + digest)
+        _write_all(result_w, b"".join(answer))
+
+
+def digest_one(path: bytes, key: tuple[int, int, int, int]) -> bytes | None:
+    """The digest of the file as the scan saw it (``key``: ino, dev, size, mtime_ns), or
+    None: it cannot be read or changed; the scan's reader reports that."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        if _key(os.fstat(fd)) != key:
+            return None
+        size = key[2]
+        if size <= _READ_CHUNK:
+            data = os.read(fd, size + 1)  # one more: a file that grew reads long
+            while 0 < len(data) < size and (more := os.read(fd, size + 1 - len(data))):
+                data += more
+            if len(data) != size:
+                return None
+            digest = digest_bytes(_SHA256_4K, data)
+        else:
+            hasher = FsVerityHasher()
+            while buf := os.read(fd, _READ_CHUNK):
+                hasher.update(buf)
+                if hasher.data_size > size:
+                    return None
+            if hasher.data_size != size:
+                return None
+            digest = hasher.digest()
+        return digest if _key(os.fstat(fd)) == key else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
