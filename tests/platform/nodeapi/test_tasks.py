@@ -79,6 +79,24 @@ def test_lease_expiring_on_the_last_attempt_fails_the_task(node_platform: NodePl
     assert "lease expired" in str(t["error"])
 
 
+def test_one_lease_fails_a_dead_last_attempt_and_leases_the_rest(
+    node_platform: NodePlatform,
+) -> None:
+    # The same statement does both: the dead task is failed, not leased, and
+    # the queued one behind it is leased.
+    p = node_platform
+    creds = p.enroll()
+    (dead,) = _enqueue(p, creds, max_attempts=1)
+    assert [t["id"] for t in _lease(p, creds)] == [dead]
+    p.clock.advance(300)
+    (fresh,) = _enqueue(p, creds)
+    assert [(t["id"], t["attempt"]) for t in _lease(p, creds)] == [(fresh, 1)]
+    t = _task(p, creds, dead)
+    assert (t["state"], t["attempts"]) == ("failed", 1)
+    assert "lease expired on the last attempt" in str(t["error"])
+    assert _lease(p, creds) == []
+
+
 def test_ack_is_recorded_once(node_platform: NodePlatform) -> None:
     p = node_platform
     creds = p.enroll()

@@ -51,25 +51,26 @@ class Task(Base):
     """Work for an agent or a worker; leased with FOR UPDATE SKIP LOCKED on PostgreSQL.
 
     ``attempts`` counts leases; a lease not acked by ``lease_expires_at`` is
-    offered again (visibility timeout); ``available_at`` delays a retry
-    (backoff); past ``max_attempts`` the task is ``failed``. ``lease_owner``
-    is the instance id the lease went to.
+    offered again (visibility timeout); ``available_at`` is when the task is
+    next offered: a retry's backoff, or a leased task's ``lease_expires_at``;
+    past ``max_attempts`` the task is ``failed``. ``lease_owner`` is the
+    instance id the lease went to.
     """
 
     __tablename__ = "tasks"
     __table_args__ = (
         enum_check("state", "state", TaskState),
         Index("ix_tasks_state_instance", "state", "instance_id"),
-        # The lease's queued branch reads this in order and stops at n rows
-        # (migration 0004_task_lease_index says why it is partial).
+        # The lease reads this in order and stops at n rows (migration
+        # 0004_task_lease_index says why it is partial).
         Index(
-            "ix_tasks_queued_lease",
+            "ix_tasks_offerable",
             "instance_id",
             "available_at",
             "created_at",
             "id",
-            postgresql_where=text("state = 'queued'"),
-            sqlite_where=text("state = 'queued'"),
+            postgresql_where=text("state IN ('queued', 'leased')"),
+            sqlite_where=text("state IN ('queued', 'leased')"),
         ),
     )
 

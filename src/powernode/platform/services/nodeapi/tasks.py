@@ -2,9 +2,11 @@
 
 Leasing is one statement on both databases::
 
-    UPDATE tasks SET state='leased', attempts=attempts+1, lease_owner=:me, …
-    WHERE id IN (SELECT id FROM tasks WHERE instance_id=:me AND <offerable>
-                 ORDER BY available_at, created_at LIMIT :n FOR UPDATE SKIP LOCKED)
+    UPDATE tasks SET state='leased', attempts=attempts+1, lease_owner=:me,
+                     lease_expires_at=:until, available_at=:until, …
+    WHERE id IN (SELECT id FROM tasks WHERE instance_id=:me
+                 AND state IN ('queued', 'leased') AND available_at <= :now
+                 ORDER BY available_at, created_at, id LIMIT :n FOR UPDATE SKIP LOCKED)
     RETURNING …
 
 On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets concurrent lessees take
@@ -12,9 +14,10 @@ disjoint rows without waiting (READ COMMITTED re-checks the WHERE on a row
 changed under it, so a row is never leased twice); SQLite has no row locks
 (SQLAlchemy drops the clause) and runs the statement as one write
 transaction, which serialises lessees. *Offerable* is queued and due
-(``available_at`` passed), or leased with ``lease_expires_at`` passed — the
-visibility timeout that re-offers a dead node's tasks. A task whose lease
-expired on its last attempt is failed instead of offered again.
+(``available_at`` passed), or leased with the lease expired — the
+visibility timeout that re-offers a dead node's tasks; a lease sets
+``available_at`` to its expiry, so both are ``available_at <= now``. A task
+whose lease expired on its last attempt is failed instead of offered again.
 
 Outcomes are recorded once: ack/fail of a task in a final state answers 200
 and changes nothing; of a task not leased (queued again, or another
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import Task, TaskState
@@ -99,55 +102,68 @@ def list_tasks(ctx: Ctx, instance_id: str, limit: int = 100) -> list[Task]:
     return list(ctx.session.scalars(q))
 
 
+_DEAD_ERROR = "lease expired on the last attempt (the node did not ack or fail in time)"
+
+
 def lease(
     session: Session, instance_id: str, n: int, now: datetime, policy: NodeApiPolicy
 ) -> list[Leased]:
-    """Lease up to ``n`` of the instance's offerable tasks; the caller commits."""
-    expired = and_(
-        Task.state == TaskState.LEASED.value,
-        Task.lease_expires_at <= now,
-    )
-    # A dead node's last attempt: failed, not offered a (max_attempts + 1)th time.
-    session.execute(
-        update(Task)
-        .where(Task.instance_id == instance_id, expired, Task.attempts >= Task.max_attempts)
-        .values(
-            state=TaskState.FAILED.value,
-            error="lease expired on the last attempt (the node did not ack or fail in time)",
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    offerable = or_(
-        and_(Task.state == TaskState.QUEUED.value, Task.available_at <= now),
-        and_(expired, Task.attempts < Task.max_attempts),
-    )
+    """Lease up to ``n`` of the instance's offerable tasks, in one statement; the caller commits.
+
+    A leased task's ``available_at`` is its lease's expiry, so "offerable" is
+    one range, ``state IN (queued, leased) AND available_at <= now``, read in
+    order from the partial index ``ix_tasks_offerable`` (migration 0004)
+    and stopped after ``n`` rows. An OR of a queued and an expired-lease
+    branch kept PostgreSQL from using any index in that order (a scan and
+    sort of every due task per lease). A picked task whose lease expired on
+    its last attempt (a dead node's) is failed by the same statement instead
+    of leased, so a lease may answer fewer than ``n`` while such tasks remain.
+    """
     pick = (
         select(Task.id)
-        .where(Task.instance_id == instance_id, offerable)
+        .where(
+            Task.instance_id == instance_id,
+            Task.state.in_((TaskState.QUEUED.value, TaskState.LEASED.value)),
+            Task.available_at <= now,
+        )
         .order_by(Task.available_at, Task.created_at, Task.id)
         .limit(n)
         .with_for_update(skip_locked=True)
     )
     until = now + policy.visibility_timeout
+    # Only an expired lease can be at max_attempts here: a queued task has
+    # attempts < max_attempts (fail requeues only then; enqueue starts at 0).
+    dead = Task.attempts >= Task.max_attempts
+
+    def unless_dead(alive: Any, when_dead: Any) -> Any:
+        return case((dead, when_dead), else_=alive)
+
     rows = session.execute(
         update(Task)
         .where(Task.id.in_(pick.scalar_subquery()))
         .values(
-            state=TaskState.LEASED.value,
-            attempts=Task.attempts + 1,
-            lease_owner=instance_id,
-            lease_expires_at=until,
+            # Every right-hand side reads the row as it was (SQL UPDATE semantics).
+            state=unless_dead(TaskState.LEASED.value, TaskState.FAILED.value),
+            attempts=unless_dead(Task.attempts + 1, Task.attempts),
+            lease_owner=unless_dead(instance_id, None),
+            lease_expires_at=unless_dead(until, None),
+            available_at=unless_dead(until, Task.available_at),
+            error=unless_dead(Task.error, _DEAD_ERROR),
+            finished_at=unless_dead(None, now),
             updated_at=now,
         )
-        .returning(Task.id, Task.kind, Task.payload, Task.attempts, Task.created_at)
+        .returning(Task.id, Task.state, Task.kind, Task.payload, Task.attempts, Task.created_at)
         .execution_options(synchronize_session=False)
     ).all()
-    rows = sorted(rows, key=lambda r: (r.created_at, r.id))
-    return [Leased(r.id, r.kind, r.payload, r.attempts, until) for r in rows]
+    leased = sorted(
+        (r for r in rows if r.state == TaskState.LEASED.value), key=lambda r: (r.created_at, r.id)
+    )
+    if len(leased) < len(rows):
+        dead_n = len(rows) - len(leased)
+        log.info(
+            "instance %s: %d task(s) failed: lease expired on the last attempt", instance_id, dead_n
+        )
+    return [Leased(r.id, r.kind, r.payload, r.attempts, until) for r in leased]
 
 
 @dataclass(frozen=True)
