@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, case, select, update
+from sqlalchemy import Select, Table, Update, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import Task, TaskState
@@ -227,22 +227,7 @@ def record(
     """
     ids = sorted({o.task_id for o in outcomes})
     # Locked in id order, so two batches sharing tasks cannot deadlock.
-    rows = {
-        r.id: r
-        for r in session.execute(
-            select(
-                Task.id,
-                Task.instance_id,
-                Task.state,
-                Task.lease_owner,
-                Task.attempts,
-                Task.max_attempts,
-            )
-            .where(Task.id.in_(ids))
-            .order_by(Task.id)
-            .with_for_update()
-        )
-    }
+    rows = {r.id: r for r in session.connection().execute(_locking_read(), {"ids": ids})}
     answers: list[Recorded] = []
     after: dict[str, str] = {}  # the state each task of this batch was given
     writes: dict[str, list[dict[str, Any]]] = {"ack": [], "retry": [], "final": []}
@@ -275,13 +260,34 @@ def record(
 
 
 def _write(session: Session, writes: dict[str, list[dict[str, Any]]], now: datetime) -> None:
-    """One executemany per kind of change (psycopg pipelines it: one round trip).
+    """One executemany per kind of change (psycopg pipelines it: one round trip)."""
+    conn = session.connection()
+    for kind, params in writes.items():
+        if params:
+            conn.execute(_write_statement(kind), [{**p, "b_now": now} for p in params])
+
+
+@functools.cache
+def _locking_read() -> Select[Any]:
+    """The outcomes' tasks, locked in id order (built once; bound parameter ``ids``)."""
+    t = cast(Table, Task.__table__)
+    return (
+        select(t.c.id, t.c.instance_id, t.c.state, t.c.lease_owner, t.c.attempts, t.c.max_attempts)
+        .where(t.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(t.c.id)
+        .with_for_update()
+    )
+
+
+@functools.cache
+def _write_statement(kind: str) -> Update:
+    """The UPDATE for one kind of change, built once.
 
     Core statements on the table: an ORM update with a parameter list would be
     SQLAlchemy's "bulk UPDATE by primary key", which cannot carry the WHERE.
     """
     table = cast(Table, Task.__table__)
-    by_id = table.c.id == bindparam("b_id")
+    now = bindparam("b_now", type_=table.c.updated_at.type)
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     changes = {
         "ack": {
@@ -304,9 +310,7 @@ def _write(session: Session, writes: dict[str, list[dict[str, Any]]], now: datet
             "finished_at": now,
         },
     }
-    for kind, params in writes.items():
-        if params:
-            session.execute(update(table).where(by_id).values(**changes[kind]), params)
+    return update(table).where(table.c.id == bindparam("b_id")).values(**changes[kind])
 
 
 def _judge(instance_id: str, o: Outcome, row: _Row) -> Recorded | None:
