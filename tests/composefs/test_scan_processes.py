@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,22 @@ def test_mkimage_bad_threads(tmp_path: Path, value: str) -> None:
     assert code == 2
     assert f"--threads must be from 1 to 64, not {value}" in err
     assert not img.exists()
+
+
+def test_no_fork_while_other_threads_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    _many(src, 40)
+    serial = image_bytes(scan_tree(src, policy=POLICY))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, args=(30,))
+    other.start()
+    try:
+
+        def no_fork() -> int:
+            raise AssertionError("forked while another thread runs")
+
+        monkeypatch.setattr(os, "fork", no_fork)
+        assert image_bytes(scan_tree(src, policy=POLICY, processes=2)) == serial
+    finally:
+        release.set()
+        other.join()

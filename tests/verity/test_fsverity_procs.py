@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,25 @@ def test_closing_early_reaps_workers(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert _children() == before
+
+
+def test_no_fork_while_other_threads_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork copies only the calling thread: a lock another thread holds (OpenSSL's,
+    logging's) would stay locked in the child. With other threads running, the
+    digest stays in this process (on threads)."""
+    data = _data(TASK_SIZE + 3000, 5)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, args=(30,))
+    other.start()
+    try:
+
+        def no_fork() -> int:
+            raise AssertionError("forked while another thread runs")
+
+        monkeypatch.setattr(os, "fork", no_fork)
+        assert fsverity_digest_file(path, processes=2) == fsverity_digest(data)
+    finally:
+        release.set()
+        other.join()

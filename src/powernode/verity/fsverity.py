@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from powernode.errors import ConfigError, DataError
-from powernode.verity.fsverity_procs import Level0Failure, level0_in_processes
+from powernode.verity.fsverity_procs import Level0Failure, fork_is_safe, level0_in_processes
 from powernode.verity.fsverity_tree import (
     FsVerityHasher,
     VerityParams,
@@ -105,7 +105,8 @@ def fsverity_digest_file(
     process may run on (``os.cpu_count()`` where that is unknown; at most
     64); ``processes`` is that count too for files of
     :data:`PROCESS_MIN_SIZE` and more when ``threads`` is not given, else 1
-    (so ``threads=1`` keeps everything in this process). Raises
+    (so ``threads=1`` keeps everything in this process). A process running
+    other threads is never forked (``processes`` become threads). Raises
     :class:`VerityFileError` when the file cannot be read, ConfigError for
     bad parameters.
     """
@@ -143,6 +144,9 @@ def fsverity_digest_file(
         if processes is None:
             processes = threads if auto and size >= PROCESS_MIN_SIZE else 1
         results: Generator[tuple[bytes, int], None, None]
+        if processes > 1 and not fork_is_safe():
+            log.debug("fs-verity digest of %s: other threads run, not forking", name)
+            threads, processes = max(threads, processes), 1
         if processes > 1:
             log.debug("fs-verity digest of %s: %d bytes, %d processes", name, size, processes)
             results = _from_processes(fd, name, params, size, processes)

@@ -23,7 +23,8 @@ How it runs:
   size. The levels above 0 (1/128 of the work) stay in the parent.
 
 Workers are ``os.fork()`` children that only read, hash and write to their
-pipes, and always leave with ``os._exit``. A worker that dies is noticed
+pipes, and always leave with ``os._exit``; they are forked only from a
+process running a single thread (:func:`fork_is_safe`). A worker that dies is noticed
 (``waitpid`` while waiting on results) and the whole digest fails; on any
 error the parent kills and reaps every worker it started before raising.
 """
@@ -38,6 +39,7 @@ import os
 import select
 import signal
 import struct
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -53,6 +55,18 @@ _TASK = struct.Struct("<q")  # task number
 _DONE = struct.Struct("<qiiq")  # task number, outcome, errno, file offset
 _OK, _READ_FAILED, _ENDED = 0, 1, 2
 _WAIT_SECONDS = 0.2  # how often a silent wait checks that every worker lives
+
+
+def fork_is_safe() -> bool:
+    """True when this process runs one thread, so forking it is safe.
+
+    A fork copies only the calling thread; a lock another thread holds at
+    that moment (OpenSSL's, inside a hashlib call; the logging module's)
+    stays locked forever in the child, which would then hang on its first
+    hash. Callers fall back to in-process work when other threads run
+    (Python 3.12 warns about such forks for the same reason).
+    """
+    return threading.active_count() == 1
 
 
 class Level0Failure(Exception):
@@ -149,7 +163,6 @@ def level0_in_processes(
     try:
         workers.task_r, workers.task_w = os.pipe()
         workers.done_r, workers.done_w = os.pipe()
-        task_w = workers.task_w
         for _ in range(processes):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child; its results are checked
@@ -158,7 +171,7 @@ def level0_in_processes(
         workers.close_parent_ends()
         sent = 0
         while sent < slots:
-            os.write(task_w, _TASK.pack(sent))
+            _send(workers, sent)
             sent += 1
         done: set[int] = set()
         pending = b""
@@ -171,13 +184,21 @@ def level0_in_processes(
             start = job.slot_start(index)
             hashes = job.out[start : start + blocks * params.digest_size]
             if sent < tasks:  # the slot is read: hand it to the next task
-                os.write(task_w, _TASK.pack(sent))
+                _send(workers, sent)
                 sent += 1
             yield hashes, length
         failed = False
     finally:
         workers.stop(kill=failed)
         job.out.close()
+
+
+def _send(workers: _Workers, index: int) -> None:
+    try:
+        os.write(workers.task_w, _TASK.pack(index))
+    except BrokenPipeError as e:  # no worker left to read it
+        workers.check_alive()
+        raise Level0Failure("died", detail="every worker's task pipe closed") from e
 
 
 def _wait_results(workers: _Workers, pending: bytes, done: set[int]) -> bytes:

@@ -36,6 +36,7 @@ from powernode.verity.composefs import erofs_layout as L
 from powernode.verity.composefs.objects import ObjectStager, store_error, write_all
 from powernode.verity.composefs.scan_procs import DigestPool
 from powernode.verity.composefs.tree import Node, Tree, check_name, check_node, object_name
+from powernode.verity.fsverity_procs import fork_is_safe
 from powernode.verity.fsverity_tree import FsVerityHasher, digest_bytes, verity_params
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,10 @@ def scan_tree(
     ``processes``: above 1, and with no ``stager`` nor ``read_hook``, files
     are digested on that many processes (this one and forked children, the
     digests overlapping the walk; :mod:`.scan_procs`), and ``threads`` is
-    not used. With a digest store each file must be read once
-    and staged by this process, so ``processes`` is ignored there.
+    not used. Not in a process running other threads, where forking is
+    unsafe (``fork_is_safe``): ``threads`` applies then. With a digest store
+    each file must be read once and staged by this process, so
+    ``processes`` is ignored there.
 
     ``read_hook(path, bytes_read)`` is called after every chunk read from a
     regular file (a test seam for files that change while they are read).
@@ -123,7 +126,7 @@ def scan_tree(
     if not stat.S_ISDIR(st.st_mode):
         raise _fail(src, "source is not a directory")
     reader = _ContentReader(read_hook, stager)
-    if processes > 1 and stager is None and read_hook is None:
+    if processes > 1 and stager is None and read_hook is None and fork_is_safe():
         with DigestPool(processes) as digests:
             tree = _Walk(policy, reader, None, digests=digests).run(os.fsencode(src), st)
             digests.finish(reader.read, reader.set_digest)
