@@ -37,6 +37,7 @@ from powernode import __version__
 from powernode.agent.certstore import CertStore, Credentials, rfc3339
 from powernode.agent.config import AgentConfig
 from powernode.agent.lifecycle import Clock, StopSignal
+from powernode.agent.outcomes import POISON, OutcomeReporter
 from powernode.agent.rotation import (
     ROTATED,
     ROTATION_FAILED,
@@ -46,7 +47,7 @@ from powernode.agent.rotation import (
     rotate,
     rotation_due,
 )
-from powernode.agent.spool import Outcome, Spool
+from powernode.agent.spool import Spool
 from powernode.agent.tasks import Executor, TaskContext, TaskOutcome
 from powernode.agent.transport import Backoff, NodeClient, PlatformRefused, PlatformUnreachable
 from powernode.errors import PowernodeError
@@ -59,9 +60,6 @@ log = logging.getLogger(__name__)
 
 ClientFactory = Callable[[Credentials], NodeClient]
 Facts = Callable[[], dict[str, Any]]
-OUTCOME_BATCH = 100  # the platform's limit per POST /tasks/outcomes
-OUTCOME_ROUNDS = 100  # batches per report: bounded, the rest waits for the next beat
-_POISON = {400, 413, 422}  # a batch the platform will never take as it is
 
 
 class Runtime:
@@ -84,6 +82,7 @@ class Runtime:
         self.config = config
         self.store = store
         self.spool = spool
+        self.outcomes = OutcomeReporter(spool)
         self._factory = client_factory
         self.executor = executor
         self.clock = clock
@@ -92,7 +91,6 @@ class Runtime:
         self._rng = rng or random.SystemRandom()
         self._backoff = Backoff(config.backoff_base_seconds, config.heartbeat_seconds)
         self._wake = threading.Event()
-        self._batch_outcomes = True  # until the platform says it has no batch endpoint
         stop.link(self._wake)
         self.creds = store.load()
         self.client = client_factory(self.creds)
@@ -258,69 +256,8 @@ class Runtime:
         self._wake.set()
 
     def report_outcomes(self) -> None:
-        """Send every buffered outcome; each is removed once the platform took or refused it.
-
-        In batches of up to 100 (``POST /tasks/outcomes``, one transaction on
-        the platform); one request per outcome against a platform that does
-        not know the batch endpoint yet.
-        """
-        for _ in range(OUTCOME_ROUNDS):
-            batch = self.spool.outcomes(limit=OUTCOME_BATCH)
-            if not batch:
-                return
-            if not self._batch_outcomes or len(batch) == 1:
-                for outcome in batch:
-                    self._report_one(outcome)
-                continue
-            items = [{"id": o.task_id, "outcome": o.verb, **o.body} for o in batch]
-            try:
-                answers = {a.id: a for a in self.client.outcomes(items)}
-            except PlatformRefused as e:
-                if e.status in (404, 405):
-                    log.info("the platform has no /tasks/outcomes; reporting one by one")
-                    self._batch_outcomes = False
-                elif e.status in _POISON:  # one bad outcome must not hold up the rest
-                    log.warning("platform refused a batch of outcomes (%s); one by one", e)
-                    for outcome in batch:
-                        self._report_one(outcome)
-                else:
-                    raise  # 401/403: our certificate is the problem: keep them all
-                continue
-            removed = 0
-            for outcome in batch:
-                answer = answers.get(outcome.task_id)
-                if answer is None:
-                    continue  # not answered: kept, sent again
-                if answer.status != 200:
-                    log.warning(
-                        "platform refused the outcome of task %s (%d): %s",
-                        outcome.task_id,
-                        answer.status,
-                        answer.detail,
-                    )
-                self.spool.remove_outcome(outcome.task_id)
-                removed += 1
-            if not removed:
-                return
-
-    def _report_one(self, outcome: Outcome) -> None:
-        try:
-            attempt = outcome.body.get("attempt")
-            attempt = attempt if isinstance(attempt, int) else None
-            if outcome.verb == "ack":
-                self.client.ack(outcome.task_id, outcome.body.get("result", {}), attempt)
-            else:
-                self.client.fail(
-                    outcome.task_id,
-                    str(outcome.body.get("error", "")),
-                    bool(outcome.body.get("retryable", False)),
-                    attempt,
-                )
-        except PlatformRefused as e:
-            if e.status in (401, 403):
-                raise  # our certificate is the problem, not this outcome: keep it
-            log.warning("platform refused the outcome of task %s: %s", outcome.task_id, e)
-        self.spool.remove_outcome(outcome.task_id)
+        """Send every buffered outcome (agent/outcomes.py: in batches of up to 100)."""
+        self.outcomes.report(self.client)
 
     # -- events ------------------------------------------------------------------------
 
@@ -337,7 +274,7 @@ class Runtime:
             try:
                 self.client.post_events([e.to_wire() for e in batch])
             except PlatformRefused as e:
-                if e.status not in _POISON:
+                if e.status not in POISON:
                     raise
                 # One bad event must not block the buffer for ever: send one by one
                 # and drop only those the platform refuses on their own.
@@ -345,7 +282,7 @@ class Runtime:
                     try:
                         self.client.post_events([event.to_wire()])
                     except PlatformRefused as one:
-                        if one.status not in _POISON:
+                        if one.status not in POISON:
                             raise
                         log.error("platform refused event %s (%s): %s", event.id, event.kind, one)
                     self.spool.remove([event.id])
