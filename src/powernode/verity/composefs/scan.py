@@ -15,8 +15,9 @@ mismatch between the image and the object store.
 Speed: with an :class:`ObjectStager`, each file is read once: the bytes
 hashed are the bytes staged into the digest store. Files up to 1 MiB are
 read with one read() and digested in one pass; larger ones are streamed.
-Contents can be read and hashed on a thread pool beside the walk
-(``threads``), which pays only when the page cache is cold (see scan_tree).
+Without a stager, contents can be digested on forked processes beside the
+walk (``processes``, the one that pays with a warm cache); with or without,
+on a thread pool (``threads``, which pays only when the cache is cold).
 """
 
 from __future__ import annotations
@@ -92,14 +93,10 @@ def scan_tree(
 
     ``threads``: how many threads read and hash file contents beside the walk
     (in batches of files, in walk order); 0, the default, reads them on the
-    calling thread. Measured on /usr/lib/python3.11 (1,500 entries, 52 MB, 2
-    CPUs): the walk itself takes ~17 ms, reading and hashing ~110-150 ms, and
-    2 threads did not shorten it, even at high priority (0.127 s vs 0.126 s):
-    each 4 KiB block is one hashlib call that drops and retakes the GIL, and
-    that machine's 2 vCPUs gave no parallel SHA-256 throughput even to two
-    processes (docs/composefs.md, "Speed").
-    They pay with a cold page cache, by overlapping disk reads: 4 threads took
-    0.26-0.36 s where the serial scan took 0.41-0.61 s.
+    calling thread. They pay only with a cold page cache, by overlapping
+    disk reads (4 threads: 0.26-0.36 s against 0.41-0.61 s serial on
+    /usr/lib/python3.11): each 4 KiB block is a hashlib call whose Python
+    part runs under the GIL, so warm, 2 threads gain nothing.
 
     ``processes``: above 1, and with no ``stager`` nor ``read_hook``, files
     are digested on that many processes (this one and forked children, the
