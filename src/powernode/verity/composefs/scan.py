@@ -243,6 +243,8 @@ class _Walk:
         check_node(node, os.fsdecode(path))
         if node.size:
             if node.size > L.INLINE_CONTENT_MAX and self.digests is not None:
+                # set now, while workers digest, not in the serial part after them
+                node.source = Path(os.fsdecode(path))  # (a Path costs ~3 µs)
                 self.digests.add(path, st, node)
             elif node.size > L.INLINE_CONTENT_MAX and self.pool is not None:
                 self.batch.append((path, st, node))
@@ -280,9 +282,11 @@ class _ContentReader:
         self.read_hook = read_hook
         self.stager = stager
 
-    def set_digest(self, path: bytes, node: Node, digest: bytes) -> None:
-        """An external file digested elsewhere (a DigestPool)."""
-        self._external(path, node, digest, object_name(digest))
+    @staticmethod
+    def set_digest(path: bytes, node: Node, digest: bytes) -> None:
+        """An external file digested elsewhere (a DigestPool; the walk set its source)."""
+        node.digest = digest
+        node.payload = object_name(digest)
 
     def read_all(self, batch: list[tuple[bytes, os.stat_result, Node]]) -> None:
         for path, st, node in batch:
