@@ -180,22 +180,21 @@ class DigestPool:
             else:
                 self._poll(_WAIT_SECONDS)
             self._feed()
-        self.close(kill=False)
+        self._release()  # the workers exit while the digests are set below
         for (path, st, node), digest in zip(self._files, self._digests, strict=True):
             if digest is None:
                 read_one(path, st, node)
             else:
                 set_digest(path, node, digest)
+        self.close(kill=False)
 
     def close(self, *, kill: bool) -> None:
         """Let the workers go (EOF on their task pipes), or kill them; reap them."""
-        for w in self._workers:
-            if kill:
+        if kill:
+            for w in self._workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.pid, signal.SIGKILL)
-            for fd in (w.task_w, w.result_r):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        self._release()
         for w in self._workers:
             with contextlib.suppress(ChildProcessError):
                 _, status = os.waitpid(w.pid, 0)
@@ -204,6 +203,15 @@ class DigestPool:
                         "digest worker %d: wait status %d; its files were redone", w.pid, status
                     )
         self._workers = []
+
+    def _release(self) -> None:
+        """Close our pipe ends: a worker reading its task pipe sees EOF and exits."""
+        for w in self._workers:
+            for fd in (w.task_w, w.result_r):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            w.task_w = w.result_r = -1
 
     def _cut(self) -> None:
         if self._cut_at < len(self._files):
