@@ -10,10 +10,12 @@ into a digest store, then write the image atomically.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -61,8 +63,15 @@ def _xattr_entry(name: bytes, value: bytes) -> bytes:
     return raw + b"\0" * (-len(raw) % L.XATTR_ALIGN)
 
 
-def _name_filter(names: list[bytes]) -> int:
+def _name_filter(names: Iterable[bytes]) -> int:
     """§7.3: a bloom filter of XXH32(suffix, seed + index) mod 32, stored inverted."""
+    return _name_filter_of(tuple(names))
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_filter_of(names: tuple[bytes, ...]) -> int:
+    # Cached: most inodes of an image carry the same few names (every external
+    # file the two overlay ones), so the hashes are computed once per set.
     mask = 0
     for name in names:
         index, suffix = split_name(name)
@@ -121,7 +130,8 @@ def _core(ino: Inode) -> bytes:
 def _xattr_area(ino: Inode) -> bytes:
     if ino.xattr_size == 0:
         return b""
-    out = bytearray(L.XATTR_IBODY_HEADER.pack(_name_filter(list(ino.xattrs)), len(ino.shared_ids)))
+    name_filter = _name_filter_of(tuple(ino.xattrs))
+    out = bytearray(L.XATTR_IBODY_HEADER.pack(name_filter, len(ino.shared_ids)))
     for sid in ino.shared_ids:
         out += L.XATTR_SHARED_ID.pack(sid)
     for name, value in ino.inline_pairs:
