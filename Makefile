@@ -63,8 +63,8 @@ bench: system-deps $(DEV_STAMP)
 # pin that still satisfies it; `lock-upgrade` moves everything to the newest release.
 # demo and agent are resolved inside dev's pins, so one package has one version.
 lock: $(DEV_STAMP)
-	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml requirements/build.in --extra platform --extra dev \
-		-o requirements/dev.txt
+	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml requirements/build.in --extra platform --extra mcp \
+		--extra dev -o requirements/dev.txt
 	$(UV_COMPILE) pyproject.toml requirements/build.in --extra platform \
 		-c requirements/dev.txt -o requirements/demo.txt
 	$(UV_COMPILE) pyproject.toml requirements/build.in -c requirements/dev.txt \

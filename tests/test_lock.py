@@ -69,7 +69,7 @@ def project() -> dict[str, list[Requirement]]:
 LOCKS = {
     "agent.txt": ("base", "build"),
     "demo.txt": ("base", "platform", "build"),
-    "dev.txt": ("base", "platform", "dev", "build"),
+    "dev.txt": ("base", "platform", "mcp", "dev", "build"),
 }
 
 
