@@ -29,7 +29,8 @@ demo)
     pkgs=(mmdebstrap)
     ;;
 test)
-    pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql)
+    pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
+        chromium)
     ;;
 *)
     echo "usage: $0 demo|test" >&2

@@ -43,6 +43,7 @@ from powernode.platform.metrics import Metrics, MetricsMiddleware
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
 from powernode.platform.sealing import Sealer, load_or_create_key
+from powernode.platform.ui import routes as ui_routes
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
@@ -118,6 +119,7 @@ def create_app(
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
+    app.include_router(ui_routes.router)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.state.metrics = Metrics(state.sessions, clock, state.heartbeats)
