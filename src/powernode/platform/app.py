@@ -43,11 +43,11 @@ from powernode.platform.metrics import Metrics, MetricsMiddleware
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
 from powernode.platform.sealing import Sealer, load_or_create_key
-from powernode.platform.ui import routes as ui_routes
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
+from powernode.platform.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 
