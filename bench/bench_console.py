@@ -60,12 +60,30 @@ def seed(c: httpx.Client, db_url: str, instances: int, versions: int) -> tuple[s
         for i in range(instances):
             nid, iid = new_id(), new_id()
             host = f"node-{i:05d}"
-            nodes.append({"id": nid, "account": "default", "hostname": host,
-                          "template_id": template_id, "node_metadata": {}, "created_at": now})  # fmt: skip
-            insts.append({"id": iid, "node_id": nid, "hostname": host, "template_id": template_id,
-                          "status": "running", "provider": "bench", "provider_ref": None,
-                          "running_module_digests": {}, "last_heartbeat_at": now,
-                          "created_at": now})  # fmt: skip
+            nodes.append(
+                {
+                    "id": nid,
+                    "account": "default",
+                    "hostname": host,
+                    "template_id": template_id,
+                    "node_metadata": {},
+                    "created_at": now,
+                }
+            )
+            insts.append(
+                {
+                    "id": iid,
+                    "node_id": nid,
+                    "hostname": host,
+                    "template_id": template_id,
+                    "status": "running",
+                    "provider": "bench",
+                    "provider_ref": None,
+                    "running_module_digests": {},
+                    "last_heartbeat_at": now,
+                    "created_at": now,
+                }
+            )
         s.execute(insert(Node), nodes)
         s.execute(insert(NodeInstance), insts)
         s.commit()
@@ -103,18 +121,23 @@ def run(db_url: str, data: Path, instances: int, versions: int, n: int) -> bool:
         first = ui.get("/app/system/instances").text
         assert "Next page" in first, "the instances page has no next page"
         mid = f"node-{instances // 2:05d}|"
+        instances_api = f"{API}/node_instances"
+        versions_api = f"{API}/node_modules/{module}/versions"
         cases = [
-            ("instances page 1", "/app/system/instances", f"{API}/node_instances"),
-            ("instances, a deep page", f"/app/system/instances?after={mid}", f"{API}/node_instances"),
-            ("instances of a status", "/app/system/instances?status=running", f"{API}/node_instances"),
-            ("versions page 1", "/app/system/versions", f"{API}/node_modules/{module}/versions"),
+            ("instances page 1", "/app/system/instances", instances_api),
+            ("instances, a deep page", f"/app/system/instances?after={mid}", instances_api),
+            ("instances of a status", "/app/system/instances?status=running", instances_api),
+            ("versions page 1", "/app/system/versions", versions_api),
             ("modules page 1", "/app/system/modules", f"{API}/node_modules"),
-            ("a module's versions", f"/app/system/modules/{module}", f"{API}/node_modules/{module}/versions"),
-            ("the instance page", f"/app/system/instances/{iid}", f"{API}/node_instances/{iid}/drift"),
-        ]  # fmt: skip
-        print(
-            f"  {'page':26} {'p50 ms':>8} {'p95 ms':>8}   {'REST p50':>8} {'REST p95':>8} {'ratio':>6}"
-        )
+            ("a module's versions", f"/app/system/modules/{module}", versions_api),
+            (
+                "the instance page",
+                f"/app/system/instances/{iid}",
+                f"{API}/node_instances/{iid}/drift",
+            ),
+        ]
+        head = f"{'page':26} {'p50 ms':>8} {'p95 ms':>8}   {'REST p50':>8} {'REST p95':>8}"
+        print(f"  {head} {'ratio':>6}")
         ok = True
         for label, page, rest in cases:
             lat = timed(ui, page, n)
