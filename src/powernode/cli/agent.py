@@ -18,9 +18,10 @@ from typing import Annotated, Any
 import typer
 
 from powernode import __version__
+from powernode.cli.base import App, run
 from powernode.errors import PowernodeError
 
-app = typer.Typer(
+app = App(
     name="powernode-agent",
     help="The powernode node agent.",
     no_args_is_help=True,
@@ -374,13 +375,11 @@ def _print_summary(view: dict[str, Any]) -> None:
         typer.echo(f"modules: {', '.join(modules) or 'none attached'}")
 
 
-def _modules_app() -> typer.Typer:
-    from powernode.cli.agent_modules import app as modules  # noqa: PLC0415
-
-    return modules
-
-
-app.add_typer(_modules_app(), name="modules")
+app.add_lazy(
+    "modules",
+    "powernode.cli.agent_modules:app",
+    "Attach, detach, sync, verify and list this node's modules.",
+)
 
 
 @app.command()
@@ -405,4 +404,4 @@ def lean_imports() -> None:
 
 def main() -> None:
     lean_imports()
-    app()
+    run(app)

@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from powernode.cli.base import App
 from powernode.errors import PowernodeError
 
 if TYPE_CHECKING:
     from powernode.platform.settings import Settings
     from powernode.platform.worker import IngestWorker
 
-app = typer.Typer(
+app = App(
     help="Run and administer the platform (API server, migrations, tokens).", no_args_is_help=True
 )
-token_app = typer.Typer(help="Operator API tokens (scopes: read, write, promote-live).")
+token_app = App(help="Operator API tokens (scopes: read, write, promote-live).")
 app.add_typer(token_app, name="token")
 
 ConfigOpt = Annotated[
@@ -44,14 +45,6 @@ DataDirOpt = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (env POWERNODE_DATA_DIR).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def register(root: typer.Typer) -> None:
-    """Add ``platform`` and ``system`` (cli/system.py) to the ``powernode`` command."""
-    from powernode.cli.system import app as system_app  # noqa: PLC0415
-
-    root.add_typer(app, name="platform")
-    root.add_typer(system_app, name="system")
 
 
 def _fail(e: PowernodeError) -> typer.Exit:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
-app = typer.Typer(help="Operate the fleet through the platform API.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import httpx
+    from rich.console import Console
+
+from powernode.cli.base import App
+
+app = App(help="Operate the fleet through the platform API.", no_args_is_help=True)
 
 DEFAULT_URL = "http://127.0.0.1:8400"
 API = "/api/v1/system"
@@ -55,6 +58,8 @@ class Remote:
     def call(
         self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        import httpx  # noqa: PLC0415 - only the commands that call the API load it
+
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             with httpx.Client(base_url=self.url, transport=self.transport, timeout=30) as c:
@@ -102,6 +107,8 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
+    from rich.console import Console  # noqa: PLC0415
+
     console = Console()
     for key, value in data.items():
         if isinstance(value, list):
@@ -118,6 +125,8 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 
 
 def _table(console: Console, key: str, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     cols = COLUMNS.get(key) or (tuple(rows[0]) if rows else ("(none)",))
     table = Table(title=key)
     for c in cols:
@@ -467,6 +476,9 @@ def template_composition(
     as_json: JsonOpt = False,
 ) -> None:
     """The template's modules resolved through dependencies and composed (preview)."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
     from powernode.core.composition import Composition  # noqa: PLC0415
 
     params = {"allowed_states": allowed_state} if allowed_state else None
@@ -506,6 +518,8 @@ def drift_report(
     if as_json:
         _show(data, True)
     else:
+        from rich.console import Console  # noqa: PLC0415
+
         console = Console()
         reports = data.get("instances", [data])
         for r in reports:
