@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from powernode.errors import PowernodeError
+from powernode.errors import ConfigError, PowernodeError
 from powernode.oci.distribution import Credentials, DistributionRegistry
 from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import Reference
@@ -93,6 +93,11 @@ def _password(confirm: bool) -> str:
     env = os.environ.get("COSIGN_PASSWORD")
     if env is not None:
         return env
+    if not sys.stdin.isatty():  # a prompt would read EOF and click would say only "Aborted."
+        raise ConfigError(
+            "the private key's password is needed: set COSIGN_PASSWORD, or run this on a "
+            "terminal to be asked for it"
+        )
     return str(
         typer.prompt("Enter password for private key", hide_input=True, confirmation_prompt=confirm)
     )

@@ -218,10 +218,7 @@ def check_manifest_file(
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limits.max_bytes:
-                msg = (
-                    f"file is {size} bytes; the limit is {limits.max_bytes} "
-                    "(ManifestLimits.max_bytes)"
-                )
+                msg = f"file is {size} bytes; the limit is {limits.max_bytes}"
                 return ManifestCheck(filename, None, (Problem(filename, 0, 0, "", msg),), ())
             data = f.read(limits.max_bytes + 1)  # +1: a growing or special file still trips
     except OSError as e:

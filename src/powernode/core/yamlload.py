@@ -329,7 +329,7 @@ def compose(
                 0,
                 0,
                 "",
-                f"file is {size} bytes; the limit is {max_bytes} (ManifestLimits.max_bytes)",
+                f"file is {size} bytes; the limit is {max_bytes}",
             )
         ]
     text, bad = _decode(data, filename)
