@@ -54,7 +54,7 @@ Password = Annotated[
 
 
 def _fail(e: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"error: {e}", markup=False, highlight=False)
+    typer.echo(f"error: {e}", err=True)  # one line, never wrapped at the terminal's width
     return typer.Exit(1)
 
 
