@@ -9,8 +9,6 @@ Only this module prints or exits; errors go to stderr with exit status 1.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,10 +54,18 @@ def _config(config: Path | None, **overrides: Any) -> Any:
 
 
 def _logging(verbose: bool) -> None:
+    import logging  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _json(doc: Any, **kw: Any) -> str:
+    import json  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
+
+    return json.dumps(doc, **kw)
 
 
 def _fail(e: PowernodeError) -> typer.Exit:
@@ -238,7 +244,7 @@ def enroll(
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        typer.echo(json.dumps(info.to_dict(), indent=2))
+        typer.echo(_json(info.to_dict(), indent=2))
     else:
         typer.echo(
             f"enrolled as instance {info.instance_id}; certificate valid until "
@@ -328,7 +334,7 @@ def introspect(
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        typer.echo(json.dumps(view, indent=2, sort_keys=True))
+        typer.echo(_json(view, indent=2, sort_keys=True))
         return
     _print_summary(view)
     if identity:
@@ -350,7 +356,7 @@ def status(
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        typer.echo(json.dumps(view, indent=2, sort_keys=True))
+        typer.echo(_json(view, indent=2, sort_keys=True))
         return
     _print_summary(view)
 

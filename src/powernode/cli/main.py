@@ -6,8 +6,6 @@ Each group is imported only when it runs (:class:`powernode.cli.base.App`):
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from powernode import __version__
@@ -37,6 +35,8 @@ app.add_lazy("composefs", "powernode.cli.composefs:app", "Write and read compose
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
+    import logging  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
 
 
