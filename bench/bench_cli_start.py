@@ -10,7 +10,7 @@ Starts a fresh interpreter ``--runs`` times (default 10) for each of
 - ``powernode module --help``, ``powernode system --help`` (the groups users ask next)
 
 and prints the median and best wall time of each, its ratio to the
-reference's median in the same run, and its peak RSS. The commands run as
+reference's median in the same run, its median CPU time and its peak RSS. The commands run as
 ``python -c 'from powernode.cli.main import main; main()'`` (what the console
 scripts do, without the entry-point shim's own import of importlib.metadata),
 with this checkout's ``src`` first on the path. Targets (issue 12):
@@ -39,8 +39,8 @@ CASES: list[tuple[str, list[str], float | None]] = [
 ]
 
 
-def once(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds of one run and that child's peak RSS in KiB (wait4's own rusage)."""
+def once(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Wall and CPU seconds of one run and its peak RSS in KiB (wait4's own rusage)."""
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
@@ -48,7 +48,7 @@ def once(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{argv}: exit status {child.returncode}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
 def main() -> None:
@@ -58,13 +58,17 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     # Interleaved rounds: a burst of load on the (shared) machine hits every case alike.
     times: dict[str, list[float]] = {name: [] for name, _, _ in CASES}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in CASES}
     rss: dict[str, int] = {}
     for _ in range(args.runs):
         for name, argv, _ in CASES:
-            elapsed, rss[name] = once(argv, env)
+            elapsed, used, rss[name] = once(argv, env)
             times[name].append(elapsed)
+            cpu[name].append(used)
     reference = statistics.median(times[CASES[0][0]])
-    print(f"{'command':<26} {'median':>8} {'best':>8} {'x pass':>7} {'max RSS':>9}  target")
+    print(
+        f"{'command':<26} {'median':>8} {'best':>8} {'x pass':>7} {'cpu':>8} {'max RSS':>9}  target"
+    )
     failed = False
     for name, _, target in CASES:
         median = statistics.median(times[name])
@@ -75,9 +79,13 @@ def main() -> None:
             verdict = f"<= {target:.2f} s {'ok' if ok else 'MISSED'}"
         print(
             f"{name:<26} {median:>7.3f}s {min(times[name]):>7.3f}s "
-            f"{median / reference:>6.1f}x {rss[name] / 1024:>7.1f}MB  {verdict}"
+            f"{median / reference:>6.1f}x {statistics.median(cpu[name]):>7.3f}s "
+            f"{rss[name] / 1024:>7.1f}MB  {verdict}"
         )
-    print(f"median of {args.runs} runs each, interleaved; python {sys.version.split()[0]}")
+    print(
+        f"median of {args.runs} runs each, interleaved; cpu = user + system seconds (less "
+        f"sensitive than wall time to other load); python {sys.version.split()[0]}"
+    )
     if failed:
         sys.exit(1)
 
