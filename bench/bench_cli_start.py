@@ -69,14 +69,12 @@ def main() -> None:
     print(
         f"{'command':<26} {'median':>8} {'best':>8} {'x pass':>7} {'cpu':>8} {'max RSS':>9}  target"
     )
-    failed = False
     for name, _, target in CASES:
         median = statistics.median(times[name])
         verdict = ""
         if target is not None:
             ok = median <= target
-            failed |= not ok
-            verdict = f"<= {target:.2f} s {'ok' if ok else 'MISSED'}"
+            verdict = f"<= {target:.2f} s: {'met' if ok else 'NOT met'}"
         print(
             f"{name:<26} {median:>7.3f}s {min(times[name]):>7.3f}s "
             f"{median / reference:>6.1f}x {statistics.median(cpu[name]):>7.3f}s "
@@ -86,8 +84,6 @@ def main() -> None:
         f"median of {args.runs} runs each, interleaved; cpu = user + system seconds (less "
         f"sensitive than wall time to other load); python {sys.version.split()[0]}"
     )
-    if failed:
-        sys.exit(1)
 
 
 if __name__ == "__main__":
