@@ -196,3 +196,15 @@ def test_an_unknown_tag_names_the_tags_there_are(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "no tag 'm:2.0.0' in index.json; the layout holds m:1.0.0" in r.output
     assert "list_tags" not in r.output
+
+
+def test_a_missing_key_file_is_bad_input_not_usage(tmp_path: Path) -> None:
+    """A file that cannot be read exits 1 like every missing input; usage stays 2."""
+    missing = tmp_path / "cosign.pub"
+    r = RUNNER.invoke(app, ["module", "verify", f"oci:{tmp_path}:m:1", "--key", str(missing)])
+    assert r.exit_code == 1
+    assert r.output == (
+        f"error: {missing}: cannot read the public key: No such file or directory\n"
+    )
+    r = RUNNER.invoke(app, ["module", "verify", f"oci:{tmp_path}:m:1"])
+    assert r.exit_code == 2 and "give --key cosign.pub, or" in r.output

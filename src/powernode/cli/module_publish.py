@@ -106,8 +106,8 @@ def _password(confirm: bool) -> str:
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
-    except OSError as e:
-        raise typer.BadParameter(f"{path}: cannot read the {what}: {e.strerror}") from e
+    except OSError as e:  # bad input, not usage: exit 1 like every missing file
+        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from e
 
 
 def register(app: typer.Typer) -> None:
@@ -227,18 +227,21 @@ def register(app: typer.Typer) -> None:
         password: Password = None,
     ) -> None:
         """Verify the signature (key or certificate identity) and the artifact's content."""
-        policy: TrustPolicy
-        if key is not None and identity is None and issuer is None:
-            policy = PublicKeyPolicy(_read(key, "public key"))
-        elif key is None and identity and issuer and roots is not None:
-            now = datetime.datetime.now(datetime.UTC)
-            policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
-        else:
+        keyed = key is not None and identity is None and issuer is None
+        keyless = key is None and identity and issuer and roots is not None
+        if not (keyed or keyless):
             raise typer.BadParameter(
                 "give --key cosign.pub, or --certificate-identity-regexp, "
                 "--certificate-oidc-issuer-regexp and --certificate-chain ROOTS.pem"
             )
+        policy: TrustPolicy
         try:
+            if key is not None:
+                policy = PublicKeyPolicy(_read(key, "public key"))
+            else:
+                assert identity and issuer and roots is not None
+                now = datetime.datetime.now(datetime.UTC)
+                policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
             with _open(ref, plain_http, username, password) as (registry, reference):
                 verified = verify_artifact(registry, reference, policy)
         except PowernodeError as e:
