@@ -208,3 +208,14 @@ def test_a_missing_key_file_is_bad_input_not_usage(tmp_path: Path) -> None:
     )
     r = RUNNER.invoke(app, ["module", "verify", f"oci:{tmp_path}:m:1"])
     assert r.exit_code == 2 and "give --key cosign.pub, or" in r.output
+
+
+def test_a_reference_with_a_scheme_says_how_to_write_it(tmp_path: Path) -> None:
+    """It said "invalid repository name '/127.0.0.1:5000/x/y'"."""
+    r = RUNNER.invoke(app, ["module", "pull", "https://127.0.0.1:5000/x/y:1", str(tmp_path)])
+    assert r.exit_code == 1
+    assert r.output == (
+        "error: 'https://127.0.0.1:5000/x/y:1': write the reference without a scheme, "
+        "'127.0.0.1:5000/x/y:1' (HTTP is automatic for loopback registries; --plain-http "
+        "for others)\n"
+    )
