@@ -219,3 +219,19 @@ def test_a_reference_with_a_scheme_says_how_to_write_it(tmp_path: Path) -> None:
         "'127.0.0.1:5000/x/y:1' (HTTP is automatic for loopback registries; --plain-http "
         "for others)\n"
     )
+
+
+def test_a_file_system_error_no_command_caught_names_the_path(tmp_path: Path) -> None:
+    code = (
+        "import powernode.cli.agent as m\n"
+        "@m.app.command('boom')\n"
+        "def boom() -> None:\n"
+        "    '''Fail.'''\n"
+        f"    open({str(tmp_path / 'absent')!r})\n"
+        "m.main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "boom"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: {tmp_path / 'absent'}: No such file or directory\n"

@@ -15,8 +15,9 @@
   their name in capitals (``REF STORE``), not typer's ``<str>`` / ``{ref}``.
 * **One exit-code convention** (README, "Exit status"): 0 ok, 1 failed or
   refused, 2 usage (click's own usage errors). :func:`run` turns an error no
-  command caught into one ``error:`` line and exit 1 instead of a traceback;
-  ``POWERNODE_DEBUG=1`` shows the traceback.
+  command caught into one ``error:`` line and exit 1 instead of a traceback
+  (a file-system error as ``error: PATH: reason``); ``POWERNODE_DEBUG=1``
+  shows the traceback.
 """
 
 from __future__ import annotations
@@ -270,8 +271,14 @@ def run(app: typer.Typer) -> None:
     except Exception as e:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(
-            f"error: {e} ({type(e).__name__}, unexpected: {DEBUG_ENV}=1 shows the traceback)",
-            file=sys.stderr,
-        )
+        print(one_line(e), file=sys.stderr)
         sys.exit(1)
+
+
+def one_line(e: Exception) -> str:
+    """The ``error:`` line for an error no command caught."""
+    if isinstance(e, OSError) and e.filename is not None:
+        # A path the user gave (or a default one) that is missing or not allowed.
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+        return f"error: {where}: {e.strerror or e}"
+    return f"error: {e} ({type(e).__name__}, unexpected: {DEBUG_ENV}=1 shows the traceback)"
