@@ -89,7 +89,10 @@ def test_bad_references(text: str, message: str) -> None:
 def test_reference_forms(tmp_path: Path) -> None:
     reg, ref = open_target(f"oci:{tmp_path}:acme/chrony:1.0")
     assert isinstance(reg, LayoutRegistry) and ref == parse_reference("acme/chrony:1.0")
-    assert open_target(f"oci:{tmp_path}:1.0")[1] == parse_reference("module:1.0")
+    bare, ref = open_target(f"oci:{tmp_path}:1.0")
+    assert ref == parse_reference("module:1.0")  # the name a one-module layout is signed under
+    assert isinstance(bare, LayoutRegistry) and bare.ref_name(ref.repository, "1.0") == "1.0"
+    assert reg.ref_name("acme/chrony", "1.0") == "acme/chrony:1.0"  # skopeo's ref name too
     assert registry_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert registry_url("localhost:5000") == "http://localhost:5000"
     assert registry_url("registry.example.com") == "https://registry.example.com"
