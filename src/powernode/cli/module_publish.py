@@ -35,7 +35,13 @@ from powernode.signing.keys import (
     read_private_key,
     write_key_pair,
 )
-from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy, TrustPolicy
+from powernode.signing.policy import (
+    KeylessPolicy,
+    PublicKeyPolicy,
+    TrustPolicy,
+    UnsafeValidityAtNow,
+)
+from powernode.signing.tlog import TransparencyLogs
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 PlainHttp = Annotated[
@@ -216,6 +222,23 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--certificate-chain", "--root", help="Trusted root certificates (PEM)."),
         ] = None,
+        rekor_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--rekor-public-key",
+                envvar="SIGSTORE_REKOR_PUBLIC_KEY",
+                help="Transparency log public key(s) (PEM): the signing time comes from the "
+                "signature's bundle, signed by this log.",
+            ),
+        ] = None,
+        ignore_tlog: Annotated[
+            bool,
+            typer.Option(
+                "--insecure-ignore-tlog",
+                help="No transparency log: check certificates at the current time (unsafe "
+                "with Fulcio's 10-minute certificates).",
+            ),
+        ] = False,
         as_json: JsonOpt = False,
         plain_http: PlainHttp = False,
         username: User = None,
@@ -227,7 +250,17 @@ def register(app: typer.Typer) -> None:
             policy = PublicKeyPolicy(_read(key, "public key"))
         elif key is None and identity and issuer and roots is not None:
             now = datetime.datetime.now(datetime.UTC)
-            policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
+            signing_time: TransparencyLogs | UnsafeValidityAtNow
+            if rekor_key is not None and not ignore_tlog:
+                signing_time = TransparencyLogs(_read(rekor_key, "transparency log key"))
+            elif ignore_tlog and rekor_key is None:
+                signing_time = UnsafeValidityAtNow()
+            else:
+                raise typer.BadParameter(
+                    "keyless verification needs --rekor-public-key LOG.pem (the signing time "
+                    "from the signature's transparency log bundle), or --insecure-ignore-tlog"
+                )
+            policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now, signing_time)
         else:
             raise typer.BadParameter(
                 "give --key cosign.pub, or --certificate-identity-regexp, "
