@@ -253,9 +253,10 @@ def _check_body(
             f"{what}: the logged entry is {kind!r} {version!r}; only hashedrekord 0.0.1 "
             "(what cosign logs) is understood"
         )
-    if _get(entry, "spec", "data", "hash", "algorithm") != "sha256" or _get(
-        entry, "spec", "data", "hash", "value"
-    ) != hashlib.sha256(payload).hexdigest():
+    if (
+        _get(entry, "spec", "data", "hash", "algorithm") != "sha256"
+        or _get(entry, "spec", "data", "hash", "value") != hashlib.sha256(payload).hexdigest()
+    ):
         raise TimestampError(
             f"{what}: the logged entry is for other data than this payload: the bundle "
             "belongs to another signature"
