@@ -37,7 +37,10 @@ async def _receive(request: Request, state: State, provider: webhooks.Provider) 
     def work() -> WebhookOut:
         anonymous = Actor(f"webhook:{provider}", None, frozenset())
         with state.unit(anonymous) as ctx:
-            out = webhooks.receive(ctx, state.sealer, provider, body, headers)
+            signed = webhooks.authenticate(ctx, state.sealer, provider, body, headers)
+        # A transaction of its own, begun by the insert that claims the delivery.
+        with state.unit(anonymous) as ctx:
+            out = webhooks.record(ctx, signed)
             return WebhookOut(
                 delivery_id=out.delivery.delivery_id,
                 module_name=out.module.name,
