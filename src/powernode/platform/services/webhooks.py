@@ -7,7 +7,8 @@ Checked in this order, each failure a 4xx that changes nothing:
 1. size (at most :data:`MAX_BODY` bytes) and a JSON object body;
 2. the module: ``module`` (name) in the body, else ``repository.full_name``
    matched against the module's ``gitea_repo_full_name`` /
-   ``github_repo_full_name``;
+   ``github_repo_full_name`` (:func:`parse_sender`; nothing else of the body
+   is read before the signature verifies);
 3. the signature: HMAC-SHA256 of the raw body under the webhook secret,
    ``X-Gitea-Signature: <hex>`` (Gitea) or ``X-Hub-Signature-256:
    sha256=<hex>`` (GitHub's docs, "Validating webhook deliveries"), compared
@@ -157,8 +158,19 @@ def _timestamp(value: Any) -> datetime | None:
     raise InvalidInputError("timestamp must be a number or a string", field="timestamp")
 
 
-def parse_payload(body: bytes, event: str) -> Payload:
-    """The fields ingest needs from a Gitea/GitHub event or a CI's own JSON."""
+@dataclass(frozen=True)
+class Sender:
+    """Who a body says it is for: read before the signature, to find the secret."""
+
+    data: Mapping[str, Any]
+    module: str | None
+    repository: str | None
+    account: str | None
+
+
+def parse_sender(body: bytes) -> Sender:
+    """Size, a JSON object, and the module it names (``module`` or
+    ``repository.full_name``); the only body checks made before the signature."""
     if len(body) > MAX_BODY:
         raise PayloadTooLargeError(
             f"webhook body is {len(body)} bytes; the limit is {MAX_BODY}", max_body_bytes=MAX_BODY
@@ -169,6 +181,22 @@ def parse_payload(body: bytes, event: str) -> Payload:
         raise InvalidInputError(f"webhook body is not JSON: {e}") from e
     if not isinstance(data, dict):
         raise InvalidInputError("webhook body must be a JSON object")
+    sender = Sender(
+        data=data,
+        module=_text(data, "module"),
+        repository=_text(data, "repository", "full_name"),
+        account=_text(data, "account"),
+    )
+    if sender.module is None and sender.repository is None:
+        raise InvalidInputError(
+            "the webhook names no module: send 'module' or repository.full_name", field="module"
+        )
+    return sender
+
+
+def parse_payload(sender: Sender, event: str) -> Payload:
+    """The tag and timestamp of a body whose signature verified."""
+    data = sender.data
     ref = _text(data, "tag") or _text(data, "ref") or _text(data, "release", "tag_name") or ""
     if ref.startswith("refs/tags/"):
         tag: str | None = ref[len("refs/tags/") :]
@@ -182,9 +210,9 @@ def parse_payload(body: bytes, event: str) -> Payload:
             field="ref",
         )
     return Payload(
-        module=_text(data, "module"),
-        repository=_text(data, "repository", "full_name"),
-        account=_text(data, "account"),
+        module=sender.module,
+        repository=sender.repository,
+        account=sender.account,
         event=event[:64],
         ref=ref,
         tag=tag,
@@ -192,22 +220,19 @@ def parse_payload(body: bytes, event: str) -> Payload:
     )
 
 
-def _candidates(ctx: Ctx, provider: Provider, p: Payload) -> list[NodeModule]:
-    """The modules the payload may mean; empty when none is registered."""
+def _candidates(ctx: Ctx, provider: Provider, p: Sender) -> list[NodeModule]:
+    """The modules the body may mean; empty when none is registered."""
     q = select(NodeModule)
     if p.module is not None:
         q = q.where(NodeModule.name == p.module)
-    elif p.repository is not None:
+    else:
         column = (
             NodeModule.gitea_repo_full_name
             if provider == "gitea"
             else NodeModule.github_repo_full_name
         )
-        q = q.where(or_(column == p.repository, column == p.repository.lower()))
-    else:
-        raise InvalidInputError(
-            "the webhook names no module: send 'module' or repository.full_name", field="module"
-        )
+        repository = p.repository or ""
+        q = q.where(or_(column == repository, column == repository.lower()))
     if p.account is not None:
         q = q.where(NodeModule.account == p.account)
     return list(ctx.session.scalars(q.order_by(NodeModule.id).limit(MAX_CANDIDATES)))
@@ -255,14 +280,16 @@ def authenticate(
             f"missing or malformed {delivery_header} header: a unique delivery id "
             "(1-128 letters, digits, '.', '_', ':' or '-') is required to refuse replays"
         )
-    event_header = "x-gitea-event" if provider == "gitea" else "x-github-event"
-    p = parse_payload(body, headers.get(event_header, "push"))
-    candidates = _candidates(ctx, provider, p)
+    sender = parse_sender(body)
+    candidates = _candidates(ctx, provider, sender)
     module = next((m for m in candidates if _signed_by(m, sealer, body, claimed)), None)
     if module is None:
         if not candidates:  # an HMAC all the same: no faster answer for unknown names
             check_signature(body, "no-such-module", claimed)
         raise AuthenticationError(_BAD_SIGNATURE)
+    # The rest of the body is read only once its signature verified.
+    event_header = "x-gitea-event" if provider == "gitea" else "x-github-event"
+    p = parse_payload(sender, headers.get(event_header, "push"))
     if p.timestamp is not None and abs(ctx.now - p.timestamp) > WINDOW:
         raise AuthenticationError(
             f"webhook timestamp {p.timestamp.isoformat()} is more than "
