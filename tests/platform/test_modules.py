@@ -128,7 +128,7 @@ BAD_CREATES = [
     pytest.param({"variety": "plugin"}, 422, ["variety"], id="unknown-variety"),
     pytest.param({"variety": "config"}, 422, ["parent_module"], id="config-without-parent"),
     pytest.param(
-        {"variety": "config", "parent_module": "ghost"}, 422, ["'ghost'"], id="unknown-parent"
+        {"variety": "config", "parent_module": "ghost"}, 404, ["'ghost'"], id="unknown-parent"
     ),
     pytest.param({"parent_module": "x"}, 422, ["only for config"], id="parent-on-subscription"),
     pytest.param(

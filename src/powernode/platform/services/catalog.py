@@ -131,8 +131,8 @@ def create_module(
                 field="parent_module",
             )
         parent = _find_module(ctx, parent_module)
-        if parent is None:
-            raise InvalidInputError(
+        if parent is None:  # a reference to what is not there: 404, as in a path
+            raise NotFoundError(
                 f"parent_module {parent_module!r} is not a module; create it first",
                 field="parent_module",
             )
