@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_EVENT_ERROR = 4096  # a failure's message in its event; the outcome keeps it whole
+
 ClientFactory = Callable[[Credentials], NodeClient]
 Facts = Callable[[], dict[str, Any]]
 
@@ -240,17 +242,25 @@ class Runtime:
             self.executor.submit(ctx, self._task_done)
 
     def _task_done(self, outcome: TaskOutcome) -> None:
-        # Runs on the executor's thread: make the outcome durable before anything else.
-        now = self.clock.now()
+        # Runs on the executor's thread: make the outcome durable before anything else,
+        # with its event in the same transaction (a crash keeps both or neither).
+        kind, severity = (
+            ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
+        )
+        payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
+        if outcome.verb == "fail":
+            payload.update(outcome.body)
+            error = str(payload.get("error", ""))
+            if len(error) > MAX_EVENT_ERROR:
+                payload["error"] = error[:MAX_EVENT_ERROR] + "…"
         try:
-            self.spool.record_outcome(outcome.task_id, outcome.verb, outcome.body, now)
-            kind, severity = (
-                ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
+            self.spool.record_outcome(
+                outcome.task_id,
+                outcome.verb,
+                outcome.body,
+                self.clock.now(),
+                event=(kind, severity, payload),
             )
-            payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
-            if outcome.verb == "fail":
-                payload.update(outcome.body)
-            self.spool.append(kind, severity, payload, now)
         except Exception:
             log.exception("could not buffer the outcome of task %s", outcome.task_id)
         self._wake.set()
