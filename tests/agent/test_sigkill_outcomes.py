@@ -23,6 +23,7 @@ timeout); their outcome and event are recorded once.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import Counter
@@ -293,7 +294,8 @@ def test_sigkill_with_work_pending_loses_and_doubles_no_outcome_and_no_event(
             and sum(e.kind == "task.completed" for e in stored) >= n_tasks
         )
 
-    wait_for("every outcome and event recorded", done, min(120, left()), 0.2)
+    with contextlib.suppress(AssertionError):  # timed out: the counts below say what is missing
+        wait_for("every outcome and event recorded", done, min(60, left()), 0.2)
     assert final.terminate() == 0, final.output()
     elapsed = time.monotonic() - started
 
@@ -304,6 +306,9 @@ def test_sigkill_with_work_pending_loses_and_doubles_no_outcome_and_no_event(
     # Events: one task.completed per task, no task.failed; each test event once.
     stored = world.events()
     completed = Counter(e.payload["task_id"] for e in stored if e.kind == "task.completed")
+    lost = [t for t in world.task_ids if not completed[t]]
+    doubled = [t for t, n in completed.items() if n > 1]
+    assert (lost, doubled) == ([], []), f"task.completed lost for {lost}, doubled for {doubled}"
     assert completed == Counter(world.task_ids)
     assert not [e for e in stored if e.kind == "task.failed"]
     fill = [e for e in stored if e.kind == "test.fill"]
