@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,5 +97,70 @@ def test_outcome_kept_when_its_event_cannot_be(tmp_path: Path) -> None:
         big = ("task.failed", "warning", {"error": "x" * 100})
         assert spool.record_outcome("t-1", "fail", {"error": "x"}, now, event=big)
         assert (spool.outcome_depth(), spool.depth()) == (1, 0)
+    finally:
+        spool.close()
+
+
+# -- a task offered again after it ran here: its outcome answers the new lease ---------------
+
+
+def test_task_outliving_its_lease_runs_once_and_is_evented_once(tmp_path: Path) -> None:
+    """Regression: a task running past its visibility timeout was offered again (attempt 2),
+    ignored while running, reported for attempt 1 (refused, 409), offered a third time and
+    run again: two runs and two ``task.completed`` events for one task."""
+    import threading
+    from datetime import UTC, datetime
+
+    from powernode.agent.lifecycle import ManualClock
+    from powernode.agent.tasks import TaskContext, ThreadExecutor, default_registry
+    from tests.agent.fakeplatform import FakePlatform, enrolled_agent, make_runtime
+
+    platform = FakePlatform(ManualClock(datetime(2025, 1, 1, tzinfo=UTC)))
+    release, runs = threading.Event(), []
+
+    def slow(ctx: TaskContext) -> dict[str, object]:
+        runs.append(ctx.attempt)
+        assert release.wait(30), "never released"
+        return {"ran": ctx.attempt}
+
+    registry = default_registry()
+    registry.register("test.slow", slow)
+    rt = make_runtime(
+        enrolled_agent(tmp_path, platform), platform, executor=ThreadExecutor(registry)
+    )
+    instance = "11111111-2222-4333-8444-555555555555"
+    task = platform.add_task(instance, "test.slow")
+    clock = platform.clock
+    assert isinstance(clock, ManualClock)
+    rt.beat()  # leased (attempt 1), running
+    clock.advance(301)  # past the fake's 300 s visibility timeout
+    rt.beat()  # offered again (attempt 2) while running: not run again
+    release.set()
+    deadline = time.monotonic() + 30
+    while rt.spool.outcome_depth() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(3):
+        rt.beat()
+        clock.advance(301)
+    assert runs == [1]
+    assert platform.tasks[task].state == "done"
+    assert platform.attempts_reported == [2]  # the lease the platform holds
+    kinds = sorted(e["kind"] for e in platform.events.values())
+    assert kinds == ["task.completed"]
+
+
+def test_buffered_outcome_readopted_for_a_new_lease(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    spool = Spool(tmp_path / "s.db")
+    try:
+        now = datetime(2025, 1, 1, tzinfo=UTC)
+        ev = ("task.completed", "info", {"task_id": "t-1"})
+        spool.record_outcome("t-1", "ack", {"result": {}, "attempt": 1}, now, event=ev)
+        assert spool.readopt_outcome("t-1", 3)
+        assert not spool.readopt_outcome("t-2", 3)
+        [outcome] = spool.outcomes()
+        assert outcome.body == {"result": {}, "attempt": 3}
+        assert spool.depth() == 1  # the event is not touched
     finally:
         spool.close()

@@ -249,6 +249,33 @@ class Spool:
                 raise
         return fresh
 
+    def readopt_outcome(self, task_id: str, attempt: int) -> bool:
+        """Make the buffered outcome of ``task_id`` answer lease ``attempt``; False if none.
+
+        The platform takes an outcome only for the attempt it leased last
+        (docs/node-api.md); a task offered again after it ran here is not
+        run again, its outcome is reported for the new lease.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT body FROM outcomes WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if row is not None:
+                    body = json.loads(row[0])
+                    if "attempt" in body:
+                        body["attempt"] = attempt
+                        self._db.execute(
+                            "UPDATE outcomes SET body = ? WHERE task_id = ?",
+                            (json.dumps(body, separators=(",", ":")), task_id),
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return row is not None
+
     def outcomes(self, limit: int = 1000) -> list[Outcome]:
         with self._lock:
             rows = self._db.execute(
