@@ -200,3 +200,29 @@ def test_sync_does_not_follow_a_symlink_from_an_image_out_of_the_mask(lay: NodeL
     assert code == 1, err
     assert "a symbolic link or not a directory" in err and "etc/link" in err
     assert not (lay.root / "etc").exists()  # nothing mounted
+
+
+# -- a reference naming a local directory --------------------------------------------------
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_desired_reference_naming_a_directory_is_refused() -> None:
+    # oci:5000/acme/x:1 is also host:port/repository:tag, so the reference parser takes it.
+    entry = {"name": "x", "composefs_digest": DIGEST, "effective_priority": 1,
+             "reference": "oci:5000/acme/x:1"}  # fmt: skip
+    with pytest.raises(DataError, match=r"modules\[0\]: desired module x: field 'reference'"):
+        parse_desired({"modules": [entry]})
+
+
+def test_puller_never_opens_a_directory_the_platform_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from powernode.agent.modules.reconcile import DesiredModule, PublishPuller
+
+    monkeypatch.chdir(tmp_path)
+    module = DesiredModule("x", "1", DIGEST, 1, "oci:5000/acme/x:1")
+    layout = NodeLayout(root=tmp_path / "root", state=tmp_path / "state")
+    with pytest.raises(DataError, match="names a local directory"):
+        PublishPuller(unsafe_no_signature=True).pull(module, layout)
+    assert os.listdir(tmp_path) == []  # main made 5000/acme/x/{oci-layout,index.json,blobs}
