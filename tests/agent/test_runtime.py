@@ -212,3 +212,46 @@ def test_host_facts_read_under_root(tmp_path: Path) -> None:
     assert facts["load"] == [0.5, 0.25, 0.1]
     assert facts["mem"] == {"total": 1024000, "available": 512000}
     assert facts["running_module_digests"] == {}
+
+
+def test_systemd_ready_watchdog_status_and_the_metrics_textfile(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    """Under systemd the loop reports READY, pings the watchdog from the loop, says its
+    status per beat and STOPPING at the end; the textfile is written after each beat."""
+    import dataclasses
+    import socket
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from powernode.agent.textfile import FILENAME
+    from powernode.systemd import Notifier
+
+    sock_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(sock_path)
+    listener.settimeout(0)
+    metrics = tmp_path / "textfile"
+    metrics.mkdir()
+    config = dataclasses.replace(enrolled_agent(tmp_path, platform), metrics_textfile_dir=metrics)
+    notifier = Notifier({"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "20000000"})  # 20 s
+    rt = make_runtime(config, platform, notifier=notifier)
+    try:
+        assert rt.run(max_beats=3) == 0
+        messages = []
+        while True:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except BlockingIOError:
+                break
+    finally:
+        listener.close()
+    assert messages[0] == "READY=1\nSTATUS=started"
+    assert messages[-1] == "STOPPING=1"
+    assert messages.count("STATUS=3 heartbeats answered") == 1
+    # 3 beats 30 s apart on the manual clock: the loop woke every 10 s (half the
+    # watchdog interval) to ping, never letting 20 s pass silent.
+    assert messages.count("WATCHDOG=1") >= 6
+    families = {f.name: f for f in text_string_to_metric_families((metrics / FILENAME).read_text())}
+    assert families["powernode_agent_heartbeats"].samples[0].value == 3
+    assert families["powernode_agent_heartbeat_failures"].samples[0].value == 0

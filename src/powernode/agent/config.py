@@ -83,6 +83,9 @@ class AgentConfig:
     # for references naming no host (docs/agent-modules.md "Module source").
     # Empty: each reference's own host, HTTPS unless loopback (docs/publish.md).
     modules_registry: str = ""
+    # docs/operations.md: where the agent writes its node-exporter textfile
+    # (powernode_agent.prom) after every heartbeat cycle; None: not written.
+    metrics_textfile_dir: Path | None = None
 
     def __post_init__(self) -> None:
         url, registry = self.platform_url, self.modules_registry

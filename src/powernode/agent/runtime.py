@@ -30,10 +30,12 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from powernode import __version__
+from powernode.agent import textfile
 from powernode.agent.certstore import CertStore, Credentials, rfc3339
 from powernode.agent.config import AgentConfig
 from powernode.agent.lifecycle import Clock, StopSignal
@@ -49,8 +51,10 @@ from powernode.agent.rotation import (
 )
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import Executor, TaskContext, TaskOutcome
+from powernode.agent.textfile import AgentFigures
 from powernode.agent.transport import Backoff, NodeClient, PlatformRefused, PlatformUnreachable
 from powernode.errors import PowernodeError
+from powernode.systemd import Notifier
 
 if TYPE_CHECKING:
     from powernode.agent.modules.layout import NodeLayout
@@ -80,6 +84,7 @@ class Runtime:
         facts: Facts,
         rng: random.Random | None = None,
         modules: ModuleService | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -104,6 +109,10 @@ class Runtime:
         self.failed_beats = 0  # consecutive beats that did not reach the platform
         self.modules = modules
         self._next_modules_sync = clock.monotonic()
+        # systemd (docs/operations.md): READY once the loop runs, WATCHDOG from the
+        # loop itself, so a stuck loop stops the pings and systemd restarts it.
+        self.notifier = notifier or Notifier({})
+        self.last_beat: datetime | None = None
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -111,25 +120,57 @@ class Runtime:
         """Loop until stopped (or ``max_beats`` answered heartbeats), drain, return 0."""
         next_beat = self.clock.monotonic()
         self._start_modules()
+        self.notifier.ready("started")
         while not self.stop.is_set():
+            self.notifier.watchdog(now=self.clock.monotonic())
             if self.clock.monotonic() >= next_beat:
                 reached = self.beat()
                 if reached:
                     self.failed_beats = 0
+                    self.last_beat = self.clock.now()
                     delay = self.config.heartbeat_seconds
                 else:
                     self.failed_beats += 1
                     delay = self._backoff.delay(self.failed_beats - 1, self._rng)
+                self._status(reached)
                 next_beat = self.clock.monotonic() + delay
                 if max_beats is not None and self.beats >= max_beats:
                     self.stop.set(f"{max_beats} heartbeats done")
                     break
             elif self.spool.outcome_depth():
                 self._guard(self.report_outcomes)
-            self.clock.wait(self._wake, max(0.0, next_beat - self.clock.monotonic()))
+            wait = max(0.0, next_beat - self.clock.monotonic())
+            if self.notifier.watchdog_interval is not None:  # wake in time to ping
+                wait = min(wait, self.notifier.watchdog_interval / 2)
+            self.clock.wait(self._wake, wait)
             self._wake.clear()
+        self.notifier.stopping()
         self.drain()
         return 0
+
+    def _status(self, reached: bool) -> None:
+        """After a heartbeat cycle: systemd's status line and the metrics textfile."""
+        if reached:
+            self.notifier.status(f"{self.beats} heartbeats answered")
+        else:
+            self.notifier.status(f"platform unreachable ({self.failed_beats} beats missed)")
+        directory = self.config.metrics_textfile_dir
+        if directory is None:
+            return
+        figures = AgentFigures(
+            version=__version__,
+            heartbeats=self.beats,
+            failed_heartbeats=self.failed_beats,
+            last_heartbeat=self.last_beat,
+            events_pending=self.spool.depth(),
+            outcomes_pending=self.spool.outcome_depth(),
+            certificate_not_after=self.creds.info.not_after,
+            running_modules=self._facts().get("running_module_digests", {}),
+        )
+        try:
+            textfile.write(directory, figures)
+        except OSError as e:  # metrics never stop the agent
+            log.warning("cannot write the metrics textfile in %s: %s", directory, e)
 
     def beat(self) -> bool:
         """One heartbeat cycle; whether the platform was reached."""

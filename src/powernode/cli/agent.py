@@ -43,6 +43,14 @@ UrlOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        metavar="FORMAT",
+        help="text, json (one object per line) or journal (journald's fields); docs/operations.md.",
+    ),
+]
 
 
 def _config(config: Path | None, **overrides: Any) -> Any:
@@ -53,13 +61,16 @@ def _config(config: Path | None, **overrides: Any) -> Any:
     return load_config(config, None, **overrides)
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, fmt: str = "text") -> None:
     import logging  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from powernode import logsetup  # noqa: PLC0415
+
+    if fmt not in logsetup.FORMATS:
+        raise typer.BadParameter(
+            f"use one of {', '.join(logsetup.FORMATS)}", param_hint="--log-format"
+        )
+    logsetup.configure(fmt, level=logging.DEBUG if verbose else logging.INFO)
 
 
 def _json(doc: Any, **kw: Any) -> str:
@@ -80,10 +91,12 @@ def service(
     state_dir: StateOpt = None,
     platform_url: UrlOpt = None,
     verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run the agent: heartbeat every 30 s, lease and run tasks, rotate, flush events.
 
     SIGTERM drains in-flight tasks, reports them, flushes the event buffer and exits 0.
+    Under systemd (Type=notify) it reports READY and pings the watchdog from its loop.
     """
     from powernode.agent.certstore import CertStore, Credentials  # noqa: PLC0415
     from powernode.agent.lifecycle import (  # noqa: PLC0415
@@ -95,8 +108,9 @@ def service(
     from powernode.agent.spool import Spool  # noqa: PLC0415
     from powernode.agent.tasks import ThreadExecutor, default_registry  # noqa: PLC0415
     from powernode.agent.transport import Backoff, NodeClient, tls_context  # noqa: PLC0415
+    from powernode.systemd import Notifier  # noqa: PLC0415
 
-    _logging(verbose)
+    _logging(verbose, log_format)
     try:
         cfg = _config(config, state_dir=state_dir, platform_url=platform_url)
         url = cfg.require_platform()
@@ -133,6 +147,7 @@ def service(
             stop=stop,
             facts=HostFacts(cfg.host_root, cfg.modules_dir, layout),
             modules=modules,
+            notifier=Notifier(),
         )
         tasks.register("modules.sync", runtime.modules_task)
         code = runtime.run()
