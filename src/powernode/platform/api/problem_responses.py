@@ -6,6 +6,7 @@ documenting them lets clients (and schemathesis) check error bodies too.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -35,10 +36,12 @@ _WHY = {
     422: "input that does not fit the schema or the domain rules",
 }
 
+# Built once (at import, on the platform's start path), copied per status as it was made.
+_SCHEMA = ProblemOut.model_json_schema()
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {
         "description": f"problem details: {why}",
-        "content": {PROBLEM_CONTENT_TYPE: {"schema": ProblemOut.model_json_schema()}},
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": copy.deepcopy(_SCHEMA)}},
     }
     for status, why in _WHY.items()
 }
