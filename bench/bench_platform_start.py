@@ -141,11 +141,14 @@ def breakdown(tls: bool) -> None:
         rows.append((label, now - last))
         last = now
 
-    import typer  # noqa: F401
+    # What `powernode platform serve` imports first: the command line (all of it, until each
+    # command imports only what it runs), then what the command needs.
+    import powernode.cli.main
 
+    mark("import powernode.cli.main")
     import powernode.cli.platform
 
-    mark("import typer, cli.platform")
+    mark("import cli.platform")
     import sqlalchemy.orm  # noqa: F401
 
     mark("import sqlalchemy (+orm)")
