@@ -178,7 +178,7 @@ def breakdown(tls: bool) -> None:
         (Path(tmp) / "registry").mkdir()
         settings = load_settings(
             None, None, data_dir=Path(tmp) / "platform", tls=tls, port=spare_port(),
-            registry=str(Path(tmp) / "registry"),
+            registry=str(Path(tmp) / "registry"), migrate_on_start=False,  # upgrade() below
         )  # fmt: skip
         engine = make_engine(settings.effective_database_url)
         upgrade(engine)
