@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -237,3 +238,23 @@ def test_concurrent_starts_on_one_empty_database_make_it_once(pair: Pair) -> Non
         assert counts["node_templates"] == len(fresh.SEED_TEMPLATES)
     finally:
         engine.dispose()
+
+
+def test_a_new_or_current_database_does_not_load_alembic(tmp_path: Path) -> None:
+    # A new process, as `platform serve` is: making the database and finding it at head
+    # again import nothing of Alembic (nor Mako, nor Pygments); an older one does.
+    code = (
+        "import sys\n"
+        "from powernode.platform.db.migrate import upgrade, run_migrations\n"
+        "from powernode.platform.db.session import make_engine\n"
+        f"new = make_engine('sqlite:///{tmp_path / 'new.db'}')\n"
+        "upgrade(new); upgrade(new)\n"
+        "print(sorted(m for m in ('alembic', 'mako', 'pygments') if m in sys.modules))\n"
+        f"old = make_engine('sqlite:///{tmp_path / 'old.db'}')\n"
+        "run_migrations(old, '0003_node_api'); upgrade(old)\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    assert out == ["[]", "True"]
