@@ -24,7 +24,8 @@ from urllib.parse import quote, urlparse
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import contains_eager
 
 from powernode import __version__
 from powernode.platform.api.deps import PlatformState
@@ -249,7 +250,18 @@ def modules_page(request: Request) -> Response:
             q = q.where(NodeModule.category.has(slug=category))
         rows = list(ctx.session.scalars(q.order_by(NodeModule.name).limit(PAGE + 1)))
         categories = [c.slug for c in catalog.list_categories(ctx)]
-        shown = [_module_row(m) for m in rows[:PAGE]]
+        # Version counts per state for the page's modules in one grouped read, not
+        # one lazy load of every module's versions.
+        ids = [m.id for m in rows[:PAGE]]
+        counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+        grouped = (
+            select(NodeModuleVersion.module_id, NodeModuleVersion.promotion_state, func.count())
+            .where(NodeModuleVersion.module_id.in_(ids))
+            .group_by(NodeModuleVersion.module_id, NodeModuleVersion.promotion_state)
+        )
+        for module_id, state_, n in ctx.session.execute(grouped):
+            counts[module_id][state_] = n
+        shown = [_module_row(m, counts[m.id]) for m in rows[:PAGE]]
     return _render(
         request, "modules.html", csrf=s.csrf, actor=actor, modules=shown,
         categories=categories, category=category or "",
@@ -257,16 +269,13 @@ def modules_page(request: Request) -> Response:
     )  # fmt: skip
 
 
-def _module_row(m: NodeModule) -> dict[str, Any]:
-    states: dict[str, int] = {}
-    for v in m.versions:
-        states[v.promotion_state] = states.get(v.promotion_state, 0) + 1
+def _module_row(m: NodeModule, states: dict[str, int]) -> dict[str, Any]:
     return {
         "name": m.name,
         "category": m.category.slug,
         "variety": m.variety,
         "require_approval": m.require_approval,
-        "versions": len(m.versions),
+        "versions": sum(states.values()),
         "states": states,
     }
 
@@ -320,7 +329,10 @@ def module_page(request: Request) -> Response:
                  "note": a.note}
             )  # fmt: skip
         rows = [_version_row(v) for v in versions]
-        info = _module_row(module)
+        states: dict[str, int] = {}
+        for v in versions:
+            states[v.promotion_state] = states.get(v.promotion_state, 0) + 1
+        info = _module_row(module, states)
     return _render(
         request, "module.html", csrf=s.csrf, actor=actor, module=info, versions=rows,
         approvals=approvals, states=STATES,
@@ -352,6 +364,7 @@ def versions_page(request: Request) -> Response:
         q = (
             select(NodeModuleVersion)
             .join(NodeModuleVersion.module)
+            .options(contains_eager(NodeModuleVersion.module))
             .where(NodeModule.account == actor.account, NodeModuleVersion.id > after)
         )
         if state:
