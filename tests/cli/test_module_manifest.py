@@ -56,7 +56,7 @@ def test_invalid_file_prints_every_problem_to_stderr_and_exits_1(repo: Path) -> 
     assert r.stderr.splitlines() == [
         f"{f}:2:7: name: 'Bad' is not a lowercase slug: a-z, 0-9 and '-', not starting with "
         "'-', at most 63 characters",
-        f"{f}:3:13: file_spec[0]: glob '/etc/[x' at offset 5: '[' has no closing ']' (write "
+        f"{f}:3:19: file_spec[0]: glob '/etc/[x' at offset 5: '[' has no closing ']' (write "
         "'\\[' for a literal '[')",
         f"{f}:4:1: colour: unknown key 'colour'; known keys: allow, dependencies, "
         "description, display_name, file_spec, license, mask, name, package_spec, "
@@ -64,6 +64,20 @@ def test_invalid_file_prints_every_problem_to_stderr_and_exits_1(repo: Path) -> 
         f"{f}: invalid: 3 problems",
     ]
     assert "valid manifest of module 'good'" in r.stdout  # the good one is still reported
+
+
+def test_a_pattern_that_can_never_match_is_refused_with_line_and_column(tmp_path: Path) -> None:
+    """Regression (issue 13 item 14): this validated as 'valid manifest'."""
+    f = tmp_path / "manifest.yaml"
+    f.write_text('schema_version: 1\nname: ssh\nfile_spec: ["etc/../../root/.ssh/**"]\n')
+    r = RUNNER.invoke(APP, ["validate", str(f)])
+    assert r.exit_code == 1, r.output
+    assert r.stderr.splitlines()[0] == (
+        f"{f}:3:18: file_spec[0]: glob 'etc/../../root/.ssh/**' at offset 4: path component "
+        "'..' (artifact paths are normalised, so it can never match; write the path it stands "
+        "for)"
+    )
+    assert "valid manifest" not in r.stdout
 
 
 def test_warnings_are_printed_and_do_not_fail(repo: Path) -> None:
@@ -123,7 +137,7 @@ def test_json_output(repo: Path) -> None:
     assert bad["valid"] is False and bad["manifest"] is None
     assert [(p["line"], p["column"], p["path"]) for p in bad["problems"]] == [
         (2, 7, "name"),
-        (3, 13, "file_spec[0]"),
+        (3, 19, "file_spec[0]"),
         (4, 1, "colour"),
     ]
     assert legacy["valid"] is True

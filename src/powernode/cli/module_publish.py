@@ -35,7 +35,13 @@ from powernode.signing.keys import (
     read_private_key,
     write_key_pair,
 )
-from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy, TrustPolicy
+from powernode.signing.policy import (
+    KeylessPolicy,
+    PublicKeyPolicy,
+    TrustPolicy,
+    UnsafeValidityAtNow,
+)
+from powernode.signing.tlog import TransparencyLogs
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 PlainHttp = Annotated[
@@ -221,6 +227,23 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--certificate-chain", "--root", help="Trusted root certificates (PEM)."),
         ] = None,
+        rekor_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--rekor-public-key",
+                envvar="SIGSTORE_REKOR_PUBLIC_KEY",
+                help="Transparency log public key(s) (PEM): the signing time comes from the "
+                "signature's bundle, signed by this log.",
+            ),
+        ] = None,
+        ignore_tlog: Annotated[
+            bool,
+            typer.Option(
+                "--insecure-ignore-tlog",
+                help="No transparency log: check certificates at the current time (unsafe "
+                "with Fulcio's 10-minute certificates).",
+            ),
+        ] = False,
         as_json: JsonOpt = False,
         plain_http: PlainHttp = False,
         username: User = None,
@@ -234,6 +257,11 @@ def register(app: typer.Typer) -> None:
                 "give --key cosign.pub, or --certificate-identity-regexp, "
                 "--certificate-oidc-issuer-regexp and --certificate-chain ROOTS.pem"
             )
+        if keyless and (rekor_key is not None) == ignore_tlog:  # exactly one of the two
+            raise typer.BadParameter(
+                "keyless verification needs --rekor-public-key LOG.pem (the signing time "
+                "from the signature's transparency log bundle), or --insecure-ignore-tlog"
+            )
         policy: TrustPolicy
         try:
             if key is not None:
@@ -241,7 +269,12 @@ def register(app: typer.Typer) -> None:
             else:
                 assert identity and issuer and roots is not None
                 now = datetime.datetime.now(datetime.UTC)
-                policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
+                signing_time: TransparencyLogs | UnsafeValidityAtNow
+                if rekor_key is not None:
+                    signing_time = TransparencyLogs(_read(rekor_key, "transparency log key"))
+                else:
+                    signing_time = UnsafeValidityAtNow()
+                policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now, signing_time)
             with _open(ref, plain_http, username, password) as (registry, reference):
                 verified = verify_artifact(registry, reference, policy)
         except PowernodeError as e:

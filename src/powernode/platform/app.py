@@ -9,9 +9,10 @@ problem+json handlers.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -31,9 +32,11 @@ from powernode.platform.api import (
     node_api,
     node_ops,
     nodes,
+    patterns,
     templates,
     versions,
 )
+from powernode.platform.api.allow import allowed_methods
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.api.limits import BodyLimit
 from powernode.platform.api.problem_responses import PROBLEM_RESPONSES
@@ -145,6 +148,16 @@ def _problem(status: int, body: dict[str, object]) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE)
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    # A pattern of ours is a rule with a name: say it in words, not as the regex.
+    words = None
+    if error["type"] == "string_pattern_mismatch":
+        words = patterns.explain(str((error.get("ctx") or {}).get("pattern", "")))
+    if words is None:
+        return str(error["msg"])
+    return f"{str(error.get('input'))[:80]!r} is {words}"
+
+
 def _install_problem_handlers(app: FastAPI) -> None:
     # RFC 9457: every error is application/problem+json with a detail saying
     # what was wrong and what to do.
@@ -161,7 +174,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            {"loc": [str(p) for p in e["loc"]], "msg": _message(e), "type": e["type"]}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
@@ -180,12 +193,20 @@ def _install_problem_handlers(app: FastAPI) -> None:
         detail = str(exc.detail)
         if exc.status_code == 404:
             detail = f"no such endpoint {request.url.path}; the API is described at /openapi.json"
-        elif exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}"
+        headers: dict[str, str] = {}
+        if exc.status_code == 405:
+            allow = allowed_methods(request.app.router.routes, request.scope)
+            headers["Allow"] = ", ".join(allow)
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"allowed: {headers['Allow']}"
+            )
         body = problem_body(
             exc.status_code, "http-error", "HTTP error", detail, instance=request.url.path
         )
-        return _problem(exc.status_code, body)
+        resp = _problem(exc.status_code, body)
+        resp.headers.update(headers)
+        return resp
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
