@@ -7,6 +7,7 @@ directory outlives it, on success, on a failing step and on SIGTERM.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,23 +17,28 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from powernode.cli.demo import RichReporter
 from powernode.cli.main import app
 from powernode.demo import fleet
 from powernode.demo.node import mounts_under
 from powernode.demo.operator import Operator, OperatorError
+from powernode.demo.server import LAST_POLL, PlatformProcess, free_port
 from powernode.demo.steps import DemoStepError, Steps
-from powernode.errors import DataError
+from powernode.errors import DataError, PowernodeError
 from tests.conftest import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +69,12 @@ class Recorder:
 
     def progress(self, label: str, done: int, total: int) -> None:
         pass
+
+    def waiting(self, label: str, seconds: float) -> None:
+        self.lines.append(f"waiting {label} {seconds:g}")
+
+    def waited(self, label: str, seconds: float) -> None:
+        self.lines.append(f"waited {label}")
 
 
 def squash(text: str) -> str:
@@ -149,6 +161,12 @@ def test_demo_prints_the_tutorial(demo_run: Run) -> None:
         "drift true → false",
     ):
         assert expected in out, expected
+    # While the platform starts, a plain line a second (not a TTY: no spinner, no escapes).
+    waits = [ln for ln in out.splitlines() if ln.startswith("waiting for the platform (")]
+    assert waits and waits[0] == "waiting for the platform (0 s)", out
+    assert all(re.fullmatch(r"waiting for the platform \(\d+ s\)", w) for w in waits), waits
+    assert out.index("waiting for the platform (0 s)") < out.index("platform pid")
+    assert "\x1b" not in out
     # Steps in the tutorial's order.
     titles = re.findall(r"^─* ?(\d+)\. ", out, flags=re.M)
     assert titles == [str(i) for i in range(1, len(titles) + 1)] and len(titles) >= 9
@@ -544,3 +562,131 @@ def test_wait_drift_gives_up_in_time_naming_what_differs() -> None:
     with pytest.raises(DriftError, match="still drifts after 2 s: nginx digest_differs"):
         wait_drift(op, "i-1", timeout=2, clock=lambda: now[0], sleep=sleep)
     assert 2 <= len(calls) <= 12  # asked again while waiting, and stopped
+
+
+# --- waiting for the platform ------------------------------------------------------------------
+
+
+def _console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=terminal, width=100, color_system=None), buf
+
+
+def test_waiting_off_a_terminal_prints_a_line_a_second_and_no_spinner() -> None:
+    console, buf = _console(terminal=False)
+    reporter = RichReporter(console)
+    for seconds in (0.0, 0.01, 0.3, 1.02, 1.5, 2.0, 4.7):
+        reporter.waiting("waiting for the platform", seconds)
+    reporter.waited("waiting for the platform", 4.8)
+    assert buf.getvalue().splitlines() == [
+        "waiting for the platform (0 s)",
+        "waiting for the platform (1 s)",
+        "waiting for the platform (2 s)",
+        "waiting for the platform (4 s)",
+    ]
+    # A second wait starts counting again.
+    reporter.waiting("waiting for the registry", 0.2)
+    assert buf.getvalue().splitlines()[-1] == "waiting for the registry (0 s)"
+
+
+def test_waiting_on_a_terminal_spins_and_the_spinner_stops_with_the_wait() -> None:
+    console, buf = _console(terminal=True)
+    reporter = RichReporter(console)
+
+    def spinning() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before]
+
+    def stopped() -> bool:
+        for t in spinning():
+            t.join(5)  # rich's refresh thread ends at its next tick after stop
+        return not any(t.is_alive() for t in spinning())
+
+    before = set(threading.enumerate())
+    reporter.waiting("waiting for the platform", 0.0)
+    assert spinning()  # rich's refresh thread animates it
+    reporter.waiting("waiting for the platform", 1.2)
+    reporter.waited("waiting for the platform", 1.3)
+    assert stopped()
+    assert "waiting for the platform" in buf.getvalue()
+    # close() (a failed step) stops a spinner still drawn, and is harmless without one.
+    reporter.waiting("waiting for the platform", 0.0)
+    assert spinning()
+    reporter.close()
+    reporter.close()
+    assert stopped()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def idle_process() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_wait_ready_backs_off_and_gives_up_in_time_and_count(
+    tmp_path: Path, idle_process: subprocess.Popen[bytes]
+) -> None:
+    # Nothing listens on the port: every ask is refused at once.
+    server = PlatformProcess(idle_process, f"http://127.0.0.1:{free_port()}", tmp_path / "log")
+    clock, seen = _Clock(), []
+    with pytest.raises(PowernodeError, match=r"did not answer .*/healthz within 5 s"):
+        server.wait_ready(5.0, on_wait=seen.append, clock=clock, sleep=clock.sleep)
+    assert clock.sleeps[:4] == [0.01, 0.02, 0.04, 0.08]  # asked soon, then less often
+    assert max(clock.sleeps) == LAST_POLL
+    assert 5.0 <= clock.now <= 5.0 + LAST_POLL
+    assert len(clock.sleeps) <= 5.0 / LAST_POLL + 16
+    assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] <= 5.0
+
+
+def test_wait_ready_returns_at_the_first_200(
+    tmp_path: Path, idle_process: subprocess.Popen[bytes]
+) -> None:
+    answers = iter([503, 503, 503, 200])
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(next(answers) if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        server = PlatformProcess(idle_process, url, tmp_path / "log")
+        clock, seen = _Clock(), []
+        server.wait_ready(5.0, on_wait=seen.append, clock=clock, sleep=clock.sleep)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert clock.sleeps == [0.01, 0.02, 0.04]  # three 503s, then the 200
+    assert len(seen) == 3
+
+
+def test_wait_ready_says_when_the_platform_exits_while_starting(tmp_path: Path) -> None:
+    log = tmp_path / "platform.log"
+    log.write_text("error: database URL 'x' is not valid\n")
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    server = PlatformProcess(proc, f"http://127.0.0.1:{free_port()}", log)
+    with pytest.raises(PowernodeError, match=r"exited with status 0 while starting") as e:
+        server.wait_ready(5.0, clock=_Clock(), sleep=lambda s: None)
+    assert "database URL 'x' is not valid" in str(e.value)

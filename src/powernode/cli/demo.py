@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -31,6 +31,9 @@ from rich.progress import (
 from rich.table import Table
 
 from powernode.errors import PowernodeError
+
+if TYPE_CHECKING:
+    from rich.status import Status
 
 
 def default_examples_dir() -> Path:
@@ -48,6 +51,8 @@ class RichReporter:
         self.console = console
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        self._spinner: Status | None = None
+        self._waited: int | None = None  # the last whole second printed while waiting
 
     def step(self, number: int, title: str) -> None:
         self.console.rule(f"[bold]{number}. {title}")
@@ -90,11 +95,31 @@ class RichReporter:
         if done >= total:
             self.close()
 
+    def waiting(self, label: str, seconds: float) -> None:
+        if not self.console.is_terminal:  # a log or a pipe: a line a second, no animation
+            if self._waited is None or int(seconds) > self._waited:
+                self._waited = int(seconds)
+                self.console.print(f"{label} ({int(seconds)} s)", markup=False, highlight=False)
+            return
+        text = f"{escape(label)} [dim]({seconds:.0f} s)[/]"
+        if self._spinner is None:
+            self._spinner = self.console.status(text)
+            self._spinner.start()
+        else:
+            self._spinner.update(text)
+
+    def waited(self, label: str, seconds: float) -> None:
+        self._waited = None
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+
     def close(self) -> None:
-        """Stop a progress bar still drawn (a step failed or was interrupted under it)."""
+        """Stop a progress bar or spinner still drawn (a step failed or was interrupted)."""
         if self._bar is not None:
             self._bar.stop()
             self._bar, self._task = None, None
+        self.waited("", 0.0)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

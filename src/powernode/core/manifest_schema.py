@@ -13,12 +13,13 @@ import functools
 import importlib.resources
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from jsonschema import Draft202012Validator, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from powernode.core.manifest_legacy import Note, suggest
 from powernode.core.yamlload import FieldPath, describe, show
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, ValidationError
 
 SCHEMA_FILE = "manifest.schema.json"
 
@@ -52,6 +53,10 @@ def schema() -> Mapping[str, Any]:
 
 @functools.cache
 def _validator() -> Draft202012Validator:
+    # jsonschema (with referencing and the bundled meta-schemas) loads when a manifest is
+    # first checked, not with the platform or the CLI that only import this module.
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
     Draft202012Validator.check_schema(schema())
     return Draft202012Validator(schema())
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
+import getpass
 import logging
 import os
 import re
@@ -23,14 +23,15 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from powernode.errors import CommandError, PowernodeError
-from powernode.run import run
+from powernode.errors import PowernodeError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 POWERNODE = (sys.executable, "-c", "from powernode.cli.main import main; main()")
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 START_TIMEOUT = 60.0
+FIRST_POLL = 0.01  # seconds before asking /healthz again; doubled up to LAST_POLL
+LAST_POLL = 0.25
 STOP_TIMEOUT = 15.0
 LOG_TAIL = 2000
 # What `platform serve --tls` prints (cli/platform.py) naming the CA agents pin.
@@ -62,17 +65,32 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def create_token(data_dir: Path, name: str, scopes: tuple[str, ...]) -> str:
-    """``powernode platform token create … --json`` (migrates the database first): the secret."""
-    argv = powernode("platform", "token", "create", "--data-dir", data_dir, "--name", name)
-    for s in scopes:
-        argv += ["--scope", s]
-    proc = run([*argv, "--json"], timeout=120)
+def create_token(data_dir: Path, name: str, scopes: tuple[str, ...], *, now: datetime) -> str:
+    """What ``powernode platform token create --data-dir … --json`` does, in this process:
+    migrate the database, store a new token, return its secret.
+
+    In this process rather than a second ``powernode``: that cost an interpreter and
+    the CLI's imports (about as much CPU as the platform's own start) while the
+    platform starts beside it. The function is the command's (services/tokens.py).
+    """
+    # The platform's stack, imported when the demo gets here (not for `powernode --help`).
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
+    from powernode.platform.db.session import make_engine  # noqa: PLC0415
+    from powernode.platform.services.context import SCOPES, Actor, Ctx  # noqa: PLC0415
+    from powernode.platform.services.tokens import create_token as new_token  # noqa: PLC0415
+
+    engine = make_engine(f"sqlite:///{data_dir / 'platform.db'}")
     try:
-        secret = json.loads(proc.stdout)["token"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CommandError(argv, 0, f"unexpected output {proc.stdout[:200]!r}") from e
-    return str(secret)
+        upgrade(engine)
+        with Session(engine, expire_on_commit=False) as session:
+            admin = Actor(f"local:{getpass.getuser()}", None, frozenset(SCOPES))
+            _, secret = new_token(Ctx(session, admin, now), name, list(scopes))
+            session.commit()
+    finally:
+        engine.dispose()
+    return secret
 
 
 @dataclass
@@ -87,7 +105,7 @@ class PlatformProcess:
     platform_ca: Path | None = None
 
     @classmethod
-    def start(
+    def spawn(
         cls,
         data_dir: Path,
         registry: Path,
@@ -96,9 +114,9 @@ class PlatformProcess:
         port: int | None = None,
         tls: bool = False,
         extra_env: dict[str, str] | None = None,
-        timeout: float = START_TIMEOUT,
     ) -> PlatformProcess:
-        """Start the platform on 127.0.0.1 and wait until ``/healthz`` answers.
+        """Start ``powernode platform serve`` on 127.0.0.1 and return at once (see
+        :meth:`wait_ready`), so the caller can do other work while it starts.
 
         ``tls``: ``platform serve --tls`` (the node API needs it), with the
         embedded self-signed identity under the data dir; the platform CA's
@@ -124,7 +142,22 @@ class PlatformProcess:
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
             )
         scheme = "https" if tls else "http"
-        server = cls(proc, f"{scheme}://127.0.0.1:{port}", log_path, argv)
+        return cls(proc, f"{scheme}://127.0.0.1:{port}", log_path, argv)
+
+    @classmethod
+    def start(
+        cls,
+        data_dir: Path,
+        registry: Path,
+        log_path: Path,
+        *,
+        port: int | None = None,
+        tls: bool = False,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = START_TIMEOUT,
+    ) -> PlatformProcess:
+        """:meth:`spawn`, then wait until ``/healthz`` answers (stopped if it does not)."""
+        server = cls.spawn(data_dir, registry, log_path, port=port, tls=tls, extra_env=extra_env)
         try:
             server.wait_ready(timeout)
         except BaseException:
@@ -143,31 +176,59 @@ class PlatformProcess:
         if match:
             self.platform_ca = Path(match.group(1).strip())
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_ready(
+        self,
+        timeout: float,
+        *,
+        on_wait: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Return when ``/healthz`` answers 200; raise when the process exits or ``timeout``
+        passes. ``on_wait(seconds so far)`` is called before each pause.
+
+        Asked again after 10 ms, then twice as long each time up to 0.25 s: a fixed
+        0.1 s pause cost a start that takes 1 s up to a tenth more, and asking more
+        often than this takes CPU the starting platform wants. Bounded in time and
+        in count (``timeout / LAST_POLL`` asks, plus the backoff's first ones).
+        """
+        start = clock()
         tls = self.url.startswith("https:")
-        for _ in range(int(timeout * 10) + 1):  # bounded in count and time
-            if self.proc.poll() is not None:
-                raise PowernodeError(
-                    f"the platform exited with status {self.proc.returncode} while starting; "
-                    f"its log {self.log_path} ends with:\n{self.log_tail()}"
-                )
-            if tls and self.platform_ca is None:
-                self._find_ca()
-            if not tls or self.platform_ca is not None:
-                try:
-                    r = httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify())
-                    if r.status_code == 200:
-                        return
-                except (httpx.HTTPError, ssl.SSLError, OSError):
-                    pass
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        delay = FIRST_POLL
+        client: httpx.Client | None = None  # one for the whole wait: a TLS context per ask is dear
+        try:
+            for _ in range(int(timeout / LAST_POLL) + 16):
+                if self.proc.poll() is not None:
+                    raise PowernodeError(
+                        f"the platform exited with status {self.proc.returncode} while "
+                        f"starting; its log {self.log_path} ends with:\n{self.log_tail()}"
+                    )
+                if tls and self.platform_ca is None:
+                    self._find_ca()
+                if client is None and (not tls or self.platform_ca is not None):
+                    client = httpx.Client(timeout=1.0, verify=self.verify())
+                if client is not None and self._healthy(client):
+                    return
+                elapsed = clock() - start
+                if elapsed > timeout:
+                    break
+                if on_wait is not None:
+                    on_wait(elapsed)
+                sleep(min(delay, max(timeout - elapsed, 0.0)))
+                delay = min(delay * 2, LAST_POLL)
+        finally:
+            if client is not None:
+                client.close()
         raise PowernodeError(
             f"the platform did not answer {self.url}/healthz within {timeout:.0f} s; "
             f"see {self.log_path}:\n{self.log_tail()}"
         )
+
+    def _healthy(self, client: httpx.Client) -> bool:
+        try:
+            return client.get(f"{self.url}/healthz").status_code == 200
+        except (httpx.HTTPError, ssl.SSLError, OSError):
+            return False
 
     def log_tail(self) -> str:
         try:

@@ -43,6 +43,12 @@ class Reporter(Protocol):
     def progress(self, label: str, done: int, total: int) -> None:
         """``done`` of ``total`` units of the work named ``label``."""
 
+    def waiting(self, label: str, seconds: float) -> None:
+        """Still waiting for what ``label`` says, ``seconds`` so far (called again and again)."""
+
+    def waited(self, label: str, seconds: float) -> None:
+        """The wait named ``label`` is over, after ``seconds``."""
+
 
 class DemoStepError(PowernodeError):
     """A demo step failed; ``step`` is its title, ``number`` its position."""

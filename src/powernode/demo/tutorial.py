@@ -22,6 +22,7 @@ mounts) serves the platform with TLS and runs the agent's code instead
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from powernode.demo import fleet
 from powernode.demo.nodesim import record_heartbeat
 from powernode.demo.operator import Operator
 from powernode.demo.publishing import Published, SigningKey, make_signing_key, publish_module
-from powernode.demo.server import PlatformProcess, create_token
+from powernode.demo.server import START_TIMEOUT, PlatformProcess, create_token
 from powernode.demo.steps import Reporter, Steps
 from powernode.toolchain.localtemplate import Assignment, load_template, plan
 
@@ -188,34 +189,50 @@ def _validate(demo: Demo) -> list[Assignment]:
 
 
 def _start_platform(demo: Demo, stack: ExitStack) -> None:
+    """Steps of the tutorial that do not depend on each other run side by side: the
+    platform starts (imports, database, keys; docs/platform.md "Start-up") while the
+    signing key is made here and ``token create`` runs in a second process (the two
+    meet on the new database; db/fresh.py makes it once, under a lock)."""
     reporter, tls = demo.reporter, demo.config.node_agent
     keys, data, registry = demo.path("keys"), demo.path("platform"), demo.path("registry")
     title = "start the platform (SQLite, OCI layout registry" + (", TLS)" if tls else ")")
-    with demo.steps.step(title):
-        reporter.command(f"powernode module generate-key-pair   # in {keys}")
-        demo.key = make_signing_key(keys)
-        reporter.note(
-            f"signing key {demo.key.private_path}; its passphrase (COSIGN_PASSWORD for "
-            f"`powernode module sign`) is in {keys / 'cosign.password'}"
-        )
-        reporter.command(
-            f"powernode platform token create --data-dir {data} --name demo-operator "
-            + " ".join(f"--scope {s}" for s in SCOPES)
-        )
-        token = create_token(data, "demo-operator", SCOPES)
-        server = PlatformProcess.start(data, registry, data / "platform.log", tls=tls)
+    with demo.steps.step(title), ThreadPoolExecutor(1) as pool:
+        server = PlatformProcess.spawn(data, registry, data / "platform.log", tls=tls)
         stack.callback(server.stop)
         port = server.url.rsplit(":", 1)[1]
         reporter.command(
             f"POWERNODE_REGISTRY={registry} powernode platform serve --data-dir {data} "
             f"--port {port} {'--tls' if tls else '--no-tls'} &"
         )
+        reporter.command(
+            f"powernode platform token create --data-dir {data} --name demo-operator "
+            + " ".join(f"--scope {s}" for s in SCOPES)
+        )
+        token = pool.submit(create_token, data, "demo-operator", SCOPES, now=datetime.now(UTC))
+        reporter.command(f"powernode module generate-key-pair   # in {keys}")
+        demo.key = make_signing_key(keys)
+        reporter.note(
+            f"signing key {demo.key.private_path}; its passphrase (COSIGN_PASSWORD for "
+            f"`powernode module sign`) is in {keys / 'cosign.password'}"
+        )
+        label = "waiting for the platform"
+        waited = [0.0]
+
+        def tick(seconds: float) -> None:
+            waited[0] = seconds
+            reporter.waiting(label, seconds)
+
+        try:
+            server.wait_ready(START_TIMEOUT, on_wait=tick)
+            secret = token.result(timeout=START_TIMEOUT)
+        finally:
+            reporter.waited(label, waited[0])
         reporter.note(f"platform pid {server.pid} at {server.url} (log {server.log_path})")
         if server.platform_ca is not None:
             reporter.note(f"platform CA (agents pin it): {server.platform_ca}")
         demo.result.url, demo.result.platform_pid = server.url, server.pid
         demo.server = server
-        demo.op = Operator(server.url, token, reporter, verify=server.verify())
+        demo.op = Operator(server.url, secret, reporter, verify=server.verify())
         stack.callback(demo.op.close)
         reporter.note(f"export POWERNODE_URL={server.url} POWERNODE_TOKEN=<the token>")
 

@@ -6,6 +6,7 @@ documenting them lets clients (and schemathesis) check error bodies too.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +37,8 @@ _WHY = {
     429: "too many requests from this caller; retry after the time Retry-After gives",
 }
 
+# Built once (at import, on the platform's start path), copied per status as it was made.
+_SCHEMA = ProblemOut.model_json_schema()
 # Headers a problem response may carry (RFC 9110 §11.6.1, RFC 6585 §4 / RFC 9110 §10.2.3).
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {
@@ -56,7 +59,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
 def _response(status: int, why: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "description": f"problem details: {why}",
-        "content": {PROBLEM_CONTENT_TYPE: {"schema": ProblemOut.model_json_schema()}},
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": copy.deepcopy(_SCHEMA)}},
     }
     if status in _HEADERS:
         out["headers"] = _HEADERS[status]

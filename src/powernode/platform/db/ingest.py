@@ -46,14 +46,15 @@ class WebhookDelivery(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     provider: Mapped[str] = mapped_column(String(16))
     delivery_id: Mapped[str] = mapped_column(String(128))
-    # hex SHA-256 of the signed body; "unknown:<id>" for rows from before 0005
-    body_sha256: Mapped[str] = mapped_column(String(64))
     module_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("node_modules.id", ondelete="SET NULL"), index=True
     )
     event: Mapped[str] = mapped_column(String(64))
     ref: Mapped[str] = mapped_column(String(255))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # hex SHA-256 of the signed body; "unknown:<id>" for rows from before 0005. Last, where
+    # 0005's ALTER TABLE put it, so a database made from the models (db/fresh.py) matches.
+    body_sha256: Mapped[str] = mapped_column(String(64))
 
 
 class ModuleIngest(Base):

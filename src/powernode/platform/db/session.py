@@ -36,11 +36,13 @@ def normalise_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the API read while a writer commits; foreign_keys makes the
-    # ON DELETE CASCADE/RESTRICT rules hold as they do on PostgreSQL.
+    # ON DELETE CASCADE/RESTRICT rules hold as they do on PostgreSQL. The busy
+    # timeout first: switching a new file to WAL takes a lock another process
+    # starting on the same file may hold (the demo's token and platform start).
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
 
 
