@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from powernode.errors import CommandError, ConfigError, DataError, SourceTreeError
+from powernode.errors import ConfigError, DataError, SourceTreeError
 from powernode.toolchain.build import build_module
 from powernode.toolchain.build_dpkg import parse_status
 from powernode.toolchain.build_entries import Entry, check_parents, merge
-from powernode.toolchain.build_packages import explain_failure, read_members
+from powernode.toolchain.build_failure import explain_failure
+from powernode.toolchain.build_packages import read_members
 from powernode.toolchain.build_sources import read_sources
 from powernode.toolchain.sbom import Package, purl
 from tests.conftest import require_tool
@@ -157,7 +158,7 @@ def test_rootfs_file_replaces_a_package_directory_and_hides_its_children() -> No
 
 def test_missing_package_is_named() -> None:
     stderr = "I: x\nE: Unable to locate package no-such-pkg\nE: apt download failed\n"
-    err = explain_failure(CommandError(["mmdebstrap"], 25, stderr), ["hello", "no-such-pkg"])
+    err = explain_failure(25, stderr, ["hello", "no-such-pkg"])
     assert "could not install package_spec no-such-pkg" in str(err)
 
 
