@@ -66,12 +66,12 @@ def test_sources_are_read_from_apt(tmp_path: Path) -> None:
     src = read_sources(tmp_path, None)
     assert src.suite == "bookworm"
     assert src.lines == (
-        "deb http://deb.debian.org/debian bookworm main",
-        "deb http://deb.debian.org/debian bookworm-updates main",
-        "deb http://deb.debian.org/debian-security bookworm-security main",
+        "deb http://deb.debian.org/debian bookworm main non-free-firmware",
+        "deb http://deb.debian.org/debian bookworm-updates main non-free-firmware",
+        "deb http://deb.debian.org/debian-security bookworm-security main non-free-firmware",
     )
     mirrored = read_sources(tmp_path, "http://127.0.0.1:3142/debian")
-    assert mirrored.lines == ("deb http://127.0.0.1:3142/debian bookworm main",)
+    assert mirrored.lines == ("deb http://127.0.0.1:3142/debian bookworm main non-free-firmware",)
     with pytest.raises(ConfigError, match="--mirror 'x y' is not an http"):
         read_sources(tmp_path, "x y")
     with pytest.raises(ConfigError, match=r"cannot read the apt sources.*pass --mirror"):
