@@ -16,7 +16,8 @@ and returns a SourceTreeError. Three cases, first match wins:
   step for that package ("Setting up P (V) ..." before a postinst,
   "Preparing to unpack .../P_V_A.deb ..." before a preinst, "Removing P (V)
   ..." before a prerm/postrm);
-- anything else: the last lines of output, each cut short, so that
+- anything else: the last lines of output (mmdebstrap's progress lines,
+  "I: …", left out), each cut short, so that
   mmdebstrap's own "E: ... failed" line (it carries the whole dpkg or apt
   command line, thousands of characters) never floods the message.
 """
@@ -111,7 +112,8 @@ def explain_failure(returncode: int, output: str, pkgs: Sequence[str]) -> Source
             f"a package's maintainer scripts may need a package it does not depend on: add "
             f"that package to package_spec"
         )
-    last = [_cut(x) for x in output.strip().splitlines()[-5:]]
+    said = [x for x in output.strip().splitlines() if x and not x.startswith("I: ")]
+    last = [_cut(x) for x in said[-5:]]
     return SourceTreeError(
         f"mmdebstrap failed ({returncode}) installing {', '.join(pkgs)}; its last lines of "
         "output:\n" + "\n".join(f"  | {x}" for x in last)

@@ -56,6 +56,9 @@ VARIANT = "essential"
 # must not depend on the host it ran on.
 HOST_FILES = ("/etc/resolv.conf", "/etc/hostname")
 DEBS_DIR = "debs"
+# mmdebstrap's own hook: bind-mounts local .deb paths and file:// mirrors into the chroot,
+# where apt's chrooted dpkg must read them (without it: "cannot access archive")
+FILE_HOOKS = Path("/usr/share/mmdebstrap/hooks/file-mirror-automount")
 MMDEBSTRAP_TIMEOUT = 1800.0
 _PKG_RE = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:-]+)?")
 _TYPES = {
@@ -190,11 +193,14 @@ def mmdebstrap_argv(
     """mmdebstrap's arguments: the variant, the packages, the .deb cache and host-file hooks."""
     d = shlex.quote(str(debs))
     archives = '"$1"/var/cache/apt/archives'
+    local = any("/" in i for i in includes) or any(" file:/" in x for x in sources.lines)
+    hooks = [f"--hook-dir={FILE_HOOKS}"] if local else []
     return [
         "mmdebstrap",
         f"--variant={VARIANT}",
         f"--architectures={arch}",
         "--include=" + ",".join(includes),
+        *hooks,
         # keep what was downloaded (man mmdebstrap, "sync-in"/"sync-out" example); hard
         # links where possible, else copies. The cleanup step still empties the tree's
         # archives, so no .deb ends up in the tar.
