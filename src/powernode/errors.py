@@ -65,7 +65,11 @@ class ManifestError(DataError):
 
 
 class GlobError(DataError):
-    """A glob pattern that is not valid."""
+    """A glob pattern that is not valid; ``offset`` is where in it (0-based), when known."""
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 class VersionError(DataError):

@@ -433,6 +433,7 @@ def test_ci_webhook_is_signed_as_the_platform_checks_it() -> None:
     from powernode.platform.services.webhooks import (
         check_signature,
         parse_payload,
+        parse_sender,
         signature_of,
     )
 
@@ -452,7 +453,7 @@ def test_ci_webhook_is_signed_as_the_platform_checks_it() -> None:
     claimed = signature_of("gitea", headers)
     assert check_signature(req.content, "s3cret", claimed)
     assert not check_signature(req.content, "other", claimed)
-    payload = parse_payload(req.content, "push")
+    payload = parse_payload(parse_sender(req.content), "push")
     assert (payload.module, payload.tag) == ("nginx", "v1.26.0")
 
 

@@ -84,8 +84,14 @@ def test_info_dump(image: Path) -> None:
     code, out, _ = invoke("info", "dump", str(image))
     assert code == 0
     img = Image.from_bytes(image.read_bytes())
-    expected = [dump_line(e, img.read_inline(e) if wants_content(e) else None) for e in img.walk()]
+    expected = [
+        dump_line(e, img.read_inline(e) if wants_content(e) else None, img.info_xattrs(e))
+        for e in img.walk()
+    ]
     assert out.splitlines() == expected
+    # composefs-info marks a directory holding whiteouts opaque, as the kernel sees it.
+    etc = next(line for line in out.splitlines() if line.startswith("/etc "))
+    assert etc.endswith(" trusted.overlay.opaque=x user.overlay.opaque=x")
     assert out.splitlines()[0].startswith("/ 4096 40755 7 0 0 0 1700000000.0 ")
 
 

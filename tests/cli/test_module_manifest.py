@@ -14,11 +14,12 @@ import typer
 from typer.testing import CliRunner
 
 from powernode.cli import module_manifest
+from powernode.cli.base import App
 from powernode.core.manifest import schema_text
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
+    app = App()
     module_manifest.register(app)
     return app
 
@@ -55,7 +56,7 @@ def test_invalid_file_prints_every_problem_to_stderr_and_exits_1(repo: Path) -> 
     assert r.stderr.splitlines() == [
         f"{f}:2:7: name: 'Bad' is not a lowercase slug: a-z, 0-9 and '-', not starting with "
         "'-', at most 63 characters",
-        f"{f}:3:13: file_spec[0]: glob '/etc/[x' at offset 5: '[' has no closing ']' (write "
+        f"{f}:3:19: file_spec[0]: glob '/etc/[x' at offset 5: '[' has no closing ']' (write "
         "'\\[' for a literal '[')",
         f"{f}:4:1: colour: unknown key 'colour'; known keys: allow, dependencies, "
         "description, display_name, file_spec, license, mask, name, package_spec, "
@@ -63,6 +64,20 @@ def test_invalid_file_prints_every_problem_to_stderr_and_exits_1(repo: Path) -> 
         f"{f}: invalid: 3 problems",
     ]
     assert "valid manifest of module 'good'" in r.stdout  # the good one is still reported
+
+
+def test_a_pattern_that_can_never_match_is_refused_with_line_and_column(tmp_path: Path) -> None:
+    """Regression (issue 13 item 14): this validated as 'valid manifest'."""
+    f = tmp_path / "manifest.yaml"
+    f.write_text('schema_version: 1\nname: ssh\nfile_spec: ["etc/../../root/.ssh/**"]\n')
+    r = RUNNER.invoke(APP, ["validate", str(f)])
+    assert r.exit_code == 1, r.output
+    assert r.stderr.splitlines()[0] == (
+        f"{f}:3:18: file_spec[0]: glob 'etc/../../root/.ssh/**' at offset 4: path component "
+        "'..' (artifact paths are normalised, so it can never match; write the path it stands "
+        "for)"
+    )
+    assert "valid manifest" not in r.stdout
 
 
 def test_warnings_are_printed_and_do_not_fail(repo: Path) -> None:
@@ -83,9 +98,10 @@ def test_warnings_are_printed_and_do_not_fail(repo: Path) -> None:
         pytest.param(".", ": directory has no manifest.yaml", id="dir-without-manifest"),
     ],
 )
-def test_usage_errors_exit_2_before_reading_anything(repo: Path, arg: str, message: str) -> None:
+def test_missing_inputs_exit_1_before_reading_anything(repo: Path, arg: str, message: str) -> None:
+    """Bad input exits 1 as in every command (issue 12: validate exited 2); usage is 2."""
     r = RUNNER.invoke(APP, ["validate", str(repo / "bad.yaml"), str(repo / arg)])
-    assert r.exit_code == 2
+    assert r.exit_code == 1
     assert r.stderr.startswith("error: ") and message in r.stderr
     assert "Bad" not in r.stderr  # bad.yaml was not checked
 
@@ -99,7 +115,7 @@ def test_no_path_is_a_usage_error() -> None:
 def test_bad_default_owner_is_a_usage_error(repo: Path) -> None:
     r = RUNNER.invoke(APP, ["validate", "--default-owner", "Acme", str(repo / "legacy.yaml")])
     assert r.exit_code == 2
-    assert "default owner 'Acme' is not a lowercase slug" in r.stderr
+    assert "--default-owner: default owner 'Acme' is not a lowercase slug" in r.stderr
 
 
 def test_json_output(repo: Path) -> None:
@@ -121,7 +137,7 @@ def test_json_output(repo: Path) -> None:
     assert bad["valid"] is False and bad["manifest"] is None
     assert [(p["line"], p["column"], p["path"]) for p in bad["problems"]] == [
         (2, 7, "name"),
-        (3, 13, "file_spec[0]"),
+        (3, 19, "file_spec[0]"),
         (4, 1, "colour"),
     ]
     assert legacy["valid"] is True

@@ -146,6 +146,48 @@ def test_invalid_patterns_name_pattern_and_offset(pattern: str, fragment: str) -
         GlobSet(["/ok", pattern])
 
 
+@pytest.mark.parametrize(
+    ("pattern", "offset", "component"),
+    [
+        ("etc/../../root/.ssh/**", 4, ".."),
+        ("/etc/./x", 5, "."),
+        ("./etc", 0, "."),
+        ("/etc/..", 5, ".."),
+        ("/etc/../", 5, ".."),
+        ("/etc/../***", 5, ".."),
+        ("**/../x", 3, ".."),
+        ("/a/\\.\\./b", 3, ".."),
+        ("..", 0, ".."),
+    ],
+    ids=[
+        "issue-13-item-14",
+        "dot",
+        "leading-dot",
+        "trailing-dotdot",
+        "dotdot-dir-only",
+        "dotdot-triple",
+        "after-doublestar",
+        "escaped-dots",
+        "bare-dotdot",
+    ],
+)
+def test_dot_components_never_match_and_are_refused(
+    pattern: str, offset: int, component: str
+) -> None:
+    """Regression (issue 13 item 14): ``etc/../../root/.ssh/**`` was accepted silently."""
+    with pytest.raises(GlobError) as e:
+        validate_pattern(pattern)
+    assert e.value.offset == offset
+    assert f"at offset {offset}: path component {component!r}" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["/etc/.*", "/etc/..?", "/etc/...", "/.hidden/x", "a.b/..c", "/etc/*./x"]
+)
+def test_dots_with_other_characters_are_names(pattern: str) -> None:
+    validate_pattern(pattern)
+
+
 def test_long_pattern_message_is_shortened() -> None:
     with pytest.raises(GlobError) as e:
         validate_pattern("/" + "x" * 5000)

@@ -21,6 +21,9 @@ def patterns(draw: st.DrawFn) -> str:
     tail = draw(st.sampled_from(["", "", "/", "/***"]))
     pat = lead + body + tail
     assume("//" not in pat and pat not in {"/"})
+    # "." and ".." components are refused (they never match a normalised path; see
+    # test_dot_components_would_never_match)
+    assume(not {".", ".."} & set(pat.split("/")))
     return pat
 
 
@@ -33,6 +36,25 @@ paths = st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=5).map(
 @given(patterns(), paths, st.booleans())
 def test_compiled_glob_agrees_with_reference(pattern: str, path: str, is_dir: bool) -> None:
     assert Glob.compile(pattern).matches(path, is_dir) == ref_matches(pattern, path, is_dir)
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns(), st.sampled_from([".", ".."]), st.integers(0, 8), paths, st.booleans())
+def test_dot_components_would_never_match(
+    pattern: str, dots: str, at: int, path: str, is_dir: bool
+) -> None:
+    """Why they are refused: by rsync's rules (the reference) they match no artifact path."""
+    parts = pattern.split("/")
+    parts.insert(min(at, len(parts)), dots)
+    bad = "/".join(parts)
+    assume("//" not in bad and not bad.endswith("/***/" + dots))
+    assert not ref_matches(bad, path, is_dir)
+    try:
+        validate_pattern(bad)
+    except GlobError as e:
+        assert "path component" in str(e) or "empty path component" in str(e)
+    else:
+        raise AssertionError(f"{bad!r} was accepted")
 
 
 @settings(max_examples=300, deadline=None)

@@ -425,13 +425,33 @@ BAD = [
     ),
     pytest.param(
         "schema_version: 1\nname: a\nfile_spec:\n  - '/etc/[abc'\n",
-        [(4, 5, "file_spec[0]", "glob '/etc/[abc' at offset 5: '[' has no closing ']'")],
+        [(4, 11, "file_spec[0]", "glob '/etc/[abc' at offset 5: '[' has no closing ']'")],
         id="bad-glob",
     ),
     pytest.param(
         "schema_version: 1\nname: a\nprotected_spec: ['/etc//x']\n",
-        [(3, 18, "protected_spec[0]", "empty path component '//'")],
+        [(3, 24, "protected_spec[0]", "empty path component '//'")],
         id="bad-glob-protected",
+    ),
+    pytest.param(
+        'schema_version: 1\nname: a\nfile_spec: ["etc/../../root/.ssh/**"]\n',
+        [(3, 18, "file_spec[0]", "at offset 4: path component '..'")],
+        id="dotdot-glob-issue-13-item-14",
+    ),
+    pytest.param(
+        "schema_version: 1\nname: a\nmask:\n  - /etc/./x\n",
+        [(4, 10, "mask[0]", "at offset 5: path component '.'")],
+        id="dot-glob-plain",
+    ),
+    pytest.param(
+        'schema_version: 1\nname: a\nmask: ["/\\u00e9/../x"]\n',
+        [(3, 8, "mask[0]", "at offset 3: path component '..'")],
+        id="dotdot-glob-escaped-keeps-value-column",
+    ),
+    pytest.param(
+        "schema_version: 1\nname: a\nfile_spec:\n  include: ['/x/../y']\n",
+        [(4, 17, "file_spec.include[0]", "path component '..'")],
+        id="dotdot-glob-legacy-form",
     ),
     pytest.param(
         "schema_version: 1\nname: a\nmask: ['']\n",
@@ -476,17 +496,17 @@ SMALL = ManifestLimits(
     [
         pytest.param(
             "schema_version: 1\nname: a\ndescription: '" + "x" * 200 + "'\n",
-            (0, 0, "", "file is 242 bytes; the limit is 200 (ManifestLimits.max_bytes)"),
+            (0, 0, "", "file is 242 bytes; the limit is 200"),
             id="too-large",
         ),
         pytest.param(
             "schema_version: 1\nname: a\nx: [[[[1]]]]\n",
-            (3, 7, "x[0][0][0]", "nested deeper than 4 levels (ManifestLimits.max_depth)"),
+            (3, 7, "x[0][0][0]", "nested deeper than 4 levels"),
             id="too-deep",
         ),
         pytest.param(
             "schema_version: 1\nname: a\nfile_spec: ['/a', '/b', '/c', '/d']\n",
-            (3, 12, "file_spec", "4 entries; the limit is 3 (ManifestLimits.max_list_entries)"),
+            (3, 12, "file_spec", "4 entries; the limit is 3"),
             id="too-many-globs",
         ),
         pytest.param(
@@ -550,7 +570,7 @@ def test_many_problems_in_one_file_are_all_reported() -> None:
     assert [(p.line, p.column, p.path) for p in got] == [
         (2, 7, "name"),
         (3, 1, "colour"),
-        (5, 5, "file_spec[0]"),
+        (5, 11, "file_spec[0]"),  # the column of the unclosed "["
         (7, 32, "dependencies.requires[1]"),
         (8, 18, "allow.devices"),
     ]

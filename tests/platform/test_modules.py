@@ -128,7 +128,7 @@ BAD_CREATES = [
     pytest.param({"variety": "plugin"}, 422, ["variety"], id="unknown-variety"),
     pytest.param({"variety": "config"}, 422, ["parent_module"], id="config-without-parent"),
     pytest.param(
-        {"variety": "config", "parent_module": "ghost"}, 422, ["'ghost'"], id="unknown-parent"
+        {"variety": "config", "parent_module": "ghost"}, 404, ["'ghost'"], id="unknown-parent"
     ),
     pytest.param({"parent_module": "x"}, 422, ["only for config"], id="parent-on-subscription"),
     pytest.param(
@@ -198,6 +198,28 @@ def test_bad_version_changes_nothing(
         "POST", "/node_modules/my-redis/versions", json={"version_string": version}
     )
     assert_problem(resp, status, says)
+    assert platform.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "pattern", "column"),
+    [
+        ("file_spec", "etc/../../root/.ssh/**", 5),
+        ("mask", "/etc/./x", 6),
+        ("protected_spec", "/etc//x", 6),
+    ],
+)
+def test_register_refuses_a_pattern_that_can_never_match(
+    platform: Platform, field: str, pattern: str, column: int
+) -> None:
+    """Regression (issue 13 item 14): register took any manifest, globs unchecked."""
+    create(platform)
+    before = platform.snapshot()
+    body = {"version_string": "1.0.0", "manifest": {"name": "my-redis", field: ["/ok", pattern]}}
+    resp = platform.call("POST", "/node_modules/my-redis/versions", json=body)
+    assert_problem(resp, 422, f"manifest.{field}[1] column {column}: glob {pattern!r}")
+    assert resp.json()["field"] == f"manifest.{field}[1]"
+    assert resp.json()["column"] == column
     assert platform.snapshot() == before
 
 

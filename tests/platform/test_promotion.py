@@ -104,7 +104,7 @@ def test_illegal_promotion_is_409_and_changes_nothing(
 def test_unknown_state_and_unknown_version(platform: Platform) -> None:
     vid = version(platform)
     before = platform.snapshot()
-    assert_problem(move(platform, vid, "golden"), 422, "'golden'", "built, staging")
+    assert_problem(move(platform, vid, "golden"), 422, "body.to", "'built', 'staging'")
     assert_problem(move(platform, "no-such-id", "staging"), 404, "'no-such-id' not found")
     assert_problem(
         platform.call("POST", f"/node_module_versions/{vid}/demote", json={}), 409, "demote"

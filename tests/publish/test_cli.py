@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -12,8 +13,14 @@ from powernode.cli.main import app
 from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import parse_reference
 from powernode.publish.target import open_target, registry_url
+from powernode.signing import read_private_key
 from tests.oci.registry_fixture import RunningRegistry
 from tests.publish.artifacts import make_artifact, small_files
+from tests.signing.testca import DAY, FakeCA, pem
+from tests.signing.testlog import FakeLog
+
+NOW = datetime.datetime.now(datetime.UTC)
+MINUTE = datetime.timedelta(minutes=1)
 
 runner = CliRunner()
 
@@ -73,6 +80,37 @@ def test_verify_wrong_key_and_missing_policy(tmp_path: Path, keys: Path) -> None
     assert code == 2 and "--certificate-identity-regexp" in out
 
 
+def test_keyless_verify_needs_a_transparency_log_or_the_unsafe_flag(
+    tmp_path: Path, keys: Path
+) -> None:
+    """Issue 13 item 10: keyless verify checks at the log's signed time, or says it does not."""
+    ca = FakeCA(not_before=NOW - DAY, not_after=NOW + DAY)
+    key = read_private_key(keys / "cosign.key", "hunter2")
+    (tmp_path / "leaf.pem").write_bytes(
+        pem(ca.leaf(key, not_before=NOW - 5 * MINUTE, not_after=NOW + 5 * MINUTE))  # type: ignore[arg-type]
+    )
+    (tmp_path / "chain.pem").write_bytes(ca.chain_pem)
+    (tmp_path / "root.pem").write_bytes(ca.root_pem)
+    (tmp_path / "log.pem").write_bytes(FakeLog().public_pem)
+    ref = f"oci:{tmp_path / 'layout'}:1.0.0"
+    assert cli("push", str(make_artifact(tmp_path / "art", small_files())), ref)[0] == 0
+    code, out = cli(
+        "sign", ref, "--key", "cosign.key", "--certificate", "leaf.pem",
+        "--certificate-chain", "chain.pem", env={"COSIGN_PASSWORD": "hunter2"},
+    )  # fmt: skip
+    assert code == 0, out
+    keyless = [
+        *("verify", ref, "--certificate-identity-regexp", ".*"),
+        *("--certificate-oidc-issuer-regexp", ".*", "--certificate-chain", "root.pem"),
+    ]
+    code, out = cli(*keyless)
+    assert code == 2 and "--rekor-public-key" in out
+    code, out = cli(*keyless, "--rekor-public-key", "log.pem")
+    assert code == 1 and "carries no transparency log bundle" in " ".join(out.split()), out
+    code, out = cli(*keyless, "--insecure-ignore-tlog", "--json")
+    assert code == 0, out
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -89,7 +127,10 @@ def test_bad_references(text: str, message: str) -> None:
 def test_reference_forms(tmp_path: Path) -> None:
     reg, ref = open_target(f"oci:{tmp_path}:acme/chrony:1.0")
     assert isinstance(reg, LayoutRegistry) and ref == parse_reference("acme/chrony:1.0")
-    assert open_target(f"oci:{tmp_path}:1.0")[1] == parse_reference("module:1.0")
+    bare, ref = open_target(f"oci:{tmp_path}:1.0")
+    assert ref == parse_reference("module:1.0")  # the name a one-module layout is signed under
+    assert isinstance(bare, LayoutRegistry) and bare.ref_name(ref.repository, "1.0") == "1.0"
+    assert reg.ref_name("acme/chrony", "1.0") == "acme/chrony:1.0"  # skopeo's ref name too
     assert registry_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert registry_url("localhost:5000") == "http://localhost:5000"
     assert registry_url("registry.example.com") == "https://registry.example.com"

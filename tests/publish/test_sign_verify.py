@@ -24,7 +24,7 @@ from powernode.signing import (
     public_key_pem,
     signature_tag,
 )
-from powernode.signing.policy import KeylessPolicy
+from powernode.signing.policy import KeylessPolicy, UnsafeValidityAtNow
 from tests.oci.registry_fixture import RunningRegistry
 from tests.publish.artifacts import make_artifact, small_files
 from tests.signing.testca import GITHUB_ISSUER, T0, WORKFLOW, FakeCA, pem
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.registry
 
 IDENTITY_RE = r"https://github\.com/acme/modules/\.github/workflows/build\.yaml@refs/heads/main"
 ISSUER_RE = r"https://token\.actions\.githubusercontent\.com"
+AT_NOW = UnsafeValidityAtNow()
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def keyless(target: tuple[DistributionRegistry, Reference], ca: FakeCA) -> None:
 def test_keyless_round_trip(target: tuple[DistributionRegistry, Reference]) -> None:
     ca = FakeCA()
     keyless(target, ca)
-    policy = KeylessPolicy(ca.root_pem, IDENTITY_RE, ISSUER_RE, T0)
+    policy = KeylessPolicy(ca.root_pem, IDENTITY_RE, ISSUER_RE, T0, AT_NOW)
     verified = verify_artifact(*target, policy)
     assert (verified.signer_identity, verified.signer_issuer) == (WORKFLOW, GITHUB_ISSUER)
 
@@ -107,13 +108,13 @@ def test_expired_certificate(target: tuple[DistributionRegistry, Reference]) -> 
     keyless(target, ca)
     later = T0 + datetime.timedelta(hours=1)
     with pytest.raises(CertificateError, match="expired at"):
-        verify_artifact(*target, KeylessPolicy(ca.root_pem, IDENTITY_RE, ISSUER_RE, later))
+        verify_artifact(*target, KeylessPolicy(ca.root_pem, IDENTITY_RE, ISSUER_RE, later, AT_NOW))
 
 
 def test_identity_not_matching(target: tuple[DistributionRegistry, Reference]) -> None:
     ca = FakeCA()
     keyless(target, ca)
-    policy = KeylessPolicy(ca.root_pem, r"https://github\.com/evil/.*", ISSUER_RE, T0)
+    policy = KeylessPolicy(ca.root_pem, r"https://github\.com/evil/.*", ISSUER_RE, T0, AT_NOW)
     with pytest.raises(IdentityMismatchError, match="does not match"):
         verify_artifact(*target, policy)
 

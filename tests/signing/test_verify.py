@@ -22,6 +22,7 @@ from powernode.signing import (
     PublicKeyPolicy,
     SignatureInvalidError,
     SigningSetupError,
+    UnsafeValidityAtNow,
     generate_private_key,
     key_fingerprint,
     public_key_pem,
@@ -37,6 +38,7 @@ DIGEST = "sha256:" + "0f" * 32
 OTHER = "sha256:" + "1e" * 32
 IDENTITY_RE = r"https://github\.com/acme/modules/\.github/workflows/build\.yaml@refs/heads/main"
 ISSUER_RE = r"https://token\.actions\.githubusercontent\.com"
+AT_NOW = UnsafeValidityAtNow()  # these tests are about certificates at a given time
 
 
 def layers_for(*sigs: object) -> list[Layer]:
@@ -52,7 +54,7 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
 def keyless(
     ca: FakeCA, *, at: datetime.datetime = T0, identity: str = IDENTITY_RE
 ) -> KeylessPolicy:
-    return KeylessPolicy(ca.root_pem, identity, ISSUER_RE, at)
+    return KeylessPolicy(ca.root_pem, identity, ISSUER_RE, at, UnsafeValidityAtNow())
 
 
 def keyless_layers(ca: FakeCA, key: PrivateKey | None = None, **leaf: object) -> list[Layer]:
@@ -96,7 +98,7 @@ def test_keyless_email_identity_and_chain_without_root_copy() -> None:
     sig = sign_manifest_digest(
         REPO, DIGEST, key, certificate_pem=cert, chain_pem=pem(ca.intermediate)
     )
-    policy = KeylessPolicy(ca.root_pem, r".*@acme\.example", ISSUER_RE, T0)
+    policy = KeylessPolicy(ca.root_pem, r".*@acme\.example", ISSUER_RE, T0, AT_NOW)
     assert (
         verify_signatures(REPO, DIGEST, layers_for(sig), policy).signer.identity
         == "dev@acme.example"
@@ -354,6 +356,7 @@ def test_keyless_policy_setup_errors(kwargs: dict[str, object], message: str) ->
         "identity_regexp": ".*",
         "issuer_regexp": ".*",
         "now": T0,
+        "signing_time": AT_NOW,
     }
     args.update(kwargs)
     with pytest.raises(SigningSetupError, match=message):
@@ -398,7 +401,7 @@ def test_cosign_key_signature_wrong_key() -> None:
 def test_cosign_fulcio_signature() -> None:
     directory = "dir-img-cosign-fulcio-rekor-valid"
     policy = KeylessPolicy(
-        FULCIO_ROOT, r"mitr@redhat\.com", r"https://github\.com/login/oauth", FULCIO_SIGNED
+        FULCIO_ROOT, r"mitr@redhat\.com", r"https://github\.com/login/oauth", FULCIO_SIGNED, AT_NOW
     )
     verified = verify_signatures(
         CI_REPOS[directory], ci_digest(directory), [ci_layer(directory)], policy
@@ -411,7 +414,7 @@ def test_cosign_fulcio_signature_checked_today_is_expired() -> None:
     directory = "dir-img-cosign-fulcio-rekor-valid"
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     policy = KeylessPolicy(
-        FULCIO_ROOT, r"mitr@redhat\.com", r"https://github\.com/login/oauth", now
+        FULCIO_ROOT, r"mitr@redhat\.com", r"https://github\.com/login/oauth", now, AT_NOW
     )
     with pytest.raises(
         CertificateError, match=r"signing certificate expired at 2023-01-20T21:01:31\+00:00"
@@ -421,7 +424,7 @@ def test_cosign_fulcio_signature_checked_today_is_expired() -> None:
 
 def test_cosign_fulcio_signature_other_identity() -> None:
     directory = "dir-img-cosign-fulcio-rekor-valid"
-    policy = KeylessPolicy(FULCIO_ROOT, r".*@acme\.example", r".*", FULCIO_SIGNED)
+    policy = KeylessPolicy(FULCIO_ROOT, r".*@acme\.example", r".*", FULCIO_SIGNED, AT_NOW)
     with pytest.raises(
         IdentityMismatchError, match=r"identity `mitr@redhat.com` does not match `\.\*@acme"
     ):
@@ -431,7 +434,8 @@ def test_cosign_fulcio_signature_other_identity() -> None:
 def test_cosign_private_pki_signature_is_refused() -> None:
     directory = "dir-img-cosign-pki-valid"
     roots = (CI / "pki_root_crts.pem").read_bytes()
-    policy = KeylessPolicy(roots, r".*", r".*", datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC))
+    at = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    policy = KeylessPolicy(roots, r".*", r".*", at, AT_NOW)
     with pytest.raises(CertificateError, match="has no extended key usage"):
         verify_signatures(
             "localhost:5000/test", ci_digest(directory), [ci_layer(directory)], policy

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_EVENT_ERROR = 4096  # a failure's message in its event; the outcome keeps it whole
+
 ClientFactory = Callable[[Credentials], NodeClient]
 Facts = Callable[[], dict[str, Any]]
 
@@ -91,6 +93,9 @@ class Runtime:
         self._rng = rng or random.SystemRandom()
         self._backoff = Backoff(config.backoff_base_seconds, config.heartbeat_seconds)
         self._wake = threading.Event()
+        # Tasks offered again while running here: task id -> the attempt now leased.
+        self._reoffered: dict[str, int] = {}
+        self._attempts_lock = threading.Lock()
         stop.link(self._wake)
         self.creds = store.load()
         self.client = client_factory(self.creds)
@@ -222,12 +227,14 @@ class Runtime:
             return
         running = self.executor.in_flight()
         for task in self.client.lease(slots):
-            if task.id in running:
-                log.info("task %s offered again while still running here; ignoring", task.id)
-                continue
-            if self.spool.has_outcome(task.id):
-                # Ran before a crash or outage; its buffered outcome is reported instead.
-                log.info("task %s already ran here; reporting its buffered outcome", task.id)
+            if task.id in running or self.spool.has_outcome(task.id):
+                # Still running here (it outlived its lease), or ran before a crash or
+                # outage: not run again, and its outcome answers this lease, whose attempt
+                # is the only one the platform takes now. Reported with the old attempt it
+                # would be refused (409), the task offered once more and run again: a
+                # second run and a second task.completed event.
+                log.info("task %s offered again (attempt %d); not run again", task.id, task.attempt)
+                self._readopt(task.id, task.attempt)
                 continue
             ctx = TaskContext(
                 task.id,
@@ -240,20 +247,41 @@ class Runtime:
             self.executor.submit(ctx, self._task_done)
 
     def _task_done(self, outcome: TaskOutcome) -> None:
-        # Runs on the executor's thread: make the outcome durable before anything else.
-        now = self.clock.now()
+        # Runs on the executor's thread: make the outcome durable before anything else,
+        # with its event in the same transaction (a crash keeps both or neither).
+        kind, severity = (
+            ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
+        )
+        payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
+        if outcome.verb == "fail":
+            payload.update(outcome.body)
+            error = str(payload.get("error", ""))
+            if len(error) > MAX_EVENT_ERROR:
+                payload["error"] = error[:MAX_EVENT_ERROR] + "…"
         try:
-            self.spool.record_outcome(outcome.task_id, outcome.verb, outcome.body, now)
-            kind, severity = (
-                ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
-            )
-            payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
-            if outcome.verb == "fail":
-                payload.update(outcome.body)
-            self.spool.append(kind, severity, payload, now)
+            with self._attempts_lock:
+                body = outcome.body
+                attempt = self._reoffered.pop(outcome.task_id, None)
+                if attempt is not None and "attempt" in body:
+                    body = {**body, "attempt": attempt}
+                self.spool.record_outcome(
+                    outcome.task_id,
+                    outcome.verb,
+                    body,
+                    self.clock.now(),
+                    event=(kind, severity, payload),
+                )
         except Exception:
             log.exception("could not buffer the outcome of task %s", outcome.task_id)
         self._wake.set()
+
+    def _readopt(self, task_id: str, attempt: int) -> None:
+        """The outcome of ``task_id``, buffered or to come, answers lease ``attempt``."""
+        with self._attempts_lock:
+            if not self.spool.readopt_outcome(task_id, attempt):
+                self._reoffered[task_id] = attempt  # still running: _task_done takes it
+            else:
+                self._reoffered.pop(task_id, None)
 
     def report_outcomes(self) -> None:
         """Send every buffered outcome (agent/outcomes.py: in batches of up to 100)."""

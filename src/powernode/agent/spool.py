@@ -125,6 +125,26 @@ class Spool:
         event_id: str | None = None,
     ) -> str:
         """Store one event durably and return its id."""
+        row = self._event_row(kind, severity, payload, occurred_at, event_id)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_event(row)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return row[0]
+
+    def _event_row(
+        self,
+        kind: str,
+        severity: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+        event_id: str | None,
+    ) -> tuple[str, str, str, str, str]:
+        """The checked row of one event: (id, kind, severity, occurred_at, payload JSON)."""
         if len(kind) > MAX_KIND or not _KIND.fullmatch(kind):
             raise DataError(f"event kind {kind!r}: use dotted lowercase words, e.g. task.completed")
         if severity not in SEVERITIES:
@@ -135,34 +155,28 @@ class Spool:
                 f"event {kind}: payload of {len(text)} bytes is over the "
                 f"{self.max_payload_bytes}-byte limit (event_max_payload_bytes)"
             )
-        eid = event_id or str(uuid.uuid4())
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                (depth,) = self._db.execute("SELECT count(*) FROM events").fetchone()
-                excess = depth - self.max_events + 1
-                if excess > 0:
-                    self._db.execute(
-                        "DELETE FROM events WHERE seq IN "
-                        "(SELECT seq FROM events ORDER BY seq LIMIT ?)",
-                        (excess,),
-                    )
-                    self._db.execute(
-                        "INSERT INTO meta(key, value) VALUES ('dropped', ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-                        (excess,),
-                    )
-                    log.warning("event buffer full (%d): dropped the oldest %d", depth, excess)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO events(id, kind, severity, occurred_at, payload) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (eid, kind, severity, rfc3339(occurred_at), text),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return eid
+        return (event_id or str(uuid.uuid4()), kind, severity, rfc3339(occurred_at), text)
+
+    def _insert_event(self, row: tuple[str, str, str, str, str]) -> None:
+        """Insert inside the caller's write transaction, dropping the oldest when full."""
+        (depth,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+        excess = depth - self.max_events + 1
+        if excess > 0:
+            self._db.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+                (excess,),
+            )
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES ('dropped', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                (excess,),
+            )
+            log.warning("event buffer full (%d): dropped the oldest %d", depth, excess)
+        self._db.execute(
+            "INSERT OR IGNORE INTO events(id, kind, severity, occurred_at, payload) "
+            "VALUES (?, ?, ?, ?, ?)",
+            row,
+        )
 
     def peek(self, limit: int) -> list[Event]:
         """The oldest ``limit`` events, oldest first (they stay until :meth:`remove`)."""
@@ -195,14 +209,72 @@ class Spool:
 
     # -- task outcomes -----------------------------------------------------------------
 
-    def record_outcome(self, task_id: str, verb: str, body: dict[str, Any], now: datetime) -> None:
-        """Keep an outcome until the platform took it; the first one recorded wins."""
+    def record_outcome(
+        self,
+        task_id: str,
+        verb: str,
+        body: dict[str, Any],
+        now: datetime,
+        event: tuple[str, str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Keep an outcome until the platform took it, and its event, in one transaction.
+
+        ``event`` is the (kind, severity, payload) the outcome becomes; it is
+        stored with the outcome or not at all, so a crash leaves both or
+        neither (issue 13, item 4: two commits lost 4 of 935 ``task.completed``
+        events to SIGKILL). The first outcome recorded for a task wins: a task
+        run again while its outcome waits adds neither outcome nor event.
+        Returns whether this call recorded it.
+        """
+        row = None
+        if event is not None:
+            try:
+                row = self._event_row(*event, now, None)
+            except DataError as e:  # the outcome matters more than its event
+                log.error("task %s: outcome kept without its event: %s", task_id, e)
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO outcomes(task_id, verb, body, recorded_at) "
-                "VALUES (?, ?, ?, ?)",
-                (task_id, verb, json.dumps(body, separators=(",", ":")), rfc3339(now)),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO outcomes(task_id, verb, body, recorded_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (task_id, verb, json.dumps(body, separators=(",", ":")), rfc3339(now)),
+                )
+                fresh = cur.rowcount == 1
+                if fresh and row is not None:
+                    self._insert_event(row)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return fresh
+
+    def readopt_outcome(self, task_id: str, attempt: int) -> bool:
+        """Make the buffered outcome of ``task_id`` answer lease ``attempt``; False if none.
+
+        The platform takes an outcome only for the attempt it leased last
+        (docs/node-api.md); a task offered again after it ran here is not
+        run again, its outcome is reported for the new lease.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT body FROM outcomes WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if row is not None:
+                    body = json.loads(row[0])
+                    if "attempt" in body:
+                        body["attempt"] = attempt
+                        self._db.execute(
+                            "UPDATE outcomes SET body = ? WHERE task_id = ?",
+                            (json.dumps(body, separators=(",", ":")), task_id),
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return row is not None
 
     def outcomes(self, limit: int = 1000) -> list[Outcome]:
         with self._lock:

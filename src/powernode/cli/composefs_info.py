@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from powernode.cli.base import App
 from powernode.errors import ImageFormatError
 from powernode.verity.composefs.reader import Entry, EntryType, Image, open_image
 from powernode.verity.composefs.reader_dump import dump_line, ls_line, wants_content
@@ -39,7 +40,7 @@ def load(image: Path, *, raw: bool = False) -> tuple[Image, list[Entry]]:
 
 def register(app: typer.Typer) -> None:
     """Add `info` to `powernode composefs`."""
-    info = typer.Typer(help="List what a composefs image holds (like composefs-info).")
+    info = App(help="List what a composefs image holds (like composefs-info).")
 
     @info.command("ls")
     def ls_cmd(
@@ -66,11 +67,16 @@ def register(app: typer.Typer) -> None:
         image: ImageArg,
         raw: RawOpt = False,
     ) -> None:
-        """Print composefs-dump(5) lines: PATH SIZE MODE NLINK UID GID RDEV MTIME ..."""
+        """Print composefs-dump(5) lines: PATH SIZE MODE NLINK UID GID RDEV MTIME ...
+
+        What ``composefs-info dump`` prints, xattrs in its order (on-disk: inline,
+        then shared) with the opaque markers it shows; ``--raw`` every xattr as stored.
+        """
         img, entries = load(image, raw=raw)
         try:
             lines = [
-                dump_line(e, img.read_inline(e) if wants_content(e) else None) for e in entries
+                dump_line(e, img.read_inline(e) if wants_content(e) else None, img.info_xattrs(e))
+                for e in entries
             ]
         except ImageFormatError as e:
             typer.echo(f"error: {e}", err=True)

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from powernode.errors import PowernodeError
+from powernode.errors import ConfigError, PowernodeError
 from powernode.oci.distribution import Credentials, DistributionRegistry
 from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import Reference
@@ -35,7 +35,13 @@ from powernode.signing.keys import (
     read_private_key,
     write_key_pair,
 )
-from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy, TrustPolicy
+from powernode.signing.policy import (
+    KeylessPolicy,
+    PublicKeyPolicy,
+    TrustPolicy,
+    UnsafeValidityAtNow,
+)
+from powernode.signing.tlog import TransparencyLogs
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 PlainHttp = Annotated[
@@ -54,7 +60,7 @@ Password = Annotated[
 
 
 def _fail(e: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"error: {e}", markup=False, highlight=False)
+    typer.echo(f"error: {e}", err=True)  # one line, never wrapped at the terminal's width
     return typer.Exit(1)
 
 
@@ -93,6 +99,11 @@ def _password(confirm: bool) -> str:
     env = os.environ.get("COSIGN_PASSWORD")
     if env is not None:
         return env
+    if not sys.stdin.isatty():  # a prompt would read EOF and click would say only "Aborted."
+        raise ConfigError(
+            "the private key's password is needed: set COSIGN_PASSWORD, or run this on a "
+            "terminal to be asked for it"
+        )
     return str(
         typer.prompt("Enter password for private key", hide_input=True, confirmation_prompt=confirm)
     )
@@ -101,8 +112,8 @@ def _password(confirm: bool) -> str:
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
-    except OSError as e:
-        raise typer.BadParameter(f"{path}: cannot read the {what}: {e.strerror}") from e
+    except OSError as e:  # bad input, not usage: exit 1 like every missing file
+        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from e
 
 
 def register(app: typer.Typer) -> None:
@@ -216,24 +227,54 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--certificate-chain", "--root", help="Trusted root certificates (PEM)."),
         ] = None,
+        rekor_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--rekor-public-key",
+                envvar="SIGSTORE_REKOR_PUBLIC_KEY",
+                help="Transparency log public key(s) (PEM): the signing time comes from the "
+                "signature's bundle, signed by this log.",
+            ),
+        ] = None,
+        ignore_tlog: Annotated[
+            bool,
+            typer.Option(
+                "--insecure-ignore-tlog",
+                help="No transparency log: check certificates at the current time (unsafe "
+                "with Fulcio's 10-minute certificates).",
+            ),
+        ] = False,
         as_json: JsonOpt = False,
         plain_http: PlainHttp = False,
         username: User = None,
         password: Password = None,
     ) -> None:
         """Verify the signature (key or certificate identity) and the artifact's content."""
-        policy: TrustPolicy
-        if key is not None and identity is None and issuer is None:
-            policy = PublicKeyPolicy(_read(key, "public key"))
-        elif key is None and identity and issuer and roots is not None:
-            now = datetime.datetime.now(datetime.UTC)
-            policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
-        else:
+        keyed = key is not None and identity is None and issuer is None
+        keyless = key is None and identity and issuer and roots is not None
+        if not (keyed or keyless):
             raise typer.BadParameter(
                 "give --key cosign.pub, or --certificate-identity-regexp, "
                 "--certificate-oidc-issuer-regexp and --certificate-chain ROOTS.pem"
             )
+        if keyless and (rekor_key is not None) == ignore_tlog:  # exactly one of the two
+            raise typer.BadParameter(
+                "keyless verification needs --rekor-public-key LOG.pem (the signing time "
+                "from the signature's transparency log bundle), or --insecure-ignore-tlog"
+            )
+        policy: TrustPolicy
         try:
+            if key is not None:
+                policy = PublicKeyPolicy(_read(key, "public key"))
+            else:
+                assert identity and issuer and roots is not None
+                now = datetime.datetime.now(datetime.UTC)
+                signing_time: TransparencyLogs | UnsafeValidityAtNow
+                if rekor_key is not None:
+                    signing_time = TransparencyLogs(_read(rekor_key, "transparency log key"))
+                else:
+                    signing_time = UnsafeValidityAtNow()
+                policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now, signing_time)
             with _open(ref, plain_http, username, password) as (registry, reference):
                 verified = verify_artifact(registry, reference, policy)
         except PowernodeError as e:

@@ -75,7 +75,7 @@ class ParsedPattern:
 
 def _fail(pattern: str, offset: int, what: str) -> GlobError:
     shown = pattern if len(pattern) <= 200 else pattern[:200] + "..."
-    return GlobError(f"glob {shown!r} at offset {offset}: {what}")
+    return GlobError(f"glob {shown!r} at offset {offset}: {what}", offset=offset)
 
 
 def _parse_class(pattern: str, start: int) -> tuple[CharClass, int]:
@@ -173,6 +173,31 @@ def _tokenize(pattern: str) -> tuple[list[Token], list[int], bool]:
     return toks, offs, triple
 
 
+def _refuse_dot_components(pattern: str, toks: list[Token], offs: list[int]) -> None:
+    """Refuse a ``.`` or ``..`` component: artifact paths are normalised, so it never matches.
+
+    ``etc/../../root/.ssh/**`` reads as "/root/.ssh" to a person but matches nothing; the
+    author should hear that rather than ship a rule that silently does nothing. Only a
+    component made of literal characters counts (``\\.`` is a literal ``.`` too); ``.*``
+    or ``..?`` hold a wildcard and can match real names.
+    """
+    start = 0
+    for k in range(len(toks) + 1):
+        if k < len(toks) and toks[k] != "/":
+            continue
+        seg = toks[start:k]
+        if seg and all(isinstance(t, str) for t in seg):
+            text = "".join(t for t in seg if isinstance(t, str))
+            if text in (".", ".."):
+                raise _fail(
+                    pattern,
+                    offs[start],
+                    f"path component {text!r} (artifact paths are normalised, so it can "
+                    "never match; write the path it stands for)",
+                )
+        start = k + 1
+
+
 def validate_pattern(pattern: str) -> None:
     """Raise :class:`GlobError` (naming the pattern and offset) unless ``pattern`` is valid."""
     parse_pattern(pattern)
@@ -192,6 +217,7 @@ def parse_pattern(pattern: str) -> ParsedPattern:
     for k in range(1, len(toks)):
         if toks[k] == "/" and toks[k - 1] == "/":
             raise _fail(pattern, offs[k], "empty path component '//' (it can never match)")
+    _refuse_dot_components(pattern, toks, offs)
     if toks == ["/"] and not triple:
         raise _fail(pattern, 0, "'/' names the artifact root itself; name paths under it")
     anchored = toks[0] == "/"

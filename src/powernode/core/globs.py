@@ -18,6 +18,10 @@ The rules follow rsync(1), "INCLUDE/EXCLUDE PATTERN RULES":
 - A trailing ``/`` matches directories only. A trailing ``dir/***`` matches
   ``dir`` itself (as ``dir/``) and everything under it (as ``dir/**``).
 
+Artifact paths are normalised, so a ``.``, ``..`` or empty component, or a NUL,
+could never match: such a pattern is refused with the offset of the component
+(``GlobError.offset``) rather than accepted as a rule that silently does nothing.
+
 One deliberate difference: rsync treats ``\\`` as literal in a pattern with
 no wildcard. Here ``\\`` always escapes the next character, so adding a
 ``*`` elsewhere in a pattern never changes what its other characters mean.

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from powernode.core import manifest_legacy, manifest_schema
 from powernode.core.manifest_legacy import Note
 from powernode.core.yamlload import FieldPath, YamlDocument, compose, describe, format_path
-from powernode.errors import ConfigError, DataError, ManifestError, Problem
+from powernode.errors import ConfigError, DataError, GlobError, ManifestError, Problem
 
 if TYPE_CHECKING:
     from powernode.core.semver import Requirement
@@ -218,10 +218,7 @@ def check_manifest_file(
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limits.max_bytes:
-                msg = (
-                    f"file is {size} bytes; the limit is {limits.max_bytes} "
-                    "(ManifestLimits.max_bytes)"
-                )
+                msg = f"file is {size} bytes; the limit is {limits.max_bytes}"
                 return ManifestCheck(filename, None, (Problem(filename, 0, 0, "", msg),), ())
             data = f.read(limits.max_bytes + 1)  # +1: a growing or special file still trips
     except OSError as e:
@@ -267,6 +264,8 @@ def _repeats(doc: YamlDocument, source: FieldPath, note: Note) -> bool:
 
 
 def _locate(doc: YamlDocument, norm: manifest_legacy.Normalised, note: Note) -> Problem:
+    if note.offset is not None and not note.key:
+        return doc.problem_at(norm.source(note.path), note.offset, note.message)
     return doc.problem(norm.source(note.path), note.message, key=note.key)
 
 
@@ -307,8 +306,7 @@ def _semantic_notes(
             notes.append(
                 Note(
                     path,
-                    f"{len(entries)} entries; the limit is "
-                    f"{limits.max_list_entries} (ManifestLimits.max_list_entries)",
+                    f"{len(entries)} entries; the limit is {limits.max_list_entries}",
                 )
             )
             continue
@@ -318,9 +316,32 @@ def _semantic_notes(
                 continue
             try:
                 check(entry)
-            except DataError as e:  # GlobError, VersionError
+            except GlobError as e:
+                notes.append(Note((*path, i), str(e), offset=e.offset))
+            except DataError as e:  # VersionError
                 notes.append(Note((*path, i), str(e)))
     return notes
+
+
+def glob_problems(doc: Mapping[str, object], *, source: str) -> list[Problem]:
+    """The glob lists (file_spec, mask, protected_spec) of a canonical document checked
+    alone: for a caller holding a manifest as values (the platform's register), where the
+    rest of the document is another layer's business. Column = offset in the pattern + 1.
+    """
+    from powernode.core.globs import validate_pattern  # noqa: PLC0415
+
+    out: list[Problem] = []
+    for key in _GLOB_LISTS:
+        entries = _entries(doc, (key,))
+        for i, entry in enumerate(entries or ()):
+            if not isinstance(entry, str):
+                continue
+            try:
+                validate_pattern(entry)
+            except GlobError as e:
+                column = 0 if e.offset is None else e.offset + 1
+                out.append(Problem(source, 0, column, format_path((key, i)), str(e)))
+    return out
 
 
 def _value_limits(data: object, limits: ManifestLimits) -> list[Note]:
@@ -331,19 +352,14 @@ def _value_limits(data: object, limits: ManifestLimits) -> list[Note]:
         path, value = stack.pop()
         nodes += 1
         if nodes > limits.max_nodes:
-            return [Note((), f"more than {limits.max_nodes} values (ManifestLimits.max_nodes)")]
+            return [Note((), f"more than {limits.max_nodes} values")]
         if len(path) > limits.max_depth:
-            return [
-                Note(
-                    path, f"nested deeper than {limits.max_depth} levels (ManifestLimits.max_depth)"
-                )
-            ]
+            return [Note(path, f"nested deeper than {limits.max_depth} levels")]
         if isinstance(value, str) and len(value) > limits.max_string_length:
             return [
                 Note(
                     path,
-                    f"text of {len(value)} characters; the limit is "
-                    f"{limits.max_string_length} (ManifestLimits.max_string_length)",
+                    f"text of {len(value)} characters; the limit is {limits.max_string_length}",
                 )
             ]
         if isinstance(value, Mapping):

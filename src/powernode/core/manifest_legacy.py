@@ -38,6 +38,7 @@ class Note:
     path: FieldPath
     message: str
     key: bool = False
+    offset: int | None = None  # where inside the string value, when known
 
 
 @dataclass

@@ -105,6 +105,10 @@ class YamlDocument:
     # Values replaced by a stand-in after a problem (an alias, a refused tag): further
     # complaints about them or anything under them would only repeat that problem.
     tainted: set[FieldPath] = field(default_factory=set)
+    # String scalars whose text stands in the file exactly as read (plain or quoted, no
+    # escapes, one line): the 1-based column of their first character, so a problem at an
+    # offset inside the value (a glob's bad component) can point at its own column.
+    verbatim: dict[FieldPath, int] = field(default_factory=dict)
 
     def is_tainted(self, path: FieldPath) -> bool:
         return any(path[:i] in self.tainted for i in range(len(path) + 1))
@@ -122,6 +126,15 @@ class YamlDocument:
         line, column = self.where(path, key=key)
         return Problem(self.filename, line, column, format_path(path), message)
 
+    def problem_at(self, path: FieldPath, offset: int, message: str) -> Problem:
+        """A problem at character ``offset`` of the string at ``path`` (its own column when
+        the value is written verbatim, else the value's column)."""
+        line, column = self.where(path)
+        start = self.verbatim.get(path)
+        if start is not None:
+            column = start + offset
+        return Problem(self.filename, line, column, format_path(path), message)
+
 
 class _Stop(Exception):
     """A limit was exceeded or the syntax broke: the problem is recorded, stop composing."""
@@ -136,8 +149,10 @@ class _Composer:
         depth: int,
         nodes: int,
         chars: int,
+        lines: list[str] | None = None,
     ) -> None:
         self.doc = doc
+        self.lines = lines or []
         self.stream = stream
         self.max_depth = depth
         self.max_nodes = nodes
@@ -169,8 +184,7 @@ class _Composer:
             self.add(
                 event,
                 path,
-                f"more than {self.max_nodes} YAML nodes; the limit is "
-                f"{self.max_nodes} (ManifestLimits.max_nodes)",
+                f"more than {self.max_nodes} YAML nodes; the limit is {self.max_nodes}",
             )
             raise _Stop
         if record:
@@ -198,7 +212,7 @@ class _Composer:
             self.add(
                 event,
                 path,
-                f"nested deeper than {self.max_depth} levels (ManifestLimits.max_depth)",
+                f"nested deeper than {self.max_depth} levels",
             )
             raise _Stop
         assert isinstance(event, events.CollectionStartEvent), event
@@ -245,8 +259,7 @@ class _Composer:
             self.add(
                 event,
                 path,
-                f"text of {len(text)} characters; the limit is "
-                f"{self.max_chars} (ManifestLimits.max_string_length)",
+                f"text of {len(text)} characters; the limit is {self.max_chars}",
             )
         tag = event.tag
         if tag == "!":  # the non-specific tag: a string (YAML 1.1 §3.3.2)
@@ -274,7 +287,19 @@ class _Composer:
             return text
         if record and not isinstance(value, str) and event.implicit[0]:
             self.doc.unquoted.add(path)
+        if record and isinstance(value, str):
+            self._note_verbatim(event, path, value)
         return value
+
+    def _note_verbatim(self, event: events.ScalarEvent, path: FieldPath, value: str) -> None:
+        mark = event.start_mark
+        if mark is None or not value or not 0 <= mark.line < len(self.lines):
+            return
+        start = mark.column + (1 if event.style in ("'", '"') else 0)
+        # Compared, not assumed: an escape, a folded line or a column counted differently
+        # by the parser leaves the value's own column in place.
+        if self.lines[mark.line][start : start + len(value)] == value:
+            self.doc.verbatim[path] = start + 1
 
 
 def _decode(data: str | bytes, filename: str) -> tuple[str | None, Problem | None]:
@@ -329,7 +354,7 @@ def compose(
                 0,
                 0,
                 "",
-                f"file is {size} bytes; the limit is {max_bytes} (ManifestLimits.max_bytes)",
+                f"file is {size} bytes; the limit is {max_bytes}",
             )
         ]
     text, bad = _decode(data, filename)
@@ -338,7 +363,12 @@ def compose(
     doc = YamlDocument(filename)
     loader = _Loader(text)
     composer = _Composer(
-        doc, _events(loader), depth=max_depth, nodes=max_nodes, chars=max_string_length
+        doc,
+        _events(loader),
+        depth=max_depth,
+        nodes=max_nodes,
+        chars=max_string_length,
+        lines=text.split("\n"),
     )
     try:
         ok = _compose_stream(composer)

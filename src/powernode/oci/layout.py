@@ -6,11 +6,20 @@
     <root>/index.json        an image index; one descriptor per tag
     <root>/blobs/sha256/<hex>
 
-One directory holds many repositories: a tag is recorded as the descriptor
-annotation ``org.opencontainers.image.ref.name`` = ``<repository>:<tag>``
-(the annotation's grammar allows ``/`` and ``:``; containerd writes full
-references there too), so ``skopeo copy oci:<root>:<repository>:<tag> …``
-finds it. Blobs are shared by all repositories, as content addressing allows.
+A tag is the descriptor annotation ``org.opencontainers.image.ref.name``, and
+its value is exactly what skopeo (containers/image ``oci:`` transport) calls
+the reference in ``oci:<root>:<ref>``: the text after the directory's ``:``,
+taken as it is. So the two tools find each other's tags:
+
+* the layout's *own* repository (``bare_repository``, a layout holding one
+  module: ``oci:<root>:<tag>``) records the bare tag: ``1.0.0``, and its
+  cosign-style signature ``sha256-<hex>.sig``;
+* any other repository records ``<repository>:<tag>`` (the annotation's
+  grammar allows ``/`` and ``:``), so one directory holds many modules
+  (``oci:<root>:chrony:1.0.0``, signature ``chrony:sha256-<hex>.sig``), as
+  the agent's ``modules_registry = "oci:/DIR"`` source reads them.
+
+Blobs are shared by all repositories, as content addressing allows.
 
 Every file is written to a temporary name in its own directory, fsynced and
 renamed into place; index.json changes are serialised by ``flock`` on the
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 
 LAYOUT_VERSION = "1.0.0"
 MAX_INDEX_SIZE = 64 << 20  # index.json is ours, but may have been edited by hand
+_TAGS_SHOWN = 10  # tags named in a "no such tag" error; the rest elided
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -97,8 +107,15 @@ def _references(data: bytes, media_type: str) -> list[Digest]:
 class LayoutRegistry:
     """A :class:`~powernode.oci.registry.Registry` over an image-layout directory."""
 
-    def __init__(self, root: Path, *, create: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, create: bool = True, bare_repository: str | None = None
+    ) -> None:
+        """``bare_repository``: the repository whose tags are recorded bare (``1.0.0``),
+        skopeo's ``oci:<root>:<tag>``; every other repository's as ``<repository>:<tag>``."""
         self.root = root
+        self.bare_repository = (
+            check_repository(bare_repository) if bare_repository is not None else None
+        )
         marker = root / "oci-layout"
         if not marker.exists():
             if not create:
@@ -157,12 +174,29 @@ class LayoutRegistry:
         name = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, dict) else None
         return name if isinstance(name, str) else None
 
+    def ref_name(self, repository: str, tag: str) -> str:
+        """The ``org.opencontainers.image.ref.name`` of ``repository:tag`` in this layout."""
+        return tag if repository == self.bare_repository else f"{repository}:{tag}"
+
+    def _tag_of(self, repository: str, name: str) -> str | None:
+        """The tag ``name`` records for ``repository``, or None if it is another's."""
+        if repository == self.bare_repository:
+            return name if ":" not in name else None
+        prefix = repository + ":"
+        return name[len(prefix) :] if name.startswith(prefix) else None
+
     def _resolve_tag(self, ref: Reference) -> dict[str, Any]:
-        wanted = f"{ref.repository}:{ref.tag}"
-        for d in self._read_index()["manifests"]:
+        wanted = self.ref_name(ref.repository, ref.target)  # called without a digest: the tag
+        manifests = self._read_index()["manifests"]
+        for d in manifests:
             if self._ref_name(d) == wanted:
                 return dict(d)
-        raise NotFoundError(f"{self.root}: no tag {wanted!r} in index.json; see list_tags()")
+        names = sorted({n for n in map(self._ref_name, manifests) if n is not None})
+        held = ", ".join(names[:_TAGS_SHOWN]) + (", …" if len(names) > _TAGS_SHOWN else "")
+        raise NotFoundError(
+            f"{self.root}: no tag {wanted!r} in index.json; "
+            + (f"the layout holds {held}" if names else "the layout holds no tags")
+        )
 
     # -- blobs -----------------------------------------------------------------
 
@@ -284,7 +318,7 @@ class LayoutRegistry:
             index = self._read_index()
             entries = index["manifests"]
             if ref.tag is not None:
-                name = f"{ref.repository}:{ref.tag}"
+                name = self.ref_name(ref.repository, ref.tag)
                 entries[:] = [d for d in entries if self._ref_name(d) != name]
                 entries.append({**descriptor, "annotations": {REF_NAME_ANNOTATION: name}})
             elif not any(d["digest"] == str(digest) for d in entries):
@@ -317,20 +351,22 @@ class LayoutRegistry:
         return Manifest(data, str(d.get("mediaType")), digest)
 
     def list_tags(self, repository: str) -> list[str]:
-        prefix = check_repository(repository) + ":"
+        check_repository(repository)
         names = (self._ref_name(d) for d in self._read_index()["manifests"])
-        return sorted(n[len(prefix) :] for n in names if n is not None and n.startswith(prefix))
+        tags = (self._tag_of(repository, n) for n in names if n is not None)
+        return sorted(t for t in tags if t is not None)
 
     def delete_manifest(self, ref: Reference) -> None:
         digest = ref.digest or Digest.parse(self._resolve_tag(ref)["digest"])
-        prefix = ref.repository + ":"
         with self._locked():
             index = self._read_index()
             entries = index["manifests"]
 
             def ours(d: dict[str, Any]) -> bool:
                 name = self._ref_name(d)
-                return d["digest"] == str(digest) and (name is None or name.startswith(prefix))
+                return d["digest"] == str(digest) and (
+                    name is None or self._tag_of(ref.repository, name) is not None
+                )
 
             kept = [d for d in entries if not ours(d)]
             if len(kept) == len(entries):

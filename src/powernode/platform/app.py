@@ -9,9 +9,10 @@ problem+json handlers.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -26,18 +27,22 @@ from powernode.platform.api import (
     audit,
     desired,
     ingest,
+    metrics,
     modules,
     node_api,
     node_ops,
     nodes,
+    patterns,
     templates,
     versions,
 )
+from powernode.platform.api.allow import allowed_methods
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.api.limits import BodyLimit
 from powernode.platform.api.problem_responses import PROBLEM_RESPONSES
 from powernode.platform.db.migrate import upgrade
 from powernode.platform.db.session import make_engine, make_sessionmaker
+from powernode.platform.metrics import Metrics, MetricsMiddleware
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
 from powernode.platform.sealing import Sealer, load_or_create_key
@@ -45,6 +50,7 @@ from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
+from powernode.platform.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +121,12 @@ def create_app(
     routers = (modules, versions, templates, desired, nodes, audit, ingest)
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
+    app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
+    app.include_router(ui_routes.router)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    app.state.metrics = Metrics(state.sessions, clock, state.heartbeats)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -138,6 +148,16 @@ def _problem(status: int, body: dict[str, object]) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE)
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    # A pattern of ours is a rule with a name: say it in words, not as the regex.
+    words = None
+    if error["type"] == "string_pattern_mismatch":
+        words = patterns.explain(str((error.get("ctx") or {}).get("pattern", "")))
+    if words is None:
+        return str(error["msg"])
+    return f"{str(error.get('input'))[:80]!r} is {words}"
+
+
 def _install_problem_handlers(app: FastAPI) -> None:
     # RFC 9457: every error is application/problem+json with a detail saying
     # what was wrong and what to do.
@@ -154,7 +174,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            {"loc": [str(p) for p in e["loc"]], "msg": _message(e), "type": e["type"]}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
@@ -173,12 +193,20 @@ def _install_problem_handlers(app: FastAPI) -> None:
         detail = str(exc.detail)
         if exc.status_code == 404:
             detail = f"no such endpoint {request.url.path}; the API is described at /openapi.json"
-        elif exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path}"
+        headers: dict[str, str] = {}
+        if exc.status_code == 405:
+            allow = allowed_methods(request.app.router.routes, request.scope)
+            headers["Allow"] = ", ".join(allow)
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"allowed: {headers['Allow']}"
+            )
         body = problem_body(
             exc.status_code, "http-error", "HTTP error", detail, instance=request.url.path
         )
-        return _problem(exc.status_code, body)
+        resp = _problem(exc.status_code, body)
+        resp.headers.update(headers)
+        return resp
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,13 @@
 """Command-line artifact references, as cosign/oras/skopeo users write them.
 
-* ``oci:<layout-dir>:<repository>:<tag>`` — an OCI image layout directory
-  (skopeo's ``oci:`` transport; the ref name in index.json is
-  ``<repository>:<tag>``); ``oci:<layout-dir>:<tag>`` is short for
-  repository ``module``. The directory may not contain ``:``.
+* ``oci:<layout-dir>:<ref>`` — an OCI image layout directory, skopeo's
+  ``oci:`` transport: ``<ref>`` is the ``org.opencontainers.image.ref.name``
+  in index.json exactly as written, so skopeo and powernode name the same
+  tag. ``oci:<layout-dir>:<tag>`` is a layout of one module (its signature
+  is the bare tag ``sha256-<hex>.sig``; the name it is signed under is
+  ``module``); ``oci:<layout-dir>:<repository>:<tag>`` is one module of a
+  layout holding many (signature ``<repository>:sha256-<hex>.sig``).
+  The directory may not contain ``:`` (skopeo splits at the first one too).
 * ``<registry>/<repository>:<tag>`` (or ``@sha256:…``) — a distribution
   registry. HTTPS, except plain HTTP for loopback hosts (``localhost``,
   ``127.x.x.x``, ``[::1]``) or with ``plain_http`` (oras's ``--plain-http``).
@@ -53,12 +57,21 @@ def open_target(
             )
         if credentials is not None:
             raise ConfigError(f"{text!r}: credentials apply to registries, not layout directories")
-        if ":" not in rest and "@" not in rest:
-            rest = f"{DEFAULT_LAYOUT_REPOSITORY}:{rest}"
+        if ":" not in rest.partition("@")[0]:
+            # A bare tag (skopeo's ref name "1.0.0"): the layout's own repository.
+            tag, at, pinned = rest.partition("@")
+            ref = parse_reference(f"{DEFAULT_LAYOUT_REPOSITORY}:{tag}{at}{pinned}")
+            return LayoutRegistry(Path(directory), bare_repository=DEFAULT_LAYOUT_REPOSITORY), ref
         ref = parse_reference(rest)
         if ref.registry is not None:
             raise DataError(f"{text!r}: a layout reference names no registry host")
         return LayoutRegistry(Path(directory)), ref
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme in ("http", "https", "oci", "docker"):
+        raise ConfigError(
+            f"{text!r}: write the reference without a scheme, {rest!r} "
+            "(HTTP is automatic for loopback registries; --plain-http for others)"
+        )
     ref = parse_reference(text)
     if ref.registry is None:
         raise ConfigError(

@@ -13,6 +13,7 @@ from powernode.signing.errors import (
     PayloadMismatchError,
     SignatureInvalidError,
     SigningSetupError,
+    TimestampError,
     WrongPassphraseError,
 )
 from powernode.signing.keys import (
@@ -36,7 +37,14 @@ from powernode.signing.payload import (
     build_payload,
     parse_payload,
 )
-from powernode.signing.policy import AnyOf, KeylessPolicy, PublicKeyPolicy, Signer, TrustPolicy
+from powernode.signing.policy import (
+    AnyOf,
+    KeylessPolicy,
+    PublicKeyPolicy,
+    Signer,
+    TrustPolicy,
+    UnsafeValidityAtNow,
+)
 from powernode.signing.sign import (
     Layer,
     Signature,
@@ -46,6 +54,7 @@ from powernode.signing.sign import (
     signature_manifest,
     signature_tag,
 )
+from powernode.signing.tlog import SignedTime, TransparencyLogs
 from powernode.signing.verify import VerifiedSignature, verify_signatures
 
 __all__ = [
@@ -66,10 +75,14 @@ __all__ = [
     "ScryptParams",
     "Signature",
     "SignatureInvalidError",
+    "SignedTime",
     "Signer",
     "SigningSetupError",
     "SimpleSigningPayload",
+    "TimestampError",
+    "TransparencyLogs",
     "TrustPolicy",
+    "UnsafeValidityAtNow",
     "VerifiedSignature",
     "WrongPassphraseError",
     "build_payload",

@@ -13,6 +13,7 @@
         ├── PayloadMismatchError      a payload signed for another digest/repository
         ├── SignatureInvalidError     bytes that do not verify (tampered or another key)
         ├── CertificateError          an unusable, expired or untrusted certificate
+        ├── TimestampError            no proven signing time (missing, unsigned, future, foreign)
         └── IdentityMismatchError     a certificate whose identity/issuer the policy refuses
 
 Every subclass takes one message, so :mod:`powernode.signing.verify` can
@@ -54,6 +55,10 @@ class SignatureInvalidError(VerificationError):
 
 class CertificateError(VerificationError):
     """A signing certificate that is malformed, expired or not chained to a root."""
+
+
+class TimestampError(VerificationError):
+    """No proven signing time: a missing, unsigned, foreign, future or unrelated timestamp."""
 
 
 class IdentityMismatchError(VerificationError):

@@ -7,10 +7,15 @@ says why not (sigstore-python ``verify/policy.py`` is the model):
 - :class:`PublicKeyPolicy` — made with the private half of one public key
   (``cosign verify --key``); certificates on the signature are ignored.
 - :class:`KeylessPolicy` — made with the key of a certificate that chains to
-  one of the configured roots, was valid at ``now``, allows code signing,
-  and whose identity (SAN URI or email) and OIDC issuer fully match the
-  regular expressions (``cosign verify --certificate-identity-regexp
-  --certificate-oidc-issuer-regexp``, with ``--certificate-chain`` roots).
+  one of the configured roots, was valid when the signature was made,
+  allows code signing, and whose identity (SAN URI or email) and OIDC issuer
+  fully match the regular expressions (``cosign verify
+  --certificate-identity-regexp --certificate-oidc-issuer-regexp``, with
+  ``--certificate-chain`` roots). When the signature was made is proven by a
+  transparency log's signed entry timestamp (:class:`TransparencyLogs`,
+  ``signing/tlog.py``), never taken from the verifier's clock: Fulcio's
+  certificates live 10 minutes. :class:`UnsafeValidityAtNow` is the named
+  opt-out (a private CA with long-lived certificates and no log).
 - :class:`AnyOf` — the first of several policies that accepts (key rotation).
 
 Regular expressions must match the whole string (``re.fullmatch``); cosign
@@ -37,6 +42,7 @@ from powernode.signing.errors import (
 )
 from powernode.signing.keys import PublicKey, check_key_type, key_fingerprint, load_public_key
 from powernode.signing.scheme import verify_bytes
+from powernode.signing.tlog import SignedTime, TransparencyLogs
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class SignatureCandidate:
     signature: bytes
     certificate_pem: bytes | None
     chain_pem: bytes | None
+    bundle: str | None = None  # dev.sigstore.cosign/bundle: the log's proof of the time
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class Signer:
     identity: str | None = None
     issuer: str | None = None
     certificate: x509.Certificate | None = field(default=None, compare=False)
+    signed_at: SignedTime | None = None  # the proven signing time (keyless with a log)
 
     def __str__(self) -> str:
         if self.identity is None:
@@ -100,17 +108,36 @@ class PublicKeyPolicy:
 
 
 @dataclass(frozen=True)
+class UnsafeValidityAtNow:
+    """Check the certificate chain at the verification time, with no proof of the
+    signing time. Unsafe with Fulcio (a signature stops verifying 10 minutes after it
+    was made, and a stolen expired key signs "now" undetected by nothing but expiry);
+    for a private CA issuing long-lived certificates without a transparency log."""
+
+    def describe(self) -> str:
+        return "certificates checked at verification time (unsafe: no signed timestamp)"
+
+
+SigningTime = TransparencyLogs | UnsafeValidityAtNow
+
+
+@dataclass(frozen=True)
 class KeylessPolicy:
     """Trust signatures whose certificate chains to ``roots_pem`` and matches the regexps.
 
-    ``now`` is the time certificates must be valid at: the verification
-    time, or a trusted signing time when the caller has one.
+    ``signing_time`` (required) says how the time the certificate must have been
+    valid at is established: :class:`TransparencyLogs` — the signature's bundle
+    must carry a signed entry timestamp of one of those logs for this very
+    signature, not later than ``now`` plus the allowed skew, and the whole chain
+    must be valid at that time; or :class:`UnsafeValidityAtNow` — at ``now``.
+    ``now`` is the verifier's clock.
     """
 
     roots_pem: bytes
     identity_regexp: str
     issuer_regexp: str
     now: datetime.datetime
+    signing_time: SigningTime
     _roots: tuple[x509.Certificate, ...] = field(init=False, repr=False, compare=False)
     _identity: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _issuer: re.Pattern[str] = field(init=False, repr=False, compare=False)
@@ -118,6 +145,11 @@ class KeylessPolicy:
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
             raise SigningSetupError("KeylessPolicy.now must be timezone-aware (e.g. UTC)")
+        if not isinstance(self.signing_time, TransparencyLogs | UnsafeValidityAtNow):
+            raise SigningSetupError(
+                "KeylessPolicy.signing_time must be TransparencyLogs(public keys) or "
+                "UnsafeValidityAtNow()"
+            )
         if not self.roots_pem.strip():
             raise SigningSetupError("a keyless policy needs at least one root certificate (PEM)")
         try:
@@ -143,10 +175,25 @@ class KeylessPolicy:
             if candidate.chain_pem is not None
             else []
         )
+        signed_at: SignedTime | None = None
+        at = self.now
+        if isinstance(self.signing_time, TransparencyLogs):
+            # The bundle proves the time only together with the certificate; the chain
+            # and the signature are checked below, so a forged bundle gains nothing.
+            signed_at = self.signing_time.verify_bundle(
+                candidate.bundle,
+                payload=candidate.payload,
+                signature=candidate.signature,
+                certificate=leaf,
+                now=self.now,
+                what=where,
+            )
+            at = signed_at.time
         try:
-            certs.verify_chain(leaf, chain, self._roots, self.now)
+            certs.verify_chain(leaf, chain, self._roots, at)
         except CertificateError as e:
-            raise CertificateError(f"{where}: {e}") from e
+            when = f" at the signing time {signed_at}" if signed_at else ""
+            raise CertificateError(f"{where}{when}: {e}") from e
         identities = certs.certificate_identities(leaf)
         if not identities:
             raise IdentityMismatchError(
@@ -176,12 +223,16 @@ class KeylessPolicy:
             raise CertificateError(str(e)) from e
         assert isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
         verify_bytes(key, candidate.payload, candidate.signature, what=where)
-        return Signer(key_fingerprint(key), identity, issuer, leaf)
+        return Signer(key_fingerprint(key), identity, issuer, leaf, signed_at)
 
     def describe(self) -> str:
+        if isinstance(self.signing_time, TransparencyLogs):
+            timing = f"signing time from {len(self.signing_time.log_ids)} transparency log(s)"
+        else:
+            timing = self.signing_time.describe()
         return (
             f"keyless policy (identity `{self.identity_regexp}`, issuer `{self.issuer_regexp}`, "
-            f"{len(self._roots)} root(s))"
+            f"{len(self._roots)} root(s), {timing})"
         )
 
 

@@ -9,7 +9,9 @@ per signature, with annotations:
 
 - ``dev.cosignproject.cosign/signature``: base64 of the signature;
 - ``dev.sigstore.cosign/certificate``: the signing certificate (keyless);
-- ``dev.sigstore.cosign/chain``: its chain up to the root (keyless).
+- ``dev.sigstore.cosign/chain``: its chain up to the root (keyless);
+- ``dev.sigstore.cosign/bundle``: the transparency log's bundle, the proof
+  of when the signature was made (keyless; ``signing/tlog.py``).
 
 Nothing here does registry I/O: the OCI client pushes what
 :func:`signature_manifest` returns.
@@ -32,6 +34,7 @@ from powernode.signing.errors import CertificateError, SigningSetupError
 from powernode.signing.keys import PrivateKey, check_key_type, key_fingerprint
 from powernode.signing.payload import MEDIA_TYPE, build_payload, check_manifest_digest
 from powernode.signing.scheme import sign_bytes
+from powernode.signing.tlog import BUNDLE_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class Signature:
     signature_b64: str
     certificate_pem: bytes | None = None
     chain_pem: bytes | None = None
+    bundle: str | None = None  # a transparency log's bundle (JSON), as cosign attaches it
 
 
 class Layer(NamedTuple):
@@ -105,6 +109,8 @@ def signature_layer(signature: Signature) -> Layer:
         annotations[CERTIFICATE_ANNOTATION] = signature.certificate_pem.decode("ascii")
     if signature.chain_pem is not None:
         annotations[CHAIN_ANNOTATION] = signature.chain_pem.decode("ascii")
+    if signature.bundle is not None:
+        annotations[BUNDLE_ANNOTATION] = signature.bundle
     return Layer(MEDIA_TYPE, signature.payload, annotations)
 
 
@@ -117,6 +123,7 @@ def signature_from_layer(layer: Layer) -> Signature:
         signature_b64=layer.annotations.get(SIGNATURE_ANNOTATION, ""),
         certificate_pem=certificate.encode() if certificate is not None else None,
         chain_pem=chain.encode() if chain is not None else None,
+        bundle=layer.annotations.get(BUNDLE_ANNOTATION),
     )
 
 

@@ -44,6 +44,7 @@ from powernode.signing.sign import (
     SIGNATURE_ANNOTATION,
     Layer,
 )
+from powernode.signing.tlog import BUNDLE_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def _verify_one(
         signature=signature,
         certificate_pem=_ascii(certificate, position, "certificate"),
         chain_pem=_ascii(chain, position, "chain"),
+        bundle=annotations.get(BUNDLE_ANNOTATION),
     )
     signer = policy.verify(candidate)
     # Only now is the payload authentic; its claims decide what was signed.

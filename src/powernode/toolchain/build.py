@@ -22,10 +22,10 @@ from typing import Any
 from powernode.publish.format import canonical_json
 from powernode.toolchain import build_packages
 from powernode.toolchain.build_entries import Entry, check_parents, merge, rootfs_entries
-from powernode.toolchain.build_inputs import check_patterns, resolve_epoch, resolve_version
+from powernode.toolchain.build_inputs import resolve_epoch, resolve_version
 from powernode.toolchain.build_output import check_out, staged_dir, write_file
 from powernode.toolchain.build_tree import FileContent, make_tree, read_host_file
-from powernode.toolchain.localrepo import ROOTFS_NAME, ModuleRepo, load_repo, manifest_path
+from powernode.toolchain.localrepo import ROOTFS_NAME, ModuleRepo, load_repo
 from powernode.toolchain.sbom import Package, make_sbom
 from powernode.toolchain.selection import shipped_paths
 from powernode.verity.composefs.writer import write_tree
@@ -107,7 +107,6 @@ def build_module(
     """
     loaded = load_repo(repo)
     m = loaded.manifest
-    check_patterns(m, manifest_path(repo))
     ver = resolve_version(loaded.path, version)
     epoch = resolve_epoch(loaded.path, source_date_epoch)
     check_out(out)

@@ -1,4 +1,4 @@
-"""What a build needs besides the tree: its version, SOURCE_DATE_EPOCH, sane patterns.
+"""What a build needs besides the tree: its version and SOURCE_DATE_EPOCH.
 
 The version and the timestamp come from the caller, else from git (the repo's
 nearest tag, its last commit time), else the build is refused: a guess
@@ -16,9 +16,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from powernode.core.manifest import Manifest
 from powernode.core.semver import Version
-from powernode.errors import CommandError, ConfigError, ManifestError, Problem, VersionError
+from powernode.errors import CommandError, ConfigError, VersionError
 from powernode.run import run
 
 log = logging.getLogger(__name__)
@@ -86,42 +85,3 @@ def resolve_epoch(repo: Path, given: int | None, env: Mapping[str, str] = os.env
             "with at least one commit"
         )
     return int(committed)
-
-
-def _locate(text: str, needle: str) -> tuple[int, int]:
-    """1-based line and column of the first occurrence of ``needle`` (0, 0 if absent)."""
-    for n, line in enumerate(text.splitlines(), 1):
-        col = line.find(needle)
-        if col >= 0:
-            return n, col + 1
-    return 0, 0
-
-
-def check_patterns(manifest: Manifest, manifest_file: Path) -> None:
-    """Refuse ``..`` in file_spec/mask: a path that would leave the artifact root.
-
-    The glob matcher only ever sees paths listed inside the tree, so such a
-    pattern could never match; it is still refused, since it shows the author
-    expects something outside the module to ship.
-    """
-    try:
-        text = manifest_file.read_text(errors="replace")
-    except OSError:
-        text = ""
-    problems: list[Problem] = []
-    for field in ("file_spec", "mask"):
-        for i, pattern in enumerate(getattr(manifest, field)):
-            if ".." in pattern.split("/"):
-                line, col = _locate(text, pattern)
-                problems.append(
-                    Problem(
-                        str(manifest_file),
-                        line,
-                        col,
-                        f"{field}[{i}]",
-                        f"pattern {pattern!r} has a '..' component: paths never leave the "
-                        "module's root; name the path from / (e.g. /etc/app/**)",
-                    )
-                )
-    if problems:
-        raise ManifestError(problems)

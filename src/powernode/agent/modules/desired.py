@@ -13,7 +13,9 @@ priority order alone gets wrong (docs/agent-modules.md, masks). A bare list
 of module entries is accepted too (``powernode-agent modules sync --desired
 FILE`` on a node without a platform). Everything here came over the network:
 sizes and counts are bounded, and a malformed entry fails the whole set with
-the index and field at fault (a partial set would detach the rest).
+the index and field at fault (a partial set would detach the rest). Every
+path of the composition is checked here, before anything is written
+(absolute, normalised, no NUL, bounded: ``agent/pathcheck.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from powernode.agent.modules.reconcile import DesiredModule
+from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
 
@@ -48,6 +51,7 @@ def parse_desired(doc: Any, source: str = "GET /node_api/modules") -> DesiredSet
                 composition = Composition.from_dict(raw_comp)
             except DataError as e:
                 raise DataError(f"{source}: composition: {e}") from e
+            check_composition_paths(composition, f"{source}: composition")
     else:
         items = doc
     if not isinstance(items, list):

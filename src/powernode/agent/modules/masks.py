@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from powernode.agent.beneath import FILE_FLAGS, Beneath, at
+from powernode.agent.pathcheck import check_node_path, node_path_segments
 from powernode.core.composition import Composition
 from powernode.errors import DataError
 from powernode.verity.composefs.plan import metacopy_value
@@ -45,13 +47,19 @@ class Fix:
 
 
 def plan_fixes(composition: Composition, stack: Sequence[str]) -> list[Fix]:
-    """Fixes for the attached modules ``stack`` (top first); pure."""
+    """Fixes for the attached modules ``stack`` (top first); pure.
+
+    Every dropped path is checked (absolute, normalised, bounded:
+    :func:`~powernode.agent.pathcheck.check_node_path`) whoever built the
+    composition; DataError names the entry.
+    """
     rank = {name: i for i, name in enumerate(stack)}
     fixes: dict[str, Fix] = {}
-    for d in composition.dropped:
+    for i, d in enumerate(composition.dropped):
+        check_node_path(d.path, f"composition: dropped[{i}].path")
         if d.module not in rank:
             continue
-        path = d.path.strip("/")
+        path = "/".join(node_path_segments(d.path))
         if not path or path in fixes:
             continue
         entry = composition.entry(d.path)
@@ -68,33 +76,42 @@ def plan_fixes(composition: Composition, stack: Sequence[str]) -> list[Fix]:
     return [fixes[p] for p in sorted(fixes)]
 
 
-def _apply_meta(path: Path, e: Entry) -> None:
-    os.lchown(path, e.uid, e.gid)
+# Every call below works on (parent directory descriptor, name) from a Beneath
+# walk, never on a path the kernel would resolve through links (issue 13, item 7).
+
+
+def _apply_meta(parent: int, name: str, e: Entry) -> None:
+    os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
     if e.type is not EntryType.SYMLINK:
-        os.chmod(path, stat.S_IMODE(e.mode))
-    for name, value in e.xattrs.items():
-        if not name.startswith(_OVERLAY):
-            os.setxattr(path, name, value, follow_symlinks=False)
+        os.chmod(name, stat.S_IMODE(e.mode), dir_fd=parent)  # just made here: not a link
+    for key, value in e.xattrs.items():
+        if not key.startswith(_OVERLAY):
+            os.setxattr(at(parent, name), key, value, follow_symlinks=False)
 
 
-def _times(path: Path, e: Entry) -> None:
+def _times(parent: int, name: str, e: Entry) -> None:
     ns = e.mtime[0] * 1_000_000_000 + e.mtime[1]
-    os.utime(path, ns=(ns, ns), follow_symlinks=False)
+    os.utime(name, ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
 
 
-def _write_entry(path: Path, e: Entry, image: Image) -> None:
+def _write_entry(parent: int, name: str, e: Entry, image: Image) -> None:
     if e.type is EntryType.FILE:
-        if e.payload is not None:
-            with path.open("wb") as f:
-                f.truncate(e.size)  # sparse: overlayfs takes the size from the metacopy inode
-            os.setxattr(path, _OVERLAY + b"metacopy", metacopy_value(e.digest))
-            os.setxattr(path, _OVERLAY + b"redirect", b"/" + e.payload)
-        else:
-            path.write_bytes(image.read_inline(e) if e.size else b"")
+        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            if e.payload is not None:
+                os.ftruncate(fd, e.size)  # sparse: overlayfs takes the size from the metacopy
+                os.setxattr(fd, _OVERLAY + b"metacopy", metacopy_value(e.digest))
+                os.setxattr(fd, _OVERLAY + b"redirect", b"/" + e.payload)
+            elif e.size:
+                data = image.read_inline(e)
+                while data:
+                    data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
     elif e.type is EntryType.SYMLINK:
-        os.symlink(e.symlink or b"", path)
+        os.symlink(e.symlink or b"", os.fsencode(name), dir_fd=parent)
     elif e.type is EntryType.DIR:
-        path.mkdir()
+        os.mkdir(name, dir_fd=parent)
     else:
         fmt = {
             EntryType.CHAR: stat.S_IFCHR,
@@ -102,45 +119,50 @@ def _write_entry(path: Path, e: Entry, image: Image) -> None:
             EntryType.FIFO: stat.S_IFIFO,
             EntryType.SOCKET: stat.S_IFSOCK,
         }[e.type]
-        os.mknod(path, fmt | stat.S_IMODE(e.mode), e.rdev)
-    _apply_meta(path, e)
+        os.mknod(name, fmt | stat.S_IMODE(e.mode), e.rdev, dir_fd=parent)
+    _apply_meta(parent, name, e)
 
 
 def build_mask_layer(
     target: Path, fixes: Sequence[Fix], images: Sequence[tuple[str, Image]]
 ) -> None:
-    """Write ``fixes`` under ``target``; ``images`` are (module, parsed image), top first."""
+    """Write ``fixes`` under ``target``; ``images`` are (module, parsed image), top first.
+
+    Nothing is made outside ``target``: each fix is reached segment by
+    segment without following links (:class:`~powernode.agent.beneath.Beneath`),
+    so a symlink an earlier fix copied from an image is never gone through.
+    """
     by_name = dict(images)
     target.mkdir(parents=True)
-    made_dirs: list[tuple[Path, Entry]] = []
-    for fix in fixes:
-        parts = fix.path.split("/")
-        for depth in range(1, len(parts)):
-            rel = "/".join(parts[:depth])
-            d = target / rel
-            if d.exists():
-                continue
-            found = _lookup_first(images, rel)
-            d.mkdir()
-            if found is not None and found.type is EntryType.DIR:
-                _apply_meta(d, found)
-                made_dirs.append((d, found))
-        dest = target / fix.path
-        if fix.winner is None:
-            os.mknod(dest, stat.S_IFCHR, os.makedev(0, 0))  # an overlayfs whiteout
-            continue
-        image = by_name[fix.winner]
-        try:
-            entry = image.lookup("/" + fix.path)
-        except FileNotFoundError as e:
-            raise DataError(
-                f"composition: {fix.path!r} is won by {fix.winner!r}, whose image does not "
-                "ship it; the composition does not match the attached modules: sync again"
-            ) from e
-        _write_entry(dest, entry, image)
-        _times(dest, entry)
-    for d, meta in reversed(made_dirs):  # after their children: creating those changed mtime
-        _times(d, meta)
+    made_dirs: list[tuple[str, Entry]] = []
+
+    def make_dir(parent: int, name: str, rel: str) -> None:
+        os.mkdir(name, dir_fd=parent)
+        found = _lookup_first(images, rel)
+        if found is not None and found.type is EntryType.DIR:
+            _apply_meta(parent, name, found)
+            made_dirs.append((rel, found))
+
+    with Beneath(target) as mask:
+        for fix in fixes:
+            with mask.parent(fix.path, make=make_dir) as (parent, name):
+                if fix.winner is None:
+                    os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)  # a whiteout
+                    continue
+                image = by_name[fix.winner]
+                try:
+                    entry = image.lookup("/" + fix.path)
+                except FileNotFoundError as e:
+                    raise DataError(
+                        f"composition: {fix.path!r} is won by {fix.winner!r}, whose image does "
+                        "not ship it; the composition does not match the attached modules: "
+                        "sync again"
+                    ) from e
+                _write_entry(parent, name, entry, image)
+                _times(parent, name, entry)
+        for rel, meta in reversed(made_dirs):  # after their children: making those moved mtime
+            with mask.parent(rel) as (parent, name):
+                _times(parent, name, meta)
 
 
 def _lookup_first(images: Sequence[tuple[str, Image]], rel: str) -> Entry | None:

@@ -74,8 +74,35 @@ class DesiredModule:
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise DataError(f"desired module {name}: field 'effective_priority': not an integer")
         digest_hex(digest, field=f"desired module {name}: composefs_digest")
+        if not isinstance(reference, str) or len(reference) > MAX_REFERENCE:
+            raise DataError(
+                f"desired module {name}: field 'reference': not a string of at most "
+                f"{MAX_REFERENCE} characters"
+            )
+        _check_remote(name, reference)
         policy = first("trust_policy", "policy")
         return cls(name, str(version), digest, priority, str(reference), policy)
+
+
+MAX_REFERENCE = 1024
+
+
+def _check_remote(name: str, reference: str) -> None:
+    """Refuse a reference naming a local directory (``oci:…``) in a desired module.
+
+    Issue 13, item 7: the platform's references name a registry. Read as
+    skopeo's ``oci:DIR:TAG``, ``oci:5000/acme/x:1`` (also a valid
+    ``host:port/repository:tag``) made the agent create an image layout at
+    the relative path ``5000/acme/x``, as root. A layout directory as the
+    module source is the node's own setting (``modules_registry = "oci:/DIR"``).
+    """
+    if reference.startswith("oci:"):
+        raise DataError(
+            f"desired module {name}: field 'reference': {reference!r} names a local "
+            "directory (oci:…); a desired module's reference names a registry. For an OCI "
+            'layout directory as the module source set modules_registry = "oci:/DIR" in '
+            "the agent config"
+        )
 
 
 class Puller(Protocol):
@@ -152,6 +179,7 @@ class PublishPuller:
                 f"module {module.name}: reference {module.reference!r} names no registry; "
                 "set modules_registry in the agent config"
             )
+        _check_remote(module.name, module.reference)  # never a directory the platform names
         return _publish("open_target")(module.reference)[0]
 
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:

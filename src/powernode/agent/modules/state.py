@@ -26,6 +26,7 @@ from typing import Any
 
 from powernode.agent.modules.refusal import Refusal
 from powernode.agent.modules.store import atomic_write_json, digest_hex
+from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
 
@@ -233,8 +234,8 @@ def load_composition(agent_dir: Path) -> Composition | None:
     if len(raw) > MAX_COMPOSITION_BYTES:
         raise DataError(f"{path}: larger than {MAX_COMPOSITION_BYTES} bytes")
     try:
-        return Composition.from_dict(json.loads(raw))
-    except ValueError as e:
+        return check_composition_paths(Composition.from_dict(json.loads(raw)))
+    except (ValueError, DataError) as e:
         raise DataError(f"{path}: {e}; move it aside and sync again") from e
 
 

@@ -15,13 +15,14 @@ from powernode.platform.api.schemas_desired import (
     TemplateDriftOut,
     TemplateRef,
 )
+from powernode.platform.db import PromotionState
 from powernode.platform.services import drift
 from powernode.platform.services.desired import desired_set, parse_states
 
 router = APIRouter(tags=["composition"])
 
 States = Annotated[
-    list[str] | None,
+    list[PromotionState] | None,
     Query(
         max_length=5,
         description="promotion states the resolver may choose from (repeat; "

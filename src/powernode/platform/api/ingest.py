@@ -15,13 +15,71 @@ from powernode.platform.services.context import Actor
 
 router = APIRouter(tags=["ingest"])
 
-_SIGNED_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "the event JSON, signed (HMAC-SHA256) with the module's webhook secret",
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
+
+def _text(max_length: int = 255) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length}
+
+
+# What services/webhooks.py reads, as JSON Schema. Before the signature verifies only
+# the module is looked for (module, or repository.full_name); the tag (tag, ref or
+# release.tag_name, a SemVer version) and timestamp (Unix seconds or RFC 3339 with a
+# zone, within 5 minutes) are checked after it. Other members (a native Gitea/GitHub
+# event has many) are ignored.
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "module": _text(),
+        "account": _text(),
+        "repository": {"type": "object", "properties": {"full_name": _text()}},
+        "tag": _text(),
+        "ref": _text(),
+        "release": {"type": "object", "properties": {"tag_name": _text()}},
+        "timestamp": {"type": ["number", "string"]},
+    },
+    "anyOf": [
+        {"required": ["module"]},
+        {"required": ["repository"], "properties": {"repository": {"required": ["full_name"]}}},
+    ],
 }
+
+
+def _header(name: str, pattern: str, description: str, required: bool = True) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_DELIVERY = "^[A-Za-z0-9._:-]{1,128}$"  # services/webhooks.py _DELIVERY
+
+
+def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> dict[str, Any]:
+    """openapi_extra of one provider's endpoint: its headers and the event body."""
+    return {
+        "parameters": [
+            _header(signature, sig_pattern, "HMAC-SHA256 of the raw body, module's secret"),
+            _header(delivery, _DELIVERY, "unique per delivery; a replay is refused (409)"),
+            _header(event, "", "the event name (push, release, ...)", required=False),
+        ],
+        "requestBody": {
+            "required": True,
+            "description": "the event JSON, signed (HMAC-SHA256) with the module's webhook "
+            f"secret; at most {webhooks.MAX_BODY} bytes",
+            "content": {"application/json": {"schema": _EVENT_SCHEMA}},
+        },
+    }
+
+
+_GITEA = _signed("X-Gitea-Signature", "^[0-9a-fA-F]{64}$", "X-Gitea-Delivery", "X-Gitea-Event")
+_GITHUB = _signed(
+    "X-Hub-Signature-256", "^sha256=[0-9a-fA-F]{64}$", "X-GitHub-Delivery", "X-GitHub-Event"
+)
 
 
 def _wake(request: Request) -> None:
@@ -37,7 +95,10 @@ async def _receive(request: Request, state: State, provider: webhooks.Provider) 
     def work() -> WebhookOut:
         anonymous = Actor(f"webhook:{provider}", None, frozenset())
         with state.unit(anonymous) as ctx:
-            out = webhooks.receive(ctx, state.sealer, provider, body, headers)
+            signed = webhooks.authenticate(ctx, state.sealer, provider, body, headers)
+        # A transaction of its own, begun by the insert that claims the delivery.
+        with state.unit(anonymous) as ctx:
+            out = webhooks.record(ctx, signed)
             return WebhookOut(
                 delivery_id=out.delivery.delivery_id,
                 module_name=out.module.name,
@@ -50,17 +111,13 @@ async def _receive(request: Request, state: State, provider: webhooks.Provider) 
     return result
 
 
-@router.post(
-    "/webhooks/gitea/module", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_SIGNED_BODY
-)
+@router.post("/webhooks/gitea/module", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_GITEA)
 async def gitea_module(request: Request, state: State) -> WebhookOut:
     """Seed 004: the module repo's CI reports a pushed tag (X-Gitea-Signature: hex HMAC)."""
     return await _receive(request, state, "gitea")
 
 
-@router.post(
-    "/webhooks/github/module", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_SIGNED_BODY
-)
+@router.post("/webhooks/github/module", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_GITHUB)
 async def github_module(request: Request, state: State) -> WebhookOut:
     """GitHub-style delivery (X-Hub-Signature-256: sha256=<hex>, X-GitHub-Delivery)."""
     return await _receive(request, state, "github")

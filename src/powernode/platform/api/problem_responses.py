@@ -27,18 +27,44 @@ class ProblemOut(BaseModel):
 
 _WHY = {
     400: "malformed request",
-    401: "no, unknown, expired or revoked token; a bad webhook signature",
+    401: "no, unknown, expired or revoked token; a bad webhook signature or an unknown module",
     403: "the token lacks the scope, or live needs an approval",
-    404: "unknown module, version, template, node or instance",
+    404: "unknown module, version, template, node or instance (in the path or the body)",
     409: "duplicate, still referenced, illegal transition, replayed webhook, unresolvable",
     413: "body over max_body_bytes",
     422: "input that does not fit the schema or the domain rules",
+    429: "too many requests from this caller; retry after the time Retry-After gives",
 }
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
+# Headers a problem response may carry (RFC 9110 §11.6.1, RFC 6585 §4 / RFC 9110 §10.2.3).
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "the scheme to authenticate with (Bearer)",
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait before retrying",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def _response(status: int, why: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "description": f"problem details: {why}",
         "content": {PROBLEM_CONTENT_TYPE: {"schema": ProblemOut.model_json_schema()}},
     }
-    for status, why in _WHY.items()
+    if status in _HEADERS:
+        out["headers"] = _HEADERS[status]
+    return out
+
+
+# Declared on every router at include time (app.py), so every operation, including
+# those added later, documents every status the shared handlers can give it.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: _response(status, why) for status, why in _WHY.items()
 }

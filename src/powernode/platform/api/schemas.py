@@ -8,10 +8,13 @@ setting) and bound every string and list. Responses use the seeds' envelopes:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from powernode.core.priority import SEEDED_CATEGORIES
+from powernode.platform.api import patterns
+from powernode.platform.api.patterns import JSON_INTEGER
 from powernode.platform.db import (
     AuditLogEntry,
     Node,
@@ -22,39 +25,86 @@ from powernode.platform.db import (
     NodeModuleVersion,
     NodeTemplate,
     PromotionApproval,
+    PromotionState,
 )
 
+# The rules the services enforce, stated here so /openapi.json carries them
+# (issue 13 item 9: a schema-valid request must not be refused with 422).
 Name = Field(min_length=1, max_length=128)
+ModuleName = Field(min_length=1, max_length=128, pattern=patterns.MODULE_NAME)
+CategorySlug = Field(
+    min_length=1,
+    max_length=64,
+    json_schema_extra={"enum": [c.slug for c in SEEDED_CATEGORIES]},
+    description="one of the seeded categories (GET /node_module_categories)",
+)
 Text = Field(default="", max_length=4096)
-Priority = Field(default=None, ge=0, le=100_000)
+# The bounds inside the optional type: on ``int | None`` pydantic writes them as
+# "ge"/"le", which JSON Schema does not know, so /openapi.json stated no bound.
+PriorityValue = Annotated[int, Field(ge=0, le=100_000), JSON_INTEGER]
 
 
 class In(BaseModel):
+    """A request body: unknown fields refused; booleans (StrictBool) and integers
+    (JsonInt) are what JSON Schema calls them: ``0`` is not ``false``, ``"5"`` not ``5``."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 # --- requests ---------------------------------------------------------------
 
 
+def _both_or_neither(a: str, b: str) -> list[dict[str, Any]]:
+    def given(f: str) -> dict[str, Any]:
+        return {"properties": {f: {"type": "string"}}, "required": [f]}
+
+    return [{"if": given(a), "then": given(b)}, {"if": given(b), "then": given(a)}]
+
+
 class ModuleCreate(In):
-    name: str = Name
-    category_slug: str = Field(min_length=1, max_length=64)
+    """Rules across fields, stated in JSON Schema (``allOf``) and enforced by
+    services/catalog.py: a ``config`` module names its ``parent_module``, no
+    other variety does; keyless trust gives both regexps or neither."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"variety": {"const": "config"}}, "required": ["variety"]},
+                    "then": {
+                        "properties": {"parent_module": {"type": "string"}},
+                        "required": ["parent_module"],
+                    },
+                    "else": {"properties": {"parent_module": {"type": "null"}}},
+                },
+                *_both_or_neither("cosign_identity_regexp", "cosign_issuer_regexp"),
+            ]
+        },
+    )
+
+    name: str = ModuleName
+    category_slug: str = CategorySlug
     variety: Literal["subscription", "config", "instance"] = "subscription"
     description: str = Text
-    parent_module: str | None = Field(default=None, max_length=128)
-    cosign_identity_regexp: str | None = Field(default=None, max_length=1024)
-    cosign_issuer_regexp: str | None = Field(default=None, max_length=1024)
+    parent_module: str | None = Field(default=None, max_length=128, pattern=patterns.MODULE_NAME)
+    cosign_identity_regexp: str | None = Field(
+        default=None, max_length=1024, json_schema_extra={"format": "regex"}
+    )
+    cosign_issuer_regexp: str | None = Field(
+        default=None, max_length=1024, json_schema_extra={"format": "regex"}
+    )
     cosign_public_key: str | None = Field(default=None, max_length=16_384)
-    require_approval: bool = False
+    require_approval: StrictBool = False
     gitea_repo_full_name: str | None = Field(default=None, max_length=255)
     github_repo_full_name: str | None = Field(default=None, max_length=255)
 
 
 class VersionCreate(In):
-    version_string: str = Field(min_length=1, max_length=128)
+    version_string: str = Field(min_length=1, max_length=128, pattern=patterns.SEMVER)
     composefs_digest: str | None = Field(default=None, max_length=200)
     fsverity_root_hash: str | None = Field(default=None, max_length=200)
-    cosign_verified: bool = False
+    cosign_verified: StrictBool = False
     artifact_ref: str | None = Field(default=None, max_length=2048)
     sbom_ref: str | None = Field(default=None, max_length=2048)
     manifest: dict[str, Any] = Field(default_factory=dict)
@@ -62,12 +112,12 @@ class VersionCreate(In):
 
 
 class PromoteRequest(In):
-    to: str = Field(min_length=1, max_length=16)
+    to: PromotionState
     note: str = Text
 
 
 class DemoteRequest(In):
-    to: str | None = Field(default=None, max_length=16)
+    to: PromotionState | None = None
     note: str = Text
 
 
@@ -78,18 +128,18 @@ class NoteRequest(In):
 class AssignRequest(In):
     module_name: str = Name
     metadata: dict[str, Any] = Field(default_factory=dict)
-    effective_priority: int | None = Priority
+    effective_priority: PriorityValue | None = None
 
 
 class AssignmentUpdate(In):
     """Fields left out are unchanged; ``effective_priority: null`` clears the override."""
 
-    effective_priority: int | None = Priority
+    effective_priority: PriorityValue | None = None
     metadata: dict[str, Any] | None = None
 
 
 class NodeCreate(In):
-    hostname: str = Field(min_length=1, max_length=253)
+    hostname: str = Field(min_length=1, max_length=253, pattern=patterns.HOSTNAME)
     node_template_id: str = Field(min_length=1, max_length=128, description="id or name")
     metadata: dict[str, Any] = Field(default_factory=dict)
 

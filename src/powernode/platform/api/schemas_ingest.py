@@ -6,13 +6,19 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from powernode.platform.api.patterns import SEMVER_TAG
 from powernode.platform.db import ModuleIngest
 
 
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tag: str = Field(min_length=1, max_length=128, description="a SemVer tag, e.g. v1.2.3")
+    tag: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=SEMVER_TAG,
+        description="a SemVer tag, e.g. v1.2.3",
+    )
 
 
 class IngestOut(BaseModel):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from powernode.platform.api.patterns import JSON_INTEGER
 from powernode.platform.db import FleetEvent, NodeCertificate, Task
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -159,7 +160,7 @@ class RotateOut(BaseModel):
 
 class BootstrapTokenIn(In):
     # Default: the platform's bootstrap_token_ttl_seconds setting.
-    ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 86400)
+    ttl_seconds: Annotated[int, Field(ge=1, le=30 * 86400), JSON_INTEGER] | None = None
 
 
 class BootstrapTokenOut(BaseModel):
@@ -172,7 +173,7 @@ class BootstrapTokenOut(BaseModel):
 class TaskIn(In):
     kind: Kind
     payload: dict[str, Any] = Field(default_factory=dict)
-    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_attempts: Annotated[int, Field(ge=1, le=100), JSON_INTEGER] = 3
 
 
 class TaskOut(BaseModel):

@@ -30,7 +30,7 @@ def promote(
 ) -> dict[str, VersionOut]:
     """Move to ``to`` if the transition table allows it (``live`` may need an approval)."""
     with state.unit(actor) as ctx:
-        v = promotion.promote(ctx, version_id, body.to, note=body.note)
+        v = promotion.promote(ctx, version_id, body.to.value, note=body.note)
         return {"version": VersionOut.of(v)}
 
 
@@ -43,8 +43,8 @@ def demote(
         target = body.to
         if target is None:
             current = PromotionState(catalog.get_version(ctx, version_id).promotion_state)
-            target = promotion.previous_state(current).value
-        v = promotion.promote(ctx, version_id, target, note=body.note)
+            target = promotion.previous_state(current)
+        v = promotion.promote(ctx, version_id, target.value, note=body.note)
         return {"version": VersionOut.of(v)}
 
 

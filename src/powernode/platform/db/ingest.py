@@ -28,16 +28,26 @@ class IngestState(StrEnum):
 
 
 class WebhookDelivery(Base):
-    """One accepted webhook; the unique delivery id refuses a replay of it."""
+    """One accepted webhook; a replay of it is refused by either unique key.
+
+    The delivery id is not covered by the sender's HMAC, so it alone cannot
+    refuse a replay: the same signed body under a new id is the same delivery.
+    ``body_sha256`` (SHA-256 of the raw, signed body) is unique per module,
+    whatever the provider header it came with; the database, not a prior
+    SELECT, decides which of two concurrent identical deliveries is first.
+    """
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("provider", "delivery_id", name="uq_webhook_deliveries_delivery"),
+        UniqueConstraint("module_id", "body_sha256", name="uq_webhook_deliveries_body"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     provider: Mapped[str] = mapped_column(String(16))
     delivery_id: Mapped[str] = mapped_column(String(128))
+    # hex SHA-256 of the signed body; "unknown:<id>" for rows from before 0005
+    body_sha256: Mapped[str] = mapped_column(String(64))
     module_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("node_modules.id", ondelete="SET NULL"), index=True
     )

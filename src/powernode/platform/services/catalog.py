@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import func, select
 
+from powernode.core.manifest import glob_problems
 from powernode.core.priority import Variety
 from powernode.core.semver import Version
 from powernode.errors import VersionError
@@ -130,8 +131,8 @@ def create_module(
                 field="parent_module",
             )
         parent = _find_module(ctx, parent_module)
-        if parent is None:
-            raise InvalidInputError(
+        if parent is None:  # a reference to what is not there: 404, as in a path
+            raise NotFoundError(
                 f"parent_module {parent_module!r} is not a module; create it first",
                 field="parent_module",
             )
@@ -249,6 +250,19 @@ def get_version(ctx: Ctx, version_id: str) -> NodeModuleVersion:
     return version
 
 
+def _check_manifest_globs(manifest: dict[str, Any]) -> None:
+    """A pattern that can never match (``..``, ``.``, ``//``, NUL) is refused here too, as
+    at validate and build: a registered version's rules are what nodes enforce."""
+    problems = glob_problems(manifest, source="manifest")
+    if problems:
+        first = problems[0]
+        raise InvalidInputError(
+            "; ".join(f"manifest.{p.path} column {p.column}: {p.message}" for p in problems),
+            field=f"manifest.{first.path}",
+            column=first.column,
+        )
+
+
 def register_version(
     ctx: Ctx,
     module_name: str,
@@ -271,6 +285,7 @@ def register_version(
         raise InvalidInputError(f"version_string: {e}", field="version_string") from e
     if len(file_list or ()) > MAX_FILE_LIST:
         raise InvalidInputError(f"file_list has more than {MAX_FILE_LIST} entries")
+    _check_manifest_globs(manifest or {})
     dup = ctx.session.scalar(
         select(NodeModuleVersion.id).where(
             NodeModuleVersion.module_id == module.id,

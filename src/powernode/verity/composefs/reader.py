@@ -55,7 +55,12 @@ from powernode.verity.composefs.reader_super import (
     parse_header,
     parse_superblock,
 )
-from powernode.verity.composefs.reader_xattr import interpret, read_xattrs
+from powernode.verity.composefs.reader_xattr import (
+    composefs_info_xattrs,
+    interpret,
+    read_xattr_entries,
+    read_xattrs,
+)
 
 __all__ = ["Entry", "EntryType", "Image", "ReaderLimits", "open_image"]
 
@@ -186,6 +191,15 @@ class Image:
                 raise FileNotFoundError(f"{self._blob.source}: no {os.fsdecode(want)!r} in image")
             ino, at = child, _join(at, name)
         return self._entry(at, ino)
+
+    def info_xattrs(self, entry: Entry) -> list[tuple[bytes, bytes]]:
+        """``entry``'s xattrs as ``composefs-info dump`` prints them (its order, its
+        markers); ``entry.xattrs`` is the tree mkcomposefs was given instead."""
+        ino = parse_inode(self._blob, self.superblock, entry.nid)
+        entries = read_xattr_entries(self._blob, self.superblock, ino, self.limits)
+        if not self._cooked:
+            return sorted(entries)
+        return composefs_info_xattrs(entries, ino.mode)
 
     def read_inline(self, entry: Entry) -> bytes:
         """The content of a regular file stored in the image (``entry.inline``)."""

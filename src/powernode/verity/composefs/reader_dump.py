@@ -46,8 +46,13 @@ def _optional(value: bytes | None) -> str:
     return "-" if not value else escape(value, lone_dash=True)
 
 
-def dump_line(entry: Entry, content: bytes | None = None) -> str:
-    """One composefs-dump(5) line; ``content`` is the inline content, if known."""
+def dump_line(
+    entry: Entry,
+    content: bytes | None = None,
+    xattrs: list[tuple[bytes, bytes]] | None = None,
+) -> str:
+    """One composefs-dump(5) line; ``content`` is the inline content, if known;
+    ``xattrs`` in the order to print (``Image.info_xattrs``), else ``entry.xattrs``."""
     path = escape(entry.path)
     if entry.hardlink_to is not None:
         return f"{path} 0 @{entry.mode:o} 0 0 0 0 0.0 {_optional(entry.hardlink_to)} - -"
@@ -65,10 +70,8 @@ def dump_line(entry: Entry, content: bytes | None = None) -> str:
         _optional(content),
         entry.digest.hex() if entry.digest else "-",
     ]
-    fields += [
-        f"{escape(name, equal=True)}={escape(value, equal=True)}"
-        for name, value in entry.xattrs.items()
-    ]
+    shown = entry.xattrs.items() if xattrs is None else xattrs
+    fields += [f"{escape(name, equal=True)}={escape(value, equal=True)}" for name, value in shown]
     return " ".join(fields)
 
 

@@ -70,9 +70,17 @@ def _filter_bit(index: int, suffix: bytes) -> int:
 
 
 def read_xattrs(blob: Blob, sb: Superblock, ino: Inode, limits: ReaderLimits) -> dict[bytes, bytes]:
-    """All xattrs of ``ino`` (shared and inline), by full name."""
+    """All xattrs of ``ino`` (shared and inline), by full name, sorted by name."""
+    return dict(sorted(read_xattr_entries(blob, sb, ino, limits)))
+
+
+def read_xattr_entries(
+    blob: Blob, sb: Superblock, ino: Inode, limits: ReaderLimits
+) -> list[tuple[bytes, bytes]]:
+    """All xattrs of ``ino`` in on-disk order: the inline entries, then the shared ones in
+    the order of the inode's shared ids (the order libcomposefs reads them back in)."""
     if ino.xattr_size == 0:
-        return {}
+        return []
     what = f"inode nid {ino.nid}: xattr"
     start = ino.xattr_offset
     end = start + ino.xattr_size
@@ -82,7 +90,7 @@ def read_xattrs(blob: Blob, sb: Superblock, ino: Inode, limits: ReaderLimits) ->
         raise blob.error(
             f"{what} area at byte {start}: {shared} shared ids run past the area end ({end})"
         )
-    found: list[tuple[bytes, bytes, int]] = []
+    found: list[tuple[bytes, bytes, int]] = []  # shared first: the order they are checked in
     for i in range(shared):
         id_at = start + XATTR_IBODY_HEADER.size + i * XATTR_SHARED_ID.size
         (xid,) = blob.unpack(XATTR_SHARED_ID, id_at, what)
@@ -97,17 +105,51 @@ def read_xattrs(blob: Blob, sb: Superblock, ino: Inode, limits: ReaderLimits) ->
         name, value, index, size = _entry(blob, pos, end, what)
         found.append((name, value, index))
         pos += size
-    out: dict[bytes, bytes] = {}
-    for name, value, index in found:
-        if name in out:
+    seen: set[bytes] = set()
+    for name, _, index in found:
+        if name in seen:
             raise blob.error(f"{what} {name!r} appears twice in the inode at byte {start}")
+        seen.add(name)
         suffix = name[len(XATTR_INDEX_PREFIX[index]) :]
         # With the XATTR_FILTER feature the kernel trusts this bloom filter:
         # a set bit means "absent", so getxattr would hide this xattr.
         if sb.has_xattr_filter and name_filter >> _filter_bit(index, suffix) & 1:
             raise blob.error(f"{what} {name!r}: the name filter at byte {start} marks it absent")
+    return [(n, v) for n, v, _ in found[shared:] + found[:shared]]
+
+
+def composefs_info_xattrs(
+    entries: list[tuple[bytes, bytes]], mode: int
+) -> list[tuple[bytes, bytes]]:
+    """The xattrs ``composefs-info dump`` prints for an inode, in its order.
+
+    libcomposefs 1.0.8 ``lcfs_build_node_from_image`` reads the entries in on-disk
+    order and keeps each through ``lcfs_build_node_erofs_xattr``: redirect and metacopy
+    become payload and digest; the escaped whiteout turns a regular file into a
+    whiteout (the file type changes for the entries after it); the whiteout markers
+    are skipped; ``trusted.overlay.overlay.X`` is unescaped to ``trusted.overlay.X``;
+    any other ``trusted.overlay.*`` is skipped; everything else is kept, the opaque
+    markers of a directory holding whiteouts included (``user.overlay.opaque=x``,
+    and ``trusted.overlay.opaque=x`` from its escaped form). A name set twice is
+    removed and appended again (``lcfs_node_set_xattr_internal``).
+    """
+    is_reg = stat.S_IFMT(mode) == stat.S_IFREG
+    skipped = {OVERLAY_ESCAPED_WHITEOUTS, USER_OVERLAY_WHITEOUT, USER_OVERLAY_WHITEOUTS}
+    out: dict[bytes, bytes] = {}
+    for stored, value in entries:
+        if stored in (OVERLAY_REDIRECT, OVERLAY_METACOPY) or stored in skipped:
+            continue
+        if stored == OVERLAY_ESCAPED_WHITEOUT and is_reg:
+            is_reg = False  # now a character device 0:0
+            continue
+        name = stored
+        if stored.startswith(OVERLAY_PREFIX):
+            if not stored.startswith(OVERLAY_ESCAPED_PREFIX):
+                continue
+            name = OVERLAY_PREFIX + stored[len(OVERLAY_ESCAPED_PREFIX) :]
+        out.pop(name, None)
         out[name] = value
-    return dict(sorted(out.items()))
+    return list(out.items())
 
 
 @dataclass(frozen=True)
@@ -124,9 +166,12 @@ class Overlay:
 def interpret(raw: dict[bytes, bytes], mode: int, *, cooked: bool) -> Overlay:
     """Decode redirect/metacopy; with ``cooked`` hide composefs' internals (§6.1).
 
-    Cooked mirrors what ``composefs-info`` shows: internal ``trusted.overlay.*``
+    Cooked is the tree mkcomposefs was given: internal ``trusted.overlay.*``
     xattrs are dropped, escaped ``trusted.overlay.overlay.X`` becomes
-    ``trusted.overlay.X``, whiteout markers vanish and the file is a whiteout.
+    ``trusted.overlay.X``, whiteout markers vanish and the file is a whiteout,
+    and the opaque ``x`` markers of a directory holding whiteouts vanish too.
+    ``composefs-info dump`` keeps those markers and prints xattrs in on-disk
+    order: :func:`composefs_info_xattrs` is its view.
     """
     is_reg = stat.S_IFMT(mode) == stat.S_IFREG
     redirect = raw.get(OVERLAY_REDIRECT) if is_reg else None

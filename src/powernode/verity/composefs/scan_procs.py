@@ -59,7 +59,11 @@ _IN_FLIGHT = 2  # batches a worker holds: one being digested, one waiting
 _BIG = 2 << 20
 _FEED_SECONDS = 0.0005  # how often this process tops the workers up while digesting
 _HEAD = struct.Struct("<qI")  # first file index, file count
-_FILE = struct.Struct("<QQQqI")  # st_ino, st_dev, st_size, st_mtime_ns, path length
+# st_ino, st_dev, st_size, mtime seconds, mtime nanoseconds, path length. The mtime goes
+# as seconds and nanoseconds, as stat(2) has it: st_mtime_ns does not fit a signed 64-bit
+# count past 2262-04-11 (or before 1677-09-21), and mkcomposefs takes any time_t.
+_FILE = struct.Struct("<QQQqII")
+_NS = 1_000_000_000
 _OK = b"\x01"
 _FAILED = b"\x00" + bytes(_DIGEST)
 _READ_CHUNK = 1 << 20
@@ -92,7 +96,8 @@ class _Worker:
         start, end, _ = batch
         parts = [_HEAD.pack(start, end - start)]
         for path, st, _ in files[start:end]:
-            parts.append(_FILE.pack(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, len(path)))
+            sec, nsec = divmod(st.st_mtime_ns, _NS)
+            parts.append(_FILE.pack(st.st_ino, st.st_dev, st.st_size, sec, nsec, len(path)))
             parts.append(path)
         try:
             _write_all(self.task_w, b"".join(parts))
@@ -316,11 +321,11 @@ def _serve(task_r: int, result_w: int) -> None:  # pragma: no cover - in the chi
             meta = take(_FILE.size)
             if meta is None:
                 return
-            ino, dev, size, mtime_ns, length = _FILE.unpack(meta)
+            ino, dev, size, sec, nsec, length = _FILE.unpack(meta)
             path = take(length)
             if path is None:
                 return
-            digest = digest_one(path, (ino, dev, size, mtime_ns))
+            digest = digest_one(path, (ino, dev, size, sec * _NS + nsec))
             answer.append(_FAILED if digest is None else _OK + digest)
         _write_all(result_w, b"".join(answer))
 
