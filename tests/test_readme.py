@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.package_cache import EPOCH, session_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
@@ -76,23 +78,41 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+def installs_packages(e: Example) -> bool:
+    """A `module build` that runs mmdebstrap (slow, needs the Debian mirror)."""
+    return "module build" in e.command and "--no-packages" not in e.command
+
+
+PACKAGE_MARKS = [pytest.mark.slow, pytest.mark.tool, pytest.mark.timeout(1800)]
+
+
 @pytest.mark.parametrize(
     "example",
-    console_examples(README.read_text(encoding="utf-8")),
+    [
+        pytest.param(e, marks=PACKAGE_MARKS if installs_packages(e) else [])
+        for e in console_examples(README.read_text(encoding="utf-8"))
+    ],
     ids=lambda e: f"README.md:{e.line}",
 )
-def test_readme_example(example: Example, workdir: Path) -> None:
+def test_readme_example(
+    example: Example, workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "200"  # wide enough that Rich tables do not ellipsise cells
     env["TERM"] = "dumb"
+    if installs_packages(example):
+        # the copy of examples/ is no git checkout: the epoch the example builds share;
+        # the package trees are the session's (tests/package_cache.py), built once
+        env["SOURCE_DATE_EPOCH"] = str(EPOCH)
+        env["XDG_CACHE_HOME"] = str(session_cache(tmp_path_factory).parents[1])
     proc = subprocess.run(
         ["bash", "-c", example.command],
         cwd=workdir,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=1800 if installs_packages(example) else 120,
         check=False,
     )
     printed = proc.stdout + proc.stderr

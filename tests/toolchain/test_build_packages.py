@@ -15,14 +15,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from powernode.errors import CommandError, ConfigError, DataError, SourceTreeError
+from powernode.errors import ConfigError, DataError, SourceTreeError
+from powernode.run import run
 from powernode.toolchain.build import build_module
 from powernode.toolchain.build_dpkg import parse_status
 from powernode.toolchain.build_entries import Entry, check_parents, merge
-from powernode.toolchain.build_packages import explain_failure, read_members
+from powernode.toolchain.build_failure import explain_failure
+from powernode.toolchain.build_packages import host_arch, install_tree, read_members
 from powernode.toolchain.build_sources import read_sources
 from powernode.toolchain.sbom import Package, purl
 from tests.conftest import require_tool
+from tests.package_cache import package_cache
 from tests.toolchain.test_build import EPOCH, artifact_bytes, image_entries, leftovers, make_repo
 
 SOURCES = """\
@@ -65,12 +68,12 @@ def test_sources_are_read_from_apt(tmp_path: Path) -> None:
     src = read_sources(tmp_path, None)
     assert src.suite == "bookworm"
     assert src.lines == (
-        "deb http://deb.debian.org/debian bookworm main",
-        "deb http://deb.debian.org/debian bookworm-updates main",
-        "deb http://deb.debian.org/debian-security bookworm-security main",
+        "deb http://deb.debian.org/debian bookworm main non-free-firmware",
+        "deb http://deb.debian.org/debian bookworm-updates main non-free-firmware",
+        "deb http://deb.debian.org/debian-security bookworm-security main non-free-firmware",
     )
     mirrored = read_sources(tmp_path, "http://127.0.0.1:3142/debian")
-    assert mirrored.lines == ("deb http://127.0.0.1:3142/debian bookworm main",)
+    assert mirrored.lines == ("deb http://127.0.0.1:3142/debian bookworm main non-free-firmware",)
     with pytest.raises(ConfigError, match="--mirror 'x y' is not an http"):
         read_sources(tmp_path, "x y")
     with pytest.raises(ConfigError, match=r"cannot read the apt sources.*pass --mirror"):
@@ -157,7 +160,7 @@ def test_rootfs_file_replaces_a_package_directory_and_hides_its_children() -> No
 
 def test_missing_package_is_named() -> None:
     stderr = "I: x\nE: Unable to locate package no-such-pkg\nE: apt download failed\n"
-    err = explain_failure(CommandError(["mmdebstrap"], 25, stderr), ["hello", "no-such-pkg"])
+    err = explain_failure(25, stderr, ["hello", "no-such-pkg"])
     assert "could not install package_spec no-such-pkg" in str(err)
 
 
@@ -175,7 +178,7 @@ file_spec: ["/usr/bin/hello", "/usr/share/doc/hello/**", "/etc/hello/**"]
 def hello_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One mmdebstrap of hello per session; every real-package test reuses it."""
     require_tool("mmdebstrap")
-    cache = tmp_path_factory.mktemp("mmdebstrap-cache")
+    cache = package_cache(tmp_path_factory.mktemp("mmdebstrap-cache"))
     repo = make_repo(tmp_path_factory.mktemp("warm") / "repo", {}, HELLO)
     res = build_module(
         repo, repo.parent / "out", version="1.0.0", source_date_epoch=EPOCH, cache_dir=cache
@@ -223,3 +226,42 @@ def test_missing_package_is_named_and_nothing_is_written(tmp_path: Path, hello_c
         )
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
     assert sorted(p.name for p in hello_cache.iterdir()) == before
+
+
+BROKEN_POSTINST = """\
+#!/bin/sh
+for i in $(seq 1 30); do echo "postinst line $i"; done
+echo "cannot reach the license server" >&2
+exit 1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.tool
+def test_failed_postinst_is_named_with_its_last_lines_and_nothing_is_left(
+    tmp_path: Path, hello_cache: Path
+) -> None:
+    """A real .deb whose postinst fails: the message names it, shows 20 lines, no dpkg argv."""
+    require_tool("dpkg-deb")
+    pkg = tmp_path / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN/control").write_text(
+        "Package: pn-broken\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: powernode tests <tests@example.invalid>\nDescription: fails to configure\n"
+    )
+    (pkg / "DEBIAN/postinst").write_text(BROKEN_POSTINST)
+    (pkg / "DEBIAN/postinst").chmod(0o755)
+    deb = tmp_path / "pn-broken_1.0_all.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", pkg, deb])
+    tar = tmp_path / "cache" / "key" / "rootfs.tar"
+    sources = read_sources(Path("/"), None)
+    with pytest.raises(SourceTreeError) as info:
+        install_tree([str(deb)], sources, host_arch(), tar, epoch=EPOCH, debs=hello_cache / "debs")
+    msg = str(info.value)
+    assert "the postinst script of package pn-broken returned error exit status 1" in msg
+    shown = [line[4:] for line in msg.splitlines() if line.startswith("  | ")]
+    assert shown == [f"postinst line {n}" for n in range(12, 31)] + [
+        "cannot reach the license server"
+    ]
+    assert "/var/cache/apt/archives" not in msg and "apt-get" not in msg
+    assert not (tmp_path / "cache" / "key").exists()  # no tar, no temp file, no directory

@@ -6,9 +6,19 @@ without needing them on the host's filesystem, so the same code serves a
 root and an unprivileged (unshare) build. The tar is cached under
 ``cache_dir/<key>/rootfs.tar``, the key a SHA-256 of everything that decides
 its content: suite, apt source lines, sorted package_spec, architecture,
-variant and base set. The tar is then read like untrusted input: names with
+variant and the epoch. The tar is then read like untrusted input: names with
 ``..`` or a leading ``/`` are refused, member count is bounded, and only the
 members a module ships are ever read.
+
+The variant is mmdebstrap's ``essential``: the ``Essential: yes`` set, which
+Debian Policy §3.8 lets every maintainer script use without declaring it,
+then ``package_spec`` and its dependencies installed by apt. The measurement
+behind that choice is in docs/build.md ("Which base set"). The tree is
+reproducible: ``SOURCE_DATE_EPOCH`` (the module's epoch, part of the cache
+key) makes mmdebstrap clamp mtimes and drop its logs, and the host's
+``/etc/resolv.conf`` and ``/etc/hostname``, which mmdebstrap copies in, are
+removed. Downloaded ``.deb`` files are kept in ``cache_dir/debs`` (hard links
+where the file system allows) so a rebuild downloads nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import stat
 import tarfile
 import tempfile
@@ -30,17 +41,24 @@ from powernode.errors import CommandError, ConfigError, SourceTreeError
 from powernode.run import run
 from powernode.toolchain.build_dpkg import packages_from_status
 from powernode.toolchain.build_entries import MAX_ENTRIES, Entry
+from powernode.toolchain.build_failure import explain_failure
 from powernode.toolchain.build_sources import AptSources, read_sources
 from powernode.toolchain.build_tree import FileContent, hash_stream
 from powernode.toolchain.sbom import Package
 
 log = logging.getLogger(__name__)
 
-# FACTS.md "mmdebstrap": the custom variant with this base set is the smallest tree in
-# which maintainer scripts run (a shell, coreutils, users and groups); 12 s vs 17 s for
-# minbase. Everything else comes from package_spec and its dependencies.
-VARIANT = "custom"
-BASE = ("base-files", "base-passwd", "dash", "coreutils", "diffutils", "libc-bin", "sed", "grep")
+# docs/build.md "Which base set": custom + a hand-picked base failed real packages'
+# maintainer scripts (usrmerge needs mountpoint, chrony needs chfn and PAM); minbase
+# works but adds Priority: required (apt, ...) to every module's package list.
+VARIANT = "essential"
+# Host files mmdebstrap copies into the tree (man mmdebstrap, SOURCE_DATE_EPOCH): a build
+# must not depend on the host it ran on.
+HOST_FILES = ("/etc/resolv.conf", "/etc/hostname")
+DEBS_DIR = "debs"
+# mmdebstrap's own hook: bind-mounts local .deb paths and file:// mirrors into the chroot,
+# where apt's chrooted dpkg must read them (without it: "cannot access archive")
+FILE_HOOKS = Path("/usr/share/mmdebstrap/hooks/file-mirror-automount")
 MMDEBSTRAP_TIMEOUT = 1800.0
 _PKG_RE = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:-]+)?")
 _TYPES = {
@@ -108,14 +126,15 @@ def check_spec(spec: Sequence[str]) -> list[str]:
     return sorted(set(spec))
 
 
-def cache_key(sources: AptSources, spec: Sequence[str], arch: str) -> str:
+def cache_key(sources: AptSources, spec: Sequence[str], arch: str, epoch: int) -> str:
     doc = {
         "suite": sources.suite,
         "lines": list(sources.lines),
         "packages": sorted(spec),
         "arch": arch,
         "variant": VARIANT,
-        "base": list(BASE),
+        "epoch": epoch,
+        "drop": list(HOST_FILES),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -143,8 +162,9 @@ def package_tree(
     pkgs = check_spec(spec)
     sources = read_sources(sources_root, mirror)
     arch = arch or host_arch()
-    key = cache_key(sources, pkgs, arch)
-    cache = (cache_dir or default_cache_dir()) / key
+    root = cache_dir or default_cache_dir()
+    key = cache_key(sources, pkgs, arch, epoch)
+    cache = root / key
     tar_path = cache / "rootfs.tar"
     source = {"tool": "mmdebstrap", "suite": sources.suite, "arch": arch, "variant": VARIANT}
     cached = tar_path.is_file()
@@ -153,7 +173,7 @@ def package_tree(
             requested = tuple(_requested(s, arch) for s in pkgs)
             yield PackageTree([], requested, source, False)
             return
-        _mmdebstrap(pkgs, sources, arch, cache, tar_path)
+        install_tree(pkgs, sources, arch, tar_path, epoch=epoch, debs=root / DEBS_DIR)
     log.info("package tree %s (%s)", tar_path, "cached" if cached else "built")
     try:
         tar = tarfile.open(tar_path, "r:")  # noqa: SIM115 - closed below
@@ -167,54 +187,73 @@ def package_tree(
         yield PackageTree(entries, packages, source, cached, tar, members)
 
 
-def _mmdebstrap(
-    pkgs: list[str], sources: AptSources, arch: str, cache: Path, tar_path: Path
-) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".rootfs.", suffix=".tar")
-    os.close(fd)
-    argv = [
+def mmdebstrap_argv(
+    includes: Sequence[str], sources: AptSources, arch: str, target: Path, debs: Path
+) -> list[str]:
+    """mmdebstrap's arguments: the variant, the packages, the .deb cache and host-file hooks."""
+    d = shlex.quote(str(debs))
+    archives = '"$1"/var/cache/apt/archives'
+    local = any("/" in i for i in includes) or any(" file:/" in x for x in sources.lines)
+    hooks = [f"--hook-dir={FILE_HOOKS}"] if local else []
+    return [
         "mmdebstrap",
         f"--variant={VARIANT}",
         f"--architectures={arch}",
-        "--include=" + ",".join([*BASE, *pkgs]),
+        "--include=" + ",".join(includes),
+        *hooks,
+        # keep what was downloaded (man mmdebstrap, "sync-in"/"sync-out" example); hard
+        # links where possible, else copies. The cleanup step still empties the tree's
+        # archives, so no .deb ends up in the tar.
+        "--skip=essential/unlink",
+        f"--setup-hook=mkdir -p {d} {archives} && "
+        f"{{ cp -al {d}/. {archives}/ 2>/dev/null || cp -a {d}/. {archives}/; }}",
+        f'--customize-hook=for f in {archives}/*.deb; do [ -e "$f" ] || continue; '
+        f'[ -e {d}/"${{f##*/}}" ] || ln "$f" {d}/ 2>/dev/null || cp "$f" {d}/; done',
+        "--customize-hook=rm -f " + " ".join(f'"$1"{p}' for p in HOST_FILES),
         sources.suite,
-        tmp,
+        str(target),
         *sources.lines,
     ]
+
+
+def install_tree(
+    includes: Sequence[str],
+    sources: AptSources,
+    arch: str,
+    tar_path: Path,
+    *,
+    epoch: int,
+    debs: Path,
+) -> None:
+    """Run mmdebstrap into ``tar_path`` atomically; on failure nothing is left behind.
+
+    ``includes`` are apt arguments: package names, ``name=version``, or paths of
+    local ``.deb`` files (mmdebstrap passes them to apt as they are).
+    """
+    cache = tar_path.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    debs.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".rootfs.", suffix=".tar")
+    os.close(fd)
+    argv = mmdebstrap_argv(includes, sources, arch, Path(tmp), debs)
     try:
-        run(argv, timeout=MMDEBSTRAP_TIMEOUT)
+        run(
+            argv,
+            timeout=MMDEBSTRAP_TIMEOUT,
+            env={"SOURCE_DATE_EPOCH": str(epoch)},
+            merge_output=True,
+        )
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, tar_path)
     except CommandError as e:
-        raise explain_failure(e, pkgs) from e
+        log.debug("mmdebstrap output:\n%s", e.stderr)
+        raise explain_failure(e.returncode, e.stderr, includes) from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         with contextlib.suppress(OSError):  # empty after a failure: leave no trace
             cache.rmdir()
-
-
-def explain_failure(e: CommandError, pkgs: Sequence[str]) -> SourceTreeError:
-    """mmdebstrap's apt error, named: which package_spec entry could not be installed."""
-    # apt's messages (apt-pkg/cacheset.cc): "Unable to locate package X", "Package 'X' has
-    # no installation candidate", "Version 'V' for 'X' was not found"
-    missing = re.findall(
-        r"(?:Unable to locate package |Package '|Version '[^']*' for ')([a-z0-9][a-z0-9+.-]*)",
-        e.stderr,
-    )
-    named = sorted({m for m in missing if m in {p.split("=")[0] for p in pkgs}})
-    if named:
-        return SourceTreeError(
-            f"mmdebstrap could not install package_spec {', '.join(named)}: no such package "
-            "in the configured apt sources; fix the name in manifest.yaml (apt-cache search "
-            "NAME) or pass --mirror"
-        )
-    tail = "\n".join(e.stderr.strip().splitlines()[-5:])
-    return SourceTreeError(
-        f"mmdebstrap failed ({e.returncode}) installing {', '.join(pkgs)}:\n{tail}"
-    )
 
 
 def _name(member: tarfile.TarInfo, where: str) -> str:

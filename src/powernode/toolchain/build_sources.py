@@ -5,6 +5,12 @@ Reads ``/etc/apt/sources.list.d/debian.sources`` (deb822 format, sources.list(5)
 lines, ``#`` comments) so a build uses the same mirror and suites apt is
 configured with. ``--mirror URL`` replaces them with one line for the same
 suite. The suite is the first one of the first ``deb`` stanza.
+
+Every line also carries ``non-free-firmware`` (added when the host's sources
+lack it): boot firmware such as ``raspi-firmware`` lives only there, and
+Debian's installer enables it by default since Debian 12 (release notes,
+"Archive area for non-free firmware"). Same mirror, same suites; a missing
+component on an older suite is a warning in apt, not an error.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ SOURCES = Path("etc/apt/sources.list.d/debian.sources")
 MAX_SOURCES_BYTES = 1 << 20
 _URL_RE = re.compile(r"(https?|file)://[^\s\[\]]+")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+FIRMWARE = "non-free-firmware"
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,11 @@ def read_sources(root: Path, mirror: str | None) -> AptSources:
             raise ConfigError(
                 f"--mirror {mirror!r} is not an http(s):// or file:// URL of a Debian archive"
             )
-        return AptSources(suite, (f"deb {mirror} {suite} main",))
+        return AptSources(suite, (f"deb {mirror} {suite} main {FIRMWARE}",))
     lines: list[str] = []
     for s in stanzas:
-        comps = " ".join(_checked(s.get("components", "main").split(), "component", str(path)))
+        words = _checked(s.get("components", "main").split(), "component", str(path))
+        comps = " ".join(words if FIRMWARE in words else [*words, FIRMWARE])
         for uri in s.get("uris", "").split():
             if _URL_RE.fullmatch(uri) is None:
                 raise ConfigError(f"{path}: URI {uri!r} is not an http(s):// or file:// URL")
