@@ -11,7 +11,8 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,92 @@ def test_agent_unit_lists_why_it_keeps_each_capability() -> None:
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     for cap in kept.group(1).split():
         assert cap in comments, f"{cap} is kept without a reason in the unit's comments"
+
+
+# -- the real processes under a stand-in for systemd's notify socket -------------------
+
+
+def _collect(s: socket.socket, until: Callable[[list[str]], bool], seconds: float) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until(got):
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            got.append(s.recv(4096).decode())
+        except TimeoutError:
+            break
+    return got
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_platform_serve_reports_ready_pings_the_watchdog_and_logs_json(
+    tmp_path: Path, listener: tuple[socket.socket, str]
+) -> None:
+    s, path = listener
+    port = _free_port()
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}  # 1 s
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "powernode.cli.main", "platform", "serve", "--no-tls",
+         "--data-dir", str(tmp_path / "data"), "--port", str(port), "--log-format", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        got = _collect(s, lambda m: m.count("WATCHDOG=1") >= 3, 60)
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    got += _collect(s, lambda m: "STOPPING=1" in m, 5)
+    ready = [m for m in got if m.startswith("READY=1")]
+    assert ready == [f"READY=1\nSTATUS=serving on 127.0.0.1:{port}"], (got, err[-2000:])
+    assert got.index(ready[0]) < got.index("WATCHDOG=1")
+    assert got.count("WATCHDOG=1") >= 3  # every half second from the event loop's tick
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines, err[-2000:]
+    assert all({"ts", "level", "logger", "msg"} <= set(doc) for doc in lines)
+    # A graceful stop: STOPPING told, then uvicorn re-raises SIGTERM, which systemd
+    # counts as a clean exit for a service.
+    assert "STOPPING=1" in got
+    assert proc.returncode in (0, -15)
+
+
+@pytest.mark.slow
+def test_platform_worker_reports_ready_after_its_first_round(
+    tmp_path: Path, listener: tuple[socket.socket, str]
+) -> None:
+    s, path = listener
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "powernode.cli.main", "platform", "worker",
+         "--data-dir", str(tmp_path / "data")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        got = _collect(s, lambda m: m.count("WATCHDOG=1") >= 2, 60)
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert any(m.startswith("READY=1") for m in got), (got, err[-2000:])
+    assert got.count("WATCHDOG=1") >= 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["platform", "serve"], ["platform", "worker"]],
+    ids=["serve", "worker"],
+)
+def test_an_unknown_log_format_is_a_usage_error(argv: list[str], tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "powernode.cli.main", *argv, "--data-dir", str(tmp_path),
+         "--log-format", "xml"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "--log-format" in run.stderr and "text, json, journal" in run.stderr
+    assert not (tmp_path / "platform.db").exists()  # refused before anything was made

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from powernode import __version__
-from powernode.cli.base import App, run
+from powernode.cli.base import App, LogFormatOpt, configure_logging, run
 from powernode.errors import PowernodeError
 
 app = App(
@@ -43,14 +43,6 @@ UrlOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")]
-LogFormatOpt = Annotated[
-    str,
-    typer.Option(
-        "--log-format",
-        metavar="FORMAT",
-        help="text, json (one object per line) or journal (journald's fields); docs/operations.md.",
-    ),
-]
 
 
 def _config(config: Path | None, **overrides: Any) -> Any:
@@ -62,15 +54,7 @@ def _config(config: Path | None, **overrides: Any) -> Any:
 
 
 def _logging(verbose: bool, fmt: str = "text") -> None:
-    import logging  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
-
-    from powernode import logsetup  # noqa: PLC0415
-
-    if fmt not in logsetup.FORMATS:
-        raise typer.BadParameter(
-            f"use one of {', '.join(logsetup.FORMATS)}", param_hint="--log-format"
-        )
-    logsetup.configure(fmt, level=logging.DEBUG if verbose else logging.INFO)
+    configure_logging(fmt, verbose=verbose)
 
 
 def _json(doc: Any, **kw: Any) -> str:
@@ -91,7 +75,7 @@ def service(
     state_dir: StateOpt = None,
     platform_url: UrlOpt = None,
     verbose: VerboseOpt = False,
-    log_format: LogFormatOpt = "text",
+    log_format: str = LogFormatOpt,
 ) -> None:
     """Run the agent: heartbeat every 30 s, lease and run tasks, rotate, flush events.
 

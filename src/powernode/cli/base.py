@@ -282,3 +282,26 @@ def one_line(e: Exception) -> str:
         where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
         return f"error: {where}: {e.strerror or e}"
     return f"error: {e} ({type(e).__name__}, unexpected: {DEBUG_ENV}=1 shows the traceback)"
+
+
+# The long-running commands' log output (docs/operations.md): platform serve,
+# platform worker, powernode-agent service, mcp serve.
+LogFormatOpt = typer.Option(
+    "text",
+    "--log-format",
+    metavar="FORMAT",
+    help="text, json (one object per line on stderr) or journal (journald's fields).",
+)
+
+
+def configure_logging(fmt: str, *, verbose: bool = False) -> None:
+    """Route logging as ``--log-format`` says; a usage error (exit 2) for another name."""
+    import logging  # noqa: PLC0415 - not on --help's path
+
+    from powernode import logsetup  # noqa: PLC0415
+
+    if fmt not in logsetup.FORMATS:
+        raise typer.BadParameter(
+            f"{fmt!r}: use one of {', '.join(logsetup.FORMATS)}", param_hint="--log-format"
+        )
+    logsetup.configure(fmt, level=logging.DEBUG if verbose else logging.INFO)

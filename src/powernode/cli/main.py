@@ -48,3 +48,7 @@ def version() -> None:
 
 def main() -> None:
     run(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from powernode.cli.base import App
+from powernode.cli.base import App, LogFormatOpt, configure_logging
 from powernode.errors import PowernodeError
 
 if TYPE_CHECKING:
@@ -153,11 +153,18 @@ def serve(
             "(default: the tls setting, false).",
         ),
     ] = None,
+    log_format: str = LogFormatOpt,
 ) -> None:
-    """Serve the operator API and the node API (migrating the database first)."""
+    """Serve the operator API and the node API (migrating the database first).
+
+    Under systemd (Type=notify) it reports READY once it listens and pings the
+    watchdog from its event loop (docs/operations.md)."""
     from powernode.platform.app import create_app  # noqa: PLC0415
     from powernode.platform.tlsserve import build_server, server_identity  # noqa: PLC0415
     from powernode.platform.worker import attach  # noqa: PLC0415
+    from powernode.systemd import Notifier  # noqa: PLC0415
+
+    configure_logging(log_format)
 
     with _database_errors(None):
         settings = _settings(config, database, data_dir, host=host, port=port, tls=tls)
@@ -165,7 +172,7 @@ def serve(
         api = create_app(settings)
         if worker:
             attach(api, _worker(settings, api.state.platform.sessions))
-        server = build_server(api, settings)
+        server = build_server(api, settings, notifier=Notifier())
         if settings.tls:
             cert, _, platform_ca = server_identity(settings, now=datetime.now(UTC))
             typer.echo(f"TLS server certificate: {cert}")
@@ -195,8 +202,13 @@ def worker(
     data_dir: DataDirOpt = None,
     once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
     as_json: JsonOpt = False,
+    log_format: str = LogFormatOpt,
 ) -> None:
-    """Run the ingest worker alone: poll the registry, verify new tags, run the sensors."""
+    """Run the ingest worker alone: poll the registry, verify new tags, run the sensors.
+
+    Under systemd (Type=notify) it reports READY after its first round and pings the
+    watchdog from its loop (docs/operations.md)."""
+    configure_logging(log_format)
     from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
     from powernode.platform.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
 
@@ -225,7 +237,9 @@ def _run_worker(runner: IngestWorker, *, once: bool, as_json: bool) -> None:
         else:
             typer.echo(", ".join(f"{k} {v}" for k, v in dataclasses.asdict(report).items()))
     else:
-        runner.run()
+        from powernode.systemd import Notifier  # noqa: PLC0415
+
+        runner.run(notifier=Notifier())
 
 
 @app.command()

@@ -50,6 +50,7 @@ from powernode.platform.pki import CA_CERT_FILE, NodeCA
 from powernode.platform.pki_server import load_or_create_server_identity
 from powernode.platform.problems import AuthenticationError
 from powernode.platform.settings import Settings
+from powernode.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,29 @@ def _context_factory(
     return ctx
 
 
+class NotifyingServer(uvicorn.Server):
+    """uvicorn telling systemd (docs/operations.md): READY once its sockets listen,
+    WATCHDOG from the event loop's own tick (uvicorn's main loop ticks every 0.1 s:
+    a blocked loop stops the pings), STOPPING when it shuts down."""
+
+    def __init__(self, config: uvicorn.Config, notifier: Notifier) -> None:
+        super().__init__(config)
+        self.notifier = notifier
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.notifier.ready(f"serving on {self.config.host}:{self.config.port}")
+
+    async def on_tick(self, counter: int) -> bool:
+        self.notifier.watchdog()
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.notifier.stopping()
+        await super().shutdown(sockets)
+
+
 def build_server(
     app: Any,
     settings: Settings,
@@ -248,6 +272,7 @@ def build_server(
     now: datetime | None = None,
     access_log: bool = True,
     log_level: str = "info",
+    notifier: Notifier | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` as ``settings`` say (TLS or not), not yet started."""
     kw: dict[str, Any] = {}
@@ -274,7 +299,7 @@ def build_server(
         log_level=log_level,
         **kw,
     )
-    return uvicorn.Server(config)
+    return NotifyingServer(config, notifier or Notifier({}))
 
 
 def serve(app: Any, settings: Settings, *, sockets: list[socket.socket] | None = None) -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from powernode.platform.db import IngestState, ModuleIngest, NodeModule, NodeMod
 from powernode.platform.services import ingest, sensors
 from powernode.platform.services.artifacts import ArtifactSource, IngestedArtifact
 from powernode.platform.services.context import Ctx
+from powernode.systemd import Notifier
 
 log = logging.getLogger(__name__)
 S = IngestState
@@ -260,19 +262,46 @@ class IngestWorker:
         """Start the next round now (a webhook queued something)."""
         self._wake.set()
 
-    def run(self, stop: threading.Event | None = None, max_rounds: int | None = None) -> None:
-        """Rounds until ``stop`` is set (or ``max_rounds``); errors are logged, not raised."""
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        max_rounds: int | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """Rounds until ``stop`` is set (or ``max_rounds``); errors are logged, not raised.
+
+        With a ``notifier`` (``platform worker`` under systemd): READY after the first
+        round, the watchdog pinged from this loop, waking in time to ping however long
+        the poll interval is."""
         stop = stop or self._stop
+        notify = notifier or Notifier({})
         rounds = 0
         while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
             self._wake.clear()
+            notify.watchdog()
             try:
                 report = self.run_once()
                 log.info("ingest round: %s", report)
+                notify.status(f"ingest round {rounds + 1}: {report}")
             except Exception:
                 log.exception("ingest round failed; retrying in %.0f s", self.poll_seconds)
+                notify.status(f"ingest round {rounds + 1} failed; see the log")
+            if rounds == 0:
+                notify.ready()
             rounds += 1
-            self._wake.wait(self.poll_seconds)
+            deadline = time.monotonic() + self.poll_seconds
+            while not stop.is_set() and not self._wake.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                slice_ = (
+                    left
+                    if notify.watchdog_interval is None
+                    else min(left, notify.watchdog_interval / 2)
+                )
+                self._wake.wait(slice_)
+                notify.watchdog()
+        notify.stopping()
 
     def start(self) -> None:
         self._stop.clear()
