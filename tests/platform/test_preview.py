@@ -7,9 +7,14 @@ does and promotes it step by step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from powernode.core.composition import Composition
+from powernode.platform.services import catalog
+from powernode.platform.services.context import SCOPES, Actor, Ctx
 from tests.platform.conftest import Platform
 from tests.platform.problems import assert_problem
 
@@ -45,14 +50,24 @@ def publish(
         "protected_spec": list(protected),
         "dependencies": {"requires": list(requires), "provides": list(provides)},
     }
-    body = {
-        "version_string": version,
-        "composefs_digest": digest or f"sha256:{name}-{version}",
-        "manifest": manifest,
-        "file_list": list(files),
-    }
-    r = p.call("POST", f"/node_modules/{name}/versions", json=body)
-    assert r.status_code == 201, r.text
+    with Session(p.engine) as session:
+        # What the ingest worker records once it has verified an artifact: the
+        # operator API cannot set digests or references (issue 13 item 2).
+        ctx = Ctx(session, Actor("ingest-fake", None, frozenset(SCOPES)), datetime.now(UTC))
+        vid = catalog.record_ingested_version(
+            ctx,
+            name,
+            version_string=version,
+            verified=catalog.VerifiedFields(
+                composefs_digest=digest or f"sha256:{name}-{version}",
+                artifact_ref=f"registry.test/default/modules/{name}:{version}",
+            ),
+            manifest=manifest,
+            file_list=list(files),
+        ).id
+        session.commit()
+    r = p.call("GET", f"/node_module_versions/{vid}", role="read")
+    assert r.status_code == 200, r.text
     v: dict[str, Any] = r.json()["version"]
     for step in STEPS[: STEPS.index(state) + 1] if state in STEPS else ():
         r = p.call("POST", f"/node_module_versions/{v['id']}/promote", json={"to": step})

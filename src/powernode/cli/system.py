@@ -215,12 +215,21 @@ def delete_module(
     name: str,
     *,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Delete even when a version is live or the module is assigned "
+            "(needs the promote-live scope).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete a module with all its versions and template assignments."""
+    """Delete a module with its versions; refused while live or assigned unless --force."""
     if not yes:
         typer.confirm(f"delete module {name} with its versions and assignments?", abort=True)
-    _show(_remote(ctx).call("DELETE", f"/node_modules/{name}"), as_json)
+    params = {"force": "true"} if force else None
+    _show(_remote(ctx).call("DELETE", f"/node_modules/{name}", params=params), as_json)
 
 
 @app.command("list-module-versions")
@@ -234,18 +243,10 @@ def register_module_version(
     module: str,
     version: str,
     *,
-    composefs_digest: str | None = None,
-    fsverity_root_hash: str | None = None,
-    artifact_ref: str | None = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record a built version (what registry ingest does), in state built."""
-    body = {
-        "version_string": version,
-        "composefs_digest": composefs_digest,
-        "fsverity_root_hash": fsverity_root_hash,
-        "artifact_ref": artifact_ref,
-    }
+    """Announce a version by hand (state built, no artifact: ingest records digests)."""
+    body = {"version_string": version}
     _show(_remote(ctx).call("POST", f"/node_modules/{module}/versions", body), as_json)
 
 

@@ -19,12 +19,13 @@ from powernode.platform.db import (
     NodeModuleAssignment,
     NodeModuleCategory,
     NodeModuleVersion,
+    NodeTemplate,
     PromotionState,
 )
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.sealing import Sealer
 from powernode.platform.services import audit
-from powernode.platform.services.context import WRITE, Ctx
+from powernode.platform.services.context import PROMOTE_LIVE, WRITE, Ctx
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +200,25 @@ def list_modules(ctx: Ctx, *, category_slug: str | None = None) -> list[NodeModu
     return list(ctx.session.scalars(q.order_by(NodeModule.name)).unique())
 
 
-def delete_module(ctx: Ctx, name: str) -> dict[str, int]:
-    """Delete a module with its versions and assignments; returns what went with it."""
+class ModuleInUseError(ConflictError):
+    """The module is live or assigned; deleting it would change what nodes run."""
+
+    slug = "module-in-use"
+    title = "Module is in use"
+
+
+def delete_module(ctx: Ctx, name: str, *, force: bool = False) -> dict[str, int]:
+    """Delete a module with its versions and assignments; returns what went with it.
+
+    A module with a ``live`` version or a template assignment is held: deleting
+    it would silently take it off every node that runs it (issue 13 item 8).
+    That is refused with a 409 naming the live versions and the templates,
+    unless ``force`` is given by a token with ``promote-live``, the scope that
+    decides what the fleet runs.
+    """
     ctx.actor.require(WRITE, "deleting a module")
+    if force:
+        ctx.actor.require(PROMOTE_LIVE, "deleting a module that is live or assigned (force)")
     module = get_module(ctx, name)
     children = ctx.session.scalars(
         select(NodeModule.name).where(NodeModule.parent_module_id == module.id)
@@ -212,15 +229,51 @@ def delete_module(ctx: Ctx, name: str) -> dict[str, int]:
             "delete those first",
             children=sorted(children),
         )
+    live = sorted(
+        ctx.session.scalars(
+            select(NodeModuleVersion.version_string).where(
+                NodeModuleVersion.module_id == module.id,
+                NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+            )
+        ).all()
+    )
+    templates = sorted(
+        ctx.session.scalars(
+            select(NodeTemplate.name)
+            .join(NodeModuleAssignment, NodeModuleAssignment.template_id == NodeTemplate.id)
+            .where(NodeModuleAssignment.module_id == module.id)
+        ).all()
+    )
+    if (live or templates) and not force:
+        held = []
+        if live:
+            held.append(f"live version(s) {', '.join(live)}")
+        if templates:
+            held.append(f"assigned to template(s) {', '.join(templates)}")
+        raise ModuleInUseError(
+            f"module {name!r} is in use: {'; '.join(held)}. Retire or demote the live "
+            "versions and unassign it first, or delete with force (needs the promote-live "
+            f"scope): powernode system delete-module {name} --force",
+            live_versions=live,
+            templates=templates,
+        )
     n_versions = _count(ctx, NodeModuleVersion.module_id == module.id, NodeModuleVersion)
-    n_assign = _count(ctx, NodeModuleAssignment.module_id == module.id, NodeModuleAssignment)
+    n_assign = len(templates)
     audit.record(
         ctx,
         action="module.delete",
         target_type="node_module",
         target_id=module.id,
-        summary=f"deleted module {name} with {n_versions} version(s), {n_assign} assignment(s)",
-        detail={"name": name, "versions": n_versions, "assignments": n_assign},
+        summary=f"deleted module {name} with {n_versions} version(s), {n_assign} assignment(s)"
+        + (" (forced)" if live or templates else ""),
+        detail={
+            "name": name,
+            "versions": n_versions,
+            "assignments": n_assign,
+            "forced": bool(force and (live or templates)),
+            "live_versions": live,
+            "templates": templates,
+        },
     )
     ctx.session.delete(module)
     return {"versions": n_versions, "assignments": n_assign}
@@ -249,21 +302,106 @@ def get_version(ctx: Ctx, version_id: str) -> NodeModuleVersion:
     return version
 
 
+@dataclass(frozen=True)
+class VerifiedFields:
+    """What only the platform's own ingest and verification may state about a version.
+
+    Issue 13 item 2: a write token could register a version with another
+    registry host as its reference and ``cosign_verified: true``. These fields
+    are therefore not part of the operator API (``VersionCreate``); the one
+    writer is :func:`record_ingested_version`, called by the ingest worker
+    with what ``publish.verify_artifact`` returned.
+    """
+
+    composefs_digest: str
+    artifact_ref: str
+    fsverity_root_hash: str | None = None
+    sbom_ref: str | None = None
+
+
 def register_version(
     ctx: Ctx,
     module_name: str,
     *,
     version_string: str,
-    composefs_digest: str | None = None,
-    fsverity_root_hash: str | None = None,
-    cosign_verified: bool = False,
-    artifact_ref: str | None = None,
-    sbom_ref: str | None = None,
     manifest: dict[str, Any] | None = None,
     file_list: list[str] | None = None,
 ) -> NodeModuleVersion:
-    """Record a built version (promotion_state ``built``): what ingest will call."""
+    """Announce a version by hand (state ``built``): no artifact, digest or signature.
+
+    Such a version can be previewed and promoted, but no node is served it
+    until ingest has verified its artifact (the node API refuses a version
+    without a composefs digest).
+    """
     ctx.actor.require(WRITE, "registering a module version")
+    return _add_version(
+        ctx,
+        module_name,
+        version_string=version_string,
+        manifest=manifest,
+        file_list=file_list,
+        verified=None,
+    )
+
+
+def record_ingested_version(
+    ctx: Ctx,
+    module_name: str,
+    *,
+    version_string: str,
+    verified: VerifiedFields,
+    manifest: dict[str, Any] | None = None,
+    file_list: list[str] | None = None,
+) -> NodeModuleVersion:
+    """Record a version whose artifact the platform's ingest has verified (services/ingest.py)."""
+    ctx.actor.require(WRITE, "registering a module version")
+    return _add_version(
+        ctx,
+        module_name,
+        version_string=version_string,
+        manifest=manifest,
+        file_list=file_list,
+        verified=verified,
+    )
+
+
+def attach_verified(
+    ctx: Ctx,
+    version: NodeModuleVersion,
+    verified: VerifiedFields,
+    manifest: dict[str, Any],
+    file_list: list[str],
+) -> NodeModuleVersion:
+    """Complete a version announced by hand with the artifact ingest has verified."""
+    version.composefs_digest = verified.composefs_digest
+    version.fsverity_root_hash = verified.fsverity_root_hash
+    version.artifact_ref = verified.artifact_ref
+    version.sbom_ref = verified.sbom_ref
+    version.cosign_verified = True
+    version.manifest, version.file_list = manifest, file_list
+    audit.record(
+        ctx,
+        action="module_version.verify",
+        target_type="node_module_version",
+        target_id=version.id,
+        summary=f"ingest verified {version.module.name} {version.version_string}",
+        detail={
+            "composefs_digest": verified.composefs_digest,
+            "artifact_ref": verified.artifact_ref,
+        },
+    )
+    return version
+
+
+def _add_version(
+    ctx: Ctx,
+    module_name: str,
+    *,
+    version_string: str,
+    manifest: dict[str, Any] | None,
+    file_list: list[str] | None,
+    verified: VerifiedFields | None,
+) -> NodeModuleVersion:
     module = get_module(ctx, module_name)
     try:
         Version.parse(version_string)
@@ -287,11 +425,11 @@ def register_version(
         module=module,
         version_string=version_string,
         promotion_state=PromotionState.BUILT.value,
-        composefs_digest=composefs_digest,
-        fsverity_root_hash=fsverity_root_hash,
-        cosign_verified=cosign_verified,
-        artifact_ref=artifact_ref,
-        sbom_ref=sbom_ref,
+        composefs_digest=verified.composefs_digest if verified else None,
+        fsverity_root_hash=verified.fsverity_root_hash if verified else None,
+        cosign_verified=verified is not None,
+        artifact_ref=verified.artifact_ref if verified else None,
+        sbom_ref=verified.sbom_ref if verified else None,
         manifest=manifest or {},
         file_list=file_list or [],
         created_at=ctx.now,
@@ -303,7 +441,12 @@ def register_version(
         action="module_version.register",
         target_type="node_module_version",
         target_id=version.id,
-        summary=f"registered {module_name} {version_string}",
-        detail={"module": module_name, "version_string": version_string},
+        summary=f"registered {module_name} {version_string}"
+        + (" (verified by ingest)" if verified else " (by hand, no artifact)"),
+        detail={
+            "module": module_name,
+            "version_string": version_string,
+            "ingested": verified is not None,
+        },
     )
     return version
