@@ -85,8 +85,8 @@ def test_tutorial_walk_through_the_cli(server: tuple[str, Path]) -> None:
                "--module", "my-redis", "--metadata", "purpose=edge-cdn-tokyo")  # fmt: skip
     assert a["assignment"]["metadata"] == {"purpose": "edge-cdn-tokyo"}
     u = system(url, admin, "update-module-assignment", a["assignment"]["id"],
-               "--effective-priority", "950")  # fmt: skip
-    assert u["assignment"]["resolved_priority"] == 950
+               "--effective-priority", "95")  # fmt: skip
+    assert u["assignment"]["resolved_priority"] == 95
     n = system(url, admin, "create-node", "--hostname", "redis-test-1", "--template", "base")
     i = system(url, admin, "provision-instance", "--node", n["node"]["hostname"])["instance"]
     got = system(url, admin, "get-instance", i["id"])["instance"]

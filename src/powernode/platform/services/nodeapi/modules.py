@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from powernode.core.priority import Variety, stack_rank
 from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion
 from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.services.context import READ, Actor, Ctx
@@ -77,7 +78,9 @@ def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
                 "name": m.name,
                 "version": m.version_string,
                 "composefs_digest": m.composefs_digest,
-                "effective_priority": m.priority,
+                # One integer carrying (priority, variety): the agent stacks by it
+                # (core.priority.stack_rank); the operator's number is m.priority.
+                "effective_priority": stack_rank(m.priority, Variety(m.variety)),
                 "reference": v.artifact_ref or "",
                 "trust_policy": trust_policy(v.module),
                 "promotion_state": m.promotion_state,
