@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, Exists, delete, exists, func, select
 
 from powernode.core.priority import Variety
 from powernode.core.semver import Version
@@ -229,34 +229,15 @@ def delete_module(ctx: Ctx, name: str, *, force: bool = False) -> dict[str, int]
             "delete those first",
             children=sorted(children),
         )
-    live = sorted(
-        ctx.session.scalars(
-            select(NodeModuleVersion.version_string).where(
-                NodeModuleVersion.module_id == module.id,
-                NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
-            )
-        ).all()
-    )
-    templates = sorted(
-        ctx.session.scalars(
-            select(NodeTemplate.name)
-            .join(NodeModuleAssignment, NodeModuleAssignment.template_id == NodeTemplate.id)
-            .where(NodeModuleAssignment.module_id == module.id)
-        ).all()
-    )
+    # PostgreSQL: hold the module row, so an assignment (its foreign-key check
+    # takes a KEY SHARE lock on this row) waits for this transaction, and one
+    # committed before it is seen by the reads below. SQLite ignores FOR
+    # UPDATE; there the guarded DELETE further down decides under the writer
+    # lock.
+    ctx.session.execute(select(NodeModule.id).where(NodeModule.id == module.id).with_for_update())
+    live, templates = _holders(ctx, module.id)
     if (live or templates) and not force:
-        held = []
-        if live:
-            held.append(f"live version(s) {', '.join(live)}")
-        if templates:
-            held.append(f"assigned to template(s) {', '.join(templates)}")
-        raise ModuleInUseError(
-            f"module {name!r} is in use: {'; '.join(held)}. Retire or demote the live "
-            "versions and unassign it first, or delete with force (needs the promote-live "
-            f"scope): powernode system delete-module {name} --force",
-            live_versions=live,
-            templates=templates,
-        )
+        raise _in_use(name, live, templates)
     n_versions = _count(ctx, NodeModuleVersion.module_id == module.id, NodeModuleVersion)
     n_assign = len(templates)
     audit.record(
@@ -275,8 +256,64 @@ def delete_module(ctx: Ctx, name: str, *, force: bool = False) -> dict[str, int]
             "templates": templates,
         },
     )
-    ctx.session.delete(module)
+    if force:
+        ctx.session.delete(module)
+        return {"versions": n_versions, "assignments": n_assign}
+    # Not forced: delete only if still neither live nor assigned when the
+    # DELETE runs (a compare-and-set on the module; the foreign keys cascade
+    # to its versions and ingests).
+    gone = ctx.session.execute(
+        delete(NodeModule)
+        .where(NodeModule.id == module.id, ~_assigned(module.id), ~_live(module.id))
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(gone, CursorResult)
+    if gone.rowcount != 1:
+        raise _in_use(name, *_holders(ctx, module.id))
+    ctx.session.expunge(module)
     return {"versions": n_versions, "assignments": n_assign}
+
+
+def _assigned(module_id: str) -> Exists:
+    return exists().where(NodeModuleAssignment.module_id == module_id)
+
+
+def _live(module_id: str) -> Exists:
+    return exists().where(
+        NodeModuleVersion.module_id == module_id,
+        NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+    )
+
+
+def _holders(ctx: Ctx, module_id: str) -> tuple[list[str], list[str]]:
+    """The module's live version strings and the names of the templates it is assigned to."""
+    live = ctx.session.scalars(
+        select(NodeModuleVersion.version_string).where(
+            NodeModuleVersion.module_id == module_id,
+            NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+        )
+    ).all()
+    templates = ctx.session.scalars(
+        select(NodeTemplate.name)
+        .join(NodeModuleAssignment, NodeModuleAssignment.template_id == NodeTemplate.id)
+        .where(NodeModuleAssignment.module_id == module_id)
+    ).all()
+    return sorted(live), sorted(templates)
+
+
+def _in_use(name: str, live: list[str], templates: list[str]) -> ModuleInUseError:
+    held = []
+    if live:
+        held.append(f"live version(s) {', '.join(live)}")
+    if templates:
+        held.append(f"assigned to template(s) {', '.join(templates)}")
+    return ModuleInUseError(
+        f"module {name!r} is in use: {'; '.join(held) or 'changed meanwhile'}. Retire or "
+        "demote the live versions and unassign it first, or delete with force (needs the "
+        f"promote-live scope): powernode system delete-module {name} --force",
+        live_versions=live,
+        templates=templates,
+    )
 
 
 def _count(ctx: Ctx, where: Any, model: type[Any]) -> int:
