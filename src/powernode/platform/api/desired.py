@@ -24,8 +24,9 @@ States = Annotated[
     list[str] | None,
     Query(
         max_length=5,
-        description="promotion states the resolver may choose from (repeat; "
-        "default blessed and live, what agents pull)",
+        description="promotion states the resolver may choose from (repeat; default "
+        "blessed and live for a template; for an instance, what its node is served: "
+        "live, or staging, blessed and live on a test node)",
     ),
 ]
 

@@ -5,13 +5,15 @@ The composition preview and the drift report share this one computation:
 1. every version of the account's modules becomes a ``core.resolve.Candidate``
    (requires/provides from the version's stored manifest.json);
 2. each assignment is a root requirement ``<module>@*``; ``core.resolve``
-   chooses the highest version in an allowed promotion state (default
-   ``blessed`` and ``live``: what agents pull, seed 003), pulling in
-   dependencies that are not assigned themselves;
+   chooses the highest version in an allowed promotion state (preview
+   default ``blessed`` and ``live``; what a node is served is
+   :func:`node_states`: ``live``, or also ``staging`` and ``blessed`` on a
+   test node), pulling in dependencies that are not assigned themselves;
 3. each chosen version becomes a ``core.compose.ModuleLayer`` (file list,
-   mask, protected_spec) with its priority: the assignment's override, else
-   category position and variety (``core.priority``); a dependency that is
-   not assigned gets the category/variety priority.
+   mask, protected_spec) with its priority on the operator's scale: the
+   assignment's override, else the category position (``core.priority``;
+   the variety orders equal priorities); a dependency that is not assigned
+   gets its category position.
 
 Module names are unique per account, so inside the platform a requirement's
 owner does not pick between modules: ``acme/redis`` and ``powernode/redis``
