@@ -1,38 +1,77 @@
 # The two front-door commands: `make demo` and `make test`.
+#
+# Python packages come only from the hashed lock files under requirements/
+# (pip --require-hashes); `make lock` re-resolves them deliberately.
+#   requirements/demo.txt   the package with its runtime extras (platform): `make demo`
+#   requirements/dev.txt    that plus the test and lint tools: `make test`, `make unit`
+#   requirements/agent.txt  a node's agent alone (no platform extra)
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check --no-input -q
+DEMO_STAMP := $(VENV)/.demo-stamp
+DEV_STAMP  := $(VENV)/.dev-stamp
+UV_COMPILE := $(BIN)/uv pip compile -q --generate-hashes --universal --python-version 3.11
 
-.PHONY: demo test lint typecheck unit system-deps bench clean
+.PHONY: demo test lint typecheck unit system-deps system-deps-demo bench lock lock-upgrade \
+	install-demo install-dev clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,platform]'
+
+# The project itself goes in without build isolation, so its build backend is the
+# locked setuptools, not whatever pip would fetch.
+$(DEMO_STAMP): requirements/demo.txt pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes --no-deps -r requirements/demo.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-system-deps:
-	@scripts/install-system-deps.sh
+$(DEV_STAMP): requirements/dev.txt pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes --no-deps -r requirements/dev.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@ $(DEMO_STAMP)
 
-demo: system-deps $(STAMP)
+install-demo: $(DEMO_STAMP)
+install-dev: $(DEV_STAMP)
+
+system-deps-demo:
+	@scripts/install-system-deps.sh demo
+
+system-deps:
+	@scripts/install-system-deps.sh test
+
+demo: system-deps-demo $(DEMO_STAMP)
 	$(BIN)/powernode demo
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check --no-cache src tests bench
 	$(BIN)/ruff format --no-cache --check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(BIN)/pytest -m "not mount and not slow and not tool"
 
-test: system-deps $(STAMP) lint typecheck
+test: system-deps $(DEV_STAMP) lint typecheck
 	$(BIN)/pytest
 
-bench: system-deps $(STAMP)
+bench: system-deps $(DEV_STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Re-resolve the locks from pyproject.toml (+ requirements/build.in), keeping every
+# pin that still satisfies it; `lock-upgrade` moves everything to the newest release.
+# demo and agent are resolved inside dev's pins, so one package has one version.
+lock: $(DEV_STAMP)
+	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml requirements/build.in --extra platform --extra mcp \
+		--extra dev -o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra platform \
+		-c requirements/dev.txt -o requirements/demo.txt
+	$(UV_COMPILE) pyproject.toml requirements/build.in -c requirements/dev.txt \
+		-o requirements/agent.txt
+
+lock-upgrade:
+	$(MAKE) lock UV_FLAGS=--upgrade
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -47,7 +47,6 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
         ("surprise = 1\n", {}, "unknown setting(s) surprise"),
         ("heartbeat_seconds = 0\n", {}, "heartbeat_seconds: must be > 0, got 0"),
         ('lease_max = "many"\n', {}, "lease_max: expected an integer, got 'many'"),
-        ("", {"POWERNODE_AGENT_LEASE_MAX": "1000"}, "lease_max: must be <= 100, got 1000"),
         ('platform_url = "http://p:8400"\n', {}, "is not an https:// URL"),
         ('modules_registry = "p:5000"\n', {}, "write the registry as http(s)://host[:port]"),
         ("heartbeat_seconds = \n", {}, "not valid TOML"),
@@ -68,6 +67,34 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(f, {})
     assert "heartbeat_seconds" in str(e.value) and "flush_batch" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        pytest.param(
+            {"POWERNODE_AGENT_LEASE_MAX": "1000"},
+            {},
+            "POWERNODE_AGENT_LEASE_MAX: must be <= 100, got 1000",
+            id="env",
+        ),
+        pytest.param(
+            {},
+            {"platform_url": "http://p:8400"},
+            "--platform-url: 'http://p:8400' is not an https:// URL",
+            id="flag",
+        ),
+    ],
+)
+def test_a_bad_value_is_blamed_on_where_it_came_from(
+    tmp_path: Path, env: dict[str, str], overrides: dict[str, str], message: str
+) -> None:
+    """Regression (issue 12): a bad POWERNODE_AGENT_LEASE_MAX was blamed on the file."""
+    f = _file(tmp_path, "lease_max = 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f, env, **overrides)
+    assert str(e.value).startswith(message)
+    assert str(f) not in str(e.value)
 
 
 def test_missing_file_says_so(tmp_path: Path) -> None:

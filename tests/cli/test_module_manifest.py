@@ -14,11 +14,12 @@ import typer
 from typer.testing import CliRunner
 
 from powernode.cli import module_manifest
+from powernode.cli.base import App
 from powernode.core.manifest import schema_text
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
+    app = App()
     module_manifest.register(app)
     return app
 
@@ -83,9 +84,10 @@ def test_warnings_are_printed_and_do_not_fail(repo: Path) -> None:
         pytest.param(".", ": directory has no manifest.yaml", id="dir-without-manifest"),
     ],
 )
-def test_usage_errors_exit_2_before_reading_anything(repo: Path, arg: str, message: str) -> None:
+def test_missing_inputs_exit_1_before_reading_anything(repo: Path, arg: str, message: str) -> None:
+    """Bad input exits 1 as in every command (issue 12: validate exited 2); usage is 2."""
     r = RUNNER.invoke(APP, ["validate", str(repo / "bad.yaml"), str(repo / arg)])
-    assert r.exit_code == 2
+    assert r.exit_code == 1
     assert r.stderr.startswith("error: ") and message in r.stderr
     assert "Bad" not in r.stderr  # bad.yaml was not checked
 
@@ -99,7 +101,7 @@ def test_no_path_is_a_usage_error() -> None:
 def test_bad_default_owner_is_a_usage_error(repo: Path) -> None:
     r = RUNNER.invoke(APP, ["validate", "--default-owner", "Acme", str(repo / "legacy.yaml")])
     assert r.exit_code == 2
-    assert "default owner 'Acme' is not a lowercase slug" in r.stderr
+    assert "--default-owner: default owner 'Acme' is not a lowercase slug" in r.stderr
 
 
 def test_json_output(repo: Path) -> None:

@@ -116,8 +116,27 @@ def test_cli_errors_say_what_is_wrong(server: tuple[str, Path]) -> None:
     assert "403" in err and "'write' scope" in err
     err = system(url, reader, "get-module", "ghost", code=1)
     assert "404" in err and "'ghost' not found" in err
-    err = system("http://127.0.0.1:9", reader, "list-modules", code=2)
-    assert "cannot reach the platform" in err
+    err = system("http://127.0.0.1:9", reader, "list-modules", code=1)  # failed, not usage
+    assert "cannot reach the platform" in err and "--url" in err
+    err = system(url, reader, "list-modules", "--url", "127.0.0.1:8400", code=2)
+    assert "not a platform URL: write http://HOST:PORT" in err
+
+
+def test_url_and_token_work_after_the_command(server: tuple[str, Path]) -> None:
+    """Regression (issue 12): `system list-modules --token X` said "No such option"."""
+    url, data = server
+    r = runner.invoke(system_app, ["list-modules", "--url", url, "--token", token(data, "read")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(system_app, ["--url", "http://127.0.0.1:9", "list-modules", "--url", url])
+    assert r.exit_code == 1 and "401" in r.output and "--token or POWERNODE_TOKEN" in r.output
+
+
+def test_field_names_in_platform_errors_are_the_flags(server: tuple[str, Path]) -> None:
+    """Regression (issue 12): create-module errors said category_slug for --category."""
+    url, data = server
+    err = system(url, token(data, "write"), "create-module", "x", "--category", "nope", code=1)
+    assert "--category 'nope' is not a category" in err
+    assert "category_slug" not in err
 
 
 def test_human_output_lists_tables(server: tuple[str, Path]) -> None:

@@ -273,7 +273,8 @@ class CertStore:
         if not self.cert.exists():
             raise ConfigError(
                 f"{self.cert}: not enrolled yet; run "
-                "'powernode-agent enroll --token <bootstrap token>' first"
+                "'powernode-agent enroll --token-file FILE' (FILE holding the bootstrap "
+                "token) first"
             )
         cert = parse_certificate(self._read(self.cert, "certificate"), str(self.cert))
         cert_pub = cert.public_key().public_bytes(
@@ -287,7 +288,8 @@ class CertStore:
             else:
                 raise ConfigError(
                     f"{self.key}: does not match {self.cert} and no staged key does; "
-                    "re-enroll with 'powernode-agent enroll --force --token <bootstrap token>'"
+                    "re-enroll with 'powernode-agent enroll --force --token-file FILE' "
+                    "(FILE holding a new bootstrap token)"
                 )
         if not self.platform_ca.exists():
             raise ConfigError(

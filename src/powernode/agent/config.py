@@ -127,6 +127,14 @@ class AgentConfig:
 _FIELDS = field_names(AgentConfig)
 
 
+# The command-line flags that hand load_config its overrides (cli/agent*.py).
+_OVERRIDE_FLAGS = {
+    "state_dir": "--state-dir",
+    "platform_url": "--platform-url",
+    "modules_root": "--root",
+}
+
+
 def load_config(
     file: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -151,14 +159,30 @@ def load_config(
             raise ConfigError(
                 f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
             )
+    # Where each value came from, so an error blames what the user can fix.
+    source = {name: f"{file}: {name}" for name in values}
     environ = os.environ if env is None else env
     for name in _FIELDS:
         key = ENV_PREFIX + name.upper()
         if key in environ:
             values[name] = environ[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
+            source[name] = key
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    source.update({k: _OVERRIDE_FLAGS.get(k, k) for k in given})
     try:
         return build(AgentConfig, values, extra="forbid", lenient=True)
     except FieldErrors as e:
-        where = str(file) if file else "agent config"
-        raise ConfigError(f"{where}: {e}") from e
+        problems = []
+        for field_loc, field_msg in e.errors:
+            loc, msg = field_loc, field_msg
+            head, sep, rest = msg.partition(": ")
+            if not loc and sep and head in values:  # __post_init__ names its field first
+                loc, msg = head, rest
+            name = loc.split(".", 1)[0]
+            if name in source:
+                where = source[name] + loc[len(name) :]
+            else:  # a check across fields
+                where = (f"{file}: {loc}" if loc else str(file)) if file else loc or "agent config"
+            problems.append(f"{where}: {msg}")
+        raise ConfigError("; ".join(problems)) from e

@@ -63,7 +63,8 @@ def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> 
         "expired": now >= info.not_after,
         "action": (
             "make the platform reachable from this node; once the certificate has expired, "
-            "re-enroll with 'powernode-agent enroll --force --token <new bootstrap token>'"
+            "re-enroll with 'powernode-agent enroll --force --token-file FILE' "
+            "(FILE holding a new bootstrap token)"
         ),
     }
 

@@ -9,8 +9,6 @@ Only this module prints or exits; errors go to stderr with exit status 1.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,9 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from powernode import __version__
+from powernode.cli.base import App, run
 from powernode.errors import PowernodeError
 
-app = typer.Typer(
+app = App(
     name="powernode-agent",
     help="The powernode node agent.",
     no_args_is_help=True,
@@ -55,10 +54,18 @@ def _config(config: Path | None, **overrides: Any) -> Any:
 
 
 def _logging(verbose: bool) -> None:
+    import logging  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def _json(doc: Any, **kw: Any) -> str:
+    import json  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
+
+    return json.dumps(doc, **kw)
 
 
 def _fail(e: PowernodeError) -> typer.Exit:
@@ -237,7 +244,7 @@ def enroll(
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        typer.echo(json.dumps(info.to_dict(), indent=2))
+        typer.echo(_json(info.to_dict(), indent=2))
     else:
         typer.echo(
             f"enrolled as instance {info.instance_id}; certificate valid until "
@@ -327,7 +334,7 @@ def introspect(
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        typer.echo(json.dumps(view, indent=2, sort_keys=True))
+        typer.echo(_json(view, indent=2, sort_keys=True))
         return
     _print_summary(view)
     if identity:
@@ -349,7 +356,7 @@ def status(
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        typer.echo(json.dumps(view, indent=2, sort_keys=True))
+        typer.echo(_json(view, indent=2, sort_keys=True))
         return
     _print_summary(view)
 
@@ -374,13 +381,11 @@ def _print_summary(view: dict[str, Any]) -> None:
         typer.echo(f"modules: {', '.join(modules) or 'none attached'}")
 
 
-def _modules_app() -> typer.Typer:
-    from powernode.cli.agent_modules import app as modules  # noqa: PLC0415
-
-    return modules
-
-
-app.add_typer(_modules_app(), name="modules")
+app.add_lazy(
+    "modules",
+    "powernode.cli.agent_modules:app",
+    "Attach, detach, sync, verify and list this node's modules.",
+)
 
 
 @app.command()
@@ -405,4 +410,4 @@ def lean_imports() -> None:
 
 def main() -> None:
     lean_imports()
-    app()
+    run(app)

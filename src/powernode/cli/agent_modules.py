@@ -15,9 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
+from powernode.cli.base import App
 from powernode.errors import PowernodeError
 
-app = typer.Typer(
+app = App(
     name="modules",
     help="Attach, detach, sync, verify and list this node's modules.",
     no_args_is_help=True,

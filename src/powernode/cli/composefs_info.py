@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from powernode.cli.base import App
 from powernode.errors import ImageFormatError
 from powernode.verity.composefs.reader import Entry, EntryType, Image, open_image
 from powernode.verity.composefs.reader_dump import dump_line, ls_line, wants_content
@@ -39,7 +40,7 @@ def load(image: Path, *, raw: bool = False) -> tuple[Image, list[Entry]]:
 
 def register(app: typer.Typer) -> None:
     """Add `info` to `powernode composefs`."""
-    info = typer.Typer(help="List what a composefs image holds (like composefs-info).")
+    info = App(help="List what a composefs image holds (like composefs-info).")
 
     @info.command("ls")
     def ls_cmd(

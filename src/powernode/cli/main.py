@@ -1,35 +1,42 @@
-"""`powernode`: the operator's and module author's command line."""
+"""`powernode`: the operator's and module author's command line.
+
+Each group is imported only when it runs (:class:`powernode.cli.base.App`):
+``powernode --help`` and ``powernode version`` load none of them.
+"""
 
 from __future__ import annotations
-
-import logging
 
 import typer
 
 from powernode import __version__
-from powernode.cli.composefs import app as composefs_app
-from powernode.cli.demo import demo
-from powernode.cli.module import app as module_app
-from powernode.cli.platform import register as register_platform
-from powernode.cli.verity import app as verity_app
+from powernode.cli.base import App, run
 
-app = typer.Typer(
+app = App(
     name="powernode",
     help="Fleet platform for immutable Linux nodes composed from signed modules.",
-    no_args_is_help=True,
-    add_completion=False,
 )
-app.add_typer(module_app, name="module")
-register_platform(app)  # adds `platform` and `system`
-app.add_typer(verity_app, name="verity")
-app.add_typer(composefs_app, name="composefs")
-app.command("demo")(demo)
+app.add_lazy(
+    "demo",
+    "powernode.cli.demo:demo",
+    "Seed 004's tutorial end to end: build, sign, ingest, promote, assign, drift.",
+)
+app.add_lazy("module", "powernode.cli.module:app", "Author, validate, compose and inspect modules.")
+app.add_lazy(
+    "platform",
+    "powernode.cli.platform:app",
+    "Run and administer the platform (API server, migrations, tokens).",
+)
+app.add_lazy("system", "powernode.cli.system:app", "Operate the fleet through the platform API.")
+app.add_lazy("verity", "powernode.cli.verity:app", "fs-verity digests, computed in userspace.")
+app.add_lazy("composefs", "powernode.cli.composefs:app", "Write and read composefs images.")
 
 
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
+    import logging  # noqa: PLC0415 - not on --help's path (bench/bench_cli_start.py)
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -40,4 +47,4 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    run(app)

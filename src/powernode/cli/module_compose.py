@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
     ) -> None:
         """Compose module repos into a template: stack order, winners, masks, conflicts."""
-        err = Console(stderr=True)
+        err = Console(stderr=True, soft_wrap=True)
         if not paths and template is None:
             err.print("error: give module repo paths or --template FILE")
             raise typer.Exit(2)

@@ -3,8 +3,9 @@
 ``validate`` is offline: it reads each manifest (a module repo directory's manifest.yaml,
 or a manifest file) and prints one ``file:line:column: field: message`` line per problem
 and ``file:line:column: warning: field: message`` per warning to stderr, like a compiler,
-so editors can jump to them. Exit status: 0 all valid, 1 any invalid, 2 usage error (a
-path that does not exist, a directory without manifest.yaml) before anything is read.
+so editors can jump to them. Exit status (the convention of every command): 0 all
+valid; 1 any invalid, or a path that does not exist or a directory without
+manifest.yaml (said before anything is read); 2 usage (no path, a bad option value).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def warning_line(p: Problem) -> str:
 
 
 def _resolve(paths: list[Path]) -> list[Path]:
-    """The manifest file of every argument; usage errors exit 2 before anything is read."""
+    """The manifest file of every argument; a missing one exits 1 before anything is read."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -83,13 +84,13 @@ def _resolve(paths: list[Path]) -> list[Path]:
                     "repo directory or a manifest file",
                     err=True,
                 )
-                raise typer.Exit(2)
+                raise typer.Exit(1)
             out.append(target)
         elif path.exists():
             out.append(path)
         else:
             typer.echo(f"error: {path}: no such file or directory", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(1)
     return out
 
 
@@ -107,9 +108,8 @@ def register(app: typer.Typer) -> None:
         try:
             for path in _resolve(paths):
                 checks.append(check_manifest_file(path, default_owner=default_owner))
-        except ConfigError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
+        except ConfigError as e:  # --default-owner's value: a usage error
+            raise typer.BadParameter(str(e), param_hint="--default-owner") from e
         if as_json:
             typer.echo(json.dumps([result_dict(c) for c in checks], indent=2))
         else:

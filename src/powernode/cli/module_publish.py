@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from powernode.errors import PowernodeError
+from powernode.errors import ConfigError, PowernodeError
 from powernode.oci.distribution import Credentials, DistributionRegistry
 from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import Reference
@@ -54,7 +54,7 @@ Password = Annotated[
 
 
 def _fail(e: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"error: {e}", markup=False, highlight=False)
+    typer.echo(f"error: {e}", err=True)  # one line, never wrapped at the terminal's width
     return typer.Exit(1)
 
 
@@ -93,6 +93,11 @@ def _password(confirm: bool) -> str:
     env = os.environ.get("COSIGN_PASSWORD")
     if env is not None:
         return env
+    if not sys.stdin.isatty():  # a prompt would read EOF and click would say only "Aborted."
+        raise ConfigError(
+            "the private key's password is needed: set COSIGN_PASSWORD, or run this on a "
+            "terminal to be asked for it"
+        )
     return str(
         typer.prompt("Enter password for private key", hide_input=True, confirmation_prompt=confirm)
     )
@@ -101,8 +106,8 @@ def _password(confirm: bool) -> str:
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
-    except OSError as e:
-        raise typer.BadParameter(f"{path}: cannot read the {what}: {e.strerror}") from e
+    except OSError as e:  # bad input, not usage: exit 1 like every missing file
+        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from e
 
 
 def register(app: typer.Typer) -> None:
@@ -222,18 +227,21 @@ def register(app: typer.Typer) -> None:
         password: Password = None,
     ) -> None:
         """Verify the signature (key or certificate identity) and the artifact's content."""
-        policy: TrustPolicy
-        if key is not None and identity is None and issuer is None:
-            policy = PublicKeyPolicy(_read(key, "public key"))
-        elif key is None and identity and issuer and roots is not None:
-            now = datetime.datetime.now(datetime.UTC)
-            policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
-        else:
+        keyed = key is not None and identity is None and issuer is None
+        keyless = key is None and identity and issuer and roots is not None
+        if not (keyed or keyless):
             raise typer.BadParameter(
                 "give --key cosign.pub, or --certificate-identity-regexp, "
                 "--certificate-oidc-issuer-regexp and --certificate-chain ROOTS.pem"
             )
+        policy: TrustPolicy
         try:
+            if key is not None:
+                policy = PublicKeyPolicy(_read(key, "public key"))
+            else:
+                assert identity and issuer and roots is not None
+                now = datetime.datetime.now(datetime.UTC)
+                policy = KeylessPolicy(_read(roots, "roots"), identity, issuer, now)
             with _open(ref, plain_http, username, password) as (registry, reference):
                 verified = verify_artifact(registry, reference, policy)
         except PowernodeError as e:

@@ -8,24 +8,27 @@ that installed without the ``platform`` extra.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from powernode.cli.base import App
 from powernode.errors import PowernodeError
 
 if TYPE_CHECKING:
     from powernode.platform.settings import Settings
     from powernode.platform.worker import IngestWorker
 
-app = typer.Typer(
+app = App(
     help="Run and administer the platform (API server, migrations, tokens).", no_args_is_help=True
 )
-token_app = typer.Typer(help="Operator API tokens (scopes: read, write, promote-live).")
+token_app = App(help="Operator API tokens (scopes: read, write, promote-live).")
 app.add_typer(token_app, name="token")
 
 ConfigOpt = Annotated[
@@ -46,14 +49,6 @@ DataDirOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def register(root: typer.Typer) -> None:
-    """Add ``platform`` and ``system`` (cli/system.py) to the ``powernode`` command."""
-    from powernode.cli.system import app as system_app  # noqa: PLC0415
-
-    root.add_typer(app, name="platform")
-    root.add_typer(system_app, name="system")
-
-
 def _fail(e: PowernodeError) -> typer.Exit:
     typer.echo(f"error: {e}", err=True)
     return typer.Exit(1)
@@ -64,7 +59,79 @@ def _settings(
 ) -> Settings:
     from powernode.platform.settings import load_settings  # noqa: PLC0415
 
-    return load_settings(config, None, database_url=database, data_dir=data_dir, **kw)
+    settings = load_settings(config, None, database_url=database, data_dir=data_dir, **kw)
+    _refuse_missing_sqlite_dir(settings.database_url)
+    return settings
+
+
+def _refuse_missing_sqlite_dir(url: str) -> None:
+    """A SQLite URL the user gave must name a file in an existing directory.
+
+    Only the default database under the data directory is created with its
+    directory; a typo in ``--database`` must not leave directories behind.
+    """
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    from powernode.errors import ConfigError  # noqa: PLC0415
+
+    if not url:
+        return
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # make_engine says what a database URL looks like
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    parent = Path(parsed.database).parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"database {url}: directory {parent} does not exist; create it first "
+            "or give --database a path in an existing directory"
+        )
+
+
+@contextlib.contextmanager
+def _database_errors(settings: Settings | None) -> Iterator[None]:
+    """The database's and the file system's own errors as one line and exit 1.
+
+    An unreachable server, a refused login or an unwritable data directory are
+    the user's to fix: say which database or path and what to check, no traceback.
+    """
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    try:
+        yield
+    except PowernodeError as e:
+        raise _fail(e) from e
+    except SQLAlchemyError as e:
+        where = _safe_url(settings.effective_database_url) if settings else "the database"
+        cause = getattr(e, "orig", None) or e
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        typer.echo(
+            f"error: cannot use the database {where}: {first}; check --database "
+            "(or POWERNODE_DATABASE_URL) and that the database server is up",
+            err=True,
+        )
+        raise typer.Exit(1) from e
+    except OSError as e:
+        what = e.filename or "the data directory"
+        typer.echo(
+            f"error: {what}: {e.strerror or e}; check --data-dir (or POWERNODE_DATA_DIR)",
+            err=True,
+        )
+        raise typer.Exit(1) from e
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with any password hidden, for messages."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
 
 
 @app.command()
@@ -92,8 +159,9 @@ def serve(
     from powernode.platform.tlsserve import build_server, server_identity  # noqa: PLC0415
     from powernode.platform.worker import attach  # noqa: PLC0415
 
-    try:
+    with _database_errors(None):
         settings = _settings(config, database, data_dir, host=host, port=port, tls=tls)
+    with _database_errors(settings):
         api = create_app(settings)
         if worker:
             attach(api, _worker(settings, api.state.platform.sessions))
@@ -103,9 +171,8 @@ def serve(
             typer.echo(f"TLS server certificate: {cert}")
             if platform_ca is not None:
                 typer.echo(f"platform CA (give it to agents as --platform-ca): {platform_ca}")
-    except PowernodeError as e:
-        raise _fail(e) from e
-    server.run()
+    with _database_errors(settings):
+        server.run()
 
 
 def _worker(settings: Settings, sessions: Any) -> IngestWorker:
@@ -130,31 +197,35 @@ def worker(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the ingest worker alone: poll the registry, verify new tags, run the sensors."""
-    import dataclasses  # noqa: PLC0415
-
     from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
     from powernode.platform.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
 
-    try:
+    with _database_errors(None):
         settings = _settings(config, database, data_dir)
+    with _database_errors(settings):
         engine = make_engine(settings.effective_database_url)
-        upgrade(engine)
-        runner = _worker(settings, make_sessionmaker(engine))
-    except PowernodeError as e:
-        raise _fail(e) from e
     try:
-        if once:
-            report = runner.run_once()
-            if as_json:
-                typer.echo(json.dumps(dataclasses.asdict(report)))
-            else:
-                typer.echo(", ".join(f"{k} {v}" for k, v in dataclasses.asdict(report).items()))
-        else:
-            runner.run()
+        with _database_errors(settings):
+            upgrade(engine)
+            runner = _worker(settings, make_sessionmaker(engine))
+            _run_worker(runner, once=once, as_json=as_json)
     except KeyboardInterrupt:
         pass
     finally:
         engine.dispose()
+
+
+def _run_worker(runner: IngestWorker, *, once: bool, as_json: bool) -> None:
+    import dataclasses  # noqa: PLC0415
+
+    if once:
+        report = runner.run_once()
+        if as_json:
+            typer.echo(json.dumps(dataclasses.asdict(report)))
+        else:
+            typer.echo(", ".join(f"{k} {v}" for k, v in dataclasses.asdict(report).items()))
+    else:
+        runner.run()
 
 
 @app.command()
@@ -169,15 +240,15 @@ def migrate(
     from powernode.platform.db.migrate import current_revisions, upgrade  # noqa: PLC0415
     from powernode.platform.db.session import make_engine  # noqa: PLC0415
 
-    try:
+    with _database_errors(None):
         settings = _settings(config, database, data_dir)
+    with _database_errors(settings):
         engine = make_engine(settings.effective_database_url)
-    except PowernodeError as e:
-        raise _fail(e) from e
     try:
-        before = ",".join(current_revisions(engine)) or None
-        upgrade(engine)
-        after = ",".join(current_revisions(engine))
+        with _database_errors(settings):
+            before = ",".join(current_revisions(engine)) or None
+            upgrade(engine)
+            after = ",".join(current_revisions(engine))
     finally:
         engine.dispose()
     if as_json:
@@ -211,19 +282,20 @@ def token_create(
 
     now = datetime.now(UTC)
     expires = now + timedelta(days=expires_in_days) if expires_in_days else None
-    try:
+    with _database_errors(None):
         settings = _settings(config, database, data_dir)
+    with _database_errors(settings):
         engine = make_engine(settings.effective_database_url)
-        upgrade(engine)
-        with Session(engine, expire_on_commit=False) as session:
-            admin = Actor(f"local:{getpass.getuser()}", None, frozenset(SCOPES))
-            token, secret = create_token(Ctx(session, admin, now), name, scope, expires_at=expires)
-            session.commit()
-    except PowernodeError as e:
-        raise _fail(e) from e
+    try:
+        with _database_errors(settings):
+            upgrade(engine)
+            with Session(engine, expire_on_commit=False) as session:
+                admin = Actor(f"local:{getpass.getuser()}", None, frozenset(SCOPES))
+                ctx = Ctx(session, admin, now)
+                token, secret = create_token(ctx, name, scope, expires_at=expires)
+                session.commit()
     finally:
-        if "engine" in locals():
-            engine.dispose()
+        engine.dispose()
     if as_json:
         out = {"id": token.id, "name": name, "scopes": token.scopes.split(), "token": secret}
         typer.echo(json.dumps(out))

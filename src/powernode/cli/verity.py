@@ -14,11 +14,12 @@ from typing import Annotated
 
 import typer
 
+from powernode.cli.base import App
 from powernode.errors import ConfigError
 from powernode.verity.fsverity import VerityFileError, format_digest, fsverity_digest_file
 from powernode.verity.fsverity_tree import verity_params
 
-app = typer.Typer(help="fs-verity digests, computed in userspace.", no_args_is_help=True)
+app = App(help="fs-verity digests, computed in userspace.", no_args_is_help=True)
 
 # fsverity-utils also accepts the FS_VERITY_HASH_ALG_* numbers.
 _ALG_NUMBERS = {"1": "sha256", "2": "sha512"}

@@ -218,10 +218,7 @@ def check_manifest_file(
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limits.max_bytes:
-                msg = (
-                    f"file is {size} bytes; the limit is {limits.max_bytes} "
-                    "(ManifestLimits.max_bytes)"
-                )
+                msg = f"file is {size} bytes; the limit is {limits.max_bytes}"
                 return ManifestCheck(filename, None, (Problem(filename, 0, 0, "", msg),), ())
             data = f.read(limits.max_bytes + 1)  # +1: a growing or special file still trips
     except OSError as e:
@@ -307,8 +304,7 @@ def _semantic_notes(
             notes.append(
                 Note(
                     path,
-                    f"{len(entries)} entries; the limit is "
-                    f"{limits.max_list_entries} (ManifestLimits.max_list_entries)",
+                    f"{len(entries)} entries; the limit is {limits.max_list_entries}",
                 )
             )
             continue
@@ -331,19 +327,14 @@ def _value_limits(data: object, limits: ManifestLimits) -> list[Note]:
         path, value = stack.pop()
         nodes += 1
         if nodes > limits.max_nodes:
-            return [Note((), f"more than {limits.max_nodes} values (ManifestLimits.max_nodes)")]
+            return [Note((), f"more than {limits.max_nodes} values")]
         if len(path) > limits.max_depth:
-            return [
-                Note(
-                    path, f"nested deeper than {limits.max_depth} levels (ManifestLimits.max_depth)"
-                )
-            ]
+            return [Note(path, f"nested deeper than {limits.max_depth} levels")]
         if isinstance(value, str) and len(value) > limits.max_string_length:
             return [
                 Note(
                     path,
-                    f"text of {len(value)} characters; the limit is "
-                    f"{limits.max_string_length} (ManifestLimits.max_string_length)",
+                    f"text of {len(value)} characters; the limit is {limits.max_string_length}",
                 )
             ]
         if isinstance(value, Mapping):

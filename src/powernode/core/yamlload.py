@@ -169,8 +169,7 @@ class _Composer:
             self.add(
                 event,
                 path,
-                f"more than {self.max_nodes} YAML nodes; the limit is "
-                f"{self.max_nodes} (ManifestLimits.max_nodes)",
+                f"more than {self.max_nodes} YAML nodes; the limit is {self.max_nodes}",
             )
             raise _Stop
         if record:
@@ -198,7 +197,7 @@ class _Composer:
             self.add(
                 event,
                 path,
-                f"nested deeper than {self.max_depth} levels (ManifestLimits.max_depth)",
+                f"nested deeper than {self.max_depth} levels",
             )
             raise _Stop
         assert isinstance(event, events.CollectionStartEvent), event
@@ -245,8 +244,7 @@ class _Composer:
             self.add(
                 event,
                 path,
-                f"text of {len(text)} characters; the limit is "
-                f"{self.max_chars} (ManifestLimits.max_string_length)",
+                f"text of {len(text)} characters; the limit is {self.max_chars}",
             )
         tag = event.tag
         if tag == "!":  # the non-specific tag: a string (YAML 1.1 §3.3.2)
@@ -329,7 +327,7 @@ def compose(
                 0,
                 0,
                 "",
-                f"file is {size} bytes; the limit is {max_bytes} (ManifestLimits.max_bytes)",
+                f"file is {size} bytes; the limit is {max_bytes}",
             )
         ]
     text, bad = _decode(data, filename)

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 LAYOUT_VERSION = "1.0.0"
 MAX_INDEX_SIZE = 64 << 20  # index.json is ours, but may have been edited by hand
+_TAGS_SHOWN = 10  # tags named in a "no such tag" error; the rest elided
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -159,10 +160,16 @@ class LayoutRegistry:
 
     def _resolve_tag(self, ref: Reference) -> dict[str, Any]:
         wanted = f"{ref.repository}:{ref.tag}"
-        for d in self._read_index()["manifests"]:
+        manifests = self._read_index()["manifests"]
+        for d in manifests:
             if self._ref_name(d) == wanted:
                 return dict(d)
-        raise NotFoundError(f"{self.root}: no tag {wanted!r} in index.json; see list_tags()")
+        names = sorted({n for n in map(self._ref_name, manifests) if n is not None})
+        held = ", ".join(names[:_TAGS_SHOWN]) + (", …" if len(names) > _TAGS_SHOWN else "")
+        raise NotFoundError(
+            f"{self.root}: no tag {wanted!r} in index.json; "
+            + (f"the layout holds {held}" if names else "the layout holds no tags")
+        )
 
     # -- blobs -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from powernode.platform.api import (
     audit,
     desired,
     ingest,
+    metrics,
     modules,
     node_api,
     node_ops,
@@ -38,6 +39,7 @@ from powernode.platform.api.limits import BodyLimit
 from powernode.platform.api.problem_responses import PROBLEM_RESPONSES
 from powernode.platform.db.migrate import upgrade
 from powernode.platform.db.session import make_engine, make_sessionmaker
+from powernode.platform.metrics import Metrics, MetricsMiddleware
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
 from powernode.platform.sealing import Sealer, load_or_create_key
@@ -45,6 +47,7 @@ from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
+from powernode.platform.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +118,12 @@ def create_app(
     routers = (modules, versions, templates, desired, nodes, audit, ingest)
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
+    app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
+    app.include_router(ui_routes.router)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    app.state.metrics = Metrics(state.sessions, clock, state.heartbeats)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

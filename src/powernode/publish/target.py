@@ -59,6 +59,12 @@ def open_target(
         if ref.registry is not None:
             raise DataError(f"{text!r}: a layout reference names no registry host")
         return LayoutRegistry(Path(directory)), ref
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme in ("http", "https", "oci", "docker"):
+        raise ConfigError(
+            f"{text!r}: write the reference without a scheme, {rest!r} "
+            "(HTTP is automatic for loopback registries; --plain-http for others)"
+        )
     ref = parse_reference(text)
     if ref.registry is None:
         raise ConfigError(

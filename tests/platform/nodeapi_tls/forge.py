@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from powernode.platform.pki import INSTANCE_URI_PREFIX
 
@@ -98,7 +98,15 @@ def forge_cert(
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
     )
     usages = eku if eku is not None else [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if usages or malformed_eku:  # [] leaves the extension out; malformed_eku encodes it empty
+    if malformed_eku:
+        # An ExtKeyUsageSyntax is SEQUENCE SIZE (1..MAX) OF KeyPurposeId (RFC 5280
+        # 4.2.1.12): the empty SEQUENCE (30 00) is malformed. Written as raw DER so
+        # the test does not depend on the library agreeing to encode it.
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(ExtensionOID.EXTENDED_KEY_USAGE, b"\x30\x00"),
+            critical=False,
+        )
+    elif usages:  # [] leaves the extension out
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     names = uris if uris is not None else [INSTANCE_URI_PREFIX + instance]
     if names:

@@ -57,11 +57,13 @@ class HeartbeatBuffer:
         self._pending: dict[str, HeartbeatReport] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self.flushed = 0  # reports written so far (tests, benchmarks)
+        self.flushed = 0  # reports written so far (tests, benchmarks, /metrics)
+        self.received = 0  # reports accepted so far (/metrics)
 
     def put(self, report: HeartbeatReport) -> None:
         with self._lock:
             self._pending[report.instance_id] = report
+            self.received += 1
 
     def pending(self) -> int:
         with self._lock:

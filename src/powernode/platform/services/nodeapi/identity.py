@@ -89,7 +89,7 @@ def authenticate(
     if cert_der is None:
         raise AuthenticationError(
             "no client certificate: every node API call but enroll needs the certificate "
-            "issued at enrollment (powernode-agent enroll --token …)"
+            "issued at enrollment (powernode-agent enroll --token-file FILE)"
         )
     peer = ca.verify_peer(cert_der, now=now)
     if peer.serial in revoked:

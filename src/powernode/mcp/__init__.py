@@ -1,0 +1,1 @@
+"""The MCP server: the operator actions for assistants (``powernode mcp serve``)."""
