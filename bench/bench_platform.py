@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.platform import pgcluster
 
 from powernode.platform.app import create_app
-from powernode.platform.db import NodeInstance
+from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion
 from powernode.platform.db.migrate import upgrade
 from powernode.platform.db.session import make_engine
 from powernode.platform.services.context import SCOPES, Actor, Ctx
@@ -97,7 +97,6 @@ def seed(c: httpx.Client, db_url: str) -> tuple[list[str], list[str]]:
         files.append("/etc/shared.conf")  # one path everyone ships: a real union decision
         body = {
             "version_string": "1.0.0",
-            "composefs_digest": f"sha256:{i:064x}",
             "manifest": {
                 "name": name,
                 "dependencies": {"requires": [] if i == 0 else ["powernode/mod-00@^1"]},
@@ -107,7 +106,8 @@ def seed(c: httpx.Client, db_url: str) -> tuple[list[str], list[str]]:
         r = c.post(f"{API}/node_modules/{name}/versions", json=body)
         r.raise_for_status()
         vid = r.json()["version"]["id"]
-        for to in ("staging", "blessed"):
+        # Ordinary nodes run live versions only (docs/platform.md, issue 13 item 2).
+        for to in ("staging", "blessed", "live"):
             c.post(f"{API}/node_module_versions/{vid}/promote", json={"to": to}).raise_for_status()
         c.post(f"{API}/node_templates/base/assignments", json={"module_name": name})
     ids = []
@@ -121,6 +121,16 @@ def seed(c: httpx.Client, db_url: str) -> tuple[list[str], list[str]]:
     engine = make_engine(db_url)
     with engine.begin() as conn:
         conn.execute(update(NodeInstance).values(running_module_digests=running))
+        # What ingest records after verifying each artifact (not settable through the API).
+        for i, name in enumerate(names):
+            conn.execute(
+                update(NodeModuleVersion)
+                .where(
+                    NodeModuleVersion.module_id
+                    == select(NodeModule.id).where(NodeModule.name == name).scalar_subquery()
+                )
+                .values(composefs_digest=f"sha256:{i:064x}", cosign_verified=True)
+            )
     engine.dispose()
     return names, ids
 

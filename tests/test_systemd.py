@@ -311,3 +311,15 @@ def test_an_unknown_log_format_is_a_usage_error(argv: list[str], tmp_path: Path)
     assert run.returncode == 2
     assert "--log-format" in run.stderr and "text, json, journal" in run.stderr
     assert not (tmp_path / "platform.db").exists()  # refused before anything was made
+
+
+def test_a_receiver_that_does_not_read_never_blocks_the_sender(
+    listener: tuple[socket.socket, str],
+) -> None:
+    """The queue of an AF_UNIX datagram socket holds ~10 datagrams: past that a
+    message is dropped (False), the service's loop is never stuck on it."""
+    _s, path = listener
+    n = Notifier({"NOTIFY_SOCKET": path})
+    results = [n.status(f"message {i}") for i in range(200)]
+    assert results[0] is True
+    assert results[-1] is False  # dropped, not blocked

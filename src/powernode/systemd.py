@@ -55,8 +55,11 @@ class Notifier:
         message = "\n".join(f"{k.upper()}={v}" for k, v in assignments.items()).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-                s.sendto(message, self._address)
-        except OSError as e:  # systemd gone or the socket removed: never fatal
+                # Never block the loop that pings: a receiver that does not read (its
+                # queue holds net.unix.max_dgram_qlen datagrams, 10 by default) costs
+                # a dropped message, not a stuck service.
+                s.sendto(message, socket.MSG_DONTWAIT, self._address)
+        except OSError as e:  # systemd gone, the socket removed, its queue full: never fatal
             log.warning("sd_notify to %r failed: %s", self._address, e)
             return False
         return True

@@ -260,7 +260,7 @@ API = "/api/v1/system"
 class Operator:
     """The platform's operator API over HTTPS, as an admin."""
 
-    def __init__(self, url: str, ca: Path, token: str) -> None:
+    def __init__(self, url: str, ca: Path, token: str, db_url: str) -> None:
         import httpx
 
         from powernode.agent.transport import tls_context
@@ -271,6 +271,7 @@ class Operator:
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         )
+        self.db_url = db_url
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         r = self.http.request(method, path, **kw)
@@ -287,18 +288,32 @@ class Operator:
         protected = MODULES[key][4]
         manifest = {"name": name, "mask": [], "protected_spec": list(protected),
                     "dependencies": {"requires": [], "provides": []}}  # fmt: skip
-        version = self.call(
-            "POST",
-            f"/node_modules/{name}/versions",
-            json={
-                "version_string": entry["version"],
-                "composefs_digest": entry["composefs_digest"],
-                "artifact_ref": entry["reference"],
-                "cosign_verified": True,
-                "manifest": manifest,
-                "file_list": list(layer(key).files),
-            },
-        )["version"]
+        # The operator API cannot set digests, references or cosign_verified
+        # (issue 13 item 2): record the version as the ingest worker does.
+        from datetime import UTC, datetime
+
+        from sqlalchemy.orm import Session
+
+        from powernode.platform.db.session import make_engine
+        from powernode.platform.services import catalog as platform_catalog
+        from powernode.platform.services.context import SCOPES, Actor, Ctx
+
+        engine = make_engine(self.db_url)
+        with Session(engine) as session:
+            ctx = Ctx(session, Actor("ingest", None, frozenset(SCOPES)), datetime.now(UTC))
+            vid = platform_catalog.record_ingested_version(
+                ctx,
+                name,
+                version_string=entry["version"],
+                verified=platform_catalog.VerifiedFields(
+                    composefs_digest=entry["composefs_digest"], artifact_ref=entry["reference"]
+                ),
+                manifest=manifest,
+                file_list=list(layer(key).files),
+            ).id
+            session.commit()
+        engine.dispose()
+        version = {"id": vid}
         for step in ("staging", "blessed", "live"):
             self.promote(version["id"], step)
         return str(version["id"])
@@ -351,7 +366,7 @@ def test_real_platform_assign_reconcile_upgrade_rollback_detach(
         relay = Relay(netns.host_ip, int(registry.url.rsplit(":", 1)[1]))
         host = f"{netns.host_ip}:{relay.port}"
         ca = settings.pki_dir / "platform-ca.pem"
-        op = Operator(url, ca, admin)
+        op = Operator(url, ca, admin, pg_url)
         try:
             catalog = Catalog(f"http://{host}", host, tmp_path)
             op.publish(catalog, "base", "system-base")

@@ -221,6 +221,7 @@ def test_systemd_ready_watchdog_status_and_the_metrics_textfile(
     status per beat and STOPPING at the end; the textfile is written after each beat."""
     import dataclasses
     import socket
+    import threading
 
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -230,7 +231,20 @@ def test_systemd_ready_watchdog_status_and_the_metrics_textfile(
     sock_path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(sock_path)
-    listener.settimeout(0)
+    listener.settimeout(0.2)
+    messages: list[str] = []
+    done = threading.Event()
+
+    def drain() -> None:  # as systemd does: read while the service runs
+        while not done.is_set() or messages[-1:] != ["STOPPING=1"]:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                if done.is_set():
+                    return
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     metrics = tmp_path / "textfile"
     metrics.mkdir()
     config = dataclasses.replace(enrolled_agent(tmp_path, platform), metrics_textfile_dir=metrics)
@@ -238,13 +252,9 @@ def test_systemd_ready_watchdog_status_and_the_metrics_textfile(
     rt = make_runtime(config, platform, notifier=notifier)
     try:
         assert rt.run(max_beats=3) == 0
-        messages = []
-        while True:
-            try:
-                messages.append(listener.recv(4096).decode())
-            except BlockingIOError:
-                break
     finally:
+        done.set()
+        reader.join(timeout=10)
         listener.close()
     assert messages[0] == "READY=1\nSTATUS=started"
     assert messages[-1] == "STOPPING=1"

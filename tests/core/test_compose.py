@@ -458,10 +458,10 @@ def test_docs_worked_example() -> None:
     """The example in docs/composition.md, outcome by outcome."""
     c = compose(worked_example())
     assert [(m.name, m.priority) for m in c.modules] == [
-        ("system-base", 100),
-        ("nginx", 900),
-        ("chrony", 900),
-        ("chrony-no-pool", 903),
+        ("system-base", 10),
+        ("nginx", 90),
+        ("chrony", 90),
+        ("chrony-no-pool", 90),  # above chrony at the same priority: config > subscription
     ]
     assert c.winners() == {
         "/etc/chrony/chrony.conf": "chrony-no-pool",
@@ -491,3 +491,21 @@ def test_docs_worked_example() -> None:
         "'/etc/chrony/chrony.conf', protected by 'chrony'; only a config module whose "
         "parent_module is 'chrony' may take over 'chrony''s protected path: narrow the mask"
     ]
+
+
+def test_seed_003_override_95_sits_above_userland_and_system_base() -> None:
+    """Issue 13 item 11: the runbook's ``effective_priority: 95 // higher than userland (90)``.
+
+    It landed below system-base (100) when priorities were stored x10.
+    """
+    from powernode.core.priority import effective_priority as ep
+
+    layers = [
+        layer("system-base", ep(10, SUB), ["/etc/", "/etc/motd"]),
+        layer("app", ep(90, Variety.INSTANCE), ["/etc/", "/etc/motd"]),
+        layer("override", ep(90, SUB, 95), ["/etc/", "/etc/motd"]),
+    ]
+    c = compose(layers)
+    assert c.winners() == {"/etc/motd": "override"}
+    assert [m.name for m in c.modules] == ["system-base", "app", "override"]
+    assert [m.priority for m in c.modules] == [10, 90, 95]

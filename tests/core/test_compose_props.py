@@ -64,7 +64,9 @@ def check_invariants(layers: list[ModuleLayer], c: Composition) -> None:
             assert provided != ((m.name, p) in dropped)
     for p, e in union.items():
         live = [m for m in layers if p in m.files and (m.name, p) not in dropped]
-        expect = sorted(live, key=lambda m: priority_key(m.name, m.priority), reverse=True)
+        expect = sorted(
+            live, key=lambda m: priority_key(m.name, m.priority, m.variety), reverse=True
+        )
         assert e.providers == tuple(m.name for m in expect)
         if e.is_dir:
             continue

@@ -14,6 +14,7 @@ from powernode.core.priority import (
     Variety,
     effective_priority,
     priority_key,
+    stack_rank,
 )
 
 
@@ -49,12 +50,12 @@ def test_seeded_categories() -> None:
 @pytest.mark.parametrize(
     ("position", "variety", "override", "expected"),
     [
-        (90, Variety.SUBSCRIPTION, None, 900),
-        (90, Variety.CONFIG, None, 903),
-        (90, Variety.INSTANCE, None, 906),
-        (10, Variety.SUBSCRIPTION, None, 100),
-        (60, Variety.INSTANCE, None, 606),
-        (90, Variety.SUBSCRIPTION, 950, 950),
+        (90, Variety.SUBSCRIPTION, None, 90),
+        (90, Variety.CONFIG, None, 90),
+        (90, Variety.INSTANCE, None, 90),
+        (10, Variety.SUBSCRIPTION, None, 10),
+        (60, Variety.INSTANCE, None, 60),
+        (90, Variety.SUBSCRIPTION, 95, 95),  # seed 003, as the operator typed it
         (90, Variety.INSTANCE, 0, 0),  # an override of 0 is an override, not "unset"
     ],
     ids=["sub", "config", "instance", "base", "net-instance", "override", "override-zero"],
@@ -68,8 +69,41 @@ def test_effective_priority(
 def test_no_variety_lifts_a_module_into_the_next_category() -> None:
     cats = sorted(SEEDED_CATEGORIES, key=lambda c: c.position)
     for lower, upper in itertools.pairwise(cats):
-        top_of_lower = effective_priority(lower.position, Variety.INSTANCE)
-        assert top_of_lower < effective_priority(upper.position, Variety.SUBSCRIPTION)
+        top = priority_key(
+            "a", effective_priority(lower.position, Variety.INSTANCE), Variety.INSTANCE
+        )
+        bottom = priority_key("z", effective_priority(upper.position, Variety.SUBSCRIPTION))
+        assert top < bottom
+
+
+def test_variety_orders_modules_of_one_priority() -> None:
+    """Config beats the subscription it configures, instance beats both, names aside."""
+    sub = priority_key("a", 90, Variety.SUBSCRIPTION)
+    cfg = priority_key("z", 90, Variety.CONFIG)
+    inst = priority_key("zz", 90, Variety.INSTANCE)
+    assert sub < cfg < inst
+
+
+@pytest.mark.parametrize("variety", list(Variety), ids=lambda v: v.value)
+def test_seed_003_override_95_is_above_every_userland_module(variety: Variety) -> None:
+    """Issue 13 item 11: ``effective_priority: 95 // higher than userland (90)``."""
+    override = priority_key("z", effective_priority(90, Variety.SUBSCRIPTION, 95))
+    assert override > priority_key("a", effective_priority(90, variety), variety)
+    assert override > priority_key("a", effective_priority(10, variety), variety)
+    assert override < priority_key("z", 96)
+
+
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from(list(Variety)),
+    st.integers(0, 10_000),
+    st.sampled_from(list(Variety)),
+)
+def test_stack_rank_encodes_the_order(p1: int, v1: Variety, p2: int, v2: Variety) -> None:
+    """The one integer the node API sends orders modules as (priority, variety) does."""
+    a, b = (p1, v1.offset), (p2, v2.offset)
+    assert (a < b) == (stack_rank(p1, v1) < stack_rank(p2, v2))
+    assert (a == b) == (stack_rank(p1, v1) == stack_rank(p2, v2))
 
 
 def test_higher_priority_wins() -> None:

@@ -75,8 +75,7 @@ def test_tutorial_walk_through_the_cli(server: tuple[str, Path]) -> None:
     m = system(url, admin, "create-module", "my-redis", "--category", "userland",
                "--gitea-repo", "acme/modules/my-redis-module")  # fmt: skip
     assert m["module"]["webhook_secret"]
-    system(url, admin, "register-module-version", "my-redis", "0.1.0",
-           "--composefs-digest", "sha256:" + "ab" * 32)  # fmt: skip
+    system(url, admin, "register-module-version", "my-redis", "0.1.0")
     vs = system(url, admin, "list-module-versions", "my-redis")["versions"]
     vid = vs[0]["id"]
     for to in ("staging", "blessed", "live"):
@@ -86,8 +85,8 @@ def test_tutorial_walk_through_the_cli(server: tuple[str, Path]) -> None:
                "--module", "my-redis", "--metadata", "purpose=edge-cdn-tokyo")  # fmt: skip
     assert a["assignment"]["metadata"] == {"purpose": "edge-cdn-tokyo"}
     u = system(url, admin, "update-module-assignment", a["assignment"]["id"],
-               "--effective-priority", "950")  # fmt: skip
-    assert u["assignment"]["resolved_priority"] == 950
+               "--effective-priority", "95")  # fmt: skip
+    assert u["assignment"]["resolved_priority"] == 95
     n = system(url, admin, "create-node", "--hostname", "redis-test-1", "--template", "base")
     i = system(url, admin, "provision-instance", "--node", n["node"]["hostname"])["instance"]
     got = system(url, admin, "get-instance", i["id"])["instance"]
@@ -96,7 +95,10 @@ def test_tutorial_walk_through_the_cli(server: tuple[str, Path]) -> None:
     system(
         url, admin, "unassign-module-from-template", "--template", "base", "--module", "my-redis"
     )
-    d = system(url, admin, "delete-module", "my-redis", "--yes")
+    # 0.1.0 is live: refused unless forced (issue 13 item 8).
+    err = system(url, admin, "delete-module", "my-redis", "--yes", code=1)
+    assert "live version(s) 0.1.0" in err and "--force" in err
+    d = system(url, admin, "delete-module", "my-redis", "--yes", "--force")
     assert d["deleted"] == {"module": "my-redis", "versions": 1, "assignments": 0}
     assert system(url, admin, "list-modules")["modules"] == []
     log = system(url, admin, "audit-log", "--limit", "3")["audit_log"]

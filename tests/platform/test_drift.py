@@ -38,8 +38,12 @@ def report(p: Platform, iid: str, running: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture
 def stack(platform: Platform) -> Platform:
-    publish(platform, "system-base", category="system-base", files=["/etc/os-release"])
-    publish(platform, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"])
+    publish(
+        platform, "system-base", category="system-base", files=["/etc/os-release"], state="live"
+    )
+    publish(
+        platform, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"], state="live"
+    )
     assign(platform, "base", "my-redis")
     return platform
 

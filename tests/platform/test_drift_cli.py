@@ -44,8 +44,16 @@ def cli(p: Platform, *args: str) -> tuple[int, str]:
 
 
 def test_template_composition_and_drift_report(platform: Platform) -> None:
-    publish(platform, "system-base", category="system-base", files=["/etc/", "/etc/hosts"])
-    publish(platform, "my-redis", files=["/etc/", "/etc/hosts"], requires=["a/system-base"])
+    publish(
+        platform, "system-base", category="system-base", files=["/etc/", "/etc/hosts"], state="live"
+    )
+    publish(
+        platform,
+        "my-redis",
+        files=["/etc/", "/etc/hosts"],
+        requires=["a/system-base"],
+        state="live",
+    )
     assign(platform, "base", "my-redis")
     code, out = cli(platform, "template-composition", "base")
     assert code == 0, out

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.orm import Session
 
 from powernode.errors import TransportError, VerificationError
+from powernode.platform.services import catalog
 from powernode.platform.services.artifacts import IngestedArtifact, ModuleTrust
+from powernode.platform.services.context import SCOPES, Actor, Ctx
 from powernode.platform.worker import IngestWorker, WorkerLimits
 from tests.platform.conftest import Platform
 from tests.platform.problems import assert_problem
@@ -272,14 +275,38 @@ def test_existing_version_with_another_digest_is_rejected(
     platform: Platform, registry: FakeRegistry, worker: IngestWorker
 ) -> None:
     create_module(platform)
-    body = {"version_string": "0.1.0", "composefs_digest": "sha256:" + "00" * 32}
-    assert platform.call("POST", "/node_modules/my-redis/versions", json=body).status_code == 201
+    with Session(platform.engine) as session:  # ingested before, with other bytes
+        ctx = Ctx(session, Actor("ingest", None, frozenset(SCOPES)), datetime.now(UTC))
+        other = catalog.VerifiedFields(composefs_digest="sha256:" + "00" * 32, artifact_ref=REPO)
+        catalog.record_ingested_version(ctx, "my-redis", version_string="0.1.0", verified=other)
+        session.commit()
     registry.tags[REPO] = {"v0.1.0": artifact()}
     platform.call("POST", "/node_modules/my-redis/ingests", json={"tag": "v0.1.0"})
     worker.run_once()
     [(_tag, state, reason)] = ingests(platform)
-    assert state == "rejected"
+    assert state == "rejected", reason
     assert "versions are immutable" in reason
+    [v] = versions(platform)
+    assert v["composefs_digest"] == "sha256:" + "00" * 32
+
+
+def test_a_version_announced_by_hand_is_completed_by_ingest(
+    platform: Platform, registry: FakeRegistry, worker: IngestWorker
+) -> None:
+    """Issue 13 item 2: the operator API announces a version; only ingest sets its artifact."""
+    create_module(platform)
+    r = platform.call("POST", "/node_modules/my-redis/versions", json={"version_string": "0.1.0"})
+    assert r.status_code == 201, r.text
+    v = r.json()["version"]
+    assert (v["cosign_verified"], v["composefs_digest"], v["artifact_ref"]) == (False, None, None)
+    registry.tags[REPO] = {"v0.1.0": artifact()}
+    platform.call("POST", "/node_modules/my-redis/ingests", json={"tag": "v0.1.0"})
+    worker.run_once()
+    [(_tag, state, reason)] = ingests(platform)
+    assert state == "built", reason
+    [v] = versions(platform)
+    assert (v["cosign_verified"], v["composefs_digest"]) == (True, DIGEST)
+    assert v["artifact_ref"] == f"{REPO}@sha256:{'cd' * 32}"
 
 
 @pytest.mark.parametrize(

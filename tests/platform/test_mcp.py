@@ -101,8 +101,12 @@ def error_text(result: types.CallToolResult) -> str:
 
 @pytest.fixture
 def stack(platform: Platform) -> Platform:
-    publish(platform, "system-base", category="system-base", files=["/etc/os-release"])
-    publish(platform, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"])
+    publish(
+        platform, "system-base", category="system-base", files=["/etc/os-release"], state="live"
+    )
+    publish(
+        platform, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"], state="live"
+    )
     assign(platform, "base", "my-redis")
     return platform
 

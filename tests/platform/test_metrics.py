@@ -30,8 +30,12 @@ def test_metrics_need_a_token(platform: Platform) -> None:
 
 
 def test_fleet_and_request_figures(platform: Platform) -> None:
-    publish(platform, "system-base", category="system-base", files=["/etc/os-release"])
-    publish(platform, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"])
+    publish(
+        platform, "system-base", category="system-base", files=["/etc/os-release"], state="live"
+    )
+    publish(
+        platform, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"], state="live"
+    )
     assign(platform, "base", "my-redis")
     in_line = instance(platform, "redis-1")
     drifting = instance(platform, "redis-2")

@@ -86,40 +86,104 @@ def test_config_module_names_its_parent(platform: Platform) -> None:
     assert platform.snapshot() == before
 
 
-def test_delete_module_cascades_versions_and_assignments(platform: Platform) -> None:
-    create(platform)
+def _held_module(p: Platform) -> None:
+    """my-redis with 0.1.0 live, 0.2.0 built, assigned to template base."""
+    create(p)
     for v in ("0.1.0", "0.2.0"):
-        r = platform.call("POST", "/node_modules/my-redis/versions", json={"version_string": v})
+        r = p.call("POST", "/node_modules/my-redis/versions", json={"version_string": v})
         assert r.status_code == 201
-    r = platform.call("POST", "/node_templates/base/assignments", json={"module_name": "my-redis"})
+        if v == "0.1.0":
+            vid = r.json()["version"]["id"]
+            for to in ("staging", "blessed", "live"):
+                r = p.call("POST", f"/node_module_versions/{vid}/promote", json={"to": to})
+                assert r.status_code == 200, r.text
+    r = p.call("POST", "/node_templates/base/assignments", json={"module_name": "my-redis"})
     assert r.status_code == 201
-    resp = platform.call("DELETE", "/node_modules/my-redis")
-    assert resp.status_code == 200
+
+
+@pytest.mark.parametrize("role", ["write", "admin"])
+def test_delete_module_that_is_live_or_assigned_is_refused_naming_what_holds_it(
+    platform: Platform, role: str
+) -> None:
+    """Issue 13 item 8: it cascaded silently, with a write-only token."""
+    _held_module(platform)
+    before = platform.snapshot()
+    resp = platform.call("DELETE", "/node_modules/my-redis", role=role)
+    assert_problem(resp, 409, "live version(s) 0.1.0", "template(s) base", "--force")
+    assert resp.json()["live_versions"] == ["0.1.0"]
+    assert resp.json()["templates"] == ["base"]
+    assert platform.snapshot() == before
+
+
+def test_forced_delete_needs_promote_live(platform: Platform) -> None:
+    _held_module(platform)
+    before = platform.snapshot()
+    resp = platform.call("DELETE", "/node_modules/my-redis", role="write", params={"force": True})
+    assert_problem(resp, 403, "promote-live")
+    assert platform.snapshot() == before
+    resp = platform.call("DELETE", "/node_modules/my-redis", params={"force": True})
+    assert resp.status_code == 200, resp.text
     assert resp.json()["deleted"] == {"module": "my-redis", "versions": 2, "assignments": 1}
     assert platform.count("node_modules") == 0
     assert platform.count("node_module_versions") == 0
     assert platform.count("node_module_assignments") == 0
-    assert_problem(platform.call("GET", "/node_modules/my-redis"), 404, "my-redis")
+    [entry] = platform.call("GET", "/audit_log?action=module.delete").json()["audit_log"]
+    assert entry["detail"]["forced"] is True
+    assert (entry["detail"]["live_versions"], entry["detail"]["templates"]) == (["0.1.0"], ["base"])
 
 
-def test_versions_are_listed_newest_first_with_digests(platform: Platform) -> None:
+def test_delete_module_that_is_neither_live_nor_assigned_needs_write_only(
+    platform: Platform,
+) -> None:
+    create(platform)
+    for v in ("0.1.0", "0.2.0"):
+        r = platform.call("POST", "/node_modules/my-redis/versions", json={"version_string": v})
+        assert r.status_code == 201
+    resp = platform.call("DELETE", "/node_modules/my-redis", role="write")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["deleted"] == {"module": "my-redis", "versions": 2, "assignments": 0}
+    assert platform.count("node_modules") == 0
+    assert platform.count("node_module_versions") == 0
+
+
+def test_versions_are_listed_newest_first(platform: Platform) -> None:
     create(platform)
     for v in ("0.9.0", "0.10.0", "0.10.0-rc.1"):
-        body = {
-            "version_string": v,
-            "composefs_digest": "sha256:" + "ab" * 32,
-            "fsverity_root_hash": "sha256:" + "cd" * 32,
-            "cosign_verified": True,
-            "file_list": ["/etc/redis/redis.conf"],
-        }
+        body = {"version_string": v, "file_list": ["/etc/redis/redis.conf"]}
         assert (
             platform.call("POST", "/node_modules/my-redis/versions", json=body).status_code == 201
         )
     vs = platform.call("GET", "/node_modules/my-redis/versions", role="read").json()["versions"]
     assert [v["version_string"] for v in vs] == ["0.10.0", "0.10.0-rc.1", "0.9.0"]
     assert {v["promotion_state"] for v in vs} == {"built"}
-    assert vs[0]["composefs_digest"] == "sha256:" + "ab" * 32
+    assert vs[0]["composefs_digest"] is None and vs[0]["cosign_verified"] is False
     assert vs[0]["file_count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("cosign_verified", True, id="cosign_verified"),
+        pytest.param(
+            "artifact_ref",
+            "evil.example/acme/modules/my-redis@sha256:" + "ab" * 32,
+            id="artifact_ref-other-host",
+        ),
+        pytest.param("composefs_digest", "sha256:" + "ab" * 32, id="composefs_digest"),
+        pytest.param("fsverity_root_hash", "sha256:" + "cd" * 32, id="fsverity_root_hash"),
+        pytest.param("sbom_ref", "evil.example/sbom", id="sbom_ref"),
+    ],
+)
+def test_only_ingest_sets_what_verification_found(
+    platform: Platform, field: str, value: object
+) -> None:
+    """Issue 13 item 2: a write token set artifact_ref to another host and cosign_verified."""
+    create(platform)
+    before = platform.snapshot()
+    body = {"version_string": "1.0.0", field: value}
+    resp = platform.call("POST", "/node_modules/my-redis/versions", json=body, role="write")
+    assert_problem(resp, 422, field)
+    assert platform.snapshot() == before
 
 
 BAD_CREATES = [

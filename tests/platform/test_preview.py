@@ -7,9 +7,14 @@ does and promotes it step by step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from powernode.core.composition import Composition
+from powernode.platform.services import catalog
+from powernode.platform.services.context import SCOPES, Actor, Ctx
 from tests.platform.conftest import Platform
 from tests.platform.problems import assert_problem
 
@@ -45,14 +50,24 @@ def publish(
         "protected_spec": list(protected),
         "dependencies": {"requires": list(requires), "provides": list(provides)},
     }
-    body = {
-        "version_string": version,
-        "composefs_digest": digest or f"sha256:{name}-{version}",
-        "manifest": manifest,
-        "file_list": list(files),
-    }
-    r = p.call("POST", f"/node_modules/{name}/versions", json=body)
-    assert r.status_code == 201, r.text
+    with Session(p.engine) as session:
+        # What the ingest worker records once it has verified an artifact: the
+        # operator API cannot set digests or references (issue 13 item 2).
+        ctx = Ctx(session, Actor("ingest-fake", None, frozenset(SCOPES)), datetime.now(UTC))
+        vid = catalog.record_ingested_version(
+            ctx,
+            name,
+            version_string=version,
+            verified=catalog.VerifiedFields(
+                composefs_digest=digest or f"sha256:{name}-{version}",
+                artifact_ref=f"registry.test/default/modules/{name}:{version}",
+            ),
+            manifest=manifest,
+            file_list=list(files),
+        ).id
+        session.commit()
+    r = p.call("GET", f"/node_module_versions/{vid}", role="read")
+    assert r.status_code == 200, r.text
     v: dict[str, Any] = r.json()["version"]
     for step in STEPS[: STEPS.index(state) + 1] if state in STEPS else ():
         r = p.call("POST", f"/node_module_versions/{v['id']}/promote", json={"to": step})
@@ -100,12 +115,12 @@ def test_preview_resolves_dependencies_and_composes(platform: Platform) -> None:
     assert [m["name"] for m in body["modules"]] == ["system-base", "my-redis"]
     assert mods["system-base"]["version_string"] == "1.4.2"
     assert mods["system-base"]["assigned"] is False
-    assert mods["system-base"]["priority"] == 100
+    assert mods["system-base"]["priority"] == 10
     assert "my-redis@1.0.0 requires account/system-base@^1" in mods["system-base"]["reason"]
-    assert mods["my-redis"]["priority"] == 900
+    assert mods["my-redis"]["priority"] == 90
     comp = Composition.from_dict(body["composition"])
     winners = comp.winners()
-    # my-redis (900) wins /etc/hosts over system-base (100); /etc/shadow stays system-base's
+    # my-redis (90) wins /etc/hosts over system-base (10); /etc/shadow stays system-base's
     # because system-base protects it.
     assert winners["/etc/hosts"] == "my-redis"
     assert winners["/etc/shadow"] == "system-base"
@@ -118,7 +133,7 @@ def test_preview_honours_the_assignment_override_and_allowed_states(platform: Pl
     publish(platform, "a-mod", files=["/x"])
     publish(platform, "b-mod", files=["/x"])
     publish(platform, "b-mod", "1.1.0", files=["/x", "/y"], state="staging")
-    assign(platform, "base", "a-mod", effective_priority=950)
+    assign(platform, "base", "a-mod", effective_priority=95)
     assign(platform, "base", "b-mod")
     body = composition(platform)
     assert Composition.from_dict(body["composition"]).winners() == {"/x": "a-mod"}
@@ -184,3 +199,24 @@ def test_bad_inputs(platform: Platform) -> None:
     assert_problem(r, 422, "query.allowed_states", "'blessed'")
     r = platform.raw("GET", "/api/v1/system/node_templates/base/composition")
     assert_problem(r, 401, "no API token")
+
+
+def test_runbook_override_95_sits_above_userland(platform: Platform) -> None:
+    """Issue 13 item 11, through the API: seed 003's ``effective_priority: 95``.
+
+    On the old x10 scale 95 sat below system-base (100) and an instance module
+    of userland (906), so both won the shared file.
+    """
+    publish(platform, "system-base", category="system-base", files=["/etc/", "/etc/motd"])
+    publish(platform, "a-app", variety="instance", files=["/etc/", "/etc/motd"])
+    publish(platform, "z-override", files=["/etc/", "/etc/motd"])
+    for name in ("system-base", "a-app"):
+        assign(platform, "base", name)
+    a = assign(platform, "base", "z-override")
+    r = platform.call("PATCH", f"/node_module_assignments/{a['id']}",
+                      json={"effective_priority": 95})  # fmt: skip
+    assert r.json()["assignment"]["resolved_priority"] == 95
+    body = composition(platform)
+    assert Composition.from_dict(body["composition"]).winners()["/etc/motd"] == "z-override"
+    prios = {m["name"]: m["priority"] for m in body["modules"]}
+    assert prios == {"system-base": 10, "a-app": 90, "z-override": 95}

@@ -32,10 +32,12 @@ def test_assign_computes_priority_from_category_and_variety(platform: Platform) 
     module(platform, "my-nginx")
     module(platform, "nginx-tokyo", variety="config", parent_module="my-nginx")
     a = assign(platform, "base", "my-nginx", metadata={"purpose": "edge-cdn-tokyo"})
-    assert (a["priority"], a["effective_priority"], a["resolved_priority"]) == (900, None, 900)
+    assert (a["priority"], a["effective_priority"], a["resolved_priority"]) == (90, None, 90)
     assert a["metadata"] == {"purpose": "edge-cdn-tokyo"}
-    assert assign(platform, "base", "nginx-tokyo")["priority"] == 903
-    assert assign(platform, "base", "system-base")["priority"] == 100
+    # Priorities are the operator's scale (category position); the variety
+    # orders the config module above its parent at the same priority.
+    assert assign(platform, "base", "nginx-tokyo")["priority"] == 90
+    assert assign(platform, "base", "system-base")["priority"] == 10
     # The template by id works as well as by name; its stack is highest first.
     tid = a["template_id"]
     got = platform.call("GET", f"/node_templates/{tid}", role="read").json()["template"]
@@ -51,17 +53,17 @@ def test_update_assignment_overrides_and_clears_effective_priority(platform: Pla
     module(platform, "my-nginx")
     a = assign(platform, "hardened", "my-nginx")
     path = f"/node_module_assignments/{a['id']}"
-    r = platform.call("PATCH", path, json={"effective_priority": 950})
+    r = platform.call("PATCH", path, json={"effective_priority": 95})
     assert r.status_code == 200, r.text
     got = r.json()["assignment"]
-    assert (got["effective_priority"], got["resolved_priority"]) == (950, 950)
+    assert (got["effective_priority"], got["resolved_priority"]) == (95, 95)
     # Metadata alone leaves the override in place.
     got = platform.call("PATCH", path, json={"metadata": {"a": 1}}).json()["assignment"]
-    assert (got["effective_priority"], got["metadata"]) == (950, {"a": 1})
+    assert (got["effective_priority"], got["metadata"]) == (95, {"a": 1})
     got = platform.call("PATCH", path, json={"effective_priority": None}).json()["assignment"]
-    assert (got["effective_priority"], got["resolved_priority"]) == (None, 900)
+    assert (got["effective_priority"], got["resolved_priority"]) == (None, 90)
     log = platform.call("GET", "/audit_log?action=assignment.update").json()["audit_log"]
-    assert log[-1]["detail"]["after"]["effective_priority"] == 950
+    assert log[-1]["detail"]["after"]["effective_priority"] == 95
 
 
 def test_unassign(platform: Platform) -> None:

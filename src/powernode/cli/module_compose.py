@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from powernode.core.priority import priority_key
 from powernode.errors import CompositionError, PowernodeError
 from powernode.toolchain.localtemplate import (
     TemplatePlan,
@@ -52,7 +53,7 @@ def render_plan(p: TemplatePlan, console: Console) -> None:
     stack = Table(title=f"template {p.name}: stack (lowest first)")
     for col in ("module", "version", "category", "variety", "parent", "priority"):
         stack.add_column(col)
-    for a in sorted(p.assignments, key=lambda a: (a.priority, a.repo.name)):
+    for a in sorted(p.assignments, key=lambda a: priority_key(a.repo.name, a.priority, a.variety)):
         stack.add_row(
             a.repo.name,
             str(a.version),

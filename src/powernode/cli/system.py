@@ -345,14 +345,23 @@ def delete_module(
     name: ModuleArg,
     *,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Delete even when a version is live or the module is assigned "
+            "(needs the promote-live scope).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Delete a module with all its versions and template assignments."""
+    """Delete a module with its versions; refused while live or assigned unless --force."""
     if not yes:
         typer.confirm(f"delete module {name} with its versions and assignments?", abort=True)
-    _show(_remote(ctx, url, token).call("DELETE", f"/node_modules/{name}"), as_json)
+    params = {"force": "true"} if force else None
+    _show(_remote(ctx, url, token).call("DELETE", f"/node_modules/{name}", params=params), as_json)
 
 
 @app.command("list-module-versions")
@@ -374,26 +383,12 @@ def register_module_version(
     module: ModuleArg,
     version: Annotated[str, typer.Argument(help="Version string, e.g. 1.2.0.")],
     *,
-    composefs_digest: Annotated[
-        str | None, typer.Option(help="sha256:… of the composefs image.")
-    ] = None,
-    fsverity_root_hash: Annotated[
-        str | None, typer.Option(help="fs-verity digest of the image file.")
-    ] = None,
-    artifact_ref: Annotated[
-        str | None, typer.Option(help="Where the artifact is, REGISTRY/REPO:TAG.")
-    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Record a built version (what registry ingest does), in state built."""
-    body = {
-        "version_string": version,
-        "composefs_digest": composefs_digest,
-        "fsverity_root_hash": fsverity_root_hash,
-        "artifact_ref": artifact_ref,
-    }
+    """Announce a version by hand (state built, no artifact: ingest records digests)."""
+    body = {"version_string": version}
     _show(_remote(ctx, url, token).call("POST", f"/node_modules/{module}/versions", body), as_json)
 
 

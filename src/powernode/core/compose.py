@@ -144,7 +144,9 @@ def compose(layers: Sequence[ModuleLayer]) -> Composition:
             f"{len(layers)} modules: more than {MAX_MODULES}; split the template"
         )
     conflicts: list[str] = []
-    mods = _compile(sorted(layers, key=lambda m: priority_key(m.name, m.priority)), conflicts)
+    mods = _compile(
+        sorted(layers, key=lambda m: priority_key(m.name, m.priority, m.variety)), conflicts
+    )
     if conflicts:
         raise _fail(conflicts)
     names = [m.layer.name for m in mods]

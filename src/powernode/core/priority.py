@@ -2,22 +2,28 @@
 
 Seed 003: "Priorities are determined by the module's category position +
 variety", with an operator override of ``effective_priority`` per
-assignment. The formula here is::
+assignment, on the runbook's scale: ``effective_priority: 95 // higher
+than userland (90)``. So a module's priority is a number on the operator's
+scale, never rescaled::
 
-    effective_priority = category_position * 10 + variety offset
-    offsets: subscription 0, config 3, instance 6
+    priority = override if given, else category_position   (10, 60, 70, 80, 90)
 
-Why ``* 10``: category positions are 10 apart (60, 70, 80, 90), so without
-scaling the variety offsets and any operator override would have to share a
-gap of 9 with the next category. Scaled, each category owns a band of 10
-values: a config module (+3) beats the subscription module it configures,
-an instance module (+6) beats both, and no variety lifts a module into the
-next category. The gaps (1, 2, 4, 5, 7, 8, 9) are left for overrides.
+and the order of the stack is the pair ``(priority, variety)``: a higher
+priority wins; at equal priority the variety decides (subscription <
+config < instance), so a config module beats the subscription module it
+configures in the same category and an instance module beats both, and no
+variety lifts a module above a higher priority. An override of 95 sits above
+every userland module (90, whatever its variety) and below 96.
 
-The seed's override example (``effective_priority: 95 // higher than
-userland (90)``) is written on the unscaled scale; here the same intent is
-``950`` (userland subscription is 900, instance 906). An override is used
-as given, never scaled.
+Issue 13 item 11: this used to be ``category_position * 10 + variety
+offset`` with the override used as given on that scale, so the runbook's
+95 landed below system-base (100). Migration 0005 converted stored values.
+
+Where one integer must carry the whole order (the node API's
+``effective_priority``, which the agent sorts by), :func:`stack_rank`
+encodes the pair as ``priority * 10 + variety offset`` (offsets 0, 3, 6 are
+below 10, so the encoding preserves the order); it is never what an operator
+types or reads.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class Variety(StrEnum):
 
     @property
     def offset(self) -> int:
-        """Added to ``category_position * 10``."""
+        """The variety's rank inside one priority (0, 3, 6): see :func:`stack_rank`."""
         return _OFFSETS[self]
 
     # StrEnum would order by the strings ("config" < "instance" <
@@ -99,10 +105,21 @@ SEEDED_CATEGORIES: Final[tuple[Category, ...]] = (
 def effective_priority(
     category_position: int, variety: Variety, override: int | None = None
 ) -> int:
-    """``override`` when given, else ``category_position * 10 + variety.offset``."""
+    """``override`` when given, else ``category_position``: the operator's scale.
+
+    ``variety`` does not change the number; it orders modules of equal
+    priority (:func:`priority_key`). It stays a parameter so callers say
+    which module they mean and the signature matches the seed's wording.
+    """
+    del variety  # orders ties, never shifts the number (see the module docstring)
     if override is not None:
         return override
-    return category_position * 10 + variety.offset
+    return category_position
+
+
+def stack_rank(priority: int, variety: Variety) -> int:
+    """The order ``(priority, variety)`` as one integer: ``priority * 10 + variety.offset``."""
+    return priority * 10 + variety.offset
 
 
 # Greater than every negated byte (<= 0), so a name sorts after every longer
@@ -110,13 +127,17 @@ def effective_priority(
 _END: Final = 1
 
 
-def priority_key(module_name: str, priority: int) -> tuple[int, tuple[int, ...]]:
+def priority_key(
+    module_name: str, priority: int, variety: Variety = Variety.SUBSCRIPTION
+) -> tuple[int, int, tuple[int, ...]]:
     """A key whose ``max()`` is the winning module and whose ascending sort is the stack.
 
-    Higher priority wins. On a tie the name that sorts FIRST bytewise (UTF-8)
-    wins: that is the order a table sorted by (priority desc, name) shows
-    top to bottom, and the order ``mount.compose`` stacks overlay lowers in
-    (``sorted(key=(-priority, name))``, first = top). Bytes, not ``str``
-    comparison, so the order does not depend on locale or normalisation.
+    Higher priority wins; at equal priority the higher variety (subscription
+    < config < instance). On a full tie the name that sorts FIRST bytewise
+    (UTF-8) wins: that is the order a table sorted by (priority desc, name)
+    shows top to bottom, and the order ``mount.compose`` stacks overlay
+    lowers in (``sorted(key=(-rank, name))``, first = top). Bytes, not
+    ``str`` comparison, so the order does not depend on locale or
+    normalisation.
     """
-    return priority, (*(-b for b in module_name.encode("utf-8")), _END)
+    return priority, variety.offset, (*(-b for b in module_name.encode("utf-8")), _END)

@@ -36,14 +36,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from powernode import __version__
-from powernode.platform.db import InstanceStatus, NodeInstance
+from powernode.platform.db import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.fleet import Task
 from powernode.platform.db.ingest import ModuleIngest
 from powernode.platform.db.nodeapi import NodeCertificate
 from powernode.platform.db.templates import NodeTemplate
 from powernode.platform.problems import PlatformError
 from powernode.platform.services.context import READ, Actor, Ctx
-from powernode.platform.services.desired import desired_for
+from powernode.platform.services.desired import desired_for, node_states
 from powernode.platform.services.drift import compare
 
 if TYPE_CHECKING:
@@ -192,19 +192,26 @@ class _FleetCollector(Collector):
                 select(ModuleIngest.state, func.count()).group_by(ModuleIngest.state)
             ):
                 ingests.add_metric([state], n)
-            # Drift: one desired set per template, then each live instance's running
-            # digests against it (what the drift report does for one instance).
+            # Drift: one desired set per template and kind of node (what an ordinary
+            # node is served, what a test node is: services/desired.node_states),
+            # then each live instance's running digests against it (what the drift
+            # report does for one instance).
             live = s.execute(
-                select(NodeInstance.template_id, NodeInstance.running_module_digests).where(
-                    NodeInstance.status.not_in(_ENDED)
+                select(
+                    NodeInstance.template_id,
+                    NodeInstance.running_module_digests,
+                    Node.node_metadata,
                 )
+                .join(Node, Node.id == NodeInstance.node_id)
+                .where(NodeInstance.status.not_in(_ENDED))
             ).all()
-            wanted_by_template: dict[str, tuple[str, Wanted | None]] = {}
+            wanted_by_template: dict[tuple[str, frozenset[str]], tuple[str, Wanted | None]] = {}
             per_template: dict[str, int] = {}
-            for template_id, running in live:
-                if template_id not in wanted_by_template:
-                    wanted_by_template[template_id] = _wanted(s, template_id, now)
-                name, wanted = wanted_by_template[template_id]
+            for template_id, running, metadata in live:
+                key = (template_id, node_states(metadata))
+                if key not in wanted_by_template:
+                    wanted_by_template[key] = _wanted(s, template_id, now, key[1])
+                name, wanted = wanted_by_template[key]
                 per_template.setdefault(name, 0)
                 if wanted is None:  # unresolvable: no instance of it can be in line
                     per_template[name] += 1
@@ -220,7 +227,9 @@ class _FleetCollector(Collector):
 Wanted = dict[str, tuple[str | None, str]]
 
 
-def _wanted(session: Session, template_id: str, now: datetime) -> tuple[str, Wanted | None]:
+def _wanted(
+    session: Session, template_id: str, now: datetime, states: frozenset[str]
+) -> tuple[str, Wanted | None]:
     """A template's name and desired modules (name → (digest, version)), or None
     when its desired set cannot be resolved."""
     template = session.get(NodeTemplate, template_id)
@@ -228,7 +237,7 @@ def _wanted(session: Session, template_id: str, now: datetime) -> tuple[str, Wan
         return template_id, None
     actor = Actor(name="metrics", token_id=None, scopes=frozenset({READ}), account=template.account)
     try:
-        desired = desired_for(Ctx(session=session, actor=actor, now=now), template)
+        desired = desired_for(Ctx(session=session, actor=actor, now=now), template, states)
     except PlatformError:
         return template.name, None
     return template.name, {m.name: (m.composefs_digest, m.version_string) for m in desired.modules}

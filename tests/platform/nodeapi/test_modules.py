@@ -27,9 +27,9 @@ def _digest(name: str, version: str) -> str:
 
 def _stack(p: NodePlatform) -> None:
     publish(p, "system-base", category="system-base", files=["/etc/os-release"],
-            digest=_digest("system-base", "1.0.0"))  # fmt: skip
+            digest=_digest("system-base", "1.0.0"), state="live")  # fmt: skip
     publish(p, "my-redis", files=["/etc/redis.conf"], requires=["acme/system-base"],
-            digest=_digest("my-redis", "1.0.0"))  # fmt: skip
+            digest=_digest("my-redis", "1.0.0"), state="live")  # fmt: skip
     publish(p, "my-redis", "1.1.0", files=["/etc/redis.conf"], state="staging",
             digest=_digest("my-redis", "1.1.0"))  # fmt: skip
     assign(p, "base", "my-redis")
@@ -51,7 +51,7 @@ def test_desired_set_is_what_the_agent_parses(node_platform: NodePlatform) -> No
     doc = r.json()
     assert doc["instance_id"] == creds.instance_id
     assert doc["template"] == "base"
-    assert doc["allowed_states"] == ["blessed", "live"]
+    assert doc["allowed_states"] == ["live"]
     parsed = parse_desired(doc)  # the agent's own parser (powernode.agent.modules.desired)
     got = {m.name: (m.version, m.digest, m.reference) for m in parsed.modules}
     assert got == {
@@ -95,3 +95,50 @@ def test_version_without_digest_is_a_conflict_naming_it(node_platform: NodePlatf
     r = p.node(creds, "GET", "/modules")
     assert r.status_code == 409
     assert "has no composefs digest" in r.json()["detail"]
+
+
+def test_write_token_cannot_put_an_unapproved_version_on_the_fleet(
+    node_platform: NodePlatform,
+) -> None:
+    """Issue 13 item 2: register 2.0.0, promote to blessed, assign → the node was told 2.0.0.
+
+    The module requires approval and 1.0.0 is live. A write-only token may
+    take 2.0.0 to staging and blessed and assign the module, yet an ordinary
+    node keeps running 1.0.0 (live); only a test node is served 2.0.0.
+    """
+    p = node_platform
+    publish(p, "my-redis", files=["/etc/redis.conf"], state="live",
+            digest=_digest("my-redis", "1.0.0"))  # fmt: skip
+    with p.engine.begin() as c:
+        c.execute(update(NodeModule).values(require_approval=True, cosign_public_key=PUB))
+    v2 = publish(p, "my-redis", "2.0.0", files=["/etc/redis.conf"], state="built",
+                 digest=_digest("my-redis", "2.0.0"))  # fmt: skip
+    for to in ("staging", "blessed"):
+        r = p.call("POST", f"/node_module_versions/{v2['id']}/promote", role="write",
+                   json={"to": to})  # fmt: skip
+        assert r.status_code == 200, r.text
+    r = p.call("POST", "/node_templates/base/assignments", role="write",
+               json={"module_name": "my-redis"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    doc = p.node(p.enroll(), "GET", "/modules").json()
+    assert doc["allowed_states"] == ["live"]
+    assert [(m["name"], m["version"]) for m in doc["modules"]] == [("my-redis", "1.0.0")]
+    # The instance's drift report compares against the same set.
+    iid = doc["instance_id"]
+    drift = p.call("GET", f"/node_instances/{iid}/drift", role="read").json()
+    assert [(m["name"], m["desired_version"]) for m in drift["modules"]] == [("my-redis", "1.0.0")]
+
+
+def test_marking_a_test_node_needs_promote_live(node_platform: NodePlatform) -> None:
+    """A test node runs staging and blessed versions: a write token cannot make one."""
+    p = node_platform
+    body = {"hostname": "canary-1", "node_template_id": "base", "metadata": {"test": True}}
+    before = p.snapshot()
+    r = p.call("POST", "/nodes", role="write", json=body)
+    assert r.status_code == 403, r.text
+    assert "promote-live" in r.json()["detail"]
+    assert p.snapshot() == before
+    r = p.call("POST", "/nodes", role="write", json={**body, "metadata": {"test": False}})
+    assert r.status_code == 201, r.text
+    r = p.call("POST", "/nodes", json={**body, "hostname": "canary-2"})
+    assert r.status_code == 201, r.text

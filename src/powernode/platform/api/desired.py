@@ -25,8 +25,9 @@ States = Annotated[
     list[PromotionState] | None,
     Query(
         max_length=5,
-        description="promotion states the resolver may choose from (repeat; "
-        "default blessed and live, what agents pull)",
+        description="promotion states the resolver may choose from (repeat; default "
+        "blessed and live for a template; for an instance, what its node is served: "
+        "live, or staging, blessed and live on a test node)",
     ),
 ]
 
@@ -63,8 +64,12 @@ def template_drift(
 def instance_drift(
     instance_id: str, state: State, actor: Reader, allowed_states: States = None
 ) -> DriftOut:
-    """Seed 004 ``system_drift_report({instance_id})`` → ``{drift: false, …}``."""
-    states = parse_states(allowed_states)
+    """Seed 004 ``system_drift_report({instance_id})`` → ``{drift: false, …}``.
+
+    Without ``allowed_states``: against what the instance's node is served
+    (``live``; ``staging``, ``blessed`` and ``live`` on a test node).
+    """
+    states = parse_states(allowed_states) if allowed_states else None
     with state.unit(actor) as ctx:
         _desired, report = drift.instance_drift(ctx, instance_id, states)
         return DriftOut.of(report)

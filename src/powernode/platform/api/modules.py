@@ -67,10 +67,17 @@ def get_module(name: str, state: State, actor: Reader) -> dict[str, ModuleOut]:
 
 
 @router.delete("/node_modules/{name}")
-def delete_module(name: str, state: State, actor: CurrentActor) -> dict[str, dict[str, object]]:
-    """Delete a module; its versions and template assignments go with it."""
+def delete_module(
+    name: str, state: State, actor: CurrentActor, force: bool = False
+) -> dict[str, dict[str, object]]:
+    """Delete a module with its versions.
+
+    A module with a live version or a template assignment is refused (409
+    ``module-in-use``, naming them) unless ``force=true``, which needs the
+    ``promote-live`` scope; forced, its versions and assignments go with it.
+    """
     with state.unit(actor) as ctx:
-        gone = catalog.delete_module(ctx, name)
+        gone = catalog.delete_module(ctx, name, force=force)
     return {"deleted": {"module": name, **gone}}
 
 

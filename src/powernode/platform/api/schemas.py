@@ -101,12 +101,14 @@ class ModuleCreate(In):
 
 
 class VersionCreate(In):
+    """A version announced by hand, with no artifact.
+
+    ``composefs_digest``, ``fsverity_root_hash``, ``cosign_verified``,
+    ``artifact_ref`` and ``sbom_ref`` are not accepted (422): only the
+    platform's own ingest, having verified the artifact, sets them (issue 13).
+    """
+
     version_string: str = Field(min_length=1, max_length=128, pattern=patterns.SEMVER)
-    composefs_digest: str | None = Field(default=None, max_length=200)
-    fsverity_root_hash: str | None = Field(default=None, max_length=200)
-    cosign_verified: StrictBool = False
-    artifact_ref: str | None = Field(default=None, max_length=2048)
-    sbom_ref: str | None = Field(default=None, max_length=2048)
     manifest: dict[str, Any] = Field(default_factory=dict)
     file_list: list[str] = Field(default_factory=list, max_length=200_000)
 

@@ -48,7 +48,7 @@ from powernode.platform.db import Base, NodeModuleCategory, NodeTemplate
 log = logging.getLogger(__name__)
 
 # The head of every branch of migrations/versions (checked by the tests).
-HEADS: tuple[str, ...] = ("0005_webhook_body_replay",)
+HEADS: tuple[str, ...] = ("0006_priority_scale",)
 # Alembic's version table as alembic.runtime.migration.MigrationContext defines it.
 VERSION_TABLE = "alembic_version"
 _version = Table(

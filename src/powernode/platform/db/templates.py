@@ -30,9 +30,10 @@ class NodeTemplate(Base):
 class NodeModuleAssignment(Base):
     """A module assigned to a template, with its priority in that template's stack.
 
-    ``priority`` is computed from the module's category position and variety
-    (core.priority); ``effective_priority`` is the operator's override (seed
-    003: PATCH .../node_module_assignments/<id>), None when not overridden.
+    ``priority`` is the module's category position (core.priority, the
+    operator's scale); ``effective_priority`` is the operator's override as
+    typed (seed 003: PATCH .../node_module_assignments/<id>), None when not
+    overridden. The variety orders equal priorities; it is not in the number.
     """
 
     __tablename__ = "node_module_assignments"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, Exists, delete, exists, func, select
 
 from powernode.core.manifest import glob_problems
 from powernode.core.priority import Variety
@@ -20,12 +20,13 @@ from powernode.platform.db import (
     NodeModuleAssignment,
     NodeModuleCategory,
     NodeModuleVersion,
+    NodeTemplate,
     PromotionState,
 )
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.sealing import Sealer
 from powernode.platform.services import audit
-from powernode.platform.services.context import WRITE, Ctx
+from powernode.platform.services.context import PROMOTE_LIVE, WRITE, Ctx
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,25 @@ def list_modules(ctx: Ctx, *, category_slug: str | None = None) -> list[NodeModu
     return list(ctx.session.scalars(q.order_by(NodeModule.name)).unique())
 
 
-def delete_module(ctx: Ctx, name: str) -> dict[str, int]:
-    """Delete a module with its versions and assignments; returns what went with it."""
+class ModuleInUseError(ConflictError):
+    """The module is live or assigned; deleting it would change what nodes run."""
+
+    slug = "module-in-use"
+    title = "Module is in use"
+
+
+def delete_module(ctx: Ctx, name: str, *, force: bool = False) -> dict[str, int]:
+    """Delete a module with its versions and assignments; returns what went with it.
+
+    A module with a ``live`` version or a template assignment is held: deleting
+    it would silently take it off every node that runs it (issue 13 item 8).
+    That is refused with a 409 naming the live versions and the templates,
+    unless ``force`` is given by a token with ``promote-live``, the scope that
+    decides what the fleet runs.
+    """
     ctx.actor.require(WRITE, "deleting a module")
+    if force:
+        ctx.actor.require(PROMOTE_LIVE, "deleting a module that is live or assigned (force)")
     module = get_module(ctx, name)
     children = ctx.session.scalars(
         select(NodeModule.name).where(NodeModule.parent_module_id == module.id)
@@ -213,18 +230,91 @@ def delete_module(ctx: Ctx, name: str) -> dict[str, int]:
             "delete those first",
             children=sorted(children),
         )
+    # PostgreSQL: hold the module row, so an assignment (its foreign-key check
+    # takes a KEY SHARE lock on this row) waits for this transaction, and one
+    # committed before it is seen by the reads below. SQLite ignores FOR
+    # UPDATE; there the guarded DELETE further down decides under the writer
+    # lock.
+    ctx.session.execute(select(NodeModule.id).where(NodeModule.id == module.id).with_for_update())
+    live, templates = _holders(ctx, module.id)
+    if (live or templates) and not force:
+        raise _in_use(name, live, templates)
     n_versions = _count(ctx, NodeModuleVersion.module_id == module.id, NodeModuleVersion)
-    n_assign = _count(ctx, NodeModuleAssignment.module_id == module.id, NodeModuleAssignment)
+    n_assign = len(templates)
     audit.record(
         ctx,
         action="module.delete",
         target_type="node_module",
         target_id=module.id,
-        summary=f"deleted module {name} with {n_versions} version(s), {n_assign} assignment(s)",
-        detail={"name": name, "versions": n_versions, "assignments": n_assign},
+        summary=f"deleted module {name} with {n_versions} version(s), {n_assign} assignment(s)"
+        + (" (forced)" if live or templates else ""),
+        detail={
+            "name": name,
+            "versions": n_versions,
+            "assignments": n_assign,
+            "forced": bool(force and (live or templates)),
+            "live_versions": live,
+            "templates": templates,
+        },
     )
-    ctx.session.delete(module)
+    if force:
+        ctx.session.delete(module)
+        return {"versions": n_versions, "assignments": n_assign}
+    # Not forced: delete only if still neither live nor assigned when the
+    # DELETE runs (a compare-and-set on the module; the foreign keys cascade
+    # to its versions and ingests).
+    gone = ctx.session.execute(
+        delete(NodeModule)
+        .where(NodeModule.id == module.id, ~_assigned(module.id), ~_live(module.id))
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(gone, CursorResult)
+    if gone.rowcount != 1:
+        raise _in_use(name, *_holders(ctx, module.id))
+    ctx.session.expunge(module)
     return {"versions": n_versions, "assignments": n_assign}
+
+
+def _assigned(module_id: str) -> Exists:
+    return exists().where(NodeModuleAssignment.module_id == module_id)
+
+
+def _live(module_id: str) -> Exists:
+    return exists().where(
+        NodeModuleVersion.module_id == module_id,
+        NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+    )
+
+
+def _holders(ctx: Ctx, module_id: str) -> tuple[list[str], list[str]]:
+    """The module's live version strings and the names of the templates it is assigned to."""
+    live = ctx.session.scalars(
+        select(NodeModuleVersion.version_string).where(
+            NodeModuleVersion.module_id == module_id,
+            NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+        )
+    ).all()
+    templates = ctx.session.scalars(
+        select(NodeTemplate.name)
+        .join(NodeModuleAssignment, NodeModuleAssignment.template_id == NodeTemplate.id)
+        .where(NodeModuleAssignment.module_id == module_id)
+    ).all()
+    return sorted(live), sorted(templates)
+
+
+def _in_use(name: str, live: list[str], templates: list[str]) -> ModuleInUseError:
+    held = []
+    if live:
+        held.append(f"live version(s) {', '.join(live)}")
+    if templates:
+        held.append(f"assigned to template(s) {', '.join(templates)}")
+    return ModuleInUseError(
+        f"module {name!r} is in use: {'; '.join(held) or 'changed meanwhile'}. Retire or "
+        "demote the live versions and unassign it first, or delete with force (needs the "
+        f"promote-live scope): powernode system delete-module {name} --force",
+        live_versions=live,
+        templates=templates,
+    )
 
 
 def _count(ctx: Ctx, where: Any, model: type[Any]) -> int:
@@ -263,21 +353,106 @@ def _check_manifest_globs(manifest: dict[str, Any]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class VerifiedFields:
+    """What only the platform's own ingest and verification may state about a version.
+
+    Issue 13 item 2: a write token could register a version with another
+    registry host as its reference and ``cosign_verified: true``. These fields
+    are therefore not part of the operator API (``VersionCreate``); the one
+    writer is :func:`record_ingested_version`, called by the ingest worker
+    with what ``publish.verify_artifact`` returned.
+    """
+
+    composefs_digest: str
+    artifact_ref: str
+    fsverity_root_hash: str | None = None
+    sbom_ref: str | None = None
+
+
 def register_version(
     ctx: Ctx,
     module_name: str,
     *,
     version_string: str,
-    composefs_digest: str | None = None,
-    fsverity_root_hash: str | None = None,
-    cosign_verified: bool = False,
-    artifact_ref: str | None = None,
-    sbom_ref: str | None = None,
     manifest: dict[str, Any] | None = None,
     file_list: list[str] | None = None,
 ) -> NodeModuleVersion:
-    """Record a built version (promotion_state ``built``): what ingest will call."""
+    """Announce a version by hand (state ``built``): no artifact, digest or signature.
+
+    Such a version can be previewed and promoted, but no node is served it
+    until ingest has verified its artifact (the node API refuses a version
+    without a composefs digest).
+    """
     ctx.actor.require(WRITE, "registering a module version")
+    return _add_version(
+        ctx,
+        module_name,
+        version_string=version_string,
+        manifest=manifest,
+        file_list=file_list,
+        verified=None,
+    )
+
+
+def record_ingested_version(
+    ctx: Ctx,
+    module_name: str,
+    *,
+    version_string: str,
+    verified: VerifiedFields,
+    manifest: dict[str, Any] | None = None,
+    file_list: list[str] | None = None,
+) -> NodeModuleVersion:
+    """Record a version whose artifact the platform's ingest has verified (services/ingest.py)."""
+    ctx.actor.require(WRITE, "registering a module version")
+    return _add_version(
+        ctx,
+        module_name,
+        version_string=version_string,
+        manifest=manifest,
+        file_list=file_list,
+        verified=verified,
+    )
+
+
+def attach_verified(
+    ctx: Ctx,
+    version: NodeModuleVersion,
+    verified: VerifiedFields,
+    manifest: dict[str, Any],
+    file_list: list[str],
+) -> NodeModuleVersion:
+    """Complete a version announced by hand with the artifact ingest has verified."""
+    version.composefs_digest = verified.composefs_digest
+    version.fsverity_root_hash = verified.fsverity_root_hash
+    version.artifact_ref = verified.artifact_ref
+    version.sbom_ref = verified.sbom_ref
+    version.cosign_verified = True
+    version.manifest, version.file_list = manifest, file_list
+    audit.record(
+        ctx,
+        action="module_version.verify",
+        target_type="node_module_version",
+        target_id=version.id,
+        summary=f"ingest verified {version.module.name} {version.version_string}",
+        detail={
+            "composefs_digest": verified.composefs_digest,
+            "artifact_ref": verified.artifact_ref,
+        },
+    )
+    return version
+
+
+def _add_version(
+    ctx: Ctx,
+    module_name: str,
+    *,
+    version_string: str,
+    manifest: dict[str, Any] | None,
+    file_list: list[str] | None,
+    verified: VerifiedFields | None,
+) -> NodeModuleVersion:
     module = get_module(ctx, module_name)
     try:
         Version.parse(version_string)
@@ -302,11 +477,11 @@ def register_version(
         module=module,
         version_string=version_string,
         promotion_state=PromotionState.BUILT.value,
-        composefs_digest=composefs_digest,
-        fsverity_root_hash=fsverity_root_hash,
-        cosign_verified=cosign_verified,
-        artifact_ref=artifact_ref,
-        sbom_ref=sbom_ref,
+        composefs_digest=verified.composefs_digest if verified else None,
+        fsverity_root_hash=verified.fsverity_root_hash if verified else None,
+        cosign_verified=verified is not None,
+        artifact_ref=verified.artifact_ref if verified else None,
+        sbom_ref=verified.sbom_ref if verified else None,
         manifest=manifest or {},
         file_list=file_list or [],
         created_at=ctx.now,
@@ -318,7 +493,12 @@ def register_version(
         action="module_version.register",
         target_type="node_module_version",
         target_id=version.id,
-        summary=f"registered {module_name} {version_string}",
-        detail={"module": module_name, "version_string": version_string},
+        summary=f"registered {module_name} {version_string}"
+        + (" (verified by ingest)" if verified else " (by hand, no artifact)"),
+        detail={
+            "module": module_name,
+            "version_string": version_string,
+            "ingested": verified is not None,
+        },
     )
     return version

@@ -5,13 +5,15 @@ The composition preview and the drift report share this one computation:
 1. every version of the account's modules becomes a ``core.resolve.Candidate``
    (requires/provides from the version's stored manifest.json);
 2. each assignment is a root requirement ``<module>@*``; ``core.resolve``
-   chooses the highest version in an allowed promotion state (default
-   ``blessed`` and ``live``: what agents pull, seed 003), pulling in
-   dependencies that are not assigned themselves;
+   chooses the highest version in an allowed promotion state (preview
+   default ``blessed`` and ``live``; what a node is served is
+   :func:`node_states`: ``live``, or also ``staging`` and ``blessed`` on a
+   test node), pulling in dependencies that are not assigned themselves;
 3. each chosen version becomes a ``core.compose.ModuleLayer`` (file list,
-   mask, protected_spec) with its priority: the assignment's override, else
-   category position and variety (``core.priority``); a dependency that is
-   not assigned gets the category/variety priority.
+   mask, protected_spec) with its priority on the operator's scale: the
+   assignment's override, else the category position (``core.priority``;
+   the variety orders equal priorities); a dependency that is not assigned
+   gets its category position.
 
 Module names are unique per account, so inside the platform a requirement's
 owner does not pick between modules: ``acme/redis`` and ``powernode/redis``
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
@@ -87,6 +89,30 @@ class DesiredSet:
 
     def digests(self) -> dict[str, str | None]:
         return {m.name: m.composefs_digest for m in self.modules}
+
+
+# Which promotion states a node is served (issue 13 item 2). Going live needs
+# the promote-live scope and, under require_approval, a second person's
+# approval; so an ordinary node runs live versions only, and an assignment
+# alone can never put a blessed or staging version on it. Versions that are
+# not live yet (staging, blessed) run only on nodes marked as test nodes
+# (node metadata ``"test": true``), and marking a node so needs promote-live
+# too (services/nodes.py): a token that cannot go live cannot cause any node
+# to run a version that is not live.
+PRODUCTION_STATES: Final = frozenset({PromotionState.LIVE.value})
+TEST_NODE_STATES: Final = frozenset(
+    {PromotionState.STAGING.value, PromotionState.BLESSED.value, PromotionState.LIVE.value}
+)
+TEST_NODE_KEY: Final = "test"
+
+
+def is_test_node(metadata: Mapping[str, Any] | None) -> bool:
+    return metadata is not None and metadata.get(TEST_NODE_KEY) is True
+
+
+def node_states(metadata: Mapping[str, Any] | None) -> frozenset[str]:
+    """The promotion states a node with this metadata may run (see PRODUCTION_STATES)."""
+    return TEST_NODE_STATES if is_test_node(metadata) else PRODUCTION_STATES
 
 
 def parse_states(values: Iterable[str] | None) -> frozenset[str]:

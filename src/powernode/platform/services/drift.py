@@ -25,7 +25,12 @@ from sqlalchemy import select
 from powernode.core.resolve import DEFAULT_ALLOWED_STATES
 from powernode.platform.db import InstanceStatus, NodeInstance
 from powernode.platform.services.context import Ctx
-from powernode.platform.services.desired import DesiredSet, desired_for, desired_set
+from powernode.platform.services.desired import (
+    DesiredSet,
+    desired_for,
+    desired_set,
+    node_states,
+)
 from powernode.platform.services.nodes import get_instance
 from powernode.platform.services.templates import get_template
 
@@ -100,10 +105,13 @@ def _report(instance: NodeInstance, desired: DesiredSet) -> DriftReport:
 
 
 def instance_drift(
-    ctx: Ctx, instance_id: str, allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES
+    ctx: Ctx, instance_id: str, allowed_states: frozenset[str] | None = None
 ) -> tuple[DesiredSet, DriftReport]:
+    """Drift against ``allowed_states``; by default what the node is served (node_states)."""
     instance = get_instance(ctx, instance_id)
     template = get_template(ctx, instance.template_id)
+    if allowed_states is None:
+        allowed_states = node_states(instance.node.node_metadata)
     desired = desired_for(ctx, template, allowed_states)
     return desired, _report(instance, desired)
 

@@ -179,7 +179,18 @@ def record_built(ctx: Ctx, job: ModuleIngest, art: IngestedArtifact) -> NodeModu
             NodeModuleVersion.version_string == version_string,
         )
     )
-    if existing is not None:
+    verified = catalog.VerifiedFields(
+        composefs_digest=art.composefs_digest,
+        artifact_ref=art.artifact_ref,
+        fsverity_root_hash=art.fsverity_root_hash,
+        sbom_ref=art.sbom_ref,
+    )
+    if existing is not None and existing.composefs_digest is None:
+        # Announced by hand (no artifact): the verified artifact completes it.
+        version = catalog.attach_verified(
+            ctx, existing, verified, manifest.to_dict(), list(art.file_list)
+        )
+    elif existing is not None:
         if existing.composefs_digest != art.composefs_digest:
             raise DataError(
                 f"{module.name} {version_string} is registered already with composefs digest "
@@ -189,15 +200,11 @@ def record_built(ctx: Ctx, job: ModuleIngest, art: IngestedArtifact) -> NodeModu
         version = existing
     else:
         try:
-            version = catalog.register_version(
+            version = catalog.record_ingested_version(
                 ctx,
                 module.name,
                 version_string=version_string,
-                composefs_digest=art.composefs_digest,
-                fsverity_root_hash=art.fsverity_root_hash,
-                cosign_verified=True,
-                artifact_ref=art.artifact_ref,
-                sbom_ref=art.sbom_ref,
+                verified=verified,
                 manifest=manifest.to_dict(),
                 file_list=list(art.file_list),
             )

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from powernode.platform.db import FleetEvent, InstanceStatus, Node, NodeInstance
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.services import audit
-from powernode.platform.services.context import WRITE, Ctx
+from powernode.platform.services.context import PROMOTE_LIVE, WRITE, Ctx
+from powernode.platform.services.desired import TEST_NODE_KEY, is_test_node
 from powernode.platform.services.providers import InstanceProvider, ProvisionRequest
 from powernode.platform.services.templates import get_template
 
@@ -48,6 +49,10 @@ def create_node(
     ctx: Ctx, hostname: str, template_ref: str, *, metadata: dict[str, Any] | None = None
 ) -> Node:
     ctx.actor.require(WRITE, "creating a node")
+    if is_test_node(metadata):
+        # A test node runs staging and blessed versions (services/desired.py):
+        # marking one is putting versions that are not live on a machine.
+        ctx.actor.require(PROMOTE_LIVE, f"creating a test node (metadata {TEST_NODE_KEY}: true)")
     check_hostname(hostname)
     template = get_template(ctx, template_ref)
     dup = ctx.session.scalar(

@@ -16,6 +16,18 @@ Legal moves (anything else is a 409 that changes nothing):
 Going ``live`` needs the ``promote-live`` scope, and when the module's policy
 says ``require_approval``, an unused approval of that version recorded by a
 *different* token (four eyes) with :func:`approve`.
+
+Concurrency (issue 13 item 3): every transition is one compare-and-set
+``UPDATE … SET promotion_state = :to WHERE id = :id AND promotion_state =
+:from``, and an approval is consumed by ``UPDATE … SET used_at = :now WHERE
+id = :id AND used_at IS NULL``. The database evaluates each ``WHERE`` under
+the row's write lock (PostgreSQL re-checks it on the committed row after
+waiting; SQLite runs it under its single writer lock), so of two requests
+that read the same state only one changes it; the other matches no row and
+answers 409 with what the state is now. No lock is taken on the earlier
+read, so this needs neither ``SELECT … FOR UPDATE`` (which SQLite ignores)
+nor ``BEGIN IMMEDIATE``. The audit row is written after the compare-and-set
+succeeded, in the same transaction: one transition, one audit row.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 
 from powernode.platform.db import NodeModuleVersion, PromotionApproval, PromotionState
 from powernode.platform.problems import (
@@ -101,10 +113,20 @@ def promote(ctx: Ctx, version_id: str, to: str, *, note: str = "") -> NodeModule
     approval: PromotionApproval | None = None
     if target is S.LIVE and module.require_approval:
         approval = _usable_approval(ctx, version)
-    version.promotion_state = target.value
-    version.promoted_at = ctx.now
+    moved = ctx.session.execute(
+        update(NodeModuleVersion)
+        .where(
+            NodeModuleVersion.id == version.id,
+            NodeModuleVersion.promotion_state == current.value,
+        )
+        .values(promotion_state=target.value, promoted_at=ctx.now)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(moved) != 1:
+        _lost_race(ctx, version, current, target)
+    ctx.session.refresh(version, ["promotion_state", "promoted_at"])
     if approval is not None:
-        approval.used_at = ctx.now
+        _consume(ctx, approval, version)
     audit.record(
         ctx,
         action="module_version.promote",
@@ -121,6 +143,50 @@ def promote(ctx: Ctx, version_id: str, to: str, *, note: str = "") -> NodeModule
         },
     )
     return version
+
+
+def _rowcount(result: object) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def _consume(ctx: Ctx, approval: PromotionApproval, version: NodeModuleVersion) -> None:
+    """Mark ``approval`` used, unless another promotion did so first (then 403)."""
+    used = ctx.session.execute(
+        update(PromotionApproval)
+        .where(PromotionApproval.id == approval.id, PromotionApproval.used_at.is_(None))
+        .values(used_at=ctx.now)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(used) != 1:
+        raise ApprovalRequiredError(
+            f"the approval {approval.id} of {version.module.name} {version.version_string} "
+            "was used by another promotion at the same time; each approval serves one "
+            f"go-live (powernode system approve-module-version {version.id}), then promote again",
+            version_id=version.id,
+        )
+    ctx.session.expire(approval, ["used_at"])
+
+
+def _lost_race(
+    ctx: Ctx, version: NodeModuleVersion, current: PromotionState, target: PromotionState
+) -> None:
+    """The compare-and-set matched no row: someone moved the version first. Always raises."""
+    now_state = ctx.session.scalar(
+        select(NodeModuleVersion.promotion_state)
+        .where(NodeModuleVersion.id == version.id)
+        .execution_options(populate_existing=True)
+    )
+    raise TransitionError(
+        f"cannot move {version.module.name} {version.version_string} from {current.value} to "
+        f"{target.value}: another request moved it to {now_state} at the same time. "
+        "Reload it and decide again",
+        current_state=now_state,
+        requested_state=target.value,
+        legal_targets=sorted(s.value for s in LEGAL[PromotionState(now_state)])
+        if now_state in {s.value for s in PromotionState}
+        else [],
+    )
 
 
 def _usable_approval(ctx: Ctx, version: NodeModuleVersion) -> PromotionApproval:

@@ -38,10 +38,13 @@ def get_template(ctx: Ctx, ref: str) -> NodeTemplate:
 
 
 def list_assignments(ctx: Ctx, template_ref: str) -> list[NodeModuleAssignment]:
-    """The template's stack, highest effective priority first (ties by name)."""
+    """The template's stack, highest first: priority, then variety, then name (core.priority)."""
     template = get_template(ctx, template_ref)
     rows = list(template.assignments)
-    return sorted(rows, key=lambda a: (-resolved_priority(a), a.module.name))
+    return sorted(
+        rows,
+        key=lambda a: (-resolved_priority(a), -Variety(a.module.variety).offset, a.module.name),
+    )
 
 
 def resolved_priority(a: NodeModuleAssignment) -> int:

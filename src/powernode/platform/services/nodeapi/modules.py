@@ -3,10 +3,12 @@
 The same computation as the composition preview and the drift report
 (:func:`powernode.platform.services.desired.desired_for`: assignments
 resolved through dependencies, priorities, composition), for the template
-the instance runs, in the promotion states a node may pull: ``blessed`` and
-``live``, plus ``staging`` when the instance's node is marked as a test node
-(node metadata ``"test": true``). Each entry adds what the agent needs to
-pull and verify it — the artifact reference and the module's trust policy —
+the instance runs, in the promotion states the node may run
+(:func:`powernode.platform.services.desired.node_states`): ``live`` only,
+or ``staging``, ``blessed`` and ``live`` when the node is marked as a test
+node (node metadata ``"test": true``, which needs promote-live to set).
+Each entry adds what the agent needs to pull and verify it — the artifact
+reference and the module's trust policy —
 in the form :meth:`powernode.agent.modules.reconcile.DesiredModule.from_api`
 parses (docs/agent-modules.md), and the composition in
 ``core.composition.Composition.to_dict`` form.
@@ -18,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from powernode.core.resolve import DEFAULT_ALLOWED_STATES
-from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion, PromotionState
+from powernode.core.priority import Variety, stack_rank
+from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion
 from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.services.context import READ, Actor, Ctx
-from powernode.platform.services.desired import desired_for
+from powernode.platform.services.desired import desired_for, node_states
 
 
 def trust_policy(module: NodeModule) -> dict[str, str] | None:
@@ -45,16 +47,14 @@ def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
             f"instance {instance_id} named by the certificate no longer exists"
         )
     node = instance.node
-    states = set(DEFAULT_ALLOWED_STATES)
-    if node.node_metadata.get("test") is True:
-        states.add(PromotionState.STAGING.value)
+    states = node_states(node.node_metadata)
     # The desired set is computed in the node's account, with read access only.
     scoped = Ctx(
         ctx.session,
         Actor(f"instance:{instance.id}", None, frozenset({READ}), node.account),
         ctx.now,
     )
-    desired = desired_for(scoped, node.template, frozenset(states))
+    desired = desired_for(scoped, node.template, states)
     versions = {
         v.id: v
         for v in ctx.session.scalars(
@@ -78,7 +78,9 @@ def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
                 "name": m.name,
                 "version": m.version_string,
                 "composefs_digest": m.composefs_digest,
-                "effective_priority": m.priority,
+                # One integer carrying (priority, variety): the agent stacks by it
+                # (core.priority.stack_rank); the operator's number is m.priority.
+                "effective_priority": stack_rank(m.priority, Variety(m.variety)),
                 "reference": v.artifact_ref or "",
                 "trust_policy": trust_policy(v.module),
                 "promotion_state": m.promotion_state,
