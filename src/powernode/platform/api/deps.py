@@ -40,9 +40,17 @@ class PlatformState:
     node_policy: NodeApiPolicy
 
     @contextmanager
-    def unit(self, actor: Actor) -> Iterator[Ctx]:
-        """A transaction: committed when the block ends, rolled back when it raises."""
-        with self.sessions() as session:
+    def unit(self, actor: Actor, *, write: bool = True) -> Iterator[Ctx]:
+        """A transaction: committed when the block ends, rolled back when it raises.
+
+        A write unit (the default) is a write transaction from its first
+        statement on (``BEGIN IMMEDIATE`` on SQLite, db/session.py), so a
+        service's read-check-write cannot interleave with another's; on
+        PostgreSQL the services lock the rows they check (``FOR UPDATE``).
+        ``write=False`` for a unit that only reads.
+        """
+        opened = self.sessions() if write else Session(self.engine, expire_on_commit=False)
+        with opened as session:
             ctx = Ctx(session=session, actor=actor, now=self.clock())
             try:
                 yield ctx
@@ -81,7 +89,7 @@ def get_actor(
             "no API token: send 'Authorization: Bearer pnt_…' "
             "(create one with: powernode platform token create)"
         )
-    with state.sessions() as session:
+    with Session(state.engine) as session:  # a read: no write lock on SQLite
         return tokens.authenticate(session, credentials.credentials, state.clock())
 
 
