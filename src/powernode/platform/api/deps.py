@@ -20,7 +20,7 @@ from powernode.platform.sealing import Sealer
 from powernode.platform.services import tokens
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
-from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
+from powernode.platform.services.nodeapi.identity import NodeApiPolicy
 from powernode.platform.services.providers import InstanceProvider
 from powernode.platform.settings import Settings
 
@@ -33,9 +33,8 @@ class PlatformState:
     sealer: Sealer
     provider: InstanceProvider
     clock: Callable[[], datetime]
-    # The node API (services/nodeapi): its CA, revoked serials, heartbeat buffer, limits.
+    # The node API (services/nodeapi): its CA, heartbeat buffer, limits.
     node_ca: NodeCA
-    revocations: RevocationSet
     heartbeats: HeartbeatBuffer
     node_policy: NodeApiPolicy
 

@@ -39,7 +39,7 @@ from powernode.platform.api.schemas_nodeapi import (
 from powernode.platform.pki import NodePeer
 from powernode.platform.services.context import READ, Actor
 from powernode.platform.services.nodeapi import enroll as enrolling
-from powernode.platform.services.nodeapi import events, modules, tasks
+from powernode.platform.services.nodeapi import events, modules, ratelimit, tasks
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatReport
 from powernode.platform.services.nodeapi.identity import authenticate
 
@@ -52,10 +52,12 @@ async def client_certificate(request: Request) -> bytes | None:
     return tlsserve.peer_certificate(request)
 
 
-async def current_node(
+def current_node(
     state: State, cert_der: Annotated[bytes | None, Depends(client_certificate)]
 ) -> NodePeer:
-    return authenticate(state.node_ca, state.revocations, cert_der, state.clock())
+    # A plain function: FastAPI runs it in the thread pool, as it reads the
+    # instance row (the live identity, services/nodeapi/identity.py).
+    return authenticate(state.node_ca, state.engine, cert_der, state.clock())
 
 
 Node = Annotated[NodePeer, Depends(current_node)]
@@ -198,7 +200,18 @@ def post_events(body: EventsIn, state: State, node: Node) -> EventsOut:
     batch = [
         events.NodeEvent(e.id, e.kind, e.severity, e.occurred_at, e.payload) for e in body.events
     ]
+    policy = state.node_policy
     with state.unit(_node_actor(node)) as ctx:
+        ratelimit.charge(
+            ctx.session,
+            node.instance_id,
+            "events",
+            len(batch),
+            rate=policy.events_per_second,
+            burst=policy.events_burst,
+            now=ctx.now,
+            what="events",
+        )
         accepted, duplicates = events.store(ctx.session, node.instance_id, batch)
     return EventsOut(accepted=accepted, duplicates=duplicates)
 
@@ -213,6 +226,7 @@ def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
             body.csr_pem,
             now=ctx.now,
             lifetime=cert_lifetime(state),
+            min_interval=state.node_policy.rotate_min_interval,
         )
     return RotateOut(certificate_pem=issued.certificate_pem, not_after=issued.not_after)
 
@@ -220,5 +234,5 @@ def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
 @router.get("/modules")
 def desired_modules(state: State, node: Node) -> dict[str, Any]:
     """The desired module set of the caller's instance (issue 7)."""
-    with state.unit(_node_actor(node)) as ctx:
+    with state.unit(_node_actor(node), write=False) as ctx:
         return modules.desired_modules(ctx, node.instance_id)

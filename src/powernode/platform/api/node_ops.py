@@ -56,12 +56,9 @@ def list_certificates(
 def revoke_certificates(
     instance_id: str, state: State, actor: CurrentActor
 ) -> dict[str, list[str]]:
-    """Revoke every certificate of the instance; refused at once by this process."""
+    """Revoke every certificate of the instance: refused by every process from the commit on."""
     with state.unit(actor) as ctx:
         serials = enroll.revoke_instance(ctx, instance_id)
-    # After the commit: the revocation takes effect in this process at once, in
-    # others at their next refresh (revocation_refresh_seconds).
-    state.revocations.add(serials)
     return {"revoked": serials}
 
 
