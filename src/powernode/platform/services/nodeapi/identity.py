@@ -132,8 +132,8 @@ def _make_current() -> Update:
     t = cast(Table, NodeInstance.__table__)
     return (
         update(t)
-        .where(t.c.id == bindparam("id"), t.c.new_cert_serial == bindparam("serial"))
-        .values(cert_serial=bindparam("serial"), new_cert_serial=None)
+        .where(t.c.id == bindparam("b_id"), t.c.new_cert_serial == bindparam("b_serial"))
+        .values(cert_serial=bindparam("b_serial"), new_cert_serial=None)
     )
 
 
@@ -167,7 +167,7 @@ def authenticate(ca: NodeCA, engine: Engine, cert_der: bytes | None, now: dateti
     # current one, the one before it is refused from now on. Conditional, so a
     # revocation or another rotation committed meanwhile wins.
     with writer(engine).begin() as conn:
-        made = conn.execute(_make_current(), {"id": peer.instance_id, "serial": peer.serial})
+        made = conn.execute(_make_current(), {"b_id": peer.instance_id, "b_serial": peer.serial})
         if made.rowcount == 1:
             log.info("instance %s now uses certificate %s", peer.instance_id, peer.serial)
             return peer
