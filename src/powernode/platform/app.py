@@ -45,6 +45,7 @@ from powernode.platform.metrics import Metrics, MetricsMiddleware
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import (
     PROBLEM_CONTENT_TYPE,
+    BusyError,
     PlatformError,
     RateLimitedError,
     problem_body,
@@ -162,7 +163,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
     async def platform_error(request: Request, exc: PlatformError) -> JSONResponse:
         log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if isinstance(exc, RateLimitedError):
+        if isinstance(exc, RateLimitedError | BusyError):
             headers = {"Retry-After": str(exc.retry_after)}
         resp = _problem(exc.status, exc.problem(request.url.path))
         if headers:

@@ -17,7 +17,8 @@ path) plus extension members (``field``, ``errors``, ``current_state`` ...).
         ├── PermissionDeniedError   403  the token lacks the scope
         ├── ApprovalRequiredError   403  live needs an approval (require_approval policy)
         ├── PayloadTooLargeError    413  body over max_body_bytes
-        └── RateLimitedError        429  a node over its rotation or event limit (Retry-After)
+        ├── RateLimitedError        429  a node over its rotation or event limit (Retry-After)
+        └── BusyError               503  SQLite's write lock still taken after busy_timeout
 """
 
 from __future__ import annotations
@@ -102,6 +103,18 @@ class RateLimitedError(PlatformError):
     title = "Too many requests"
 
     def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail, retry_after=retry_after, **extra)
+
+
+class BusyError(PlatformError):
+    """503: the database's write lock stayed taken (SQLite); ``retry_after`` as for 429."""
+
+    status = 503
+    slug = "busy"
+    title = "Busy"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **extra: Any) -> None:
         self.retry_after = retry_after
         super().__init__(detail, retry_after=retry_after, **extra)
 

@@ -15,6 +15,7 @@ request — without the write transaction, every round races.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,3 +123,24 @@ def test_an_outcome_racing_a_new_lease_is_never_recorded_for_the_expired_attempt
                 r = p.node(creds, "POST", f"/tasks/{tid}/ack", json={"result": {}, "attempt": 2})
                 assert r.status_code == 200, r.text
     assert stale_recorded == 0, f"{stale_recorded} of {ROUNDS} outcomes of expired attempts"
+
+
+@pytest.mark.slow  # waits out busy_timeout (5 s)
+def test_a_write_lock_held_past_busy_timeout_is_a_503_with_retry_after(
+    node_platform: NodePlatform, db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's single write lock")
+    p = node_platform
+    creds = p.enroll()
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = p.node(creds, "POST", "/tasks/lease", json={"max": 1})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    assert "nothing was changed" in r.json()["detail"]
+    assert p.node(creds, "POST", "/tasks/lease", json={"max": 1}).status_code == 200

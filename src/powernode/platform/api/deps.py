@@ -11,11 +11,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from powernode.platform.db.session import is_busy
 from powernode.platform.pki import NodeCA
-from powernode.platform.problems import AuthenticationError, ConflictError
+from powernode.platform.problems import AuthenticationError, BusyError, ConflictError
 from powernode.platform.sealing import Sealer
 from powernode.platform.services import tokens
 from powernode.platform.services.context import READ, Actor, Ctx
@@ -54,6 +55,15 @@ class PlatformState:
             try:
                 yield ctx
                 session.commit()
+            except OperationalError as e:
+                session.rollback()
+                if not is_busy(e):
+                    raise
+                # SQLite: another writer held the write lock past busy_timeout.
+                raise BusyError(
+                    "the database is busy with other writes (SQLite's single write lock); "
+                    "nothing was changed, retry in a moment"
+                ) from e
             except IntegrityError as e:
                 session.rollback()
                 # The services check uniqueness first; this is the race two

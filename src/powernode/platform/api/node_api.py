@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from powernode.platform import tlsserve
 from powernode.platform.api.deps import PlatformState, State
+from powernode.platform.api.problem_responses import RATE_LIMITED
 from powernode.platform.api.schemas_nodeapi import (
     AckIn,
     EnrollIn,
@@ -194,7 +195,7 @@ def outcomes(body: OutcomesIn, state: State, node: Node) -> Response:
     )
 
 
-@router.post("/events")
+@router.post("/events", responses=RATE_LIMITED)
 def post_events(body: EventsIn, state: State, node: Node) -> EventsOut:
     """At most 500 per call; idempotent by event id."""
     batch = [
@@ -216,7 +217,7 @@ def post_events(body: EventsIn, state: State, node: Node) -> EventsOut:
     return EventsOut(accepted=accepted, duplicates=duplicates)
 
 
-@router.post("/certificates/rotate")
+@router.post("/certificates/rotate", responses=RATE_LIMITED)
 def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
     with state.unit(_node_actor(node)) as ctx:
         issued = enrolling.rotate(

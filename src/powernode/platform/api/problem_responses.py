@@ -42,3 +42,17 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     }
     for status, why in _WHY.items()
 }
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "problem details: the node is over its limit for this request "
+        "(docs/node-api.md, rate limits); nothing was changed",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds to wait before retrying",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": ProblemOut.model_json_schema()}},
+    }
+}

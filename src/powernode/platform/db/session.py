@@ -25,12 +25,13 @@ holds only an engine. On PostgreSQL the option changes nothing.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from powernode.errors import ConfigError
@@ -100,6 +101,13 @@ def make_engine(url: str) -> Engine:
     # per request, bench/bench_leases.py). pre_ping keeps a restarted database
     # from failing the first requests after it returns.
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+
+
+def is_busy(error: OperationalError) -> bool:
+    """Whether ``error`` is SQLite's "database is locked" (busy_timeout ran out)."""
+    return isinstance(error.orig, sqlite3.OperationalError) and (
+        "locked" in str(error.orig) or "busy" in str(error.orig)
+    )
 
 
 def writer(engine: Engine) -> Engine:
