@@ -53,6 +53,7 @@ from powernode.platform.problems import (
 from powernode.platform.sealing import Sealer, load_or_create_key
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy
+from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReader
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
 from powernode.platform.ui import routes as ui_routes
@@ -87,6 +88,7 @@ def create_app(
         provider=provider or RecordingProvider(),
         clock=clock,
         node_ca=NodeCA.load_or_create(settings.pki_dir, now=clock()),
+        identities=LiveIdentityReader(engine),
         heartbeats=HeartbeatBuffer(engine, node_policy.heartbeat_flush_seconds),
         node_policy=node_policy,
     )

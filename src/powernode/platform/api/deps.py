@@ -22,6 +22,7 @@ from powernode.platform.services import tokens
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy
+from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReader
 from powernode.platform.services.providers import InstanceProvider
 from powernode.platform.settings import Settings
 
@@ -34,8 +35,9 @@ class PlatformState:
     sealer: Sealer
     provider: InstanceProvider
     clock: Callable[[], datetime]
-    # The node API (services/nodeapi): its CA, heartbeat buffer, limits.
+    # The node API (services/nodeapi): its CA, live-identity reader, heartbeat buffer, limits.
     node_ca: NodeCA
+    identities: LiveIdentityReader
     heartbeats: HeartbeatBuffer
     node_policy: NodeApiPolicy
 

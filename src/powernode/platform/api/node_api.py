@@ -53,12 +53,14 @@ async def client_certificate(request: Request) -> bytes | None:
     return tlsserve.peer_certificate(request)
 
 
-def current_node(
+async def current_node(
     state: State, cert_der: Annotated[bytes | None, Depends(client_certificate)]
 ) -> NodePeer:
-    # A plain function: FastAPI runs it in the thread pool, as it reads the
-    # instance row (the live identity, services/nodeapi/identity.py).
-    return authenticate(state.node_ca, state.engine, cert_der, state.clock())
+    # The instance row's live identity, read for every request (batched with
+    # the other requests waiting: services/nodeapi/identity_batch.py).
+    return await authenticate(
+        state.node_ca, state.identities.get, state.engine, cert_der, state.clock()
+    )
 
 
 Node = Annotated[NodePeer, Depends(current_node)]

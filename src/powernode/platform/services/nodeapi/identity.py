@@ -21,18 +21,20 @@ fact every platform process reads at once, not a list a process refreshes:
   the row revoked and is refused.
 
 ``NodeCA.verify_peer`` still caches parsed certificates by their DER, so the
-cost per request is that lookup (docs/node-api.md has the figures).
+cost per request is that lookup, shared by the requests waiting at the same
+time (identity_batch.py; docs/node-api.md has the figures).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import anyio
 from sqlalchemy import Engine, Select, Table, Update, bindparam, select, update
 
 from powernode.platform.db import InstanceStatus, NodeCertificate, NodeInstance
@@ -149,11 +151,18 @@ def revoked_at(engine: Engine, serial: str) -> datetime | None:
     return value
 
 
-def authenticate(ca: NodeCA, engine: Engine, cert_der: bytes | None, now: datetime) -> NodePeer:
+async def authenticate(
+    ca: NodeCA,
+    live_of: Callable[[str], Awaitable[LiveIdentity | None]],
+    engine: Engine,
+    cert_der: bytes | None,
+    now: datetime,
+) -> NodePeer:
     """The node behind ``cert_der``, or AuthenticationError (401) saying what to do.
 
-    Blocking (one database read; a write the first time a rotated
-    certificate is used): call it from a worker thread.
+    ``live_of`` reads an instance's live identity (``LiveIdentityReader.get``,
+    batched); the rare rest — wording a refusal, making a rotated certificate
+    current — runs in a worker thread on ``engine``.
     """
     if cert_der is None:
         raise AuthenticationError(
@@ -161,7 +170,15 @@ def authenticate(ca: NodeCA, engine: Engine, cert_der: bytes | None, now: dateti
             "issued at enrollment (powernode-agent enroll --token …)"
         )
     peer = ca.verify_peer(cert_der, now=now)
-    if not judge(peer, live_identity(engine, peer.instance_id), lambda s: revoked_at(engine, s)):
+    live = await live_of(peer.instance_id)
+    if live is not None and live.status not in _ENDED and peer.serial == live.cert_serial:
+        return peer  # the common case, decided without another read
+    return await anyio.to_thread.run_sync(settle, engine, peer, live)
+
+
+def settle(engine: Engine, peer: NodePeer, live: LiveIdentity | None) -> NodePeer:
+    """``peer`` if it may speak (making a staged certificate current), else raise (blocking)."""
+    if not judge(peer, live, lambda s: revoked_at(engine, s)):
         return peer
     # The first use of the certificate the last rotation issued: it becomes the
     # current one, the one before it is refused from now on. Conditional, so a
