@@ -65,6 +65,11 @@ def _works(p: NodePlatform, creds: Creds) -> bool:
     return r.status_code == 200
 
 
+def _live(p: NodePlatform, instance_id: str) -> dict[str, str]:
+    certs = p.call("GET", f"/node_instances/{instance_id}/certificates").json()["certificates"]
+    return {c["serial"]: c["live"] for c in certs if c["live"] is not None}
+
+
 def _refused(r: Response, *words: str) -> None:
     assert r.status_code == 401, r.text
     detail = r.json()["detail"]
@@ -91,7 +96,9 @@ def test_a_rotated_certificate_replaces_the_old_one_at_its_first_use(
     assert r.status_code == 200 and new is not None
     # The answer may be lost on the way: until the new one is used, the old one works.
     assert _works(p, old) and _works(other, old)
+    assert _live(p, old.instance_id) == {old.serial: "current", new.serial: "staged"}
     assert _works(other, new)  # first use, in the other process
+    assert _live(p, old.instance_id) == {new.serial: "current"}
     _refused(p.node(old, "POST", "/tasks/lease", json=LEASE), "no longer the instance's")
     _refused(other.node(old, "POST", "/tasks/lease", json=LEASE), "no longer the instance's")
     assert _works(p, new)
@@ -135,6 +142,7 @@ def test_a_revocation_covers_a_rotation_that_committed_first(
     assert r.status_code == 200 and new is not None
     revoked = p.call("POST", f"/node_instances/{creds.instance_id}/certificates/revoke").json()
     assert sorted(revoked["revoked"]) == sorted([creds.serial, new.serial])
+    assert _live(p, creds.instance_id) == {}
     for who in (p, other):
         _refused(who.node(new, "POST", "/tasks/lease", json=LEASE), "revoked")
         _refused(who.node(creds, "POST", "/tasks/lease", json=LEASE), "revoked")

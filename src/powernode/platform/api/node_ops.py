@@ -44,12 +44,10 @@ def create_bootstrap_token(
 def list_certificates(
     instance_id: str, state: State, actor: Reader
 ) -> dict[str, list[CertificateOut]]:
-    with state.unit(actor) as ctx:
-        return {
-            "certificates": [
-                CertificateOut.of(c) for c in enroll.list_certificates(ctx, instance_id)
-            ]
-        }
+    with state.unit(actor, write=False) as ctx:
+        certs = enroll.list_certificates(ctx, instance_id)
+        live = enroll.live_serials(ctx, instance_id)
+        return {"certificates": [CertificateOut.of(c, live) for c in certs]}
 
 
 @router.post("/node_instances/{instance_id}/certificates/revoke")

@@ -28,6 +28,7 @@ import math
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Literal
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -315,6 +316,19 @@ def revoke_instance(ctx: Ctx, instance_id: str) -> list[str]:
         detail={"serials": serials},
     )
     return serials
+
+
+def live_serials(ctx: Ctx, instance_id: str) -> dict[str, Literal["current", "staged"]]:
+    """The serials that may speak for the instance now: its current and staged certificate."""
+    instance = get_instance(ctx, instance_id)
+    if instance.status in _ENDED:
+        return {}
+    live: dict[str, Literal["current", "staged"]] = {}
+    if instance.cert_serial is not None:
+        live[instance.cert_serial] = "current"
+    if instance.new_cert_serial is not None:
+        live[instance.new_cert_serial] = "staged"
+    return live
 
 
 def list_certificates(ctx: Ctx, instance_id: str) -> list[NodeCertificate]:
