@@ -38,7 +38,7 @@ from powernode.platform.services.nodeapi import enroll
 from powernode.platform.services.providers import RecordingProvider
 from powernode.platform.services.tokens import create_token
 from tests.platform.nodeapi.conftest import csr_pem
-from tests.platform.nodeapi_tls.test_serve_cli import _port, _read_until
+from tests.platform.nodeapi_tls.test_serve_cli import _port
 
 ROUNDS = 30
 ADMIN = Actor("test-operator", None, frozenset(SCOPES))
@@ -130,7 +130,7 @@ class Fleet:
         return r.status_code == 200
 
 
-def _serve(data: Path, db_url: str, port: int) -> subprocess.Popen[str]:
+def _serve(data: Path, db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "powernode"
     env = {
         **os.environ,
@@ -140,24 +140,32 @@ def _serve(data: Path, db_url: str, port: int) -> subprocess.Popen[str]:
         "POWERNODE_NODE_ROTATE_MIN_INTERVAL_SECONDS": "0",
     }
     argv = [str(exe), "platform", "serve", "--tls", "--no-worker", "--port", str(port)]
-    return subprocess.Popen(
-        [*argv, "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    # Output to a file: a pipe nobody drains would stop the server once the
+    # access log fills it.
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*argv, "--data-dir", str(data)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _wait_for(proc: subprocess.Popen[bytes], log: Path, marker: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if marker in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"no {marker!r} within {seconds} s; output: {log.read_text()[-4000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
-    assert proc.stdout is not None
-    proc.stdout.close()
 
 
 @pytest.fixture
@@ -171,11 +179,11 @@ def fleet(db_url: str, tmp_path: Path) -> Iterator[Fleet]:
     urls = []
     with ExitStack() as stack:
         # One after the other: the first creates the node CA both must share.
-        for _ in range(2):
-            port = _port()
-            proc = _serve(data, db_url, port)
+        for i in range(2):
+            port, log = _port(), tmp_path / f"serve-{i}.log"
+            proc = _serve(data, db_url, port, log)
             stack.callback(_stop, proc)
-            _read_until(proc, "Uvicorn running on https://", 90)
+            _wait_for(proc, log, "Uvicorn running on https://", 120)
             urls.append(f"https://127.0.0.1:{port}")
         scratch = tmp_path / "certs"
         scratch.mkdir()
