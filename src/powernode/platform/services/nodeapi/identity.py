@@ -65,8 +65,8 @@ class NodeApiPolicy:
     max_events_per_call: int = 500
     max_lease: int = 100
     rotate_min_interval: timedelta = timedelta(seconds=60)
-    events_per_second: float = 20.0
-    events_burst: float = 2000.0
+    events_per_second: float = 100.0
+    events_burst: float = 10_000.0
 
 
 @dataclass(frozen=True)
