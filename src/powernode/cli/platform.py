@@ -287,10 +287,8 @@ def token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API token; its secret is printed once and never stored."""
-    from sqlalchemy.orm import Session  # noqa: PLC0415
-
     from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
-    from powernode.platform.db.session import make_engine  # noqa: PLC0415
+    from powernode.platform.db.session import make_engine, write_session  # noqa: PLC0415
     from powernode.platform.services.context import SCOPES, Actor, Ctx  # noqa: PLC0415
     from powernode.platform.services.tokens import create_token  # noqa: PLC0415
 
@@ -303,7 +301,7 @@ def token_create(
     try:
         with _database_errors(settings):
             upgrade(engine)
-            with Session(engine, expire_on_commit=False) as session:
+            with write_session(engine) as session:
                 admin = Actor(f"local:{getpass.getuser()}", None, frozenset(SCOPES))
                 ctx = Ctx(session, admin, now)
                 token, secret = create_token(ctx, name, scope, expires_at=expires)

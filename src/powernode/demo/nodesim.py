@@ -14,11 +14,9 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
 from powernode.errors import DataError
 from powernode.platform.db import NodeInstance
-from powernode.platform.db.session import make_engine
+from powernode.platform.db.session import make_engine, write_session
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,7 @@ def record_heartbeat(
     """Set ``running_module_digests`` and ``last_heartbeat_at`` of one instance."""
     engine = make_engine(database_url)
     try:
-        with Session(engine) as session, session.begin():
+        with write_session(engine) as session, session.begin():
             instance = session.get(NodeInstance, instance_id)
             if instance is None:
                 raise DataError(f"instance {instance_id} is not in {database_url}")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,14 +41,22 @@ from powernode.platform.api.allow import allowed_methods
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.api.limits import BodyLimit
 from powernode.platform.api.problem_responses import PROBLEM_RESPONSES
+from powernode.platform.db import NodeInstance
 from powernode.platform.db.migrate import upgrade
 from powernode.platform.db.session import make_engine, make_sessionmaker
 from powernode.platform.metrics import Metrics, MetricsMiddleware
 from powernode.platform.pki import NodeCA
-from powernode.platform.problems import PROBLEM_CONTENT_TYPE, PlatformError, problem_body
+from powernode.platform.problems import (
+    PROBLEM_CONTENT_TYPE,
+    BusyError,
+    PlatformError,
+    RateLimitedError,
+    problem_body,
+)
 from powernode.platform.sealing import Sealer, load_or_create_key
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
-from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
+from powernode.platform.services.nodeapi.identity import NodeApiPolicy
+from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReader
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
 from powernode.platform.ui import routes as ui_routes
@@ -72,16 +81,8 @@ def create_app(
     engine = make_engine(settings.effective_database_url)
     if settings.migrate_on_start:
         upgrade(engine)
-    node_policy = node_policy or NodeApiPolicy()
-    revocations = RevocationSet()
-    try:
-        revocations.load(engine)
-    except SQLAlchemyError as e:
-        where = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(
-            f"{where}: cannot read the node certificates ({type(e).__name__}); the database is "
-            "not migrated to this version: run powernode platform migrate"
-        ) from e
+    node_policy = node_policy or node_policy_of(settings)
+    _check_migrated(engine)
     state = PlatformState(
         settings=settings,
         engine=engine,
@@ -90,7 +91,7 @@ def create_app(
         provider=provider or RecordingProvider(),
         clock=clock,
         node_ca=NodeCA.load_or_create(settings.pki_dir, now=clock()),
-        revocations=revocations,
+        identities=LiveIdentityReader(engine),
         heartbeats=HeartbeatBuffer(engine, node_policy.heartbeat_flush_seconds),
         node_policy=node_policy,
     )
@@ -98,10 +99,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
-            # Heartbeats are coalesced and written in batches (services/nodeapi/heartbeat.py);
-            # revoked serials are re-read for revocations made by other processes.
+            # Heartbeats are coalesced and written in batches (services/nodeapi/heartbeat.py).
             tg.start_soon(state.heartbeats.run)
-            tg.start_soon(_refresh_revocations, state)
             yield
             tg.cancel_scope.cancel()
         state.heartbeats.flush()  # the last reports before the process goes
@@ -135,13 +134,26 @@ def create_app(
     return app
 
 
-async def _refresh_revocations(state: PlatformState) -> None:
-    while True:
-        await anyio.sleep(state.node_policy.revocation_refresh_seconds)
-        try:
-            await anyio.to_thread.run_sync(state.revocations.load, state.engine)
-        except Exception:
-            log.exception("cannot re-read revoked node certificates; keeping the known set")
+def node_policy_of(settings: Settings) -> NodeApiPolicy:
+    """The node API's policy with the limits an operator may set."""
+    return NodeApiPolicy(
+        rotate_min_interval=timedelta(seconds=settings.node_rotate_min_interval_seconds),
+        events_per_second=settings.node_events_per_second,
+        events_burst=settings.node_events_burst,
+    )
+
+
+def _check_migrated(engine: Engine) -> None:
+    """Stop at start, not at the first node request, on a database older than this code."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(NodeInstance.cert_serial).limit(1)).all()
+    except SQLAlchemyError as e:
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"{where}: cannot read the node instances ({type(e).__name__}); the database is "
+            "not migrated to this version: run powernode platform migrate"
+        ) from e
 
 
 def _problem(status: int, body: dict[str, object]) -> JSONResponse:
@@ -166,6 +178,8 @@ def _install_problem_handlers(app: FastAPI) -> None:
     async def platform_error(request: Request, exc: PlatformError) -> JSONResponse:
         log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, RateLimitedError | BusyError):
+            headers = {"Retry-After": str(exc.retry_after)}
         resp = _problem(exc.status, exc.problem(request.url.path))
         if headers:
             resp.headers.update(headers)

@@ -12,9 +12,9 @@ A node proves who it is with a certificate from this CA (docs/node-api.md):
 so the parsed, signature-checked result is cached by the certificate's
 DER bytes in a bounded LRU; the validity window is still checked
 against ``now`` on every call. Revocation is the caller's job (the node API
-keeps the revoked serials). The TLS server may be set to skip time checks
-(tlsserve.py) precisely so that an expired certificate gets the clear
-message below instead of a bare TLS alert.
+checks the instance's live identity, services/nodeapi/identity.py). The TLS
+server may be set to skip time checks (tlsserve.py) precisely so that an
+expired certificate gets the clear message below instead of a bare TLS alert.
 
 The server's own TLS identity for embedded use is in :mod:`pki_server`.
 """

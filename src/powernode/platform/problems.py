@@ -16,7 +16,9 @@ path) plus extension members (``field``, ``errors``, ``current_state`` ...).
         ├── AuthenticationError     401  missing, unknown, expired or revoked token
         ├── PermissionDeniedError   403  the token lacks the scope
         ├── ApprovalRequiredError   403  live needs an approval (require_approval policy)
-        └── PayloadTooLargeError    413  body over max_body_bytes
+        ├── PayloadTooLargeError    413  body over max_body_bytes
+        ├── RateLimitedError        429  a node over its rotation or event limit (Retry-After)
+        └── BusyError               503  SQLite's write lock still taken after busy_timeout
 """
 
 from __future__ import annotations
@@ -91,6 +93,30 @@ class PayloadTooLargeError(PlatformError):
     status = 413
     slug = "payload-too-large"
     title = "Payload too large"
+
+
+class RateLimitedError(PlatformError):
+    """429; ``retry_after`` (whole seconds) is sent as the ``Retry-After`` header too."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail, retry_after=retry_after, **extra)
+
+
+class BusyError(PlatformError):
+    """503: the database's write lock stayed taken (SQLite); ``retry_after`` as for 429."""
+
+    status = 503
+    slug = "busy"
+    title = "Busy"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **extra: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail, retry_after=retry_after, **extra)
 
 
 def problem_body(

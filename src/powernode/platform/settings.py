@@ -64,6 +64,15 @@ class Settings(BaseModel):
     trusted_proxies: tuple[str, ...] = ()
     node_cert_lifetime_days: int = Field(default=30, ge=1, le=825)
     bootstrap_token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86_400)
+    # Per-node limits of the node API, shared by every platform process (docs/node-api.md):
+    # one certificate rotation per interval (0: no limit); events, a token bucket of
+    # ``node_events_burst`` refilled at ``node_events_per_second`` (0: no limit). The burst
+    # holds at least one full batch (500 events).
+    node_rotate_min_interval_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    # 100/s and 10,000: an agent draining a full spool (100,000 events) after an outage
+    # is done in about 15 minutes; a runaway node stays at 100 rows a second.
+    node_events_per_second: float = Field(default=100.0, ge=0, le=1_000_000)
+    node_events_burst: float = Field(default=10_000.0, ge=500, le=10_000_000)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -107,18 +107,18 @@ def test_revoked_certificate_is_refused_at_once(node_platform: NodePlatform) -> 
     assert p.node(again, "POST", "/status/heartbeat", json=BEAT).status_code == 200
 
 
-def test_revocation_made_elsewhere_is_seen_after_a_refresh(node_platform: NodePlatform) -> None:
-    # Another API process revoked (here: SQL behind this process's back); the
-    # periodic refresh (RevocationSet.load) brings it in.
+def test_revocation_made_elsewhere_is_seen_at_once(node_platform: NodePlatform) -> None:
+    # Another API process revoked (here: SQL behind this process's back). The
+    # live identity is read from the instance row on every request: no refresh.
     from sqlalchemy import text
 
     p = node_platform
     creds = p.enroll()
-    with p.engine.begin() as c:
-        c.execute(text("UPDATE node_certificates SET revoked_at = issued_at"))
     assert p.node(creds, "POST", "/tasks/lease", json={"max": 1}).status_code == 200
-    p.state.revocations.load(p.state.engine)
+    with p.engine.begin() as c:
+        c.execute(text("UPDATE node_instances SET cert_serial = NULL, new_cert_serial = NULL"))
     _refused(p.node(creds, "POST", "/tasks/lease", json={"max": 1}), "revoked")
+    _refused(p.node(creds, "POST", "/status/heartbeat", json=BEAT), "revoked")
 
 
 def test_node_cannot_touch_another_nodes_tasks(node_platform: NodePlatform) -> None:
@@ -163,11 +163,10 @@ def test_identity_in_the_body_is_never_used(node_platform: NodePlatform) -> None
     assert p.snapshot() == before
 
 
-def test_terminated_instance_is_refused_after_a_refresh(node_platform: NodePlatform) -> None:
+def test_terminated_instance_is_refused_at_once(node_platform: NodePlatform) -> None:
     p = node_platform
     creds = p.enroll()
     assert p.call("POST", f"/node_instances/{creds.instance_id}/terminate").status_code == 200
-    p.state.revocations.load(p.state.engine)  # the periodic refresh
     before = p.snapshot()
     _refused(p.node(creds, "POST", "/tasks/lease", json={"max": 1}), "terminated")
     _refused(p.node(creds, "POST", "/status/heartbeat", json=BEAT), "terminated")

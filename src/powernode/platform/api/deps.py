@@ -11,16 +11,18 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from powernode.platform.db.session import is_busy
 from powernode.platform.pki import NodeCA
-from powernode.platform.problems import AuthenticationError, ConflictError
+from powernode.platform.problems import AuthenticationError, BusyError, ConflictError
 from powernode.platform.sealing import Sealer
 from powernode.platform.services import tokens
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
-from powernode.platform.services.nodeapi.identity import NodeApiPolicy, RevocationSet
+from powernode.platform.services.nodeapi.identity import NodeApiPolicy
+from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReader
 from powernode.platform.services.providers import InstanceProvider
 from powernode.platform.settings import Settings
 
@@ -33,20 +35,37 @@ class PlatformState:
     sealer: Sealer
     provider: InstanceProvider
     clock: Callable[[], datetime]
-    # The node API (services/nodeapi): its CA, revoked serials, heartbeat buffer, limits.
+    # The node API (services/nodeapi): its CA, live-identity reader, heartbeat buffer, limits.
     node_ca: NodeCA
-    revocations: RevocationSet
+    identities: LiveIdentityReader
     heartbeats: HeartbeatBuffer
     node_policy: NodeApiPolicy
 
     @contextmanager
-    def unit(self, actor: Actor) -> Iterator[Ctx]:
-        """A transaction: committed when the block ends, rolled back when it raises."""
-        with self.sessions() as session:
+    def unit(self, actor: Actor, *, write: bool = True) -> Iterator[Ctx]:
+        """A transaction: committed when the block ends, rolled back when it raises.
+
+        A write unit (the default) is a write transaction from its first
+        statement on (``BEGIN IMMEDIATE`` on SQLite, db/session.py), so a
+        service's read-check-write cannot interleave with another's; on
+        PostgreSQL the services lock the rows they check (``FOR UPDATE``).
+        ``write=False`` for a unit that only reads.
+        """
+        opened = self.sessions() if write else Session(self.engine, expire_on_commit=False)
+        with opened as session:
             ctx = Ctx(session=session, actor=actor, now=self.clock())
             try:
                 yield ctx
                 session.commit()
+            except OperationalError as e:
+                session.rollback()
+                if not is_busy(e):
+                    raise
+                # SQLite: another writer held the write lock past busy_timeout.
+                raise BusyError(
+                    "the database is busy with other writes (SQLite's single write lock); "
+                    "nothing was changed, retry in a moment"
+                ) from e
             except IntegrityError as e:
                 session.rollback()
                 # The services check uniqueness first; this is the race two
@@ -81,7 +100,7 @@ def get_actor(
             "no API token: send 'Authorization: Bearer pnt_…' "
             "(create one with: powernode platform token create)"
         )
-    with state.sessions() as session:
+    with Session(state.engine) as session:  # a read: no write lock on SQLite
         return tokens.authenticate(session, credentials.credentials, state.clock())
 
 

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from powernode.platform import tlsserve
 from powernode.platform.api.deps import PlatformState, State
+from powernode.platform.api.problem_responses import RATE_LIMITED
 from powernode.platform.api.schemas_nodeapi import (
     AckIn,
     EnrollIn,
@@ -39,7 +40,7 @@ from powernode.platform.api.schemas_nodeapi import (
 from powernode.platform.pki import NodePeer
 from powernode.platform.services.context import READ, Actor
 from powernode.platform.services.nodeapi import enroll as enrolling
-from powernode.platform.services.nodeapi import events, modules, tasks
+from powernode.platform.services.nodeapi import events, modules, ratelimit, tasks
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatReport
 from powernode.platform.services.nodeapi.identity import authenticate
 
@@ -55,7 +56,11 @@ async def client_certificate(request: Request) -> bytes | None:
 async def current_node(
     state: State, cert_der: Annotated[bytes | None, Depends(client_certificate)]
 ) -> NodePeer:
-    return authenticate(state.node_ca, state.revocations, cert_der, state.clock())
+    # The instance row's live identity, read for every request (batched with
+    # the other requests waiting: services/nodeapi/identity_batch.py).
+    return await authenticate(
+        state.node_ca, state.identities.get, state.engine, cert_der, state.clock()
+    )
 
 
 Node = Annotated[NodePeer, Depends(current_node)]
@@ -192,18 +197,29 @@ def outcomes(body: OutcomesIn, state: State, node: Node) -> Response:
     )
 
 
-@router.post("/events")
+@router.post("/events", responses=RATE_LIMITED)
 def post_events(body: EventsIn, state: State, node: Node) -> EventsOut:
     """At most 500 per call; idempotent by event id."""
     batch = [
         events.NodeEvent(e.id, e.kind, e.severity, e.occurred_at, e.payload) for e in body.events
     ]
+    policy = state.node_policy
     with state.unit(_node_actor(node)) as ctx:
+        ratelimit.charge(
+            ctx.session,
+            node.instance_id,
+            "events",
+            len(batch),
+            rate=policy.events_per_second,
+            burst=policy.events_burst,
+            now=ctx.now,
+            what="events",
+        )
         accepted, duplicates = events.store(ctx.session, node.instance_id, batch)
     return EventsOut(accepted=accepted, duplicates=duplicates)
 
 
-@router.post("/certificates/rotate")
+@router.post("/certificates/rotate", responses=RATE_LIMITED)
 def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
     with state.unit(_node_actor(node)) as ctx:
         issued = enrolling.rotate(
@@ -213,6 +229,7 @@ def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
             body.csr_pem,
             now=ctx.now,
             lifetime=cert_lifetime(state),
+            min_interval=state.node_policy.rotate_min_interval,
         )
     return RotateOut(certificate_pem=issued.certificate_pem, not_after=issued.not_after)
 
@@ -220,5 +237,5 @@ def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
 @router.get("/modules")
 def desired_modules(state: State, node: Node) -> dict[str, Any]:
     """The desired module set of the caller's instance (issue 7)."""
-    with state.unit(_node_actor(node)) as ctx:
+    with state.unit(_node_actor(node), write=False) as ctx:
         return modules.desired_modules(ctx, node.instance_id)

@@ -44,24 +44,19 @@ def create_bootstrap_token(
 def list_certificates(
     instance_id: str, state: State, actor: Reader
 ) -> dict[str, list[CertificateOut]]:
-    with state.unit(actor) as ctx:
-        return {
-            "certificates": [
-                CertificateOut.of(c) for c in enroll.list_certificates(ctx, instance_id)
-            ]
-        }
+    with state.unit(actor, write=False) as ctx:
+        certs = enroll.list_certificates(ctx, instance_id)
+        live = enroll.live_serials(ctx, instance_id)
+        return {"certificates": [CertificateOut.of(c, live) for c in certs]}
 
 
 @router.post("/node_instances/{instance_id}/certificates/revoke")
 def revoke_certificates(
     instance_id: str, state: State, actor: CurrentActor
 ) -> dict[str, list[str]]:
-    """Revoke every certificate of the instance; refused at once by this process."""
+    """Revoke every certificate of the instance: refused by every process from the commit on."""
     with state.unit(actor) as ctx:
         serials = enroll.revoke_instance(ctx, instance_id)
-    # After the commit: the revocation takes effect in this process at once, in
-    # others at their next refresh (revocation_refresh_seconds).
-    state.revocations.add(serials)
     return {"revoked": serials}
 
 

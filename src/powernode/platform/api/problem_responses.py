@@ -71,3 +71,17 @@ def _response(status: int, why: str) -> dict[str, Any]:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: _response(status, why) for status, why in _WHY.items()
 }
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "problem details: the node is over its limit for this request "
+        "(docs/node-api.md, rate limits); nothing was changed",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds to wait before retrying",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": ProblemOut.model_json_schema()}},
+    }
+}

@@ -239,9 +239,15 @@ class CertificateOut(BaseModel):
     issued_at: datetime
     not_after: datetime
     revoked_at: datetime | None
+    # Whether it may speak for the instance now: "current", "staged" (issued by
+    # the last rotation, not used yet), or null (revoked, replaced by a later
+    # enrollment or rotation, or the instance ended). Expiry is not checked here.
+    live: Literal["current", "staged"] | None = None
 
     @classmethod
-    def of(cls, c: NodeCertificate) -> CertificateOut:
+    def of(
+        cls, c: NodeCertificate, live: dict[str, Literal["current", "staged"]]
+    ) -> CertificateOut:
         return cls(
             serial=c.serial,
             fingerprint=c.fingerprint,
@@ -249,4 +255,5 @@ class CertificateOut(BaseModel):
             issued_at=c.issued_at,
             not_after=c.not_after,
             revoked_at=c.revoked_at,
+            live=live.get(c.serial),
         )

@@ -14,7 +14,12 @@ from powernode.platform.db.catalog import (
 )
 from powernode.platform.db.fleet import DiskImagePublication, FleetEvent, Task, TaskState
 from powernode.platform.db.ingest import IngestState, ModuleIngest, WebhookDelivery
-from powernode.platform.db.nodeapi import BootstrapToken, NodeAgentStatus, NodeCertificate
+from powernode.platform.db.nodeapi import (
+    BootstrapToken,
+    NodeAgentStatus,
+    NodeCertificate,
+    NodeRateBucket,
+)
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
@@ -36,6 +41,7 @@ __all__ = [
     "NodeModuleAssignment",
     "NodeModuleCategory",
     "NodeModuleVersion",
+    "NodeRateBucket",
     "NodeTemplate",
     "PromotionApproval",
     "PromotionState",

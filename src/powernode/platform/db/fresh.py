@@ -44,11 +44,12 @@ from sqlalchemy import (
 )
 
 from powernode.platform.db import Base, NodeModuleCategory, NodeTemplate
+from powernode.platform.db.session import writer
 
 log = logging.getLogger(__name__)
 
 # The head of every branch of migrations/versions (checked by the tests).
-HEADS: tuple[str, ...] = ("0006_priority_scale",)
+HEADS: tuple[str, ...] = ("0007_instance_identity",)
 # Alembic's version table as alembic.runtime.migration.MigrationContext defines it.
 VERSION_TABLE = "alembic_version"
 _version = Table(
@@ -94,7 +95,7 @@ def create_at_head(engine: Engine, *, now: datetime) -> bool:
     stamp, tables without one), which is the migration chain's to handle
     (``migrate.upgrade``) and is left untouched.
     """
-    with engine.connect() as conn:
+    with writer(engine).connect() as conn:
         _lock(conn)
         stamped = revisions(conn)
         if stamped is not None or inspect(conn).get_table_names():
@@ -111,8 +112,9 @@ def create_at_head(engine: Engine, *, now: datetime) -> bool:
 
 def _lock(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
-        # pysqlite opens no transaction before DDL; this one takes the write lock now.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # The engine's begin hook (db/session.py) opens this transaction with
+        # BEGIN IMMEDIATE for a writer connection: the write lock is taken here.
+        conn.exec_driver_sql("SELECT 1")
     else:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 

@@ -6,8 +6,13 @@ use; the enroll transaction sets it with a conditional UPDATE, so two
 concurrent enrolls with one token cannot both win.
 
 A node certificate row is the platform's record of what its node CA issued
-(serial, SHA-256 fingerprint of the DER, validity); ``revoked_at`` is what
-the in-process revocation set is loaded from (services/nodeapi/identity.py).
+(serial, SHA-256 fingerprint of the DER, validity); ``revoked_at`` records
+a revocation. Which certificate an instance may use is not decided here but
+on the instance row (``node_instances.cert_serial``/``new_cert_serial``),
+read on every request (services/nodeapi/identity.py).
+
+``NodeRateBucket`` is a token bucket per instance and kind of request
+(``events``), shared by every platform process (services/nodeapi/ratelimit.py).
 
 ``NodeAgentStatus`` holds what the heartbeat reports beyond the columns the
 drift report reads on ``node_instances`` (``last_heartbeat_at``,
@@ -20,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from powernode.platform.db.base import ID, Base, UTCDateTime, new_id
@@ -68,3 +73,14 @@ class NodeAgentStatus(Base):
     load: Mapped[list[float]] = mapped_column(JSON, default=list)
     mem: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NodeRateBucket(Base):
+    __tablename__ = "node_rate_buckets"
+
+    instance_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("node_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -59,5 +59,13 @@ class NodeInstance(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The instance's one live identity (services/nodeapi/identity.py): the
+    # serial of the certificate it uses, and the one its last rotation issued
+    # and it has not used yet (the first request with it makes it current).
+    # Any other certificate of the instance is refused; NULL, NULL: revoked.
+    cert_serial: Mapped[str | None] = mapped_column(String(64))
+    new_cert_serial: Mapped[str | None] = mapped_column(String(64))
+    # The last rotation, for its rate limit (node_rotate_min_interval_seconds).
+    cert_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     node: Mapped[Node] = relationship(back_populates="instances")

@@ -1,14 +1,37 @@
-"""Engine and session factory for SQLite (embedded default) and PostgreSQL."""
+"""Engine and session factory for SQLite (embedded default) and PostgreSQL.
+
+**Write transactions.** Every read-check-write (an outcome, a rotation, a
+promotion …) must not let another writer slip in between its read and its
+write. On PostgreSQL the services take row locks (``SELECT … FOR UPDATE``,
+``with_for_update=True``). SQLite has no row locks — SQLAlchemy drops the
+clause — and pysqlite, left to itself, issues ``BEGIN`` (deferred) only at
+the first write, so a read-check-write ran its read outside any transaction
+and two of them could both pass their check (issue 13, item 5). Here,
+pysqlite's own transaction handling is switched off (``isolation_level =
+None``, SQLAlchemy's documented recipe for pysqlite) and the engine's
+``begin`` event emits the BEGIN itself:
+
+- a connection whose execution options carry :data:`WRITE` (``True``) starts
+  with ``BEGIN IMMEDIATE``: it takes SQLite's single write lock before its
+  first read, so read-check-writes run one after another, as with a row lock;
+- any other connection starts with ``BEGIN`` (deferred): a reader that never
+  writes does not hold up writers (WAL), and writes one statement at a time.
+
+Sessions from :func:`make_sessionmaker` are write sessions unless asked
+otherwise (``write=False``); :func:`write_session` is the same for code that
+holds only an engine. On PostgreSQL the option changes nothing.
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from powernode.errors import ConfigError
@@ -34,16 +57,29 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+WRITE = "powernode_write"
+"""Execution option: this connection's transactions begin with the write lock (SQLite)."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's implicit BEGIN (before the first INSERT/UPDATE/DELETE only)
+    # off: _sqlite_begin below emits every BEGIN, so reads are inside it too.
+    dbapi_conn.isolation_level = None
     # WAL lets the API read while a writer commits; foreign_keys makes the
     # ON DELETE CASCADE/RESTRICT rules hold as they do on PostgreSQL. The busy
     # timeout first: switching a new file to WAL takes a lock another process
-    # starting on the same file may hold (the demo's token and platform start).
+    # starting on the same file may hold (the demo's token and platform start);
+    # and a BEGIN IMMEDIATE waits up to 5 s for the write lock.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 POOL_SIZE = 20  # connections kept open to PostgreSQL per process
@@ -59,6 +95,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     # The request thread pool runs up to 40 handlers at once (anyio's default):
     # with SQLAlchemy's default 5 + 10 overflow, connections past the fifth were
@@ -68,6 +105,32 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+def is_busy(error: OperationalError) -> bool:
+    """Whether ``error`` is SQLite's "database is locked" (busy_timeout ran out)."""
+    return isinstance(error.orig, sqlite3.OperationalError) and (
+        "locked" in str(error.orig) or "busy" in str(error.orig)
+    )
+
+
+def writer(engine: Engine) -> Engine:
+    """``engine`` whose transactions begin with the write lock on SQLite (same pool)."""
+    return engine.execution_options(**{WRITE: True})
+
+
+def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``write`` (the default): each transaction is a write transaction.
+
+    ``write=False`` only for sessions that never write, or that write without
+    reading first (a blind UPDATE): on SQLite their reads do not wait for writers.
+    """
     # expire_on_commit=False: responses are built from objects after commit.
-    return sessionmaker(engine, expire_on_commit=False)
+    return sessionmaker(writer(engine) if write else engine, expire_on_commit=False)
+
+
+def write_session(engine: Engine) -> Session:
+    """A session whose transaction takes the write lock before its first read (SQLite).
+
+    ``with write_session(engine) as s: …; s.commit()`` — for code that holds an
+    engine rather than a sessionmaker (the CLI, the heartbeat flusher, tests).
+    """
+    return Session(writer(engine), expire_on_commit=False)

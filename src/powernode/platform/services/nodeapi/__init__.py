@@ -1,7 +1,8 @@
 """The platform side of the node API (docs/node-api.md): one module per concern.
 
 - :mod:`.identity`: who is calling (the client certificate, checked against
-  the node CA and the in-process revocation set) and the node API's policy;
+  the node CA and the instance's live identity on its row) and the node API's policy;
+- :mod:`.ratelimit`: per-node token buckets in the database (event intake);
 - :mod:`.enroll`: bootstrap tokens, enrollment, rotation, revocation;
 - :mod:`.heartbeat`: the coalescing heartbeat buffer and its flusher;
 - :mod:`.tasks`: the lease queue (enqueue, lease, ack, fail);

@@ -7,6 +7,15 @@ NULL``; if that UPDATE finds the token already used (a concurrent enroll won)
 the transaction rolls back and nothing issued is recorded. A refused enroll
 changes no row.
 
+Enroll, rotate and revoke each lock the instance row first (``FOR UPDATE``;
+on SQLite the unit's ``BEGIN IMMEDIATE`` serialises them anyway) and change
+its live identity (``cert_serial``/``new_cert_serial``, identity.py) in the
+same transaction: enrollment makes its certificate the only live one,
+rotation stages the new one next to the caller's, revocation clears both.
+So a rotation racing a revocation cannot outlive it: if it commits first,
+the revocation clears what it staged; if the revocation commits first, the
+rotation finds the caller's certificate no longer live and is refused.
+
 The CSR's CN is only a hint (the agent puts its discovered identity there);
 when it is an instance UUID it must be the token's instance: a token stolen
 for instance B does not turn node A into B.
@@ -15,9 +24,11 @@ for instance B does not turn node A into B.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Literal
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -37,9 +48,11 @@ from powernode.platform.problems import (
     ConflictError,
     InvalidInputError,
     PermissionDeniedError,
+    RateLimitedError,
 )
 from powernode.platform.services import audit
 from powernode.platform.services.context import WRITE, Ctx
+from powernode.platform.services.nodeapi import identity
 from powernode.platform.services.nodes import get_instance
 from powernode.platform.services.tokens import hash_secret
 
@@ -146,7 +159,7 @@ def enroll(
                 f"{token.instance_id}; use a token created for {named}",
                 instance_id=token.instance_id,
             )
-    instance = session.get(NodeInstance, token.instance_id)
+    instance = session.get(NodeInstance, token.instance_id, with_for_update=True)
     if instance is None:  # CASCADE removes tokens with their instance; be safe anyway
         raise AuthenticationError(f"bootstrap token's instance {token.instance_id} is gone")
     _require_alive(instance, "enrollment")
@@ -163,6 +176,9 @@ def enroll(
         select(NodeCertificate.id).where(NodeCertificate.instance_id == instance.id).limit(1)
     )
     _record(session, instance.id, issued, "enroll", now)
+    # One live identity: every certificate the instance held before stops working.
+    instance.cert_serial = issued.serial
+    instance.new_cert_serial = None
     if instance.status in (InstanceStatus.PENDING.value, InstanceStatus.PROVISIONING.value):
         instance.status = InstanceStatus.RUNNING.value
     session.add(
@@ -201,22 +217,41 @@ def rotate(
     *,
     now: datetime,
     lifetime: timedelta,
+    min_interval: timedelta = timedelta(0),
 ) -> IssuedCertificate:
-    """A new certificate for the caller's instance; the current one stays valid to its end."""
+    """A new certificate for the caller's instance, live once the node first uses it.
+
+    Under the instance row's lock: the caller's certificate must still be
+    live (a revocation that committed first wins), the last rotation at
+    least ``min_interval`` ago (else 429). Until the node presents the new
+    certificate, the caller's keeps working (the answer may be lost on the
+    way); a later rotation replaces a new certificate never used.
+    """
     hint = _csr_hint(csr_pem)
     if hint is not None and hint != peer.instance_id:
         raise PermissionDeniedError(
             f"the CSR's CN names instance {hint}, but the caller's certificate is for "
             f"{peer.instance_id}; a node renews only its own certificate"
         )
-    instance = session.get(NodeInstance, peer.instance_id)
-    if instance is None:
-        raise AuthenticationError(
-            f"instance {peer.instance_id} named by the certificate no longer exists"
-        )
+    instance = session.get(NodeInstance, peer.instance_id, with_for_update=True)
+    live = None if instance is None else _live(instance)
+    identity.judge(peer, live, lambda serial: _revoked_at(session, serial))
+    assert instance is not None  # judge refuses a missing instance
     _require_alive(instance, "certificate rotation")
+    last = instance.cert_rotated_at
+    if last is not None and now < last + min_interval:
+        wait = max(1, math.ceil((last + min_interval - now).total_seconds()))
+        raise RateLimitedError(
+            f"instance {instance.id} rotated its certificate at {last.isoformat()}; one "
+            f"rotation per {min_interval.total_seconds():g} s (node_rotate_min_interval_seconds)"
+            f": keep the current certificate and retry after {wait} s",
+            retry_after=wait,
+        )
     issued = ca.issue(csr_pem, instance.id, now=now, lifetime=lifetime)
     _record(session, instance.id, issued, "rotate", now)
+    instance.cert_serial = peer.serial  # rotating with the staged one makes it current
+    instance.new_cert_serial = issued.serial
+    instance.cert_rotated_at = now
     session.add(
         FleetEvent(
             kind="instance.certificate_rotated",
@@ -229,10 +264,31 @@ def rotate(
     return issued
 
 
+def _live(instance: NodeInstance) -> identity.LiveIdentity:
+    return identity.LiveIdentity(instance.status, instance.cert_serial, instance.new_cert_serial)
+
+
+def _revoked_at(session: Session, serial: str) -> datetime | None:
+    found: datetime | None = session.scalar(
+        select(NodeCertificate.revoked_at).where(NodeCertificate.serial == serial)
+    )
+    return found
+
+
 def revoke_instance(ctx: Ctx, instance_id: str) -> list[str]:
-    """Revoke every unrevoked certificate of the instance; the serials revoked."""
+    """Revoke every certificate of the instance; the serials revoked.
+
+    The instance keeps no live certificate (refused on the next request, by
+    every process) until it enrolls again with a new bootstrap token.
+    """
     ctx.actor.require(WRITE, "revoking an instance's certificates")
     instance = get_instance(ctx, instance_id)
+    # The row lock orders this against a rotation or enrollment in flight: it
+    # either committed (and its certificate is revoked below) or waits and
+    # then finds no live certificate.
+    ctx.session.refresh(instance, with_for_update=True)
+    instance.cert_serial = None
+    instance.new_cert_serial = None
     certs = ctx.session.scalars(
         select(NodeCertificate).where(
             NodeCertificate.instance_id == instance.id, NodeCertificate.revoked_at.is_(None)
@@ -260,6 +316,19 @@ def revoke_instance(ctx: Ctx, instance_id: str) -> list[str]:
         detail={"serials": serials},
     )
     return serials
+
+
+def live_serials(ctx: Ctx, instance_id: str) -> dict[str, Literal["current", "staged"]]:
+    """The serials that may speak for the instance now: its current and staged certificate."""
+    instance = get_instance(ctx, instance_id)
+    if instance.status in _ENDED:
+        return {}
+    live: dict[str, Literal["current", "staged"]] = {}
+    if instance.cert_serial is not None:
+        live[instance.cert_serial] = "current"
+    if instance.new_cert_serial is not None:
+        live[instance.new_cert_serial] = "staged"
+    return live
 
 
 def list_certificates(ctx: Ctx, instance_id: str) -> list[NodeCertificate]:

@@ -29,9 +29,9 @@ from typing import Any, cast
 import anyio
 from sqlalchemy import Engine, Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from powernode.platform.db import NodeAgentStatus, NodeInstance
+from powernode.platform.db.session import write_session
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,10 @@ class HeartbeatBuffer:
             return written
 
     def _write(self, reports: list[HeartbeatReport]) -> int:
-        with Session(self.engine) as session, session.begin():
+        # A write transaction from the first read (BEGIN IMMEDIATE on SQLite): a
+        # deferred one that reads, then writes, fails at once if another writer
+        # committed in between (SQLITE_BUSY_SNAPSHOT), busy_timeout or not.
+        with write_session(self.engine) as session, session.begin():
             # An instance deleted since its certificate was issued: skip it (the
             # status upsert would break its foreign key and fail the batch).
             alive = set(
