@@ -24,6 +24,7 @@ from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import parse_reference
 from powernode.publish import push_artifact, sign_artifact
 from powernode.signing import generate_private_key, public_key_pem
+from powernode.signing.policy import UnsafeValidityAtNow
 from tests.agent.test_modules_registry import APP_FILES, Node, assert_refused, node
 from tests.agent.test_modules_support import big, mounts_under
 from tests.publish.artifacts import make_artifact, object_bytes
@@ -161,7 +162,7 @@ def test_keyless_signature_identity(node: Node, identity: str, ok: bool) -> None
         "cosign_identity_regexp": identity,
         "cosign_issuer_regexp": r"https://token\.actions\.githubusercontent\.com",
     }
-    reader = PolicyReader(ca.root_pem, lambda: T0)
+    reader = PolicyReader(ca.root_pem, lambda: T0, UnsafeValidityAtNow())  # no log here
     node.service.puller = PublishPuller(policies=reader, default_registry=f"oci:{p.layout}")
     report = node.service.sync(lambda: doc)
     if ok:

@@ -21,7 +21,12 @@ from powernode.agent.modules.reconcile import DesiredModule, PublishPuller
 from powernode.agent.modules.trust import PolicyReader, load_policy_file, policy_from_doc
 from powernode.errors import ConfigError, DataError, VerificationError
 from powernode.signing import generate_private_key, public_key_pem
-from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy
+from powernode.signing.policy import (
+    KeylessPolicy,
+    PublicKeyPolicy,
+    TransparencyLogs,
+    UnsafeValidityAtNow,
+)
 
 D1 = "sha256:" + "1" * 64
 PUB = public_key_pem(generate_private_key()).decode()
@@ -56,8 +61,38 @@ def test_keyless_policy_needs_and_gets_roots() -> None:
     with pytest.raises(ConfigError, match=r"m: keyless trust .* cosign_roots_file"):
         policy_from_doc(doc, source="m")
     roots = FakeCA().root_pem
-    policy = PolicyReader(roots)(doc, "m")
+    # Issue 13 item 10: without a transparency log to prove the signing time, keyless
+    # trust is refused, never silently checked at now.
+    with pytest.raises(ConfigError, match=r"m: keyless trust needs the transparency log"):
+        PolicyReader(roots)(doc, "m")
+    policy = PolicyReader(roots, signing_time=UnsafeValidityAtNow())(doc, "m")
     assert isinstance(policy, KeylessPolicy)
+
+
+def test_reader_from_config_files(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.signing.testca import FakeCA
+
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(FakeCA().root_pem)
+    log_key = tmp_path / "rekor.pub"
+    log_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    reader = PolicyReader.from_file(roots, log_key)
+    assert isinstance(reader.signing_time, TransparencyLogs)
+    assert isinstance(
+        PolicyReader.from_file(roots, insecure_ignore_tlog=True).signing_time, UnsafeValidityAtNow
+    )
+    assert PolicyReader.from_file(roots).signing_time is None
+    with pytest.raises(ConfigError, match="contradict"):
+        PolicyReader.from_file(roots, log_key, insecure_ignore_tlog=True)
+    with pytest.raises(ConfigError, match="cannot read the transparency log keys"):
+        PolicyReader.from_file(roots, tmp_path / "missing.pub")
 
 
 @pytest.mark.parametrize(
@@ -184,9 +219,9 @@ def test_module_settings_are_checked() -> None:
 
     cfg = load_config(None, {"POWERNODE_AGENT_MODULES_REGISTRY": "http://10.1.2.3:5000/"})
     assert cfg.modules_registry == "http://10.1.2.3:5000" and cfg.modules_sync_seconds == 60
-    with pytest.raises(ConfigError, match=r"modules_registry: .*http\(s\)://host\[:port\]"):
+    with pytest.raises(ConfigError, match=r"MODULES_REGISTRY: .*http\(s\)://host\[:port\]"):
         load_config(None, {"POWERNODE_AGENT_MODULES_REGISTRY": "10.1.2.3:5000"})
-    with pytest.raises(ConfigError, match="modules_sync_seconds"):
+    with pytest.raises(ConfigError, match="POWERNODE_AGENT_MODULES_SYNC_SECONDS: must be > 0"):
         load_config(None, {"POWERNODE_AGENT_MODULES_SYNC_SECONDS": "0"})
 
 

@@ -77,6 +77,11 @@ class AgentConfig:
     modules_root: Path = Path("/")
     modules_upper: Path | None = None
     cosign_roots_file: Path | None = None
+    # Keyless trust: the transparency log key(s) whose signed entry timestamps prove
+    # when a signature was made (Rekor's /api/v1/log/publicKey); without one, keyless
+    # policies are refused unless cosign_insecure_ignore_tlog checks at now.
+    cosign_tlog_keys_file: Path | None = None
+    cosign_insecure_ignore_tlog: bool = False
     # The registry for module references that name none, and the URL (so the
     # scheme: http:// for a lab registry) for references naming its host:port;
     # or oci:/ABS/DIR, an OCI image layout directory (image-spec image-layout.md)

@@ -151,10 +151,13 @@ def _module_service(cfg: Any, spool: Any, clock: Any) -> tuple[Any, Any]:
     layout = NodeLayout(
         root=cfg.modules_root.absolute(), state=cfg.state_dir.absolute(), upper=cfg.modules_upper
     )
-    reader = PolicyReader.from_file(cfg.cosign_roots_file)
-    puller = PublishPuller(
-        policies=PolicyReader(reader.roots_pem, clock.now), default_registry=cfg.modules_registry
+    reader = PolicyReader.from_file(
+        cfg.cosign_roots_file,
+        cfg.cosign_tlog_keys_file,
+        insecure_ignore_tlog=cfg.cosign_insecure_ignore_tlog,
+        clock=clock.now,
     )
+    puller = PublishPuller(policies=reader, default_registry=cfg.modules_registry)
 
     def emit(kind: str, severity: str, payload: dict[str, Any]) -> None:
         spool.append(kind, severity, payload, clock.now())

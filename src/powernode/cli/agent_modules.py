@@ -169,8 +169,14 @@ def attach(
         cfg, layout = _setup(config, state_dir, root)
         trust = None
         if policy is not None:
-            roots = PolicyReader.from_file(cfg.cosign_roots_file).roots_pem
-            trust = load_policy_file(policy, roots_pem=roots)
+            reader = PolicyReader.from_file(
+                cfg.cosign_roots_file,
+                cfg.cosign_tlog_keys_file,
+                insecure_ignore_tlog=cfg.cosign_insecure_ignore_tlog,
+            )
+            trust = load_policy_file(
+                policy, roots_pem=reader.roots_pem, signing_time=reader.signing_time
+            )
         registry, parsed = open_target(ref, plain_http=plain_http)
         try:
             done = attach_ref(
@@ -251,7 +257,11 @@ def sync(
             with _client(cfg) as client:
                 wanted = parse_desired(client.modules())
         puller = PublishPuller(
-            policies=PolicyReader.from_file(cfg.cosign_roots_file),
+            policies=PolicyReader.from_file(
+                cfg.cosign_roots_file,
+                cfg.cosign_tlog_keys_file,
+                insecure_ignore_tlog=cfg.cosign_insecure_ignore_tlog,
+            ),
             unsafe_no_signature=unsafe_no_signature,
             default_registry=cfg.modules_registry,
         )

@@ -189,7 +189,11 @@ def _worker(settings: Settings, sessions: Any) -> IngestWorker:
     source = None
     if settings.registry:
         source = PublishArtifactSource.from_settings(
-            settings.registry, settings.cosign_roots_file, lambda: datetime.now(UTC)
+            settings.registry,
+            settings.cosign_roots_file,
+            lambda: datetime.now(UTC),
+            settings.cosign_tlog_keys_file,
+            insecure_ignore_tlog=settings.cosign_insecure_ignore_tlog,
         )
     return IngestWorker(sessions, source, poll_seconds=settings.ingest_poll_seconds)
 

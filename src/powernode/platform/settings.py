@@ -50,6 +50,11 @@ class Settings(BaseModel):
     registry: str = ""
     # PEM roots keyless (certificate) signatures must chain to (the CI's Fulcio root).
     cosign_roots_file: Path | None = None
+    # Keyless trust (issue 13 item 10): the transparency log key(s) whose signed
+    # entry timestamps prove when a module was signed; without one keyless modules
+    # are refused unless cosign_insecure_ignore_tlog checks certificates at now.
+    cosign_tlog_keys_file: Path | None = None
+    cosign_insecure_ignore_tlog: bool = False
     # Seconds between registry polls of the ingest worker (seed 003: "wait 60 s").
     ingest_poll_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
     # TLS (tlsserve.py). False: plain HTTP, for the operator API on loopback or behind a

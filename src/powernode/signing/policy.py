@@ -27,12 +27,13 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from powernode.errors import VerificationError
+from powernode.errors import ConfigError, PowernodeError, VerificationError
 from powernode.signing import certs
 from powernode.signing.errors import (
     CertificateError,
@@ -271,3 +272,27 @@ def _compile(pattern: str, what: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as e:
         raise SigningSetupError(f"the {what} regexp `{pattern}` does not compile: {e}") from e
+
+
+def signing_time_from(
+    tlog_keys_file: Path | None, insecure_ignore_tlog: bool
+) -> SigningTime | None:
+    """What proves a keyless signature's time, from the two settings (agent and platform)."""
+    if tlog_keys_file is not None and insecure_ignore_tlog:
+        raise ConfigError(
+            "cosign_tlog_keys_file and cosign_insecure_ignore_tlog = true contradict each "
+            "other: keep the log key"
+        )
+    if tlog_keys_file is not None:
+        try:
+            return TransparencyLogs(_read_keys(tlog_keys_file))
+        except PowernodeError as e:
+            raise ConfigError(f"{tlog_keys_file}: {e}") from e
+    return UnsafeValidityAtNow() if insecure_ignore_tlog else None
+
+
+def _read_keys(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the transparency log keys: {e.strerror}") from e

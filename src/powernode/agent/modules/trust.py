@@ -30,8 +30,9 @@ from powernode.errors import ConfigError, PowernodeError
 from powernode.signing.policy import (
     KeylessPolicy,
     PublicKeyPolicy,
+    SigningTime,
     TrustPolicy,
-    UnsafeValidityAtNow,
+    signing_time_from,
 )
 
 MAX_POLICY_BYTES = 256 << 10
@@ -57,8 +58,14 @@ def policy_from_doc(
     source: str,
     roots_pem: bytes | None = None,
     now: datetime | None = None,
+    signing_time: SigningTime | None = None,
 ) -> TrustPolicy:
-    """The signing policy ``doc`` describes; ConfigError (naming ``source``) if it is not one."""
+    """The signing policy ``doc`` describes; ConfigError (naming ``source``) if it is not one.
+
+    A keyless policy checks the certificate at the time ``signing_time`` proves
+    (a transparency log's signed entry timestamp, issue 13 item 10); without one
+    keyless trust is refused, unless the operator chose ``UnsafeValidityAtNow``
+    (``cosign_insecure_ignore_tlog``)."""
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{source}: a trust policy must be a JSON object")
     known = set(_KEY + _IDENTITY + _ISSUER)
@@ -74,10 +81,15 @@ def policy_from_doc(
         if key is not None:
             return PublicKeyPolicy(key.encode())
         if identity is not None and issuer is not None and roots_pem is not None:
-            # No transparency log key is configured for the agent yet (issue 13 item 10
-            # wires one in the signing library): certificates are checked at now.
+            if signing_time is None:
+                raise ConfigError(
+                    "keyless trust needs the transparency log's public key to prove when "
+                    "the signature was made (Fulcio's certificates live 10 minutes): set "
+                    "cosign_tlog_keys_file, or cosign_insecure_ignore_tlog = true to check "
+                    "certificates at the current time"
+                )
             when = now or datetime.now(UTC)
-            return KeylessPolicy(roots_pem, identity, issuer, when, UnsafeValidityAtNow())
+            return KeylessPolicy(roots_pem, identity, issuer, when, signing_time)
     except PowernodeError as e:  # a bad key, regexp or roots: say where they came from
         raise ConfigError(f"{source}: {e}") from e
     if identity is None and issuer is None:
@@ -95,7 +107,11 @@ def policy_from_doc(
 
 
 def load_policy_file(
-    path: Path, *, roots_pem: bytes | None = None, now: datetime | None = None
+    path: Path,
+    *,
+    roots_pem: bytes | None = None,
+    now: datetime | None = None,
+    signing_time: SigningTime | None = None,
 ) -> TrustPolicy:
     """A policy file: a JSON object (see the module docstring) or a PEM public key."""
     try:
@@ -113,7 +129,9 @@ def load_policy_file(
         doc = json.loads(raw)
     except ValueError as e:
         raise ConfigError(f"{path}: neither a PEM public key nor a JSON trust policy ({e})") from e
-    return policy_from_doc(doc, source=str(path), roots_pem=roots_pem, now=now)
+    return policy_from_doc(
+        doc, source=str(path), roots_pem=roots_pem, now=now, signing_time=signing_time
+    )
 
 
 @dataclass(frozen=True)
@@ -122,16 +140,34 @@ class PolicyReader:
 
     roots_pem: bytes | None = None
     clock: Callable[[], datetime] | None = None
+    signing_time: SigningTime | None = None
 
     def __call__(self, doc: Any, source: str) -> TrustPolicy:
         now = self.clock() if self.clock is not None else None
-        return policy_from_doc(doc, source=source, roots_pem=self.roots_pem, now=now)
+        return policy_from_doc(
+            doc, source=source, roots_pem=self.roots_pem, now=now, signing_time=self.signing_time
+        )
 
     @classmethod
-    def from_file(cls, roots_file: Path | None) -> PolicyReader:
-        if roots_file is None:
-            return cls()
-        try:
-            return cls(roots_file.read_bytes())
-        except OSError as e:
-            raise ConfigError(f"{roots_file}: cannot read the cosign roots: {e.strerror}") from e
+    def from_file(
+        cls,
+        roots_file: Path | None,
+        tlog_keys_file: Path | None = None,
+        *,
+        insecure_ignore_tlog: bool = False,
+        clock: Callable[[], datetime] | None = None,
+    ) -> PolicyReader:
+        """From the agent's config: ``cosign_roots_file``, ``cosign_tlog_keys_file`` and
+        ``cosign_insecure_ignore_tlog``."""
+        return cls(
+            _read(roots_file, "cosign roots") if roots_file is not None else None,
+            clock,
+            signing_time_from(tlog_keys_file, insecure_ignore_tlog),
+        )
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what}: {e.strerror}") from e

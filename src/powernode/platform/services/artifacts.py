@@ -23,9 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from powernode.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from powernode.signing.policy import SigningTime
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +101,20 @@ class PublishArtifactSource:
     registry: str
     roots_pem: bytes | None = None
     clock: Callable[[], datetime] | None = None
+    signing_time: SigningTime | None = None
 
     @classmethod
     def from_settings(
-        cls, registry: str, roots_file: Path | None, clock: Callable[[], datetime]
+        cls,
+        registry: str,
+        roots_file: Path | None,
+        clock: Callable[[], datetime],
+        tlog_keys_file: Path | None = None,
+        *,
+        insecure_ignore_tlog: bool = False,
     ) -> PublishArtifactSource:
+        from powernode.signing.policy import signing_time_from  # noqa: PLC0415
+
         roots = None
         if roots_file is not None:
             try:
@@ -111,7 +123,7 @@ class PublishArtifactSource:
                 raise ConfigError(
                     f"{roots_file}: cannot read the cosign roots file: {e.strerror}"
                 ) from e
-        return cls(registry, roots, clock)
+        return cls(registry, roots, clock, signing_time_from(tlog_keys_file, insecure_ignore_tlog))
 
     def _open(self) -> Any:
         from powernode.oci.registry import open_registry  # noqa: PLC0415
@@ -122,11 +134,7 @@ class PublishArtifactSource:
         return list(self._open().list_tags(repository))
 
     def _policy(self, trust: ModuleTrust) -> object:
-        from powernode.signing.policy import (  # noqa: PLC0415
-            KeylessPolicy,
-            PublicKeyPolicy,
-            UnsafeValidityAtNow,
-        )
+        from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy  # noqa: PLC0415
 
         if trust.public_key_pem is not None:
             return PublicKeyPolicy(trust.public_key_pem.encode())
@@ -137,14 +145,19 @@ class PublishArtifactSource:
             )
         assert trust.identity_regexp is not None and trust.issuer_regexp is not None
         assert self.clock is not None
-        # No transparency log key in the platform settings yet (issue 13 item 10 wires
-        # one in the signing library): certificates are checked at the ingest time.
+        if self.signing_time is None:
+            raise ConfigError(
+                "keyless trust needs the transparency log's public key to prove when the "
+                "module was signed (Fulcio's certificates live 10 minutes): set "
+                "cosign_tlog_keys_file in the platform settings, or "
+                "cosign_insecure_ignore_tlog = true to check certificates at ingest time"
+            )
         return KeylessPolicy(
             self.roots_pem,
             trust.identity_regexp,
             trust.issuer_regexp,
             self.clock(),
-            UnsafeValidityAtNow(),
+            self.signing_time,
         )
 
     def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
