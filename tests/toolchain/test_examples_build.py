@@ -53,3 +53,35 @@ def test_example_builds_twice_with_its_packages_to_one_digest(
     assert a.composefs_digest.startswith("sha256:")
     assert a.composefs_digest == b.composefs_digest
     assert artifact_bytes(tmp_path / "a") == artifact_bytes(tmp_path / "b")
+
+
+def test_the_demo_runs_on_the_package_builds(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`powernode demo --packages`: the same example modules, built with their Debian
+    packages from the tree cache the builds above filled (same epoch), published,
+    ingested, assigned and reported without drift."""
+    import os
+    import subprocess
+    import sys
+
+    require_tool("mmdebstrap")
+    cache = session_cache(tmp_path_factory)  # <basetemp>/xdg-cache/powernode/build
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache.parent.parent)}
+    work = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "powernode.cli.main", "demo", "--no-agent", "--packages",
+         "--dir", str(work)],
+        capture_output=True, text=True, env=env, timeout=1700, check=False,
+    )  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "--no-packages" not in out
+    assert "drift of demo-node-1: drift false" in out
+    # The published artifacts carry their packages (chrony's package list is not empty).
+    listed = {
+        p.parent.name: p.read_text()
+        for p in (work / "artifacts").glob("*/package-list.txt")
+        if p.read_text().strip()
+    }
+    assert any(name.startswith("chrony") for name in listed), sorted(listed)

@@ -146,6 +146,14 @@ def demo(
             help="Phase 2 as root: TLS, enroll the agent, mount the union, upgrade a module.",
         ),
     ] = True,
+    packages: Annotated[
+        bool,
+        typer.Option(
+            "--packages/--no-packages",
+            help="Build each module with its Debian packages (mmdebstrap; minutes the first "
+            "time, cached after) instead of its rootfs/ only.",
+        ),
+    ] = False,
 ) -> None:
     """Seed 004's tutorial end to end: build, sign, ingest, promote, assign, drift."""
     from powernode.demo.tutorial import DemoConfig, run_demo  # noqa: PLC0415
@@ -177,6 +185,7 @@ def demo(
         workdir=workdir,
         examples=(examples or default_examples_dir()).resolve(),
         node_agent=node_agent,
+        packages=packages,
     )
     reporter = RichReporter(console)
     try:

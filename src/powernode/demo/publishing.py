@@ -77,10 +77,14 @@ def publish_module(
     version: str,
     source_date_epoch: int,
     account: str = "default",
+    packages: bool = False,
 ) -> Published:
-    """Build ``repo`` into ``out``, push it to the layout ``registry_dir`` and sign it."""
+    """Build ``repo`` into ``out``, push it to the layout ``registry_dir`` and sign it.
+
+    ``packages``: with the module's Debian packages (mmdebstrap, the build cache
+    the example builds share); else rootfs/ only, the demo's fast default."""
     result = build_module(
-        repo, out, version=version, source_date_epoch=source_date_epoch, packages=False
+        repo, out, version=version, source_date_epoch=source_date_epoch, packages=packages
     )
     tag = f"v{result.version}"
     repository = repository_of(account, result.name)

@@ -55,6 +55,9 @@ class DemoConfig:
     # Phase 2: enroll the agent, mount the union, upgrade a module (root only).
     node_agent: bool = False
     upgrade_module: str = "nginx"
+    # Build every module with its Debian packages (slower: mmdebstrap per module,
+    # cached across runs) instead of rootfs/ only.
+    packages: bool = False
 
 
 @dataclass
@@ -105,8 +108,9 @@ class Demo:
         """Build, push and sign one module version (the module repo's CI)."""
         assert self.key is not None
         out = self.path("artifacts") / f"{a.repo.name}-{version}"
+        flag = "" if self.config.packages else " --no-packages"
         self.reporter.command(
-            f"powernode module build {repo} --out {out} --version {version} --no-packages"
+            f"powernode module build {repo} --out {out} --version {version}{flag}"
         )
         pub = publish_module(
             repo,
@@ -115,6 +119,7 @@ class Demo:
             self.key,
             version=version,
             source_date_epoch=self.config.source_date_epoch,
+            packages=self.config.packages,
         )
         self.reporter.command(f"powernode module push {out} {pub.reference}")
         self.reporter.command(
