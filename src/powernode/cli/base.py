@@ -304,4 +304,10 @@ def configure_logging(fmt: str, *, verbose: bool = False) -> None:
         raise typer.BadParameter(
             f"{fmt!r}: use one of {', '.join(logsetup.FORMATS)}", param_hint="--log-format"
         )
-    logsetup.configure(fmt, level=logging.DEBUG if verbose else logging.INFO)
+    level = logging.DEBUG if verbose else logging.INFO
+    if fmt == "text":
+        # Leave handlers someone else installed (a host program, pytest) in place.
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger().setLevel(level)
+        return
+    logsetup.configure(fmt, level=level)
