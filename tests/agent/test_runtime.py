@@ -220,42 +220,30 @@ def test_systemd_ready_watchdog_status_and_the_metrics_textfile(
     """Under systemd the loop reports READY, pings the watchdog from the loop, says its
     status per beat and STOPPING at the end; the textfile is written after each beat."""
     import dataclasses
-    import socket
-    import threading
 
     from prometheus_client.parser import text_string_to_metric_families
 
     from powernode.agent.textfile import FILENAME
     from powernode.systemd import Notifier
 
-    sock_path = str(tmp_path / "notify.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(sock_path)
-    listener.settimeout(0.2)
-    messages: list[str] = []
-    done = threading.Event()
+    class Recording(Notifier):
+        """The loop's messages in order (the socket itself: tests/test_systemd.py)."""
 
-    def drain() -> None:  # as systemd does: read while the service runs
-        while not done.is_set() or messages[-1:] != ["STOPPING=1"]:
-            try:
-                messages.append(listener.recv(4096).decode())
-            except TimeoutError:
-                if done.is_set():
-                    return
+        def __init__(self) -> None:
+            super().__init__({"NOTIFY_SOCKET": "/unused", "WATCHDOG_USEC": "20000000"})  # 20 s
+            self.sent: list[str] = []
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+        def notify(self, **assignments: str) -> bool:
+            self.sent.append("\n".join(f"{k.upper()}={v}" for k, v in assignments.items()))
+            return True
+
     metrics = tmp_path / "textfile"
     metrics.mkdir()
     config = dataclasses.replace(enrolled_agent(tmp_path, platform), metrics_textfile_dir=metrics)
-    notifier = Notifier({"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "20000000"})  # 20 s
+    notifier = Recording()
     rt = make_runtime(config, platform, notifier=notifier)
-    try:
-        assert rt.run(max_beats=3) == 0
-    finally:
-        done.set()
-        reader.join(timeout=10)
-        listener.close()
+    assert rt.run(max_beats=3) == 0
+    messages = notifier.sent
     assert messages[0] == "READY=1\nSTATUS=started"
     assert messages[-1] == "STOPPING=1"
     assert messages.count("STATUS=3 heartbeats answered") == 1
