@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from powernode.agent.config import AgentConfig
@@ -41,7 +42,7 @@ from powernode.agent.lifecycle import SystemClock
 from powernode.agent.spool import Spool, read_depths
 from powernode.platform.app import create_app
 from powernode.platform.db import FleetEvent, Task
-from powernode.platform.db.session import make_engine
+from powernode.platform.db.session import is_busy, make_engine, write_session
 from powernode.platform.services.nodeapi import tasks
 from powernode.platform.tlsserve import server_identity
 from powernode.run import run
@@ -136,19 +137,33 @@ class World:
                    "--platform-ca", ca, "--no-discover"])  # fmt: skip
 
     def enqueue(self, rng: random.Random) -> None:
-        with Session(self.engine) as s:
-            ctx = self.platform._ctx(s)
-            for _ in range(TASKS_PER_ROUND):
-                kind, payload = rng.choice(
-                    [
-                        ("agent.noop", {}),
-                        ("agent.sleep", {"seconds": round(rng.uniform(0.05, 0.4), 2)}),
-                    ]
-                )
-                # max_attempts 100: a task killed mid-run many times is offered again,
-                # never failed as dead; what is checked is that it is recorded once.
-                self.task_ids.append(tasks.enqueue(ctx, self.iid, kind, payload, 100).id)
-            s.commit()
+        choices = [
+            rng.choice(
+                [("agent.noop", {}), ("agent.sleep", {"seconds": round(rng.uniform(0.05, 0.4), 2)})]
+            )
+            for _ in range(TASKS_PER_ROUND)
+        ]
+        # The platform under test holds SQLite's write lock at times (every unit of work
+        # is a write transaction); on a loaded machine past the 5 s busy timeout. The
+        # operator's insert waits and tries again, bounded, as an operator would.
+        for attempt in range(10):
+            ids: list[str] = []
+            try:
+                with write_session(self.engine) as s:
+                    ctx = self.platform._ctx(s)
+                    for kind, payload in choices:
+                        # max_attempts 100: a task killed mid-run many times is offered
+                        # again, never failed as dead; what is checked is that it is
+                        # recorded once.
+                        ids.append(tasks.enqueue(ctx, self.iid, kind, payload, 100).id)
+                    s.commit()
+            except OperationalError as e:
+                if not is_busy(e) or attempt == 9:
+                    raise
+                time.sleep(0.5)
+                continue
+            self.task_ids.extend(ids)
+            return
 
     def fill(self, round_no: int) -> None:
         spool = Spool(AgentConfig(state_dir=self.state).spool_file)  # the agent is dead
