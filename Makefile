@@ -1,10 +1,10 @@
 # The two front-door commands: `make demo` and `make test`.
 #
-# Python packages come only from the hashed lock files under requirements/
+# Python packages come only from the hashed lock files requirements*.lock
 # (pip --require-hashes); `make lock` re-resolves them deliberately.
-#   requirements/demo.txt   the package with its runtime extras (platform): `make demo`
-#   requirements/dev.txt    that plus the test and lint tools: `make test`, `make unit`
-#   requirements/agent.txt  a node's agent alone (no platform extra)
+#   requirements-demo.lock   the package with its runtime extras (platform): `make demo`
+#   requirements.lock    that plus the test and lint tools: `make test`, `make unit`
+#   requirements-agent.lock  a node's agent alone (no platform extra)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -21,13 +21,13 @@ $(BIN)/python:
 
 # The project itself goes in without build isolation, so its build backend is the
 # locked setuptools, not whatever pip would fetch.
-$(DEMO_STAMP): requirements/demo.txt pyproject.toml | $(BIN)/python
-	$(PIP) install --require-hashes --no-deps -r requirements/demo.txt
+$(DEMO_STAMP): requirements-demo.lock pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes --no-deps -r requirements-demo.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DEV_STAMP): requirements/dev.txt pyproject.toml | $(BIN)/python
-	$(PIP) install --require-hashes --no-deps -r requirements/dev.txt
+$(DEV_STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes --no-deps -r requirements.lock
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@ $(DEMO_STAMP)
 
@@ -59,16 +59,16 @@ test: system-deps $(DEV_STAMP) lint typecheck
 bench: system-deps $(DEV_STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# Re-resolve the locks from pyproject.toml (+ requirements/build.in), keeping every
+# Re-resolve the locks from pyproject.toml (+ requirements-build.in), keeping every
 # pin that still satisfies it; `lock-upgrade` moves everything to the newest release.
 # demo and agent are resolved inside dev's pins, so one package has one version.
 lock: $(DEV_STAMP)
-	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml requirements/build.in --extra platform --extra mcp \
-		--extra dev -o requirements/dev.txt
-	$(UV_COMPILE) pyproject.toml requirements/build.in --extra platform \
-		-c requirements/dev.txt -o requirements/demo.txt
-	$(UV_COMPILE) pyproject.toml requirements/build.in -c requirements/dev.txt \
-		-o requirements/agent.txt
+	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml requirements-build.in --extra platform --extra mcp \
+		--extra dev -o requirements.lock
+	$(UV_COMPILE) pyproject.toml requirements-build.in --extra platform \
+		-c requirements.lock -o requirements-demo.lock
+	$(UV_COMPILE) pyproject.toml requirements-build.in -c requirements.lock \
+		-o requirements-agent.lock
 
 lock-upgrade:
 	$(MAKE) lock UV_FLAGS=--upgrade

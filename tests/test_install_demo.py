@@ -20,6 +20,7 @@ from tests.test_lock import ROOT, applies_here, parse_lock, project
 pytestmark = pytest.mark.slow
 
 # The default ports of the daemons the test set's packages bring.
+LOCK_FILES = ("requirements-demo.lock", "requirements.lock", "requirements-build.in")
 DAEMON_PORTS = {"postgresql": 5432, "docker-registry": 5000}
 
 
@@ -32,7 +33,7 @@ def listening(port: int) -> bool:
 @pytest.fixture(scope="module")
 def demo_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tree = tmp_path_factory.mktemp("clone")
-    for name in ("Makefile", "pyproject.toml", "README.md", "requirements", "src", "scripts"):
+    for name in ("Makefile", "pyproject.toml", "README.md", "src", "scripts", *LOCK_FILES):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns("*.egg-info"))
@@ -60,7 +61,7 @@ def test_demo_install_is_exactly_the_demo_lock(demo_venv: Path) -> None:
     }
     installed.pop("pip", None)
     assert installed.pop("powernode")
-    text = (ROOT / "requirements" / "demo.txt").read_text()
+    text = (ROOT / "requirements-demo.lock").read_text()
     here = applies_here(text)  # not colorama or tzdata: Windows-only pins
     expected = {n: v for n, (v, _) in parse_lock(text).items() if n in here}
     assert installed == expected

@@ -1,4 +1,4 @@
-"""The hashed lock files under requirements/ agree with pyproject.toml.
+"""The hashed lock files (requirements*.lock) agree with pyproject.toml.
 
 What `make` installs comes from the locks only (pip --require-hashes), so a lock
 that no longer satisfies pyproject.toml would test other code than the one
@@ -19,7 +19,6 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-REQS = ROOT / "requirements"
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)(?:\s*;\s*([^\\]+?))?\s*\\?$")
 _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
@@ -59,7 +58,7 @@ def project() -> dict[str, list[Requirement]]:
         sets[extra] = [Requirement(r) for r in reqs]
     build = [
         Requirement(line.split("#", 1)[0].strip())
-        for line in (REQS / "build.in").read_text().splitlines()
+        for line in (ROOT / "requirements-build.in").read_text().splitlines()
         if line.split("#", 1)[0].strip()
     ]
     sets["build"] = build
@@ -67,9 +66,9 @@ def project() -> dict[str, list[Requirement]]:
 
 
 LOCKS = {
-    "agent.txt": ("base", "build"),
-    "demo.txt": ("base", "platform", "build"),
-    "dev.txt": ("base", "platform", "mcp", "dev", "build"),
+    "requirements-agent.lock": ("base", "build"),
+    "requirements-demo.lock": ("base", "platform", "build"),
+    "requirements.lock": ("base", "platform", "mcp", "dev", "build"),
 }
 
 
@@ -87,19 +86,19 @@ def stale(lock: dict[str, tuple[str, int]], wanted: list[Requirement]) -> list[s
 @pytest.mark.parametrize("lock_name", sorted(LOCKS))
 def test_lock_satisfies_pyproject(lock_name: str) -> None:
     sets = project()
-    lock = parse_lock((REQS / lock_name).read_text())
+    lock = parse_lock((ROOT / lock_name).read_text())
     wanted = [r for s in LOCKS[lock_name] for r in sets[s]]
     problems = stale(lock, wanted)
     unhashed = [n for n, (_, hashes) in lock.items() if hashes == 0]
-    assert not problems, f"requirements/{lock_name} is stale, run `make lock`: {problems}"
-    assert not unhashed, f"pins without a hash in requirements/{lock_name}: {unhashed}"
+    assert not problems, f"{lock_name} is stale, run `make lock`: {problems}"
+    assert not unhashed, f"pins without a hash in {lock_name}: {unhashed}"
 
 
 def test_locks_agree_on_every_version() -> None:
     """demo and agent are resolved inside dev's pins: one package, one version."""
-    dev = parse_lock((REQS / "dev.txt").read_text())
-    for other in ("demo.txt", "agent.txt"):
-        for name, (version, _) in parse_lock((REQS / other).read_text()).items():
+    dev = parse_lock((ROOT / "requirements.lock").read_text())
+    for other in ("requirements-demo.lock", "requirements-agent.lock"):
+        for name, (version, _) in parse_lock((ROOT / other).read_text()).items():
             assert dev[name][0] == version, f"{other} pins {name}=={version}, dev {dev[name][0]}"
 
 
@@ -107,7 +106,7 @@ def test_demo_lock_holds_no_dev_tool() -> None:
     sets = project()
     runtime = {canonicalize_name(r.name) for s in ("base", "platform", "build") for r in sets[s]}
     dev_only = {canonicalize_name(r.name) for r in sets["dev"]} - runtime
-    demo = parse_lock((REQS / "demo.txt").read_text())
+    demo = parse_lock((ROOT / "requirements-demo.lock").read_text())
     assert dev_only, "the dev extra names tools the demo does not run"
     assert not dev_only & demo.keys(), f"dev tools in the demo lock: {dev_only & demo.keys()}"
 
@@ -118,7 +117,7 @@ def test_lock_is_closed_under_installed_requirements() -> None:
     Read from the installed distributions' metadata: the test environment is
     installed from dev.txt, so a pin that pulls in something unlocked shows here.
     """
-    lock = parse_lock((REQS / "dev.txt").read_text())
+    lock = parse_lock((ROOT / "requirements.lock").read_text())
     env = default_environment()
     missing = []
     for name in lock:
@@ -132,12 +131,12 @@ def test_lock_is_closed_under_installed_requirements() -> None:
                 continue
             if canonicalize_name(req.name) not in lock:
                 missing.append(f"{name} needs {req}")
-    assert not missing, f"requirements/dev.txt is not closed, run `make lock`: {missing}"
+    assert not missing, f"requirements.lock is not closed, run `make lock`: {missing}"
 
 
 def test_a_changed_pyproject_makes_the_lock_stale() -> None:
     """The check above can fail: a bound the lock does not satisfy is reported."""
-    lock = parse_lock((REQS / "dev.txt").read_text())
+    lock = parse_lock((ROOT / "requirements.lock").read_text())
     version = lock["cryptography"][0]
     problems = stale(lock, [Requirement(f"cryptography>{version}"), Requirement("not-a-pkg")])
     assert problems == [
