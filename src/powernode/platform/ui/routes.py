@@ -150,19 +150,31 @@ async def _form(request: Request, s: sess.UiSession) -> dict[str, list[str]]:
     return {k: [str(v) for v in form.getlist(k)] for k in form}
 
 
+async def _posted(
+    request: Request,
+) -> tuple[sess.UiSession, Actor, dict[str, list[str]]] | Response:
+    """A POST's session, actor and checked form, or the response that refuses it
+    (the login page, or 403 for a cross-site or CSRF-less form)."""
+    try:
+        s, actor = await asyncio.to_thread(_actor, request)
+    except _Login:
+        return _to_login(request)
+    try:
+        form = await _form(request, s)
+    except PermissionError as e:
+        return _render(request, "error.html", 403, title="Refused", message=str(e), csrf=s.csrf)
+    return s, actor, form
+
+
 def action(fn: Callable[[Request, Actor, dict[str, list[str]]], str]) -> Callable[..., Any]:
     """A POST handler: checks session and CSRF, runs ``fn`` (which returns where to go),
     and shows the service's refusal on an error page."""
 
     async def wrapper(request: Request) -> Response:
-        try:
-            s, actor = await asyncio.to_thread(_actor, request)
-        except _Login:
-            return _to_login(request)
-        try:
-            form = await _form(request, s)
-        except PermissionError as e:
-            return _render(request, "error.html", 403, title="Refused", message=str(e), csrf=s.csrf)
+        checked = await _posted(request)
+        if isinstance(checked, Response):
+            return checked
+        s, actor, form = checked
         try:
             where = await asyncio.to_thread(fn, request, actor, form)
         except PlatformError as e:
@@ -403,14 +415,10 @@ def version_approve(request: Request, actor: Actor, form: dict[str, list[str]]) 
 async def versions_bulk(request: Request) -> Response:
     """Promote the selected versions, each in its own unit of work: one refusal stops
     only that version, and the page lists what happened to each."""
-    try:
-        s, actor = await asyncio.to_thread(_actor, request)
-    except _Login:
-        return _to_login(request)
-    try:
-        form = await _form(request, s)
-    except PermissionError as e:
-        return _render(request, "error.html", 403, title="Refused", message=str(e), csrf=s.csrf)
+    checked = await _posted(request)
+    if isinstance(checked, Response):
+        return checked
+    s, actor, form = checked
     ids = form.get("version", [])[:MAX_BULK]
     to = _one(form, "bulk_to")
 
