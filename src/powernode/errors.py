@@ -25,6 +25,8 @@ with ``raise ... from e``.
 
 from __future__ import annotations
 
+import errno as _errno
+import os
 from dataclasses import dataclass
 
 
@@ -114,8 +116,29 @@ class TransportError(PowernodeError):
     """Network or remote-service trouble; may succeed when retried."""
 
 
+class SyscallError(PowernodeError, OSError):
+    """A Linux call (``powernode.linux``) failed: ``call`` names it, ``errno`` is the kernel's.
+
+    Also an ``OSError``, so code that matches on ``errno`` keeps working.
+    """
+
+    def __init__(self, call: str, err: int, detail: str = "") -> None:
+        OSError.__init__(self, err, os.strerror(err))
+        self.call = call
+        self.detail = detail
+        self.err = err
+
+    def __str__(self) -> str:
+        what = f"{self.call} {self.detail}" if self.detail else self.call
+        return f"{what}: {_errno.errorcode.get(self.err, str(self.err))}: {os.strerror(self.err)}"
+
+
 class MountError(PowernodeError):
-    """A mount(2)/umount2(2) call failed; the message names the call and errno."""
+    """A mount could not be made, moved or removed; the message says which and why."""
+
+
+class MountCallError(MountError, SyscallError):
+    """mount(2), umount2(2) or move_mount(2) failed; the message names the call and errno."""
 
 
 class CommandError(PowernodeError):

@@ -15,9 +15,9 @@ from powernode.agent.certstore import (
     build_csr,
     generate_key,
     key_to_pem,
-    write_atomic,
 )
 from powernode.agent.lifecycle import ManualClock
+from powernode.durable import write_bytes
 from powernode.errors import ConfigError, VerificationError
 from tests.agent.fakeplatform import FakePlatform, pem
 
@@ -54,7 +54,7 @@ def test_write_atomic_mode_and_no_temp_left(tmp_path: Path) -> None:
     target = tmp_path / "key.pem"
     old = os.umask(0)
     try:
-        write_atomic(target, b"secret", 0o600)
+        write_bytes(target, b"secret", mode=0o600)
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -137,7 +137,7 @@ def test_load_finishes_rotation_interrupted_between_renames(
     key = generate_key()
     store.stage_key(key)
     # The crash: new cert renamed into place, staged key not yet renamed.
-    write_atomic(store.cert, _issue(platform, key), 0o644)
+    write_bytes(store.cert, _issue(platform, key), mode=0o644)
     creds = store.load()
     assert store.key.read_bytes() == key_to_pem(key)
     assert not store.next_key.exists()
@@ -147,7 +147,7 @@ def test_load_finishes_rotation_interrupted_between_renames(
 def test_load_with_unmatched_key_says_reenroll(tmp_path: Path, platform: FakePlatform) -> None:
     store = CertStore(tmp_path / "pki")
     _install_first(store, platform)
-    write_atomic(store.key, key_to_pem(generate_key()))
+    write_bytes(store.key, key_to_pem(generate_key()), mode=0o600)
     with pytest.raises(ConfigError, match="enroll --force"):
         store.load()
 

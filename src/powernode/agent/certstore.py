@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
+from powernode.durable import fsync_dir, write_bytes
 from powernode.errors import ConfigError, DataError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -44,34 +45,6 @@ INSTANCE_URI_PREFIX = "urn:powernode:instance:"  # docs/node-api.md
 MAX_PEM_BYTES = 256 << 10
 KEEP_ARCHIVED = 16
 _ARCHIVE = re.compile(r"cert\.(\d{8}T\d{6}Z)(?:-\d+)?\.pem")
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def generate_key() -> Ed25519PrivateKey:
@@ -229,7 +202,7 @@ class CertStore:
     def stage_key(self, key: Ed25519PrivateKey) -> None:
         """Persist a new key before its CSR leaves the node, so a crash cannot orphan a cert."""
         self.ensure_dir()
-        write_atomic(self.next_key, key_to_pem(key), 0o600)
+        write_bytes(self.next_key, key_to_pem(key), mode=0o600)
 
     def install(
         self,
@@ -251,12 +224,12 @@ class CertStore:
             )
         if platform_ca_pem is not None:
             parse_certificates(platform_ca_pem, "platform CA")
-            write_atomic(self.platform_ca, platform_ca_pem, 0o644)
+            write_bytes(self.platform_ca, platform_ca_pem, mode=0o644)
         if node_ca_pem is not None:
-            write_atomic(self.node_ca, node_ca_pem, 0o644)
+            write_bytes(self.node_ca, node_ca_pem, mode=0o644)
         if self.cert.exists():
             self._archive(now)
-        write_atomic(self.cert, cert_pem, 0o644)
+        write_bytes(self.cert, cert_pem, mode=0o644)
         os.replace(self.next_key, self.key)
         fsync_dir(self.dir)
         info = CertInfo.of(cert)
@@ -314,7 +287,7 @@ class CertStore:
         while target.exists():  # two rotations in one second: keep both
             n += 1
             target = self.dir / f"cert.{stamp}-{n}.pem"
-        write_atomic(target, self._read(self.cert, "certificate"), 0o644)
+        write_bytes(target, self._read(self.cert, "certificate"), mode=0o644)
         for old in self.archived()[:-KEEP_ARCHIVED]:
             old.unlink()
 

@@ -15,14 +15,12 @@ here, so an operator can see and change it (python-tuf ``ngclient/config.py``).
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.fields import FieldErrors, bounded, build, field_names
+from powernode.configmerge import merge
 from powernode.errors import ConfigError
 
 ENV_PREFIX = "POWERNODE_AGENT_"
@@ -146,38 +144,23 @@ _OVERRIDE_FLAGS = {
 def load_config(
     file: Path | None = None,
     env: Mapping[str, str] | None = None,
-    **overrides: Any,
+    **overrides: object,
 ) -> AgentConfig:
     """Merge defaults, ``file``, ``env`` (default ``os.environ``) and ``overrides``.
 
     ``overrides`` whose value is None are ignored so CLI flags that were not
     given do not mask the file or the environment.
     """
-    values: dict[str, Any] = {}
-    if file is not None:
-        try:
-            with file.open("rb") as f:
-                values.update(tomllib.load(f))
-        except OSError as e:
-            raise ConfigError(f"{file}: cannot read agent config: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{file}: not valid TOML: {e}") from e
-        unknown = sorted(set(values) - set(_FIELDS))
-        if unknown:
-            raise ConfigError(
-                f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
-            )
-    # Where each value came from, so an error blames what the user can fix.
-    source = {name: f"{file}: {name}" for name in values}
-    environ = os.environ if env is None else env
-    for name in _FIELDS:
-        key = ENV_PREFIX + name.upper()
-        if key in environ:
-            values[name] = environ[key]
-            source[name] = key
-    given = {k: v for k, v in overrides.items() if v is not None}
-    values.update(given)
-    source.update({k: _OVERRIDE_FLAGS.get(k, k) for k in given})
+    merged = merge(
+        _FIELDS,
+        file=file,
+        env=env,
+        env_prefix=ENV_PREFIX,
+        overrides=overrides,
+        what="agent config",
+        flags=_OVERRIDE_FLAGS,
+    )
+    values, source = merged.values, merged.source
     try:
         return build(AgentConfig, values, extra="forbid", lenient=True)
     except FieldErrors as e:

@@ -13,12 +13,12 @@ samples); label values escaped as it says (backslash, double quote, newline).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+from powernode.durable import write_text
 
 FILENAME = "powernode_agent.prom"
 
@@ -86,15 +86,5 @@ def render(f: AgentFigures) -> str:
 def write(directory: Path, figures: AgentFigures) -> Path:
     """Atomically replace ``directory/powernode_agent.prom``; returns its path."""
     target = directory / FILENAME
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".powernode_agent.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(render(figures))
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # node-exporter runs as its own user
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(target, render(figures), mode=0o644)  # node-exporter runs as its own user
     return target

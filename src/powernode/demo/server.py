@@ -12,7 +12,6 @@ SIGTERM too, so no platform outlives its demo.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import getpass
 import logging
 import os
@@ -31,13 +30,13 @@ from types import TracebackType
 
 import httpx
 
+from powernode import linux
 from powernode.errors import PowernodeError
 
 log = logging.getLogger(__name__)
 
 # `powernode …` as a child of this interpreter (the console script may not be on PATH).
 POWERNODE = (sys.executable, "-c", "from powernode.cli.main import main; main()")
-_PR_SET_PDEATHSIG = 1  # prctl(2)
 START_TIMEOUT = 60.0
 FIRST_POLL = 0.01  # seconds before asking /healthz again; doubled up to LAST_POLL
 LAST_POLL = 0.25
@@ -61,8 +60,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    linux.set_pdeathsig(signal.SIGTERM)
 
 
 def create_token(data_dir: Path, name: str, scopes: tuple[str, ...], *, now: datetime) -> str:

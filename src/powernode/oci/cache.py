@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from powernode.durable import atomic_file
 from powernode.oci.digest import CHUNK_SIZE, Digest, VerifyingWriter
 
 log = logging.getLogger(__name__)
@@ -45,15 +44,6 @@ def iter_chunks(source: Chunks, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]
         yield from source
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX: fsync the directory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_verified(
     dest: Path,
     chunks: Chunks,
@@ -69,24 +59,13 @@ def write_verified(
     the temporary file is removed and ``dest`` is untouched.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer = VerifyingWriter(
-                f, digest, size=size, max_size=max_size, what=what or f"blob {digest}"
-            )
-            for chunk in iter_chunks(chunks):
-                writer.write(chunk)
-            writer.finish()
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; blobs are not secret
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
+    with atomic_file(dest, mode=0o644, temp_prefix=PARTIAL_PREFIX) as f:  # blobs are not secret
+        writer = VerifyingWriter(
+            f, digest, size=size, max_size=max_size, what=what or f"blob {digest}"
+        )
+        for chunk in iter_chunks(chunks):
+            writer.write(chunk)
+        writer.finish()
     return dest
 
 

@@ -33,14 +33,13 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from powernode.durable import write_bytes
 from powernode.errors import DataError, DigestMismatchError
-from powernode.oci.cache import BlobCache, Readable, fsync_dir, write_verified
+from powernode.oci.cache import BlobCache, Readable, write_verified
 from powernode.oci.digest import CHUNK_SIZE, Digest, verify_bytes
 from powernode.oci.errors import NotFoundError
 from powernode.oci.mediatypes import (
@@ -58,21 +57,6 @@ log = logging.getLogger(__name__)
 LAYOUT_VERSION = "1.0.0"
 MAX_INDEX_SIZE = 64 << 20  # index.json is ours, but may have been edited by hand
 _TAGS_SHOWN = 10  # tags named in a "no such tag" error; the rest elided
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def _references(data: bytes, media_type: str) -> list[Digest]:
@@ -124,7 +108,7 @@ class LayoutRegistry:
             if not (root / "index.json").exists():
                 self._write_index({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
             # oci-layout last: its presence means the directory is complete.
-            _atomic_write_bytes(marker, json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+            write_bytes(marker, json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
         try:
             version = json.loads(marker.read_bytes()[:4096]).get("imageLayoutVersion")
         except (ValueError, AttributeError) as e:
@@ -166,7 +150,7 @@ class LayoutRegistry:
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _atomic_write_bytes(self.root / "index.json", json.dumps(index, indent=2).encode())
+        write_bytes(self.root / "index.json", json.dumps(index, indent=2).encode())
 
     @staticmethod
     def _ref_name(d: dict[str, Any]) -> str | None:

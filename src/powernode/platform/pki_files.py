@@ -9,11 +9,8 @@ refused with the name of the file to fix; nothing is ever overwritten.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import stat
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
+from powernode.durable import write_bytes
 from powernode.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,27 +30,6 @@ CA_LIFETIME = timedelta(days=3650)
 # Certificates are backdated so that a node whose clock is a little behind
 # does not see a certificate from the future (kubelet/SPIRE do the same).
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory (fsync, replace)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)
 
 
 def ensure_private_dir(directory: Path) -> None:
@@ -181,11 +158,11 @@ def load_or_create_ca(
         key = read_ed25519_key(key_path, "CA key")
     else:
         key = Ed25519PrivateKey.generate()
-        write_atomic(key_path, key_pem(key), 0o600)
+        write_bytes(key_path, key_pem(key), mode=0o600)
         log.info("created CA key %s", key_path)
     if not has_cert:
         cert = self_signed_ca(key, common_name, now)
-        write_atomic(cert_path, cert_pem(cert), 0o644)
+        write_bytes(cert_path, cert_pem(cert), mode=0o644)
         log.info("created CA certificate %s (%s)", cert_path, common_name)
         return key, cert
     cert = read_certificate(cert_path, "CA certificate")

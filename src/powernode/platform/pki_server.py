@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from powernode.durable import write_bytes
 from powernode.errors import ConfigError
 from powernode.platform.pki_files import (
     CLOCK_SKEW,
@@ -33,7 +34,6 @@ from powernode.platform.pki_files import (
     public_raw,
     read_certificate,
     read_ed25519_key,
-    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def load_or_create_server_identity(
         key = Ed25519PrivateKey.generate()
         cert = _server_cert(ca_key, ca_cert, key, names=names, hosts=hosts, now=now)
         # Key first: a crash in between leaves a mismatch, which the next start repairs.
-        write_atomic(key_path, key_pem(key), 0o600)
-        write_atomic(cert_path, cert_pem(cert), 0o644)
+        write_bytes(key_path, key_pem(key), mode=0o600)
+        write_bytes(cert_path, cert_pem(cert), mode=0o644)
         log.info("issued server certificate %s for %s (%s)", cert_path, ", ".join(hosts), why)
     return cert_path, key_path, directory / PLATFORM_CA_CERT_FILE

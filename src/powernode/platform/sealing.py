@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from powernode.durable import create_once
 from powernode.errors import ConfigError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -62,21 +63,9 @@ def load_or_create_key(path: Path) -> bytes:
         key = path.read_bytes()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # link(2) fails if someone else created the key meanwhile: keep theirs.
-        try:
-            os.link(tmp, path)
+        # first writer wins: a platform starting beside us keeps its key, and so do we
+        if create_once(path, secrets.token_bytes(KEY_BYTES), mode=0o600):
             log.info("created platform secret key %s", path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
         key = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the platform secret key: {e.strerror}") from e

@@ -15,14 +15,13 @@ is frozen: the app factory reads it once.
 from __future__ import annotations
 
 import ipaddress
-import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from powernode.configmerge import merge
 from powernode.errors import ConfigError
 
 ENV_PREFIX = "POWERNODE_"
@@ -120,33 +119,21 @@ _FIELDS = tuple(Settings.model_fields)
 def load_settings(
     file: Path | None = None,
     env: Mapping[str, str] | None = None,
-    **overrides: Any,
+    **overrides: object,
 ) -> Settings:
     """Merge defaults, ``file``, ``env`` (default ``os.environ``) and ``overrides``.
 
     ``overrides`` whose value is None are ignored, so CLI flags that were not
     given do not mask the file or the environment.
     """
-    values: dict[str, Any] = {}
-    if file is not None:
-        try:
-            with file.open("rb") as f:
-                values.update(tomllib.load(f))
-        except OSError as e:
-            raise ConfigError(f"{file}: cannot read settings file: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{file}: not valid TOML: {e}") from e
-        unknown = sorted(set(values) - set(_FIELDS))
-        if unknown:
-            raise ConfigError(
-                f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(_FIELDS)}"
-            )
-    environ = os.environ if env is None else env
-    for name in _FIELDS:
-        key = ENV_PREFIX + name.upper()
-        if key in environ:
-            values[name] = environ[key]
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = merge(
+        _FIELDS,
+        file=file,
+        env=env,
+        env_prefix=ENV_PREFIX,
+        overrides=overrides,
+        what="settings file",
+    ).values
     try:
         return Settings.model_validate(values)
     except ValidationError as e:

@@ -15,7 +15,6 @@ with ``.partial-`` and live in the directory they will be renamed in
 
 from __future__ import annotations
 
-import ctypes
 import os
 import tempfile
 import threading
@@ -23,19 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from powernode.oci.cache import PARTIAL_PREFIX, BlobCache, fsync_dir
+from powernode import linux
+from powernode.durable import fsync_dir
+from powernode.oci.cache import PARTIAL_PREFIX, BlobCache
 from powernode.oci.digest import Digest
 from powernode.verity.objectstore import ObjectStore
 
 SYNCFS_THRESHOLD = 8
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _syncfs(fd: int) -> None:
-    """syncfs(2): flush the filesystem holding ``fd`` (one call for a batch of files)."""
-    if _libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+_syncfs = linux.syncfs  # a module name: tests make it fail
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from powernode.durable import write_bytes
 from powernode.signing.errors import KeyFormatError, SigningSetupError, WrongPassphraseError
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,8 @@ def write_key_pair(
                     f"{path} already exists; remove it or ask for overwrite to replace it"
                 )
     encrypted = encrypt_private_key(key, passphrase, params=params)
-    _atomic_write(private_path, encrypted, 0o600)
-    _atomic_write(public_path, public_key_pem(key), 0o644)
+    write_bytes(private_path, encrypted, mode=0o600)
+    write_bytes(public_path, public_key_pem(key), mode=0o644)
     log.info("wrote key pair %s, %s (%s)", private_path, public_path, key_fingerprint(key))
 
 
@@ -354,23 +354,3 @@ def _read_limited(path: Path) -> bytes:
     if len(data) > MAX_KEY_FILE_SIZE:
         raise KeyFormatError(f"{path}: larger than {MAX_KEY_FILE_SIZE} bytes; not a key file")
     return data
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dirfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from powernode.durable import fsync_dir
 from powernode.errors import ConfigError, SourceTreeError
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,6 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """A temp directory beside ``out``, renamed to ``out`` when the block succeeds."""
@@ -61,10 +54,10 @@ def staged_dir(out: Path) -> Iterator[Path]:
         os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes it 0700; an artifact is world-readable
         yield tmp
         for dirpath, _, _ in os.walk(tmp):
-            _fsync_dir(Path(dirpath))
+            fsync_dir(Path(dirpath))
         check_out(out)  # appeared while we built: do not replace what someone else wrote
         os.rename(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, SourceTreeError):

@@ -16,16 +16,14 @@ seen at creation is stored so a cloned or moved disk is flagged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
 from pathlib import Path
 
 from powernode.agent.identity.dmi import dmi_field
 from powernode.agent.identity.model import IdentityError, Outcome
 from powernode.agent.identity.source import ProbeContext, SourceMiss, read_host_text
 from powernode.agent.identity.validate import InvalidIdentifier, parse_uuid
+from powernode.durable import create_once
 
 log = logging.getLogger(__name__)
 
@@ -136,28 +134,9 @@ def write_identity_file(path: Path, instance_id: str, fingerprint: str | None = 
 
 def _publish_once(path: Path, data: bytes) -> None:
     """Write ``data`` to a fsynced temporary file, then ``link(2)`` it to ``path`` if absent."""
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            log.info("identity: %s already exists; keeping the ID it holds", path)
-            return
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not create_once(path, data, mode=0o644):
+        log.info("identity: %s already exists; keeping the ID it holds", path)
 
 
 class LocalFileSource:

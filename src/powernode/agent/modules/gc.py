@@ -39,7 +39,7 @@ from pathlib import Path
 
 from powernode.agent.modules.integrity import MAX_IMAGE_BYTES
 from powernode.agent.modules.layout import NodeLayout
-from powernode.agent.modules.store import fsync_dir
+from powernode.durable import fsync_dir
 from powernode.errors import DataError, ImageFormatError
 from powernode.verity.composefs.reader import Image
 

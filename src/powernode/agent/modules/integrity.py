@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
-from powernode.agent.modules.store import NodeStore, atomic_write_json, digest_hex
+from powernode.agent.modules.store import NodeStore, digest_hex
+from powernode.durable import write_json
 from powernode.errors import ImageFormatError, VerificationError
 from powernode.verity.composefs.reader import EntryType, Image
 from powernode.verity.fsverity import fsverity_digest, fsverity_digest_file
@@ -175,7 +176,9 @@ class Seals:
         if not self.boot_id:
             return
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write_json(self._path(hex_digest), {"boot_id": self.boot_id, "objects": objects})
+        write_json(
+            self._path(hex_digest), {"boot_id": self.boot_id, "objects": objects}, mode=0o600
+        )
 
     def drop(self, hex_digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

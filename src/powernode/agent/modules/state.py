@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from powernode.agent.modules.refusal import Refusal
-from powernode.agent.modules.store import atomic_write_json, digest_hex
+from powernode.agent.modules.store import digest_hex
 from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
+from powernode.durable import write_json
 from powernode.errors import ConfigError, DataError
 
 STATE_VERSION = 1
@@ -174,7 +175,7 @@ class StateFile:
 
     def save(self, state: AttachState) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write_json(self.path, state.to_json())
+        write_json(self.path, state.to_json(), mode=0o600)
 
     @contextlib.contextmanager
     def locked(self, *, timeout: float = 60.0) -> Iterator[None]:
@@ -241,4 +242,4 @@ def load_composition(agent_dir: Path) -> Composition | None:
 
 def save_composition(agent_dir: Path, composition: Composition) -> None:
     agent_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic_write_json(composition_path(agent_dir), composition.to_dict())
+    write_json(composition_path(agent_dir), composition.to_dict(), mode=0o600)

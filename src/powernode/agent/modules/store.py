@@ -28,14 +28,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from powernode.durable import atomic_file
 from powernode.errors import ConfigError, DataError, DigestMismatchError
 from powernode.verity.fsverity import FsVerityHasher
 from powernode.verity.objectstore import ObjectStore
@@ -58,52 +57,16 @@ def digest_hex(digest: str, *, field: str = "composefs digest") -> str:
     return hex_part
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, doc: Any) -> None:
-    """Canonical JSON to ``path``: temp file beside it, fsync, rename, fsync the directory."""
-    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def _verified_file(dest: Path, expected_hex: str, what: str) -> Iterator[_Sink]:
     """Yield a hasher; bytes fed to it go to a temp file renamed to ``dest`` if they match."""
     dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)
-            sink = _Sink(out)
-            yield sink
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_file(dest, mode=0o644, temp_prefix=".partial-") as out:
+        sink = _Sink(out)
+        yield sink
         actual = sink.hasher.digest().hex()
         if actual != expected_hex:
             raise DigestMismatchError(what, f"sha256:{expected_hex}", f"sha256:{actual}")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(dest.parent)
 
 
 class _Sink:

@@ -22,10 +22,7 @@ inside the old union finish there; its layers are detached once it is gone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -37,39 +34,15 @@ from powernode.agent.modules.integrity import VerifiedImage
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.masks import build_mask_layer, plan_fixes
 from powernode.core.composition import Composition
-from powernode.errors import MountError
+from powernode.errors import MountError, SyscallError
+from powernode.linux import MS_PRIVATE, measure_verity, move_mount
 from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
 from powernode.mount.overlay import MountStack, Upper, Verity, overlay_options
 from powernode.verity.composefs.reader import Image
 
 log = logging.getLogger(__name__)
 
-MS_PRIVATE = 1 << 18
-_AT_FDCWD = -100
-_SYS_MOVE_MOUNT = 429  # the same number on every architecture with the generic table
-MOVE_MOUNT_BENEATH = 0x200  # <linux/mount.h>
 UNION_SOURCE = "powernode-modules"  # the overlay's source in mountinfo: marks our unions
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-def move_mount(source: Path, target: Path, *, beneath: bool = False) -> None:
-    """move_mount(2) of the mount at ``source`` onto (or beneath the top of) ``target``."""
-    flags = MOVE_MOUNT_BENEATH if beneath else 0
-    rc = _libc.syscall(
-        _SYS_MOVE_MOUNT,
-        _AT_FDCWD,
-        os.fsencode(source),
-        _AT_FDCWD,
-        os.fsencode(target),
-        ctypes.c_uint(flags),
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise MountError(
-            f"move_mount {source} -> {target}{' (beneath)' if beneath else ''}: "
-            f"{errno.errorcode.get(err, str(err))}: {os.strerror(err)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -164,10 +137,6 @@ def drop_stale_generations(layout: NodeLayout, keep: int) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-# FS_IOC_MEASURE_VERITY = _IOWR('f', 134, struct fsverity_digest) (linux/fsverity.h)
-_FS_IOC_MEASURE_VERITY = 0xC0046686
-
-
 def kernel_verity(layout: NodeLayout) -> Verity:
     """The overlay ``verity=`` option: the layout's, or for "auto" what the kernel supports.
 
@@ -185,8 +154,8 @@ def kernel_verity(layout: NodeLayout) -> Verity:
     except OSError:
         return "off"
     try:
-        fcntl.ioctl(fd, _FS_IOC_MEASURE_VERITY, bytearray(4 + 64))
-    except OSError as e:
+        measure_verity(fd)
+    except SyscallError as e:
         if e.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL):
             return "off"
         return "on"  # ENODATA & co.: supported, just not enabled on the directory

@@ -22,20 +22,18 @@ Two ways in:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import itertools
 import logging
 import os
 import stat
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from powernode.errors import SourceTreeError
+from powernode import linux
+from powernode.errors import SourceTreeError, SyscallError
 from powernode.verity.composefs.tree import Tree
 from powernode.verity.fsverity import FsVerityHasher
 
@@ -43,10 +41,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _COPY_THREADS = 8
-# FS_IOC_ENABLE_VERITY = _IOW('f', 133, struct fsverity_enable_arg) (linux/fsverity.h);
-# the argument: version 1, sha256, 4096-byte blocks, no salt, no signature.
-_FS_IOC_ENABLE_VERITY = 0x40806685
-_ENABLE_ARG = struct.pack("<IIIIQIIQ88x", 1, 1, 4096, 0, 0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -268,16 +262,11 @@ def _flush(root: bytes, paths: list[bytes]) -> None:
 
 
 def _syncfs(fd: int) -> bool:
-    """syncfs(2) (Linux, glibc >= 2.14; not in the os module): flush the filesystem
-    holding ``fd``; False when it is not available here."""
+    """syncfs(2) of the filesystem holding ``fd``; False when this C library lacks it."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = libc.syncfs
-    except (OSError, AttributeError):
+        linux.syncfs(fd)
+    except AttributeError:  # no such symbol: not glibc >= 2.14
         return False
-    if syncfs(ctypes.c_int(fd)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
     return True
 
 
@@ -345,8 +334,8 @@ def _try_enable_verity(path: bytes) -> bool:
     except OSError:
         return True
     try:
-        fcntl.ioctl(fd, _FS_IOC_ENABLE_VERITY, _ENABLE_ARG)
-    except OSError as e:
+        linux.enable_verity(fd)
+    except SyscallError as e:
         log.debug("fs-verity not enabled on %s: %s", os.fsdecode(path), e.strerror)
         return e.errno not in (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOSYS)
     finally:

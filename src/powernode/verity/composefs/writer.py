@@ -9,12 +9,9 @@ into a digest store, then write the image atomically.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import BinaryIO
 
 import xxhash
 
+from powernode.durable import write_bytes
 from powernode.errors import SourceTreeError
 from powernode.verity.composefs import erofs_layout as L
 from powernode.verity.composefs.objects import (
@@ -275,29 +273,10 @@ def _finish(data: bytes, image: Path | None, objects: tuple[ObjectRef, ...]) -> 
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Temp file beside ``path``, fsync, rename; on error nothing is left behind."""
-    parent = path.parent
+    """:func:`powernode.durable.write_bytes`, its errors said as the image's."""
+    if path.is_dir():
+        raise SourceTreeError(f"{path}: is a directory; give a file name for the image")
     try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_bytes(path, data, mode=mode)
     except OSError as e:
-        raise SourceTreeError(f"{path}: cannot create the image: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.is_dir():
-            raise SourceTreeError(f"{path}: is a directory; give a file name for the image")
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise SourceTreeError(f"{path}: cannot write the image: {e.strerror}") from e
-        raise
-    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        raise SourceTreeError(f"{path}: cannot write the image: {e.strerror}") from e
