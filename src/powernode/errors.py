@@ -4,23 +4,79 @@ Every error a user can meet says what was wrong, where (file:line:column,
 field, digest) and what to do. Foreign exceptions are wrapped at the seam
 with ``raise ... from e``.
 
+The tree below is every public exception class of the package; a class
+outside ``errors.py`` carries its module (under ``powernode.``). A class
+that is also a builtin error for its callers (ValueError, OSError) says so.
+``tests/test_errors_tree.py`` checks the drawing against the classes.
+
 ::
 
     PowernodeError
-    ├── ConfigError               bad settings or command-line values
-    ├── DataError                 untrusted input is wrong (never retry)
-    │   ├── ManifestError         manifest.yaml: carries every Problem found
-    │   ├── GlobError             a pattern that cannot be compiled
-    │   ├── VersionError          a version or constraint that cannot be parsed
-    │   ├── CompositionError      modules that cannot be stacked together
-    │   ├── ResolutionError       requirements with no solution (the chain why)
-    │   ├── SourceTreeError       a tree that cannot be turned into an image
-    │   ├── ImageFormatError      a composefs/EROFS image that is corrupt
-    │   └── VerificationError     content that does not match its digest/signature
-    │       └── DigestMismatchError
-    ├── TransportError            network or registry trouble (may be retried)
-    ├── MountError                the kernel refused a mount or unmount
-    └── CommandError              an external command failed
+    ├── ApiError (client)                             the platform refused an operator call
+    ├── CommandError                                  an external command failed
+    ├── ConfigError                                   bad settings or command-line values
+    │   ├── SigningSetupError (signing.errors)        signing cannot start
+    │   └── WrongPassphraseError (signing.errors)     not the key's passphrase
+    ├── DataError                                     untrusted input is wrong (never retry)
+    │   ├── CompositionError                          modules that cannot be stacked
+    │   ├── FieldErrors (agent.fields)                fields that do not fit (also ValueError)
+    │   ├── GlobError                                 a pattern that cannot be compiled
+    │   ├── ImageFormatError                          a corrupt composefs/EROFS image
+    │   ├── InvalidIdentifier (agent.identity.validate)  not a node ID (also ValueError)
+    │   ├── KeyFormatError (signing.errors)           a key file that cannot be parsed
+    │   ├── ManifestError                             manifest.yaml: every Problem found
+    │   ├── NotFoundError (oci.errors)                no such manifest, blob or tag
+    │   ├── PlatformRefused (agent.transport)         the platform refused a request
+    │   ├── ResolutionError                           requirements with no solution
+    │   ├── SourceTreeError                           a tree that cannot be an image
+    │   ├── VerificationError                         not its digest or signature
+    │   │   ├── CertificateError (signing.errors)     a certificate not valid
+    │   │   ├── DigestMismatchError
+    │   │   ├── IdentityMismatchError (signing.errors)  a signer the policy does not allow
+    │   │   ├── ModuleRefused (agent.modules.refusal)  the agent refuses a module
+    │   │   ├── NoSignaturesError (signing.errors)    no signature to verify
+    │   │   ├── PayloadError (signing.errors)         a payload that cannot be read
+    │   │   ├── PayloadMismatchError (signing.errors)  signed for other content
+    │   │   ├── PlatformUntrusted (agent.transport)   the platform's TLS does not chain
+    │   │   ├── SignatureInvalidError (signing.errors)  a signature that fails
+    │   │   └── TimestampError (signing.errors)       no trusted signing time
+    │   ├── VerityFileError (verity.fsverity)         cannot hash a file (also OSError)
+    │   └── VersionError                              a version that cannot be parsed
+    ├── DemoStepError (demo.steps)                    a step of the demo failed
+    ├── DriftError (demo.tutorial_node)               the node is not as the text says
+    ├── IdentityError (agent.identity.model)          the node has no usable identity
+    │   ├── IdentityFileError (agent.identity.local)  the identity file is unusable
+    │   └── UnresolvableIdentityError (agent.identity.model)  no identity source answered
+    ├── IngestError (demo.fleet)                      a fleet file that cannot be loaded
+    ├── Level0Failure (verity.fsverity_procs)         fs-verity level 0 not computed
+    ├── MountError                                    a mount not made, moved or removed
+    │   └── MountCallError                            a mount call (also SyscallError)
+    ├── OperatorError (demo.operator)                 the demo operator's call failed
+    ├── PlatformError (platform.problems)             an RFC 9457 problem answer
+    │   ├── AuthenticationError (platform.problems)   401
+    │   ├── BusyError (platform.problems)             503, retry later
+    │   ├── ConflictError (platform.problems)         409
+    │   │   ├── ModuleInUseError (platform.services.catalog)  a module a node runs
+    │   │   ├── ReplayError (platform.services.webhooks)  a delivery seen before
+    │   │   ├── TransitionError (platform.problems)   not allowed from this state
+    │   │   └── UnresolvableError (platform.services.desired)  no solution
+    │   ├── InvalidInputError (platform.problems)     400/422
+    │   ├── NotFoundError (platform.problems)         404
+    │   ├── PayloadTooLargeError (platform.problems)  413
+    │   ├── PermissionDeniedError (platform.problems)  403
+    │   │   └── ApprovalRequiredError (platform.problems)  needs a second approval
+    │   └── RateLimitedError (platform.problems)      429
+    ├── SourceMiss (agent.identity.source)            an identity source had no answer
+    │   └── ProbeTimeout (agent.identity.metadata_http)  no answer in time
+    ├── SyscallError                                  a Linux call failed (also OSError)
+    ├── TaskError (agent.tasks)                       a task handler fails its task
+    └── TransportError                                network trouble (may be retried)
+        ├── AuthError (oci.errors)                    credentials refused
+        ├── PlatformUnreachable (agent.transport)     the agent cannot reach it
+        ├── PlatformUnreachableError (client)         the operator cannot reach it
+        ├── RangeNotSupportedError (oci.errors)       no byte ranges served
+        └── UploadInterruptedError (oci.errors)       a blob upload broke off
+
 """
 
 from __future__ import annotations

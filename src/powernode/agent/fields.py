@@ -25,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from powernode.errors import DataError
+
 T = TypeVar("T")
 
 _SHOWN = 10
@@ -32,7 +34,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-class FieldErrors(ValueError):
+class FieldErrors(DataError, ValueError):
     """Every field that did not fit, as ``(location, message)`` pairs."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from powernode.errors import PowernodeError
+
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 4000
 
 
-class TaskError(Exception):
+class TaskError(PowernodeError):
     """Raised by a handler to fail its task."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:

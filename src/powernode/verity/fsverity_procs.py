@@ -43,6 +43,7 @@ import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 
+from powernode.errors import PowernodeError
 from powernode.verity.fsverity_tree import VerityParams, hash_blocks
 
 # A multiple of every valid block size (<= 64 KiB), so only the file's last
@@ -69,7 +70,7 @@ def fork_is_safe() -> bool:
     return threading.active_count() == 1
 
 
-class Level0Failure(Exception):
+class Level0Failure(PowernodeError):
     """Level 0 could not be computed; the caller names the file.
 
     ``kind``: "read" (a read failed with ``errno`` at ``offset``), "ended"

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from powernode.agent.identity.config import IdentityConfig
 from powernode.agent.identity.model import Outcome
+from powernode.errors import PowernodeError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 MAX_HOST_FILE_BYTES = 64 * 1024
 
 
-class SourceMiss(Exception):
+class SourceMiss(PowernodeError):
     """A source gave no identity; ``outcome`` and ``reason`` go into the trail."""
 
     def __init__(self, outcome: Outcome, reason: str) -> None:

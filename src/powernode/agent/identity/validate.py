@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from powernode.errors import DataError
+
 # Longest raw value we even look at; every ID we accept is far shorter.
 MAX_RAW_LENGTH = 256
 
@@ -35,7 +37,7 @@ PLACEHOLDER_UUIDS = frozenset(
 )
 
 
-class InvalidIdentifier(ValueError):
+class InvalidIdentifier(DataError, ValueError):
     """A value that is not an acceptable identifier; the message says why."""
 
 
