@@ -46,6 +46,7 @@ demo: system-deps-demo $(DEMO_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check --no-cache src tests bench
 	$(BIN)/ruff format --no-cache --check src tests bench
+	$(BIN)/lint-imports --no-cache  # the layering: .importlinter
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src

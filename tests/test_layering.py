@@ -1,0 +1,120 @@
+"""The layering contracts (.importlinter) hold, and each one fails on a deliberate violation.
+
+Each case copies ``src/powernode`` to a temporary directory, appends one
+import that breaks one contract to one module, runs ``lint-imports`` on the
+copy and checks that exactly that contract is reported broken. The clean
+tree passes every contract.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+CONFIG = ROOT / ".importlinter"
+NODE_CONFIG = ROOT / ".importlinter-node"
+
+
+def contract_names(config: Path) -> list[str]:
+    return re.findall(r"^name = (.+)$", config.read_text(), flags=re.M)
+
+
+def lint(tree: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` over the package under ``tree`` (its own ``powernode``)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "400"}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", str(config)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def copy_tree(tmp_path: Path) -> Path:
+    shutil.copytree(
+        ROOT / "src" / "powernode",
+        tmp_path / "powernode",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return tmp_path
+
+
+def broken(out: str) -> list[str]:
+    return [line.removesuffix(" BROKEN").strip() for line in out.splitlines() if "BROKEN" in line]
+
+
+@pytest.fixture(scope="module")
+def names() -> dict[str, str]:
+    """Contract id -> name, from the config."""
+    text = CONFIG.read_text()
+    return dict(re.findall(r"^\[importlinter:contract:([\w-]+)\]\nname = (.+)$", text, flags=re.M))
+
+
+def test_the_tree_keeps_every_contract(tmp_path: Path, names: dict[str, str]) -> None:
+    result = lint(copy_tree(tmp_path), CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Contracts: {len(names)} kept, 0 broken." in result.stdout
+
+
+# contract id, module file that gets the import, the import
+VIOLATIONS = [
+    ("core", "core/semver.py", "import powernode.durable"),
+    ("infrastructure", "durable.py", "import powernode.core.semver"),
+    ("agent", "agent/textfile.py", "import powernode.platform.settings"),
+    ("platform", "platform/settings.py", "import powernode.agent.config"),
+    # a module only the CLI uses: a violation elsewhere in a format also breaks the
+    # contracts of the runtimes that import it (forbidden imports are transitive)
+    ("formats", "verity/composefs/reader_dump.py", "import powernode.platform.problems"),
+    ("toolchain", "toolchain/sbom.py", "import powernode.platform.problems"),
+    ("operator-client", "client.py", "import powernode.platform.settings"),
+    ("cli", "demo/fleet.py", "import powernode.cli.base"),
+]
+
+
+def test_every_contract_has_a_violation_case(names: dict[str, str]) -> None:
+    assert sorted(c for c, _, _ in VIOLATIONS) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("contract", "module", "statement"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS]
+)
+def test_a_violation_breaks_its_contract(
+    tmp_path: Path, names: dict[str, str], contract: str, module: str, statement: str
+) -> None:
+    tree = copy_tree(tmp_path)
+    target = tree / "powernode" / module
+    with target.open("a") as f:  # at the end: after `from __future__`, and grimp reads it all
+        f.write(f"\n{statement}  # deliberate violation\n")
+    result = lint(tree, CONFIG)
+    assert result.returncode != 0
+    assert broken(result.stdout) == [names[contract]], result.stdout
+    assert f"Contracts: {len(names) - 1} kept, 1 broken." in result.stdout
+
+
+def test_the_node_contract_waits_for_the_node_package(tmp_path: Path) -> None:
+    """.importlinter-node: valid once powernode/node exists; breaks on node -> platform."""
+    tree = copy_tree(tmp_path)
+    if not (tree / "powernode" / "node").is_dir():
+        missing = lint(tree, NODE_CONFIG)
+        assert missing.returncode != 0
+        assert "Module 'powernode.node' does not exist." in missing.stdout + missing.stderr
+        (tree / "powernode" / "node").mkdir()
+        (tree / "powernode" / "node" / "__init__.py").write_text('"""Node records."""\n')
+    clean = lint(tree, NODE_CONFIG)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    with (tree / "powernode" / "node" / "__init__.py").open("a") as f:
+        f.write("\nimport powernode.platform.settings  # deliberate violation\n")
+    result = lint(tree, NODE_CONFIG)
+    assert result.returncode != 0
+    assert broken(result.stdout) == contract_names(NODE_CONFIG)
