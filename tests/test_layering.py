@@ -8,6 +8,7 @@ tree passes every contract.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -118,3 +119,82 @@ def test_the_node_contract_waits_for_the_node_package(tmp_path: Path) -> None:
     result = lint(tree, NODE_CONFIG)
     assert result.returncode != 0
     assert broken(result.stdout) == contract_names(NODE_CONFIG)
+
+
+# --- only the CLI prints or exits (STYLE.md rule 11) ------------------------------------
+
+SRC = ROOT / "src" / "powernode"
+
+# (file under src/powernode, what) -> why it may
+EXIT_EXEMPT = {
+    ("verity/composefs/scan_procs.py", "os._exit"): (
+        "a forked scan worker must leave without running the parent's atexit handlers "
+        "or flushing its copied buffers (fork(2) children end with _exit)"
+    ),
+    ("verity/fsverity_procs.py", "os._exit"): (
+        "a forked hashing worker: the same reason; the parent reads its exit code"
+    ),
+}
+
+_EXITS = {("sys", "exit"), ("os", "_exit"), ("typer", "Exit"), ("typer", "Abort")}
+
+
+def prints_and_exits(source: str) -> list[tuple[int, str]]:
+    """(line, what) for each print(), sys.exit, os._exit, raise SystemExit or typer.Exit."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        what = None
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in ("print", "exit", "quit"):
+                what = f"{f.id}("
+            elif (
+                isinstance(f, ast.Attribute)
+                and isinstance(f.value, ast.Name)
+                and (f.value.id, f.attr) in _EXITS
+            ):
+                what = f"{f.value.id}.{f.attr}"
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(exc, ast.Name) and exc.id == "SystemExit":
+                what = "raise SystemExit"
+        if what is not None:
+            found.append((node.lineno, what))
+    return found
+
+
+def library_modules() -> list[Path]:
+    return [
+        p
+        for p in sorted(SRC.rglob("*.py"))
+        if p.relative_to(SRC).parts[0] != "cli" and p.name != "__main__.py"
+    ]
+
+
+def test_only_the_cli_prints_or_exits() -> None:
+    offenders, used = [], set()
+    for path in library_modules():
+        rel = path.relative_to(SRC).as_posix()
+        for line, what in prints_and_exits(path.read_text(encoding="utf-8")):
+            if (rel, what) in EXIT_EXEMPT:
+                used.add((rel, what))
+            else:
+                offenders.append(f"{rel}:{line}: {what}")
+    assert offenders == [], "libraries log and raise; only cli/ prints or exits"
+    assert used == set(EXIT_EXEMPT), f"exemptions no longer needed: {set(EXIT_EXEMPT) - used}"
+
+
+@pytest.mark.parametrize(
+    ("source", "what"),
+    [
+        ("print('hi')", "print("),
+        ("import sys\nsys.exit(2)", "sys.exit"),
+        ("import os\nos._exit(0)", "os._exit"),
+        ("raise SystemExit(1)", "raise SystemExit"),
+        ("raise SystemExit", "raise SystemExit"),
+        ("import typer\nraise typer.Exit(code=1)", "typer.Exit"),
+    ],
+    ids=["print", "sys.exit", "os._exit", "SystemExit", "SystemExit-bare", "typer.Exit"],
+)
+def test_the_print_finder_finds_each_kind(source: str, what: str) -> None:
+    assert [w for _, w in prints_and_exits(source)] == [what]
