@@ -198,3 +198,40 @@ def test_only_the_cli_prints_or_exits() -> None:
 )
 def test_the_print_finder_finds_each_kind(source: str, what: str) -> None:
     assert [w for _, w in prints_and_exits(source)] == [what]
+
+
+# --- no module loaded by a string ------------------------------------------------------
+
+# Files another change of issue 14 rewrites (the typed artifact seam); the integrator
+# empties this once that change is merged: the test then fails until it is empty.
+STRING_IMPORTS_PENDING = {
+    "agent/modules/reconcile.py",
+    "platform/services/artifacts.py",
+}
+
+
+def string_imports(source: str) -> list[int]:
+    """Lines calling ``importlib.import_module``, ``import_module`` or ``__import__``."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in ("import_module", "__import__"):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_is_imported_by_a_string() -> None:
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if lines := string_imports(path.read_text(encoding="utf-8")):
+            found[rel] = lines
+    assert sorted(set(found) - STRING_IMPORTS_PENDING) == [], found
+    assert set(found) == STRING_IMPORTS_PENDING, "done: empty STRING_IMPORTS_PENDING"
+
+
+def test_the_string_import_finder_finds_each_form() -> None:
+    source = "import importlib\nimportlib.import_module('a')\n__import__('b')\n"
+    assert string_imports(source) == [2, 3]

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from powernode import __version__
-from powernode.cli.base import App, LogFormatOpt, configure_logging, run
+from powernode.cli.base import App, Loaded, LogFormatOpt, configure_logging, run
 from powernode.errors import PowernodeError
 
 app = App(
@@ -383,11 +383,13 @@ def _print_summary(view: dict[str, Any]) -> None:
         typer.echo(f"modules: {', '.join(modules) or 'none attached'}")
 
 
-app.add_lazy(
-    "modules",
-    "powernode.cli.agent_modules:app",
-    "Attach, detach, sync, verify and list this node's modules.",
-)
+def _modules() -> Loaded:
+    from powernode.cli.agent_modules import app as modules  # noqa: PLC0415 - when it runs
+
+    return modules
+
+
+app.add_lazy("modules", _modules, "Attach, detach, sync, verify and list this node's modules.")
 
 
 @app.command()

@@ -2,12 +2,13 @@
 
 :class:`App` is a ``typer.Typer`` with the house defaults:
 
-* **Lazy subgroups** (STYLE rule 15): :meth:`App.add_lazy` names a group by
-  ``"module:attribute"`` and its one-line help; the module is imported only
-  when that group runs or its own ``--help`` is asked for. ``powernode
-  --help`` lists the groups from those strings without importing them, so it
-  loads neither the platform's web framework and ORM nor the registry and
-  signing stacks.
+* **Lazy subgroups** (STYLE rule 15): :meth:`App.add_lazy` takes a group's
+  loader (a function whose body imports the module: an ordinary, typed
+  import, no module names in strings) and its one-line help; the loader runs
+  only when that group runs or its own ``--help`` is asked for. ``powernode
+  --help`` lists the groups from their help strings without importing them,
+  so it loads neither the platform's web framework and ORM nor the registry
+  and signing stacks.
 * **Plain help**, click's layout without Rich (``rich_markup_mode=None``):
   Rich's help renderer alone costs ~0.3 s to import.
 * **Plain metavars**: values show ``TEXT``, ``INTEGER``, ``PATH`` (or the
@@ -22,11 +23,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeAlias
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -142,6 +143,18 @@ class PlainCommand(_Plain, TyperCommand):
     """A typer command with plain metavars."""
 
 
+@dataclass(frozen=True)
+class Register:
+    """A module's ``register(app)``, which adds its commands to ``app``."""
+
+    register: Callable[[typer.Typer], None]
+
+
+# What a lazy entry's loader returns: a group, a register(app), or one command function.
+Loaded: TypeAlias = typer.Typer | Register | Callable[..., None]
+Loader: TypeAlias = Callable[[], Loaded]
+
+
 class LazyCommands(MutableMapping[str, Any]):
     """A group's commands, where the lazy ones are imported on first lookup.
 
@@ -149,7 +162,7 @@ class LazyCommands(MutableMapping[str, Any]):
     ``get(name)`` and iterating over values import what they reach.
     """
 
-    def __init__(self, loaded: dict[str, Any], lazy: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, loaded: dict[str, Any], lazy: dict[str, tuple[Loader, str]]) -> None:
         self._loaded = loaded
         self._lazy = lazy
 
@@ -182,11 +195,11 @@ class LazyCommands(MutableMapping[str, Any]):
 class PlainGroup(_Plain, TyperGroup):
     """A typer group with plain metavars and lazily imported subcommands.
 
-    ``lazy`` maps a subcommand's name to ``("package.module:attribute", help)``;
+    ``lazy`` maps a subcommand's name to ``(loader, help)``;
     :class:`App` makes a subclass per app holding its own mapping.
     """
 
-    lazy: ClassVar[dict[str, tuple[str, str]]] = {}
+    lazy: ClassVar[dict[str, tuple[Loader, str]]] = {}
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -208,21 +221,20 @@ class PlainGroup(_Plain, TyperGroup):
                 formatter.write_dl(rows)
 
 
-def load_command(target: str, name: str) -> Any:
-    """Import ``"module:attribute"`` and make the click command called ``name``.
+def load_command(load: Loader, name: str) -> Any:
+    """Run ``load`` and make the click command called ``name`` of what it returns.
 
-    The attribute is an :class:`App` (a group, even with one command), a
-    ``register(app)`` function adding commands to an app (``name`` is taken
-    from them), or a typer command function.
+    An :class:`App` is a group (even with one command); a :class:`Register`
+    adds commands to an app (``name`` is taken from them); anything else is a
+    typer command function.
     """
-    module_name, _, attr = target.partition(":")
-    obj = getattr(importlib.import_module(module_name), attr)
+    obj = load()
     cmd: Any
     if isinstance(obj, typer.Typer):
         cmd = typer.main.get_group(obj)
-    elif attr == "register":
+    elif isinstance(obj, Register):
         holder = App()
-        obj(holder)
+        obj.register(holder)
         cmd = typer.main.get_group(holder).commands[name]
     else:
         single = App()
@@ -244,7 +256,7 @@ class App(typer.Typer):
     """``typer.Typer`` with plain help, plain metavars and :meth:`add_lazy`."""
 
     def __init__(self, **kw: Any) -> None:
-        self._lazy: dict[str, tuple[str, str]] = {}
+        self._lazy: dict[str, tuple[Loader, str]] = {}
         cls = type("LazyGroup", (PlainGroup,), {"lazy": self._lazy})
         kw.setdefault("rich_markup_mode", None)
         kw.setdefault("add_completion", False)
@@ -258,9 +270,9 @@ class App(typer.Typer):
         kw.setdefault("cls", PlainCommand)
         return super().command(name, **kw)
 
-    def add_lazy(self, name: str, target: str, help_text: str) -> None:
-        """Add the group ``target`` (``"module:attribute"``) as ``name``, imported on use."""
-        self._lazy[name] = (target, help_text)
+    def add_lazy(self, name: str, load: Loader, help_text: str) -> None:
+        """Add what ``load`` returns as ``name``; ``load`` runs (and imports) on first use."""
+        self._lazy[name] = (load, help_text)
 
 
 def run(app: typer.Typer) -> None:

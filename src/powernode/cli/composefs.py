@@ -6,16 +6,24 @@ command runs.
 
 from __future__ import annotations
 
-from powernode.cli.base import App
+from powernode.cli.base import App, Register
 
 app = App(help="Write and read composefs images.")
+
+
+def _mkimage() -> Register:
+    from powernode.cli import composefs_mkimage  # noqa: PLC0415 - imported when it runs
+
+    return Register(composefs_mkimage.register)
+
+
+def _info() -> Register:
+    from powernode.cli import composefs_info  # noqa: PLC0415 - imported when it runs
+
+    return Register(composefs_info.register)
+
+
 app.add_lazy(
-    "mkimage",
-    "powernode.cli.composefs_mkimage:register",
-    "Write the composefs image of SRC to IMAGE (mkcomposefs-compatible bytes).",
+    "mkimage", _mkimage, "Write the composefs image of SRC to IMAGE (mkcomposefs-compatible bytes)."
 )
-app.add_lazy(
-    "info",
-    "powernode.cli.composefs_info:register",
-    "List what a composefs image holds (like composefs-info).",
-)
+app.add_lazy("info", _info, "List what a composefs image holds (like composefs-info).")

@@ -9,27 +9,69 @@ from __future__ import annotations
 import typer
 
 from powernode import __version__
-from powernode.cli.base import App, run
+from powernode.cli.base import App, Loaded, run
 
 app = App(
     name="powernode",
     help="Fleet platform for immutable Linux nodes composed from signed modules.",
 )
+
+# Each loader imports its group when it runs (not on `powernode --help`).
+
+
+def _demo() -> Loaded:
+    from powernode.cli.demo import demo  # noqa: PLC0415
+
+    return demo
+
+
+def _module() -> Loaded:
+    from powernode.cli.module import app  # noqa: PLC0415
+
+    return app
+
+
+def _platform() -> Loaded:
+    from powernode.cli.platform import app  # noqa: PLC0415
+
+    return app
+
+
+def _system() -> Loaded:
+    from powernode.cli.system import app  # noqa: PLC0415
+
+    return app
+
+
+def _mcp() -> Loaded:
+    from powernode.cli.mcp import app  # noqa: PLC0415
+
+    return app
+
+
+def _verity() -> Loaded:
+    from powernode.cli.verity import app  # noqa: PLC0415
+
+    return app
+
+
+def _composefs() -> Loaded:
+    from powernode.cli.composefs import app  # noqa: PLC0415
+
+    return app
+
+
 app.add_lazy(
-    "demo",
-    "powernode.cli.demo:demo",
-    "Seed 004's tutorial end to end: build, sign, ingest, promote, assign, drift.",
+    "demo", _demo, "Seed 004's tutorial end to end: build, sign, ingest, promote, assign, drift."
 )
-app.add_lazy("module", "powernode.cli.module:app", "Author, validate, compose and inspect modules.")
+app.add_lazy("module", _module, "Author, validate, compose and inspect modules.")
 app.add_lazy(
-    "platform",
-    "powernode.cli.platform:app",
-    "Run and administer the platform (API server, migrations, tokens).",
+    "platform", _platform, "Run and administer the platform (API server, migrations, tokens)."
 )
-app.add_lazy("system", "powernode.cli.system:app", "Operate the fleet through the platform API.")
-app.add_lazy("mcp", "powernode.cli.mcp:app", "The MCP server: fleet operations for assistants.")
-app.add_lazy("verity", "powernode.cli.verity:app", "fs-verity digests, computed in userspace.")
-app.add_lazy("composefs", "powernode.cli.composefs:app", "Write and read composefs images.")
+app.add_lazy("system", _system, "Operate the fleet through the platform API.")
+app.add_lazy("mcp", _mcp, "The MCP server: fleet operations for assistants.")
+app.add_lazy("verity", _verity, "fs-verity digests, computed in userspace.")
+app.add_lazy("composefs", _composefs, "Write and read composefs images.")
 
 
 @app.callback()

@@ -8,52 +8,91 @@ them (tests/cli/test_lazy_imports.py checks they match the commands' own).
 
 from __future__ import annotations
 
-from powernode.cli.base import App
+from powernode.cli.base import App, Register
 
 app = App(help="Author, validate, compose and inspect modules.")
 
+# Each loader imports its file when one of its commands runs.
+
+
+def _manifest() -> Register:
+    from powernode.cli import module_manifest  # noqa: PLC0415
+
+    return Register(module_manifest.register)
+
+
+def _compose() -> Register:
+    from powernode.cli import module_compose  # noqa: PLC0415
+
+    return Register(module_compose.register)
+
+
+def _inspect() -> Register:
+    from powernode.cli import module_inspect  # noqa: PLC0415
+
+    return Register(module_inspect.register)
+
+
+def _publish() -> Register:
+    from powernode.cli import module_publish  # noqa: PLC0415
+
+    return Register(module_publish.register)
+
+
+def _build() -> Register:
+    from powernode.cli import module_build  # noqa: PLC0415
+
+    return Register(module_build.register)
+
+
+def _init() -> Register:
+    from powernode.cli import module_init  # noqa: PLC0415
+
+    return Register(module_init.register)
+
+
 _COMMANDS = {
     "validate": (
-        "module_manifest",
+        _manifest,
         "Check manifests offline; report every problem with file:line:column.",
     ),
     "schema": (
-        "module_manifest",
+        _manifest,
         "Print the manifest JSON Schema (draft 2020-12) for editors and CI.",
     ),
     "compose": (
-        "module_compose",
+        _compose,
         "Compose module repos into a template: stack order, winners, masks, conflicts.",
     ),
     "inspect": (
-        "module_inspect",
+        _inspect,
         "List an image's files: path, type, mode, owner, size and backing object.",
     ),
     "push": (
-        "module_publish",
+        _publish,
         "Push an artifact directory as one OCI manifest (like `oras push`).",
     ),
     "pull": (
-        "module_publish",
+        _publish,
         "Pull into a shared store, fetching only missing objects; verifies every digest.",
     ),
     "sign": (
-        "module_publish",
+        _publish,
         "Sign with a cosign key; the signature goes under the sha256-<hex>.sig tag.",
     ),
     "verify": (
-        "module_publish",
+        _publish,
         "Verify the signature (key or certificate identity) and the artifact's content.",
     ),
     "generate-key-pair": (
-        "module_publish",
+        _publish,
         "Write cosign.key (encrypted) and cosign.pub to the current directory.",
     ),
     "build": (
-        "module_build",
+        _build,
         "Build an artifact: packages + rootfs/, filtered by file_spec/mask, reproducibly.",
     ),
-    "init": ("module_init", "Write a new module repo that validates and builds as it is."),
+    "init": (_init, "Write a new module repo that validates and builds as it is."),
 }
-for _name, (_module, _help) in _COMMANDS.items():
-    app.add_lazy(_name, f"powernode.cli.{_module}:register", _help)
+for _name, (_load, _help) in _COMMANDS.items():
+    app.add_lazy(_name, _load, _help)
