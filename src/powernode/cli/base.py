@@ -32,6 +32,9 @@ from typing import Any, ClassVar, TypeAlias
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+# "Any: typer's private click" below: typer vendors click as ``typer._click``, a private
+# module, so click's Context, HelpFormatter, Parameter and Command, which these hooks
+# take and return, are not part of typer's API to annotate with.
 DEBUG_ENV = "POWERNODE_DEBUG"
 
 # typer's type labels (`<str>`, `<path>`) → click's plain metavars.
@@ -48,7 +51,7 @@ _METAVARS = {
 }
 
 
-def _plain_metavar(param: TyperOption, ctx: Any) -> str:
+def _plain_metavar(param: TyperOption, ctx: Any) -> str:  # Any: typer's private click
     label = param.display_type(ctx).strip("<>")
     if label.startswith("list[") and label.endswith("]"):
         label = label[5:-1]
@@ -59,7 +62,7 @@ def _plain_metavar(param: TyperOption, ctx: Any) -> str:
     return _METAVARS.get(label, label.upper() or "VALUE")
 
 
-def _plain_params(params: list[Any], ctx: Any) -> None:
+def _plain_params(params: list[Any], ctx: Any) -> None:  # Any: typer's private click
     """Give every value option and argument a plain metavar, once."""
     for p in params:
         if isinstance(p, TyperOption) and p.metavar is None and not (p.is_flag or p.count):
@@ -88,14 +91,14 @@ def _argument_record(p: TyperArgument) -> tuple[str, str]:
 class _FlagCoercion:
     """``--help``'s value as it is: typer would build a pydantic adapter to check a bool."""
 
-    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
+    def coerce(self, value: object, param: object = None, ctx: object = None) -> object:
         return value
 
 
 class _Plain:
     """Usage line and option list in click's plain style (mixed into command and group)."""
 
-    def get_help_option(self, ctx: Any) -> Any:
+    def get_help_option(self, ctx: Any) -> Any:  # Any: typer's private click
         # typer coerces every option's value through pydantic, --help's too when it
         # is not given: that import alone is ~40 ms of a --help or a `version`.
         option = super().get_help_option(ctx)  # type: ignore[misc]
@@ -103,8 +106,8 @@ class _Plain:
             option._runtime_param = _FlagCoercion()
         return option
 
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        cmd: Any = self
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # Any: typer's private click
+        cmd: Any = self  # Any: typer's private click
         _plain_params(cmd.params, ctx)
         rv = [cmd.options_metavar] if cmd.options_metavar else []
         for p in cmd.get_params(ctx):
@@ -116,8 +119,8 @@ class _Plain:
             rv.append(self.subcommand_metavar)
         return rv
 
-    def format_options(self, ctx: Any, formatter: Any) -> None:
-        cmd: Any = self
+    def format_options(self, ctx: Any, formatter: Any) -> None:  # Any: typer's private click
+        cmd: Any = self  # Any: typer's private click
         _plain_params(cmd.params, ctx)
         args: list[tuple[str, str]] = []
         opts: list[tuple[str, str]] = []
@@ -162,7 +165,11 @@ class LazyCommands(MutableMapping[str, Any]):
     ``get(name)`` and iterating over values import what they reach.
     """
 
-    def __init__(self, loaded: dict[str, Any], lazy: dict[str, tuple[Loader, str]]) -> None:
+    def __init__(
+        self,
+        loaded: dict[str, Any],  # Any: typer's private click
+        lazy: dict[str, tuple[Loader, str]],
+    ) -> None:
         self._loaded = loaded
         self._lazy = lazy
 
@@ -172,12 +179,12 @@ class LazyCommands(MutableMapping[str, Any]):
     def short_help(self, name: str) -> str:
         return self._lazy[name][1]
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> Any:  # Any: typer's private click
         if name not in self._loaded and name in self._lazy:
             self._loaded[name] = load_command(self._lazy[name][0], name)
         return self._loaded[name]
 
-    def __setitem__(self, name: str, cmd: Any) -> None:
+    def __setitem__(self, name: str, cmd: Any) -> None:  # Any: typer's private click
         self._loaded[name] = cmd
 
     def __delitem__(self, name: str) -> None:
@@ -201,11 +208,11 @@ class PlainGroup(_Plain, TyperGroup):
 
     lazy: ClassVar[dict[str, tuple[Loader, str]]] = {}
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: Any) -> None:  # Any: typer's keywords, passed through
         super().__init__(**kw)
         self.commands = LazyCommands(dict(self.commands), dict(self.lazy))
 
-    def format_commands(self, ctx: Any, formatter: Any) -> None:
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # Any: typer's private click
         commands = self.commands
         assert isinstance(commands, LazyCommands)
         names = list(commands)
@@ -221,7 +228,7 @@ class PlainGroup(_Plain, TyperGroup):
                 formatter.write_dl(rows)
 
 
-def load_command(load: Loader, name: str) -> Any:
+def load_command(load: Loader, name: str) -> Any:  # Any: typer's private click
     """Run ``load`` and make the click command called ``name`` of what it returns.
 
     An :class:`App` is a group (even with one command); a :class:`Register`
@@ -229,7 +236,7 @@ def load_command(load: Loader, name: str) -> Any:
     typer command function.
     """
     obj = load()
-    cmd: Any
+    cmd: Any  # Any: typer's private click
     if isinstance(obj, typer.Typer):
         cmd = typer.main.get_group(obj)
     elif isinstance(obj, Register):
@@ -255,7 +262,7 @@ def _group() -> None:
 class App(typer.Typer):
     """``typer.Typer`` with plain help, plain metavars and :meth:`add_lazy`."""
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: Any) -> None:  # Any: typer's keywords, passed through
         self._lazy: dict[str, tuple[Loader, str]] = {}
         cls = type("LazyGroup", (PlainGroup,), {"lazy": self._lazy})
         kw.setdefault("rich_markup_mode", None)
@@ -266,7 +273,11 @@ class App(typer.Typer):
         kw.setdefault("callback", _group)
         super().__init__(cls=cls, **kw)
 
-    def command(self, name: str | None = None, **kw: Any) -> Callable[..., Any]:
+    def command(
+        self,
+        name: str | None = None,
+        **kw: Any,  # Any: typer.Typer.command keywords, passed through
+    ) -> Callable[..., Any]:  # Any: typer's own decorator type
         kw.setdefault("cls", PlainCommand)
         return super().command(name, **kw)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -80,7 +79,7 @@ class Settings(BaseModel):
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
+    def _split_proxies(cls, value: object) -> object:
         # POWERNODE_TRUSTED_PROXIES="10.0.0.1, 10.1.0.0/16"; TOML gives a list.
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())

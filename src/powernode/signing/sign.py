@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 
@@ -129,7 +129,7 @@ def signature_from_layer(layer: Layer) -> Signature:
 
 def signature_manifest(
     signatures: Sequence[Signature],
-) -> tuple[dict[str, Any], bytes, list[Layer]]:
+) -> tuple[dict[str, object], bytes, list[Layer]]:
     """The OCI manifest, config blob and layers to push under :func:`signature_tag`.
 
     Duplicates are dropped (cosign does the same when a signature is added
@@ -144,7 +144,7 @@ def signature_manifest(
     layers = [signature_layer(s) for s in unique]
     digests = [_digest(layer.data) for layer in layers]
     config = _config(digests)
-    manifest: dict[str, Any] = {
+    manifest: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": _digest(config)},

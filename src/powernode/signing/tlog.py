@@ -34,8 +34,8 @@ import datetime
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -168,7 +168,7 @@ def log_id(key: LogKey) -> str:
 
 def signed_entry_timestamp_payload(
     body: bytes, integrated_time: int, log_index: int, lid: str
-) -> dict[str, Any]:
+) -> dict[str, str | int]:
     """The ``Payload`` of a bundle (what a log signs, canonicalised), for tests and tools."""
     return {
         "body": base64.b64encode(body).decode(),
@@ -178,7 +178,7 @@ def signed_entry_timestamp_payload(
     }
 
 
-def canonical_json(value: dict[str, Any]) -> bytes:
+def canonical_json(value: Mapping[str, object]) -> bytes:
     """RFC 8785 for the bundle payload's value types (strings, integers)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -59,7 +59,7 @@ class VerityParams:
     salt: bytes
     padded_salt: bytes
 
-    def new_hash(self, data: bytes = b"") -> Any:
+    def new_hash(self, data: bytes = b"") -> Any:  # Any: hashlib has no public HASH type
         """A fresh hashlib object for the descriptor (no salt)."""
         return hashlib.new(self.algorithm, data)
 

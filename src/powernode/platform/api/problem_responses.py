@@ -40,7 +40,7 @@ _WHY = {
 # Built once (at import, on the platform's start path), copied per status as it was made.
 _SCHEMA = ProblemOut.model_json_schema()
 # Headers a problem response may carry (RFC 9110 §11.6.1, RFC 6585 §4 / RFC 9110 §10.2.3).
-_HEADERS: dict[int, dict[str, Any]] = {
+_HEADERS: dict[int, dict[str, Any]] = {  # Any: FastAPI's responses= type
     401: {
         "WWW-Authenticate": {
             "description": "the scheme to authenticate with (Bearer)",
@@ -56,8 +56,8 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def _response(status: int, why: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _response(status: int, why: str) -> dict[str, Any]:  # Any: FastAPI's responses= type
+    out: dict[str, Any] = {  # Any: FastAPI's responses= type
         "description": f"problem details: {why}",
         "content": {PROBLEM_CONTENT_TYPE: {"schema": copy.deepcopy(_SCHEMA)}},
     }
@@ -68,11 +68,11 @@ def _response(status: int, why: str) -> dict[str, Any]:
 
 # Declared on every router at include time (app.py), so every operation, including
 # those added later, documents every status the shared handlers can give it.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {  # Any: FastAPI's responses= type
     status: _response(status, why) for status, why in _WHY.items()
 }
 
-RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {  # Any: FastAPI's responses= type
     429: {
         "description": "problem details: the node is over its limit for this request "
         "(docs/node-api.md, rate limits); nothing was changed",

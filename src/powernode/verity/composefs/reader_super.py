@@ -78,7 +78,7 @@ class Blob:
                 f"{what} at byte {off} needs {length} bytes, but the image ends at byte {self.end}"
             )
 
-    def unpack(self, fmt: struct.Struct, off: int, what: str) -> tuple[Any, ...]:
+    def unpack(self, fmt: struct.Struct, off: int, what: str) -> tuple[Any, ...]:  # Any: struct
         self.check(off, fmt.size, what)
         return fmt.unpack_from(self.data, off)
 
