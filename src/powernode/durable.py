@@ -20,8 +20,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
-from powernode import linux
-
 # What json.dumps takes (read-only views, so a dict[str, str] is one too).
 JSON: TypeAlias = "Mapping[str, JSON] | Sequence[JSON] | str | int | float | bool | None"
 
@@ -37,6 +35,9 @@ def fsync_dir(path: Path) -> None:
 
 def syncfs(path: Path) -> None:
     """syncfs(2) of the filesystem holding ``path``: one flush for a batch of files."""
+    # ctypes only when asked for: the many callers that write files do not load it
+    from powernode import linux  # noqa: PLC0415
+
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         linux.syncfs(fd)

@@ -9,6 +9,7 @@ into a digest store, then write the image atomically.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import stat
@@ -19,7 +20,7 @@ from typing import BinaryIO
 
 import xxhash
 
-from powernode.durable import write_bytes
+from powernode.durable import atomic_file
 from powernode.errors import SourceTreeError
 from powernode.verity.composefs import erofs_layout as L
 from powernode.verity.composefs.objects import (
@@ -276,7 +277,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """:func:`powernode.durable.write_bytes`, its errors said as the image's."""
     if path.is_dir():
         raise SourceTreeError(f"{path}: is a directory; give a file name for the image")
+    stack = contextlib.ExitStack()
     try:
-        write_bytes(path, data, mode=mode)
+        out = stack.enter_context(atomic_file(path, mode=mode))
+    except OSError as e:
+        raise SourceTreeError(f"{path}: cannot create the image: {e.strerror}") from e
+    try:
+        with stack:
+            out.write(data)
     except OSError as e:
         raise SourceTreeError(f"{path}: cannot write the image: {e.strerror}") from e
