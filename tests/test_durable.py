@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import stat
 from pathlib import Path
 
@@ -90,6 +91,13 @@ def test_a_failed_syscall_carries_its_name_and_errno() -> None:
     assert (e.call, e.errno) == ("syncfs", errno.EBADF)
     assert isinstance(e, OSError) and isinstance(e, PowernodeError)
     assert str(e) == "syncfs: EBADF: Bad file descriptor"
+    again = pickle.loads(pickle.dumps(e))  # noqa: S301 - our own bytes, across a process
+    assert (type(again), again.call, again.errno, str(again)) == (
+        SyscallError,
+        "syncfs",
+        errno.EBADF,
+        str(e),
+    )
 
 
 def test_a_failed_mount_call_is_a_mount_error(tmp_path: Path) -> None:

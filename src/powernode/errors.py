@@ -184,6 +184,10 @@ class SyscallError(PowernodeError, OSError):
         self.detail = detail
         self.err = err
 
+    def __reduce__(self) -> tuple[type[SyscallError], tuple[str, int, str]]:
+        # OSError pickles its (errno, strerror) args; this class is built from these
+        return (type(self), (self.call, self.err, self.detail))
+
     def __str__(self) -> str:
         what = f"{self.call} {self.detail}" if self.detail else self.call
         return f"{what}: {_errno.errorcode.get(self.err, str(self.err))}: {os.strerror(self.err)}"
