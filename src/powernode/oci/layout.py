@@ -35,7 +35,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 from powernode.durable import write_bytes
 from powernode.errors import DataError, DigestMismatchError
@@ -73,7 +73,7 @@ def _references(data: bytes, media_type: str) -> list[Digest]:
             f"manifest mediaType {declared!r} differs from the media type {media_type!r} "
             "it is pushed with"
         )
-    descriptors: list[Any] = []
+    descriptors: list[object] = []
     if media_type == OCI_INDEX or "manifests" in doc:
         descriptors.extend(doc.get("manifests") or [])
     else:
@@ -86,6 +86,19 @@ def _references(data: bytes, media_type: str) -> list[Digest]:
             raise DataError(f"manifest descriptor #{i} has no digest")
         out.append(Digest.parse(d["digest"]))
     return out
+
+
+# A descriptor in index.json (image-spec descriptor.md): JSON members by name.
+Descriptor = dict[str, object]
+
+
+class _Index(TypedDict, total=False):
+    """index.json (image-spec image-index.md) as read: ``manifests`` is checked."""
+
+    schemaVersion: int
+    mediaType: str
+    manifests: list[Descriptor]
+    annotations: dict[str, str]
 
 
 class LayoutRegistry:
@@ -132,7 +145,7 @@ class LayoutRegistry:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _read_index(self) -> dict[str, Any]:
+    def _read_index(self) -> _Index:
         path = self.root / "index.json"
         with path.open("rb") as f:
             raw = f.read(MAX_INDEX_SIZE + 1)
@@ -147,13 +160,13 @@ class LayoutRegistry:
         for i, d in enumerate(index["manifests"]):
             if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
                 raise DataError(f"{path}: manifests[{i}]: a descriptor needs a digest")
-        return index
+        return cast(_Index, index)
 
-    def _write_index(self, index: dict[str, Any]) -> None:
+    def _write_index(self, index: _Index) -> None:
         write_bytes(self.root / "index.json", json.dumps(index, indent=2).encode())
 
     @staticmethod
-    def _ref_name(d: dict[str, Any]) -> str | None:
+    def _ref_name(d: Descriptor) -> str | None:
         annotations = d.get("annotations")
         name = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, dict) else None
         return name if isinstance(name, str) else None
@@ -169,7 +182,7 @@ class LayoutRegistry:
         prefix = repository + ":"
         return name[len(prefix) :] if name.startswith(prefix) else None
 
-    def _resolve_tag(self, ref: Reference) -> dict[str, Any]:
+    def _resolve_tag(self, ref: Reference) -> Descriptor:
         wanted = self.ref_name(ref.repository, ref.target)  # called without a digest: the tag
         manifests = self._read_index()["manifests"]
         for d in manifests:
@@ -290,7 +303,7 @@ class LayoutRegistry:
                 + "; push them first"
             )
         write_verified(self.blob_path(digest), [data], digest, size=len(data))
-        descriptor: dict[str, Any] = {
+        descriptor: Descriptor = {
             "mediaType": media_type,
             "digest": str(digest),
             "size": len(data),
@@ -326,7 +339,7 @@ class LayoutRegistry:
                 raise DataError(f"{self.root}: manifest {ref.digest} has no media type")
             return Manifest(data, media_type, ref.digest)
         d = self._resolve_tag(ref)
-        digest = Digest.parse(d["digest"])
+        digest = Digest.parse(str(d["digest"]))
         data = self._read_manifest_blob(digest)
         if d.get("size") is not None and d["size"] != len(data):
             raise DataError(
@@ -341,12 +354,12 @@ class LayoutRegistry:
         return sorted(t for t in tags if t is not None)
 
     def delete_manifest(self, ref: Reference) -> None:
-        digest = ref.digest or Digest.parse(self._resolve_tag(ref)["digest"])
+        digest = ref.digest or Digest.parse(str(self._resolve_tag(ref)["digest"]))
         with self._locked():
             index = self._read_index()
             entries = index["manifests"]
 
-            def ours(d: dict[str, Any]) -> bool:
+            def ours(d: Descriptor) -> bool:
                 name = self._ref_name(d)
                 return d["digest"] == str(digest) and (
                     name is None or self._tag_of(ref.repository, name) is not None
