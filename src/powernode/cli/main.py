@@ -14,6 +14,7 @@ from powernode.cli.base import App, run
 app = App(
     name="powernode",
     help="Fleet platform for immutable Linux nodes composed from signed modules.",
+    add_completion=True,
 )
 app.add_lazy(
     "demo",
