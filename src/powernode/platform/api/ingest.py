@@ -9,8 +9,13 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
-from powernode.platform.api.schemas_ingest import IngestOut, IngestRequest, WebhookOut
-from powernode.platform.services import ingest, webhooks
+from powernode.platform.api.schemas_ingest import (
+    DeliveryOut,
+    IngestOut,
+    IngestRequest,
+    WebhookOut,
+)
+from powernode.platform.services import deliveries, ingest, webhooks
 from powernode.platform.services.context import Actor
 
 router = APIRouter(tags=["ingest"])
@@ -144,3 +149,37 @@ def queue_ingest(
         out = IngestOut.of(ingest.queue_by_name(ctx, name, body.tag))
     _wake(request)
     return {"ingest": out}
+
+
+@router.get("/webhook_deliveries")
+def list_deliveries(
+    state: State,
+    actor: Reader,
+    *,
+    module: str = "",
+    provider: str = "",
+    status: str = "",
+    after: Annotated[str, Query(max_length=128, description="the last row's cursor")] = "",
+    limit: Annotated[int, Query(ge=1, le=deliveries.MAX_LIST)] = 50,
+) -> dict[str, list[DeliveryOut] | str | None]:
+    """Webhook deliveries, newest first, each with its ingest's status and attempts;
+    ``next`` is the cursor of the following page (keyset), null on the last."""
+    with state.unit(actor, write=False) as ctx:
+        rows = deliveries.list_deliveries(
+            ctx, module=module, provider=provider, status=status, after=after, limit=limit + 1
+        )
+    shown = rows[:limit]
+    nxt = f"{shown[-1].received_at.isoformat()}|{shown[-1].id}" if len(rows) > limit else None
+    return {"deliveries": [DeliveryOut.of(d) for d in shown], "next": nxt}
+
+
+@router.post("/webhook_deliveries/{delivery_id}/redeliver", status_code=status.HTTP_202_ACCEPTED)
+def redeliver(
+    delivery_id: str, request: Request, state: State, actor: CurrentActor
+) -> dict[str, DeliveryOut]:
+    """Queue the delivery's tag again: a rejected or failed ingest is retried; one
+    queued, running or built is left as it is."""
+    with state.unit(actor) as ctx:
+        out = DeliveryOut.of(deliveries.redeliver(ctx, delivery_id))
+    _wake(request)
+    return {"delivery": out}

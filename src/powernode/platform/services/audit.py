@@ -7,6 +7,7 @@ fails leaves neither the change nor an audit row (refusals are logged).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -43,11 +44,25 @@ def record(
     return entry
 
 
-def list_entries(ctx: Ctx, *, action: str | None = None, limit: int = 100) -> list[AuditLogEntry]:
-    """Newest first."""
+def list_entries(
+    ctx: Ctx,
+    *,
+    action: str | None = None,
+    limit: int = 100,
+    actor: str | None = None,
+    before: tuple[datetime, str] | None = None,
+) -> list[AuditLogEntry]:
+    """Newest first; ``before``: the keyset cursor (at, id) of the previous page's last row."""
     q = select(AuditLogEntry).order_by(AuditLogEntry.at.desc(), AuditLogEntry.id)
     if action:
         q = q.where(AuditLogEntry.action == action)
+    if actor:
+        q = q.where(AuditLogEntry.actor == actor)
+    if before is not None:
+        at, entry_id = before
+        q = q.where(
+            (AuditLogEntry.at < at) | ((AuditLogEntry.at == at) & (AuditLogEntry.id > entry_id))
+        )
     return list(ctx.session.scalars(q.limit(min(limit, MAX_LIST))))
 
 
