@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import JsonValue
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.schemas_ingest import (
@@ -19,9 +20,10 @@ from powernode.platform.services import deliveries, ingest, webhooks
 from powernode.platform.services.context import Actor
 
 router = APIRouter(tags=["ingest"])
+JsonSchema = dict[str, JsonValue]
 
 
-def _text(max_length: int = 255) -> dict[str, Any]:
+def _text(max_length: int = 255) -> JsonSchema:
     return {"type": "string", "maxLength": max_length}
 
 
@@ -30,7 +32,7 @@ def _text(max_length: int = 255) -> dict[str, Any]:
 # release.tag_name, a SemVer version) and timestamp (Unix seconds or RFC 3339 with a
 # zone, within 5 minutes) are checked after it. Other members (a native Gitea/GitHub
 # event has many) are ignored.
-_EVENT_SCHEMA: dict[str, Any] = {
+_EVENT_SCHEMA: JsonSchema = {
     "type": "object",
     "properties": {
         "module": _text(),
@@ -48,8 +50,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _header(name: str, pattern: str, description: str, required: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
+def _header(name: str, pattern: str, description: str, required: bool = True) -> JsonSchema:
+    schema: JsonSchema = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
     return {
@@ -64,7 +66,7 @@ def _header(name: str, pattern: str, description: str, required: bool = True) ->
 _DELIVERY = "^[A-Za-z0-9._:-]{1,128}$"  # services/webhooks.py _DELIVERY
 
 
-def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> dict[str, Any]:
+def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> JsonSchema:
     """openapi_extra of one provider's endpoint: its headers and the event body."""
     return {
         "parameters": [
