@@ -5,11 +5,16 @@ bad input refused with nothing changed."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import UTC, datetime
+from typing import Any, get_args
 
 from sqlalchemy import update
 
+from powernode.platform.api.ingest import DeliveryStatus
 from powernode.platform.db.ingest import ModuleIngest
+from powernode.platform.services import deliveries as deliveries_service
+from powernode.platform.services import paging
 from tests.platform.conftest import Platform
 from tests.platform.problems import assert_problem
 from tests.platform.test_drift import instance
@@ -72,9 +77,9 @@ def test_bad_token_requests_change_nothing(platform: Platform) -> None:
     assert_problem(platform.call("POST", f"/bootstrap_tokens/{tid}/revoke", role="read"), 403)
     assert_problem(platform.call("POST", "/bootstrap_tokens/nope/revoke"), 404, "not found")
     r = platform.call("GET", "/bootstrap_tokens", params={"status": "dead"})
-    assert_problem(r, 422, "live, used, expired")
+    assert_problem(r, 422)
     r = platform.call("GET", "/bootstrap_tokens", params={"after": "yesterday|x"})
-    assert_problem(r, 422, "cursor")
+    assert_problem(r, 422)
     assert platform.snapshot() == before
 
 
@@ -123,3 +128,11 @@ def test_redeliver_retries_a_rejected_tag_and_refuses_a_branch(platform: Platfor
     assert (r.json()["delivery"]["status"], r.json()["delivery"]["attempts"]) == ("queued", 0)
     audit = platform.call("GET", "/audit_log", params={"action": "module_ingest.queue"})
     assert audit.json()["audit_log"][0]["actor"] == "admin"
+
+
+def test_the_schema_states_exactly_the_statuses_and_cursors_the_services_take() -> None:
+    assert set(get_args(DeliveryStatus)) - {""} == set(deliveries_service.STATUSES)
+    t = datetime(2026, 12, 7, 17, 0, 0, 123456, tzinfo=UTC)
+    c = paging.cursor(t, "0f0e-1")
+    assert re.fullmatch(paging.PATTERN, c)
+    assert paging.parse_cursor(c) == (t, "0f0e-1")

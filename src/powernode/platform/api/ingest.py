@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -16,11 +16,12 @@ from powernode.platform.api.schemas_ingest import (
     IngestRequest,
     WebhookOut,
 )
-from powernode.platform.services import deliveries, ingest, webhooks
+from powernode.platform.services import deliveries, ingest, paging, webhooks
 from powernode.platform.services.context import Actor
 
 router = APIRouter(tags=["ingest"])
 JsonSchema = dict[str, JsonValue]
+DeliveryStatus = Literal["", "queued", "running", "built", "rejected", "failed", "ignored"]
 
 
 def _text(max_length: int = 255) -> JsonSchema:
@@ -159,9 +160,9 @@ def list_deliveries(
     actor: Reader,
     *,
     module: str = "",
-    provider: str = "",
-    status: str = "",
-    after: Annotated[str, Query(max_length=128, description="the last row's cursor")] = "",
+    provider: Literal["", "gitea", "github"] = "",
+    status: Annotated[DeliveryStatus, Query(description="the ingest's state, or ignored")] = "",
+    after: Annotated[str, Query(pattern=paging.PATTERN, description="the 'next' of a page")] = "",
     limit: Annotated[int, Query(ge=1, le=deliveries.MAX_LIST)] = 50,
 ) -> dict[str, list[DeliveryOut] | str | None]:
     """Webhook deliveries, newest first, each with its ingest's status and attempts;
@@ -171,7 +172,7 @@ def list_deliveries(
             ctx, module=module, provider=provider, status=status, after=after, limit=limit + 1
         )
     shown = rows[:limit]
-    nxt = f"{shown[-1].received_at.isoformat()}|{shown[-1].id}" if len(rows) > limit else None
+    nxt = paging.cursor(shown[-1].received_at, shown[-1].id) if len(rows) > limit else None
     return {"deliveries": [DeliveryOut.of(d) for d in shown], "next": nxt}
 
 

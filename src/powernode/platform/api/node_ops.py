@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
@@ -22,6 +22,7 @@ from powernode.platform.api.schemas_nodeapi import (
     TaskIn,
     TaskOut,
 )
+from powernode.platform.services import paging
 from powernode.platform.services.nodeapi import bootstrap_tokens, enroll, events, tasks
 
 router = APIRouter(tags=["node API (operator)"])
@@ -46,9 +47,9 @@ def list_bootstrap_tokens(
     state: State,
     actor: Reader,
     *,
-    status: Annotated[str, Query(description="live, used or expired")] = "",
+    status: Annotated[Literal["", "live", "used", "expired"], Query()] = "",
     instance: Annotated[str, Query(description="an instance id or hostname")] = "",
-    after: Annotated[str, Query(max_length=128, description="the last row's cursor")] = "",
+    after: Annotated[str, Query(pattern=paging.PATTERN, description="the 'next' of a page")] = "",
     limit: Annotated[int, Query(ge=1, le=bootstrap_tokens.MAX_LIST)] = 50,
 ) -> dict[str, list[BootstrapTokenInfo] | str | None]:
     """Bootstrap tokens (never their secrets), newest first; ``next`` is the cursor of
@@ -58,7 +59,7 @@ def list_bootstrap_tokens(
             ctx, state=status, instance=instance, after=after, limit=limit + 1
         )
     shown = rows[:limit]
-    nxt = f"{shown[-1].created_at.isoformat()}|{shown[-1].id}" if len(rows) > limit else None
+    nxt = paging.cursor(shown[-1].created_at, shown[-1].id) if len(rows) > limit else None
     return {"bootstrap_tokens": [BootstrapTokenInfo.of(t) for t in shown], "next": nxt}
 
 

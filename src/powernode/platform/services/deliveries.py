@@ -21,7 +21,7 @@ from powernode.platform.db.ingest import IngestState, ModuleIngest, WebhookDeliv
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.services import ingest
 from powernode.platform.services.context import READ, WRITE, Ctx
-from powernode.platform.services.nodeapi.bootstrap_tokens import parse_cursor
+from powernode.platform.services.paging import parse_cursor
 
 MAX_LIST = 500
 # A delivery's status: its ingest's state, or "ignored" (not a tag, nothing queued).

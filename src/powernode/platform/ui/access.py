@@ -18,12 +18,12 @@ from powernode.platform.problems import InvalidInputError, PlatformError
 from powernode.platform.services import deliveries
 from powernode.platform.services.context import Ctx
 from powernode.platform.services.nodeapi import bootstrap_tokens, enroll
+from powernode.platform.services.paging import cursor
 from powernode.platform.ui.core import (
     PAGE,
     Form,
     actor_of,
     bulk,
-    cursor,
     one,
     page,
     posted,

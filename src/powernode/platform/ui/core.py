@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlparse
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from powernode import __version__
 from powernode.platform.api.deps import PlatformState
-from powernode.platform.problems import AuthenticationError, InvalidInputError, PlatformError
+from powernode.platform.problems import AuthenticationError, PlatformError
 from powernode.platform.services import tokens
 from powernode.platform.services.context import Actor, Ctx
 from powernode.platform.ui import session as sess
@@ -230,18 +229,3 @@ def bulk(
                       title=title(form), back=back)  # fmt: skip
 
     return wrapper
-
-
-def cursor(at: datetime, row_id: str) -> str:
-    """A keyset cursor for a newest-first list: ``<time ISO>|<id>``."""
-    return f"{at.isoformat()}|{row_id}"
-
-
-def parse_cursor(after: str) -> tuple[datetime, str] | None:
-    if not after:
-        return None
-    at, _, rid = after.partition("|")
-    try:
-        return datetime.fromisoformat(at), rid
-    except ValueError as e:
-        raise InvalidInputError(f"cursor {after!r}: not one this list gave", field="after") from e

@@ -23,6 +23,7 @@ from powernode.platform.problems import PlatformError
 from powernode.platform.services import audit, nodes
 from powernode.platform.services.context import Actor, Ctx
 from powernode.platform.services.drift import instance_drift
+from powernode.platform.services.paging import cursor, parse_cursor
 from powernode.platform.services.providers import InstanceProvider
 from powernode.platform.ui.core import (
     PAGE,
@@ -31,11 +32,9 @@ from powernode.platform.ui.core import (
     action,
     actor_of,
     bulk,
-    cursor,
     headers,
     one,
     page,
-    parse_cursor,
     read,
     render,
     state_of,

@@ -21,6 +21,7 @@ from powernode.platform.db import BootstrapToken, Node, NodeInstance
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.services import audit
 from powernode.platform.services.context import READ, WRITE, Ctx
+from powernode.platform.services.paging import parse_cursor
 
 TokenState = Literal["live", "used", "expired"]
 STATES: tuple[TokenState, ...] = ("live", "used", "expired")
@@ -52,17 +53,6 @@ def _scoped(ctx: Ctx) -> Select[BootstrapToken, str]:
         .join(Node, Node.id == NodeInstance.node_id)
         .where(Node.account == ctx.actor.account)
     )
-
-
-def parse_cursor(after: str) -> tuple[datetime, str] | None:
-    """``<created_at ISO>|<id>`` as the previous page's last row printed it."""
-    if not after:
-        return None
-    at, _, tid = after.partition("|")
-    try:
-        return datetime.fromisoformat(at), tid
-    except ValueError as e:
-        raise InvalidInputError(f"cursor {after!r}: not one this list gave", field="after") from e
 
 
 def list_tokens(
