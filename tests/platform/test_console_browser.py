@@ -299,6 +299,12 @@ def test_tokens_deliveries_and_every_list_in_bulk(
     assert page.locator("#results tr.ok").count() == 1
     alice.shot("templates-assigned", "Assign nginx")
 
+    # A template's assignments: selected for bulk unassign (checkboxes tied to the
+    # form by form=, outside it), counted; not submitted here (test_console_pages).
+    page = alice.go("/app/system/templates/base")
+    page.check("#assignments tbody input[value=nginx]")
+    assert page.inner_text("#bulk [data-selected-count]") == "1 selected"
+
     # Versions: demote in bulk (one step back).
     page = alice.go("/app/system/versions?module=nginx")
     page.check("#versions thead input[data-select-all]")

@@ -69,6 +69,8 @@ def test_pages_read_while_another_holds_the_write_lock(platform: Platform, fleet
         for path in [*PAGES, f"/app/system/instances/{fleet}"]:
             r = platform.raw("GET", path)
             assert r.status_code == 200, (path, r.text[:300])
+        # A metrics scrape reads only too.
+        assert platform.raw("GET", "/metrics", headers=platform.headers("read")).status_code == 200
         held.rollback()
 
 
@@ -95,6 +97,7 @@ def test_a_token_secret_is_shown_once_and_never_listed(platform: Platform, fleet
         ("/app/system/templates/bulk-assign", "template"),
         ("/app/system/instances/bulk-terminate", "instance"),
         ("/app/system/versions/bulk", "version"),
+        ("/app/system/templates/base/bulk-unassign", "module"),
     ],
 )
 def test_bulk_actions_without_csrf_change_nothing(
@@ -118,3 +121,17 @@ def test_bad_filters_and_cursors_are_refused_with_the_reason(platform: Platform)
     assert r.status_code == 422 and "cursor" in r.text
     r = platform.raw("GET", "/app/system/audit?after=1|x%20y")
     assert r.status_code == 422
+
+
+def test_bulk_unassign_from_a_template(platform: Platform, fleet: str) -> None:
+    publish(platform, "redis", "1.0.0", files=["/etc/redis.conf"], state="live")
+    for module in ("nginx", "redis"):
+        r = platform.call("POST", "/node_templates/base/assignments", json={"module_name": module})
+        assert r.status_code == 201, r.text
+    csrf = login(platform)
+    r = platform.raw("POST", "/app/system/templates/base/bulk-unassign",
+                     data={"csrf": csrf, "module": ["nginx", "redis", "nope"]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.text.count('class="ok"') == 2 and r.text.count('class="refused"') == 1
+    left = platform.call("GET", "/node_templates/base").json()["template"]["assignments"]
+    assert left == []

@@ -402,6 +402,21 @@ def template_assign(request: Request, actor: Actor, form: Form) -> str:
     return f"/app/system/templates/{quote(name)}"
 
 
+async def template_unassign(request: Request) -> Response:
+    """Unassign the selected modules from the template, each in its own unit of work."""
+    name = request.path_params["name"]
+
+    def each(ctx: Ctx, module: str, _form: Form) -> tuple[str, str]:
+        templates.unassign_module(ctx, name, module)
+        return module, f"unassigned from {name}"
+
+    back = f"/app/system/templates/{quote(name)}"
+    return await bulk(lambda _f: f"Unassign from {name}", "module", back, each)(request)
+
+
+router.add_api_route("/system/templates/{name}/bulk-unassign", template_unassign, methods=["POST"])
+
+
 @router.post("/system/assignments/{assignment_id}")
 @action
 def assignment_update(request: Request, actor: Actor, form: Form) -> str:
