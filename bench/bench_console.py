@@ -165,6 +165,7 @@ def run(db_url: str, data: Path, instances: int, versions: int, n: int) -> bool:
                 f"{API}/node_instances/{iid}/drift",
             ),
             ("templates page 1", "/app/system/templates", f"{API}/node_templates"),
+            ("nodes page 1", "/app/system/nodes", f"{API}/nodes"),
             ("bootstrap tokens page 1", "/app/system/bootstrap-tokens", f"{API}/bootstrap_tokens"),
             (
                 "bootstrap tokens, live",

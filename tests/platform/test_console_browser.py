@@ -313,6 +313,18 @@ def test_tokens_deliveries_and_every_list_in_bulk(
     page.wait_for_url("**/system/versions/bulk")
     assert "now blessed" in page.inner_text("#results")
 
+    # Nodes: provision an instance of each selected node (web-1 has one: refused).
+    r = platform.call("POST", "/nodes", json={"hostname": "web-2", "node_template_id": "base"})
+    assert r.status_code == 201, r.text
+    page = alice.go("/app/system/nodes")
+    page.check("#nodes thead input[data-select-all]")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-provision")
+    assert page.locator("#results tr.ok").count() == 1
+    assert page.locator("#results tr.refused").count() == 1
+    alice.shot("nodes-provisioned", "Provisioning")
+
     # Instances: terminate in bulk, each on its own.
     page = alice.go("/app/system/instances")
     page.check("#instances thead input[data-select-all]")
@@ -328,6 +340,7 @@ def test_tokens_deliveries_and_every_list_in_bulk(
         ("/app/system/versions", "Promote selected"),
         ("/app/system/templates", "Assign"),
         ("/app/system/templates/base", "Which module wins each path"),
+        ("/app/system/nodes", "web-1"),
         ("/app/system/instances", "web-1"),
         (f"/app/system/instances/{iid}", "Console log"),
         ("/app/system/bootstrap-tokens", "expired"),
@@ -337,7 +350,7 @@ def test_tokens_deliveries_and_every_list_in_bulk(
     ]:
         alice.go(path)
         alice.shot("page-" + path.strip("/").replace("/", "-")[:60], must)
-    assert len(list(shots.glob("alice-page-*.png"))) == 12
+    assert len(list(shots.glob("alice-page-*.png"))) == 13
 
     # Modules: bulk delete; nginx is assigned, so only it is refused.
     page = alice.go("/app/system/modules")

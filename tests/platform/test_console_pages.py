@@ -22,6 +22,7 @@ PAGES = [
     "/app/system/versions",
     "/app/system/templates",
     "/app/system/templates/base",
+    "/app/system/nodes",
     "/app/system/instances",
     "/app/system/bootstrap-tokens",
     "/app/system/deliveries",
@@ -98,6 +99,7 @@ def test_a_token_secret_is_shown_once_and_never_listed(platform: Platform, fleet
         ("/app/system/instances/bulk-terminate", "instance"),
         ("/app/system/versions/bulk", "version"),
         ("/app/system/templates/base/bulk-unassign", "module"),
+        ("/app/system/nodes/bulk-provision", "node"),
     ],
 )
 def test_bulk_actions_without_csrf_change_nothing(
@@ -135,3 +137,20 @@ def test_bulk_unassign_from_a_template(platform: Platform, fleet: str) -> None:
     assert r.text.count('class="ok"') == 2 and r.text.count('class="refused"') == 1
     left = platform.call("GET", "/node_templates/base").json()["template"]["assignments"]
     assert left == []
+
+
+def test_bulk_provision_from_the_nodes_page(platform: Platform, fleet: str) -> None:
+    for host in ("web-2", "web-3"):
+        r = platform.call("POST", "/nodes", json={"hostname": host, "node_template_id": "base"})
+        assert r.status_code == 201, r.text
+    csrf = login(platform)
+    page = platform.raw("GET", "/app/system/nodes?hostname=web-").text
+    ids = re.findall(r'name="node" value="([^"]+)"', page)
+    assert len(ids) == 3
+    r = platform.raw("POST", "/app/system/nodes/bulk-provision",
+                     data={"csrf": csrf, "node": [*ids, "no-such-node"]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    # web-1 runs an instance already: refused (the service's rule), the others done.
+    assert r.text.count('class="ok"') == 2 and r.text.count('class="refused"') == 2
+    listed = platform.call("GET", "/node_instances").json()["instances"]
+    assert sorted(i["hostname"] for i in listed) == ["web-1", "web-2", "web-3"]

@@ -12,11 +12,11 @@ from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from powernode.platform.api.schemas_desired import DriftOut
-from powernode.platform.db import InstanceStatus, NodeInstance
+from powernode.platform.db import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.fleet import FleetEvent
 from powernode.platform.db.templates import NodeTemplate
 from powernode.platform.problems import PlatformError
@@ -47,6 +47,73 @@ CONSOLE_TAIL = 64 * 1024  # the console log's last bytes shown
 Row = dict[str, object]
 
 router = APIRouter()
+
+
+# -- nodes --------------------------------------------------------------------------------
+
+
+@router.get("/system/nodes")
+@page
+def nodes_page(request: Request) -> Response:
+    """Nodes by hostname (filter by a hostname's start and template), paged by
+    (hostname, id), with their instances counted in one grouped read; bulk:
+    provision an instance of each selected node."""
+    s, actor = actor_of(request)
+    template = request.query_params.get("template") or ""
+    host = request.query_params.get("hostname") or ""
+    after = request.query_params.get("after") or ""
+    after_host, _, after_id = after.partition("|")
+    with read(request, actor) as ctx:
+        actor.require("read", "listing nodes")
+        q = (
+            select(Node, NodeTemplate.name)
+            .join(NodeTemplate, NodeTemplate.id == Node.template_id)
+            .where(Node.account == actor.account)
+        )
+        if template:
+            q = q.where(NodeTemplate.name == template)
+        if host:
+            q = q.where(Node.hostname.startswith(host, autoescape=True))
+        if after:
+            q = q.where(
+                (Node.hostname > after_host)
+                | ((Node.hostname == after_host) & (Node.id > after_id))
+            )
+        rows = ctx.session.execute(q.order_by(Node.hostname, Node.id).limit(PAGE + 1)).all()
+        ids = [n.id for n, _t in rows[:PAGE]]
+        counted = (
+            select(NodeInstance.node_id, NodeInstance.status, func.count())
+            .where(NodeInstance.node_id.in_(ids))
+            .group_by(NodeInstance.node_id, NodeInstance.status)
+        )
+        counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+        for node_id, status, n in ctx.session.execute(counted):
+            counts[node_id][status] = n
+        shown: list[Row] = [
+            {"id": n.id, "hostname": n.hostname, "template": t, "created_at": n.created_at,
+             "instances": counts[n.id]}
+            for n, t in rows[:PAGE]
+        ]  # fmt: skip
+    nxt = f"{shown[-1]['hostname']}|{shown[-1]['id']}" if len(rows) > PAGE else None
+    return render(
+        request, "nodes.html", csrf=s.csrf, actor=actor, nodes=shown, template=template,
+        hostname=host, next_after=nxt,
+    )  # fmt: skip
+
+
+async def nodes_provision(request: Request) -> Response:
+    """Provision an instance of each selected node, each in its own unit of work."""
+    provider = state_of(request).provider
+
+    def each(ctx: Ctx, node_id: str, _form: Form) -> tuple[str, str]:
+        i = nodes.provision_instance(ctx, provider, node_id)
+        return i.hostname, f"instance {i.id} {i.status}"
+
+    handler = bulk(lambda _f: "Provisioning", "node", "/app/system/instances", each)
+    return await handler(request)
+
+
+router.add_api_route("/system/nodes/bulk-provision", nodes_provision, methods=["POST"])
 
 
 # -- instances ------------------------------------------------------------------------
