@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from powernode.platform.db.session import writer
+from powernode.platform.services.providers import RecordingProvider
 from tests.platform.conftest import Platform
 from tests.platform.test_drift import instance
 from tests.platform.test_preview import publish
@@ -154,3 +155,20 @@ def test_bulk_provision_from_the_nodes_page(platform: Platform, fleet: str) -> N
     assert r.text.count('class="ok"') == 2 and r.text.count('class="refused"') == 2
     listed = platform.call("GET", "/node_instances").json()["instances"]
     assert sorted(i["hostname"] for i in listed) == ["web-1", "web-2", "web-3"]
+
+
+class CapturingProvider(RecordingProvider):
+    """A provider that keeps its instances' consoles (the QEMU provider's method)."""
+
+    def console_log(self, provider_ref: str) -> str | None:
+        return f"[    0.000000] Linux version 6.1 ({provider_ref})\n<script>x()</script>\nlogin:"
+
+
+def test_the_instance_page_shows_the_providers_console(platform: Platform, fleet: str) -> None:
+    login(platform)
+    platform.app.state.platform.provider = CapturingProvider()
+    page = platform.raw("GET", f"/app/system/instances/{fleet}").text
+    console = page[page.index('<section id="console">') :]
+    assert f"Linux version 6.1 (recorded-{fleet})" in console
+    assert "&lt;script&gt;x()&lt;/script&gt;" in console and "<script>x()" not in console
+    assert "No console captured" not in page
