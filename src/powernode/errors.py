@@ -49,6 +49,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   └── UnresolvableIdentityError (agent.identity.model)  no identity source answered
     ├── IngestError (demo.fleet)                      a fleet file that cannot be loaded
     ├── Level0Failure (verity.fsverity_procs)         fs-verity level 0 not computed
+    ├── Login (platform.ui.core)                      the console has no usable session
     ├── MountError                                    a mount not made, moved or removed
     │   └── MountCallError                            a mount call (also SyscallError)
     ├── OperatorError (demo.operator)                 the demo operator's call failed

@@ -20,8 +20,11 @@ import uvicorn
 from sqlalchemy import update
 
 from powernode.platform.db import NodeInstance
+from powernode.platform.db.ingest import ModuleIngest
 from tests.platform.conftest import Platform
+from tests.platform.test_drift import instance
 from tests.platform.test_preview import publish
+from tests.platform.test_webhooks import create_module, deliver
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -231,3 +234,151 @@ def test_a_bad_token_is_refused_at_login(served: str, browser: Any) -> None:
     page.click("#login button[type=submit]")
     assert page.inner_text("#login-error")
     assert not ctx.cookies()  # no session was made
+
+
+def test_tokens_deliveries_and_every_list_in_bulk(
+    platform: Platform, served: str, browser: Any, tmp_path: Path
+) -> None:
+    """Bootstrap tokens (created, shown once, bulk-revoked), deliveries (bulk
+    redelivered), the instance page's digests and console section, the bulk
+    actions of the other lists, and a screenshot of every page."""
+    secret = create_module(platform)
+    for i, tag in enumerate(("v1.0.0", "v1.1.0")):
+        deliver(platform, {"module": "my-redis", "tag": tag}, secret, delivery=f"d-{i}")
+    with platform.engine.begin() as c:  # the worker found both artifacts unsigned
+        c.execute(update(ModuleIngest).values(state="rejected", reason="no signature"))
+    publish(platform, "nginx", "1.0.0", files=["/etc/nginx.conf"], state="live")
+    iid = instance(platform, "web-1")
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    alice = Operator(browser, served, platform.tokens["admin"], shots, "alice")
+
+    # A token for the instance, from its page: the secret is shown once, never listed.
+    page = alice.go(f"/app/system/instances/{iid}")
+    assert "No console captured" in page.inner_text("#console")
+    alice.shot("instance", "Running digests")
+    page.click("#token-new button[type=submit]")
+    secret_shown = page.inner_text("#secret")
+    assert secret_shown.startswith("pnb_")
+    alice.shot("token-created", "shown only this once")
+    page = alice.go("/app/system/bootstrap-tokens")
+    page.fill("#token-new input[name=instance]", iid)
+    page.click("#token-new button[type=submit]")
+    page = alice.go("/app/system/bootstrap-tokens?state=live")
+    assert page.locator("#tokens tbody input[name=token]").count() == 2
+    assert secret_shown not in page.content()
+    alice.shot("bootstrap-tokens", "Revoke selected")
+    page.once("dialog", lambda d: d.accept())
+    page.check("#tokens thead input[data-select-all]")
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-revoke")
+    assert page.locator("#results tr.ok").count() == 2
+    alice.shot("tokens-revoked", "Bootstrap token revocation")
+    listed = platform.call("GET", "/bootstrap_tokens").json()["bootstrap_tokens"]
+    assert {t["state"] for t in listed} == {"expired"}
+
+    # Deliveries: both rejected, redelivered in bulk, queued again.
+    page = alice.go("/app/system/deliveries?status=rejected")
+    assert page.locator("#deliveries tbody input[name=delivery]").count() == 2
+    alice.shot("deliveries", "Redeliver selected")
+    page.check("#deliveries thead input[data-select-all]")
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-redeliver")
+    assert page.locator("#results tr.ok").count() == 2
+    alice.shot("redelivered", "ingest queued")
+    rows = platform.call("GET", "/webhook_deliveries").json()["deliveries"]
+    assert {d["status"] for d in rows} == {"queued"}
+
+    # Templates: assign a module to the selected templates in bulk.
+    page = alice.go("/app/system/templates")
+    page.check("#templates tbody input[value=base]")
+    page.fill("#bulk input[name=module]", "nginx")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-assign")
+    assert page.locator("#results tr.ok").count() == 1
+    alice.shot("templates-assigned", "Assign nginx")
+
+    # A template's assignments: selected for bulk unassign (checkboxes tied to the
+    # form by form=, outside it), counted; not submitted here (test_console_pages).
+    page = alice.go("/app/system/templates/base")
+    page.check("#assignments tbody input[value=nginx]")
+    assert page.inner_text("#bulk [data-selected-count]") == "1 selected"
+
+    # Versions: demote in bulk (one step back).
+    page = alice.go("/app/system/versions?module=nginx")
+    page.check("#versions thead input[data-select-all]")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk][value=demote]")
+    page.wait_for_url("**/system/versions/bulk")
+    assert "now blessed" in page.inner_text("#results")
+
+    # Nodes: provision an instance of each selected node (web-1 has one: refused).
+    r = platform.call("POST", "/nodes", json={"hostname": "web-2", "node_template_id": "base"})
+    assert r.status_code == 201, r.text
+    page = alice.go("/app/system/nodes")
+    page.check("#nodes thead input[data-select-all]")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-provision")
+    assert page.locator("#results tr.ok").count() == 1
+    assert page.locator("#results tr.refused").count() == 1
+    alice.shot("nodes-provisioned", "Provisioning")
+
+    # Instances: terminate in bulk, each on its own.
+    page = alice.go("/app/system/instances")
+    page.check("#instances thead input[data-select-all]")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-terminate")
+    assert "now terminated" in page.inner_text("#results")
+
+    for path, must in [
+        ("/app/system/modules", "Register a module"),
+        ("/app/system/modules/new", "Register a module"),
+        ("/app/system/modules/nginx", "nginx"),
+        ("/app/system/versions", "Promote selected"),
+        ("/app/system/templates", "Assign"),
+        ("/app/system/templates/base", "Which module wins each path"),
+        ("/app/system/nodes", "web-1"),
+        ("/app/system/instances", "web-1"),
+        (f"/app/system/instances/{iid}", "Console log"),
+        ("/app/system/bootstrap-tokens", "expired"),
+        ("/app/system/deliveries", "d-1"),
+        ("/app/system/events", "Fleet events"),
+        ("/app/system/audit", "instance.bootstrap_token.revoke"),
+    ]:
+        alice.go(path)
+        alice.shot("page-" + path.strip("/").replace("/", "-")[:60], must)
+    assert len(list(shots.glob("alice-page-*.png"))) == 13
+
+    # Modules: bulk delete; nginx is assigned, so only it is refused.
+    page = alice.go("/app/system/modules")
+    page.check("#modules thead input[data-select-all]")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-delete")
+    assert page.locator("#results tr.refused").count() == 1
+    assert "nginx" in page.inner_text("#results tr.refused")
+    alice.shot("modules-deleted", "Module deletion")
+
+
+def test_a_reader_is_refused_the_new_lists_actions(
+    platform: Platform, served: str, browser: Any, tmp_path: Path
+) -> None:
+    iid = instance(platform, "web-1")
+    platform.call("POST", f"/node_instances/{iid}/bootstrap_tokens", json={})
+    before = platform.snapshot()
+    reader = Operator(browser, served, platform.tokens["read"], tmp_path, "reader")
+    page = reader.go("/app/system/bootstrap-tokens")
+    page.check("#tokens thead input[data-select-all]")
+    page.once("dialog", lambda d: d.accept())
+    page.click("button[data-bulk]")
+    page.wait_for_url("**/bulk-revoke")
+    assert page.locator("#results tr.refused").count() == 1
+    assert "scope" in page.inner_text("#results")
+    reader.shot("refused-revoke", "refused")
+    page = reader.go(f"/app/system/instances/{iid}")
+    page.click("#token-new button[type=submit]")
+    assert "scope" in page.inner_text("#refusal")
+    assert platform.snapshot() == before

@@ -17,11 +17,15 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from sqlalchemy import select
 
 from powernode.mcp.server import Connection, build_server
+from powernode.platform.db import AuditLogEntry
+from powernode.platform.db.base import Base
 from tests.platform.conftest import Platform
 from tests.platform.test_drift import instance
 from tests.platform.test_preview import assign, publish
+from tests.platform.test_webhooks import create_module, deliver
 
 READS = {
     "system_list_modules",
@@ -84,6 +88,25 @@ def session(
     return anyio.run(go)
 
 
+def fleet(p: Platform) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row but the audit log's records of MCP calls themselves (each call, a
+    refused one too, is recorded before it runs): equal means the call changed nothing."""
+    snap = p.snapshot()
+    with p.engine.connect() as c:
+        calls = {str(i) for i in c.scalars(
+            select(AuditLogEntry.id).where(AuditLogEntry.action.like("mcp.%"))
+        )}  # fmt: skip
+    at = list(Base.metadata.tables["audit_log"].columns.keys()).index("id")
+    snap["audit_log"] = [r for r in snap["audit_log"] if r[at] not in calls]
+    return snap
+
+
+def calls(p: Platform) -> list[dict[str, Any]]:
+    """The audit log's records of MCP calls, newest first."""
+    entries = p.call("GET", "/audit_log", role="read", params={"limit": 200}).json()["audit_log"]
+    return [e for e in entries if e["action"].startswith("mcp.")]
+
+
 def payload(result: types.CallToolResult) -> dict[str, Any]:
     assert not result.is_error, result.content
     if result.structured_content is not None:
@@ -134,11 +157,11 @@ def test_with_writes_every_tool_is_annotated(stack: Platform) -> None:
 
 
 def test_read_only_refuses_writes_and_changes_nothing(stack: Platform) -> None:
-    before = stack.snapshot()
+    before = fleet(stack)
     result = session(stack, lambda c: c.call_tool("system_delete_module", {"name": "my-redis"}))
     assert result.is_error
     assert "system_delete_module" in error_text(result)
-    assert stack.snapshot() == before
+    assert fleet(stack) == before
 
 
 def test_reads_answer_what_rest_answers(stack: Platform) -> None:
@@ -178,7 +201,7 @@ def test_destructive_call_without_confirmation_changes_nothing(
     stack: Platform, answer: bool | None
 ) -> None:
     iid = instance(stack, "redis-1")
-    before = stack.snapshot()
+    before = fleet(stack)
     asked: list[str] = []
     got = payload(
         session(
@@ -191,12 +214,12 @@ def test_destructive_call_without_confirmation_changes_nothing(
     assert got["done"] is False
     assert got["plan"]["instance"]["hostname"] == "redis-1"
     assert len(asked) == 1 and "terminate" in asked[0] and "redis-1" in asked[0]
-    assert stack.snapshot() == before
+    assert fleet(stack) == before
 
 
 def test_a_client_that_cannot_confirm_changes_nothing(stack: Platform) -> None:
     """No elicitation capability: the call is refused before the tool acts."""
-    before = stack.snapshot()
+    before = fleet(stack)
     with pytest.raises(BaseExceptionGroup) as raised:  # the SDK's task group wraps it
         session(
             stack,
@@ -204,13 +227,13 @@ def test_a_client_that_cannot_confirm_changes_nothing(stack: Platform) -> None:
             writes=True,
         )
     assert raised.group_contains(MCPError, match="elicitation capability", depth=None)
-    assert stack.snapshot() == before
+    assert fleet(stack) == before
 
 
 def test_dry_run_shows_the_plan_and_changes_nothing(stack: Platform) -> None:
     instance(stack, "redis-1")
     instance(stack, "redis-2")
-    before = stack.snapshot()
+    before = fleet(stack)
     got = payload(
         session(
             stack,
@@ -223,7 +246,7 @@ def test_dry_run_shows_the_plan_and_changes_nothing(stack: Platform) -> None:
     )
     assert got["done"] is False and got["reason"] == "dry run"
     assert got["plan"]["instances_reached"] == 2
-    assert stack.snapshot() == before
+    assert fleet(stack) == before
 
 
 def test_confirmed_call_does_what_rest_does(stack: Platform) -> None:
@@ -253,7 +276,7 @@ def test_confirmed_call_does_what_rest_does(stack: Platform) -> None:
 
 
 def test_the_token_scopes_hold_through_mcp(stack: Platform) -> None:
-    before = stack.snapshot()
+    before = fleet(stack)
     result = session(
         stack,
         lambda c: c.call_tool("system_create_node", {"hostname": "n9", "template": "base"}),
@@ -261,7 +284,7 @@ def test_the_token_scopes_hold_through_mcp(stack: Platform) -> None:
         role="read",
     )
     assert "403" in error_text(result)
-    assert stack.snapshot() == before
+    assert fleet(stack) == before
 
 
 def test_resources(stack: Platform) -> None:
@@ -280,3 +303,51 @@ def test_resources(stack: Platform) -> None:
     doc = json.loads(read.contents[0].text)
     assert doc["module"]["name"] == "my-redis"
     assert [v["version_string"] for v in doc["versions"]] == ["1.0.0"]
+
+
+def test_every_call_is_audited_under_the_token_reads_too(stack: Platform) -> None:
+    iid = instance(stack, "redis-1")
+    before = len(calls(stack))
+    payload(
+        session(stack, lambda c: c.call_tool("system_drift_report", {"instance_id": iid}),
+                role="read")
+    )  # fmt: skip
+    mine = calls(stack)
+    assert len(mine) == before + 1
+    entry = mine[0]
+    assert (entry["actor"], entry["action"], entry["target_id"]) == (
+        "read", "mcp.tool", "system_drift_report"
+    )  # fmt: skip
+    assert entry["detail"]["arguments"] == {"instance_id": iid}
+    assert entry["token_id"]
+    # A resource read too, and a refused write (read-only mode): recorded, nothing else.
+    session(stack, lambda c: c.read_resource("powernode://modules/my-redis"))
+    assert calls(stack)[0]["action"] == "mcp.resource"
+    assert calls(stack)[0]["target_id"] == "powernode://modules/my-redis"
+    session(stack, lambda c: c.call_tool("system_delete_module", {"name": "my-redis"}))
+    assert calls(stack)[0]["target_id"] == "system_delete_module"
+
+
+def test_a_call_that_cannot_be_audited_is_refused(stack: Platform) -> None:
+    before = fleet(stack)
+    stack.tokens["bogus"] = "pnt_not-a-real-token"
+    result = session(stack, lambda c: c.call_tool("system_list_modules", {}), role="bogus")
+    assert "401" in error_text(result)
+    assert fleet(stack) == before and calls(stack) == []
+
+
+def test_workflow_runs_are_the_deliveries_and_ingests(platform: Platform) -> None:
+    secret = create_module(platform, gitea_repo_full_name="acme/my-redis-module")
+    deliver(platform, {"repository": {"full_name": "acme/my-redis-module"}, "tag": "v1.0.0"},
+            secret)  # fmt: skip
+    got = payload(
+        session(
+            platform,
+            lambda c: c.call_tool(
+                "list_gitea_workflow_runs", {"owner": "acme", "repo": "my-redis-module"}
+            ),
+        )
+    )
+    assert got["module"] == "my-redis"
+    assert [(d["delivery_id"], d["status"]) for d in got["deliveries"]] == [("d-1", "queued")]
+    assert [(r["tag"], r["state"]) for r in got["runs"]] == [("v1.0.0", "queued")]

@@ -23,7 +23,7 @@ app = App(
     name="powernode-agent",
     help="The powernode node agent.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
 )
 
 ConfigOpt = Annotated[

@@ -95,6 +95,9 @@ class _FlagCoercion:
         return value
 
 
+_COMPLETION_PARAMS = frozenset({"install_completion", "show_completion"})
+
+
 class _Plain:
     """Usage line and option list in click's plain style (mixed into command and group)."""
 
@@ -105,6 +108,15 @@ class _Plain:
         if option is not None and getattr(option, "_runtime_param", None) is None:
             option._runtime_param = _FlagCoercion()
         return option
+
+    def get_params(self, ctx: Any) -> list[Any]:  # Any: typer's private click
+        # The same for typer's --install-completion/--show-completion (their
+        # callbacks read the raw value): no pydantic on every command's path.
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]  # Any: typer's private click
+        for p in params:
+            if p.name in _COMPLETION_PARAMS and getattr(p, "_runtime_param", None) is None:
+                p._runtime_param = _FlagCoercion()
+        return params
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:  # Any: typer's private click
         cmd: Any = self  # Any: typer's private click

@@ -14,6 +14,7 @@ from powernode.cli.base import App, Loaded, run
 app = App(
     name="powernode",
     help="Fleet platform for immutable Linux nodes composed from signed modules.",
+    add_completion=True,
 )
 
 # Each loader imports its group when it runs (not on `powernode --help`).

@@ -124,7 +124,8 @@ def create_app(
     app.include_router(ui_routes.router)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
-    app.state.metrics = Metrics(state.sessions, clock, state.heartbeats)
+    # A scrape only reads: a read-only session, never SQLite's write lock.
+    app.state.metrics = Metrics(make_sessionmaker(engine, write=False), clock, state.heartbeats)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     @app.get("/healthz", tags=["health"])

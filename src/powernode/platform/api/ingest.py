@@ -3,20 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import JsonValue
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
-from powernode.platform.api.schemas_ingest import IngestOut, IngestRequest, WebhookOut
-from powernode.platform.services import ingest, webhooks
+from powernode.platform.api.schemas_ingest import (
+    DeliveryOut,
+    IngestOut,
+    IngestRequest,
+    WebhookOut,
+)
+from powernode.platform.services import deliveries, ingest, paging, webhooks
 from powernode.platform.services.context import Actor
 
 router = APIRouter(tags=["ingest"])
+JsonSchema = dict[str, JsonValue]
+DeliveryStatus = Literal["", "queued", "running", "built", "rejected", "failed", "ignored"]
 
 
-def _text(max_length: int = 255) -> dict[str, Any]:
+def _text(max_length: int = 255) -> JsonSchema:
     return {"type": "string", "maxLength": max_length}
 
 
@@ -25,7 +33,7 @@ def _text(max_length: int = 255) -> dict[str, Any]:
 # release.tag_name, a SemVer version) and timestamp (Unix seconds or RFC 3339 with a
 # zone, within 5 minutes) are checked after it. Other members (a native Gitea/GitHub
 # event has many) are ignored.
-_EVENT_SCHEMA: dict[str, Any] = {
+_EVENT_SCHEMA: JsonSchema = {
     "type": "object",
     "properties": {
         "module": _text(),
@@ -43,8 +51,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _header(name: str, pattern: str, description: str, required: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
+def _header(name: str, pattern: str, description: str, required: bool = True) -> JsonSchema:
+    schema: JsonSchema = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
     return {
@@ -59,7 +67,7 @@ def _header(name: str, pattern: str, description: str, required: bool = True) ->
 _DELIVERY = "^[A-Za-z0-9._:-]{1,128}$"  # services/webhooks.py _DELIVERY
 
 
-def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> dict[str, Any]:
+def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> JsonSchema:
     """openapi_extra of one provider's endpoint: its headers and the event body."""
     return {
         "parameters": [
@@ -144,3 +152,37 @@ def queue_ingest(
         out = IngestOut.of(ingest.queue_by_name(ctx, name, body.tag))
     _wake(request)
     return {"ingest": out}
+
+
+@router.get("/webhook_deliveries")
+def list_deliveries(
+    state: State,
+    actor: Reader,
+    *,
+    module: str = "",
+    provider: Literal["", "gitea", "github"] = "",
+    status: Annotated[DeliveryStatus, Query(description="the ingest's state, or ignored")] = "",
+    after: Annotated[str, Query(pattern=paging.PATTERN, description="the 'next' of a page")] = "",
+    limit: Annotated[int, Query(ge=1, le=deliveries.MAX_LIST)] = 50,
+) -> dict[str, list[DeliveryOut] | str | None]:
+    """Webhook deliveries, newest first, each with its ingest's status and attempts;
+    ``next`` is the cursor of the following page (keyset), null on the last."""
+    with state.unit(actor, write=False) as ctx:
+        rows = deliveries.list_deliveries(
+            ctx, module=module, provider=provider, status=status, after=after, limit=limit + 1
+        )
+    shown = rows[:limit]
+    nxt = paging.cursor(shown[-1].received_at, shown[-1].id) if len(rows) > limit else None
+    return {"deliveries": [DeliveryOut.of(d) for d in shown], "next": nxt}
+
+
+@router.post("/webhook_deliveries/{delivery_id}/redeliver", status_code=status.HTTP_202_ACCEPTED)
+def redeliver(
+    delivery_id: str, request: Request, state: State, actor: CurrentActor
+) -> dict[str, DeliveryOut]:
+    """Queue the delivery's tag again: a rejected or failed ingest is retried; one
+    queued, running or built is left as it is."""
+    with state.unit(actor) as ctx:
+        out = DeliveryOut.of(deliveries.redeliver(ctx, delivery_id))
+    _wake(request)
+    return {"delivery": out}

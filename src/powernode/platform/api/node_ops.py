@@ -8,20 +8,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.schemas_nodeapi import (
     BootstrapTokenIn,
+    BootstrapTokenInfo,
     BootstrapTokenOut,
     CertificateOut,
     EventOut,
     TaskIn,
     TaskOut,
 )
-from powernode.platform.services.nodeapi import enroll, events, tasks
+from powernode.platform.services import paging
+from powernode.platform.services.nodeapi import bootstrap_tokens, enroll, events, tasks
 
 router = APIRouter(tags=["node API (operator)"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -38,6 +40,36 @@ def create_bootstrap_token(
     return BootstrapTokenOut(
         token=secret, token_id=token.id, instance_id=token.instance_id, expires_at=token.expires_at
     )
+
+
+@router.get("/bootstrap_tokens")
+def list_bootstrap_tokens(
+    state: State,
+    actor: Reader,
+    *,
+    status: Annotated[Literal["", "live", "used", "expired"], Query()] = "",
+    instance: Annotated[str, Query(description="an instance id or hostname")] = "",
+    after: Annotated[str, Query(pattern=paging.PATTERN, description="the 'next' of a page")] = "",
+    limit: Annotated[int, Query(ge=1, le=bootstrap_tokens.MAX_LIST)] = 50,
+) -> dict[str, list[BootstrapTokenInfo] | str | None]:
+    """Bootstrap tokens (never their secrets), newest first; ``next`` is the cursor of
+    the following page (keyset), null on the last."""
+    with state.unit(actor, write=False) as ctx:
+        rows = bootstrap_tokens.list_tokens(
+            ctx, state=status, instance=instance, after=after, limit=limit + 1
+        )
+    shown = rows[:limit]
+    nxt = paging.cursor(shown[-1].created_at, shown[-1].id) if len(rows) > limit else None
+    return {"bootstrap_tokens": [BootstrapTokenInfo.of(t) for t in shown], "next": nxt}
+
+
+@router.post("/bootstrap_tokens/{token_id}/revoke")
+def revoke_bootstrap_token(
+    token_id: str, state: State, actor: CurrentActor
+) -> dict[str, BootstrapTokenInfo]:
+    """End a live token's life now (409 for a used or expired one)."""
+    with state.unit(actor) as ctx:
+        return {"bootstrap_token": BootstrapTokenInfo.of(bootstrap_tokens.revoke(ctx, token_id))}
 
 
 @router.get("/node_instances/{instance_id}/certificates")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from powernode.platform.api.patterns import SEMVER_TAG
 from powernode.platform.db import ModuleIngest
+from powernode.platform.services.deliveries import DeliveryRow
 
 
 class IngestRequest(BaseModel):
@@ -56,3 +58,24 @@ class WebhookOut(BaseModel):
     module_name: str
     ingest: IngestOut | None
     ignored: str | None = Field(description="why nothing was queued (a branch push)")
+
+
+class DeliveryOut(BaseModel):
+    """One webhook delivery and what became of its tag (its ingest's state)."""
+
+    id: str
+    provider: str
+    delivery_id: str
+    module: str
+    event: str
+    ref: str
+    tag: str | None
+    received_at: datetime
+    status: str = Field(description="the ingest's state, or ignored (not a tag)")
+    attempts: int
+    reason: str
+    ingest_id: str | None
+
+    @classmethod
+    def of(cls, d: DeliveryRow) -> DeliveryOut:
+        return cls(**asdict(d))

@@ -8,6 +8,7 @@ node from the operator (the unknown fields are dropped, not stored).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from powernode.platform.api.patterns import JSON_INTEGER
 from powernode.platform.db import FleetEvent, NodeCertificate, Task
+from powernode.platform.services.nodeapi.bootstrap_tokens import TokenRow
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -168,6 +170,23 @@ class BootstrapTokenOut(BaseModel):
     token_id: str
     instance_id: str
     expires_at: datetime
+
+
+class BootstrapTokenInfo(BaseModel):
+    """A bootstrap token without its secret (shown only when it was created)."""
+
+    id: str
+    instance_id: str
+    hostname: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    state: Literal["live", "used", "expired"]
+
+    @classmethod
+    def of(cls, t: TokenRow) -> BootstrapTokenInfo:
+        return cls(**asdict(t))
 
 
 class TaskIn(In):

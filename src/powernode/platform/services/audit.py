@@ -6,13 +6,16 @@ fails leaves neither the change nor an audit row (refusals are logged).
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from powernode.platform.db import AuditLogEntry
-from powernode.platform.services.context import Ctx
+from powernode.platform.services.context import READ, Ctx
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,51 @@ def record(
     return entry
 
 
-def list_entries(ctx: Ctx, *, action: str | None = None, limit: int = 100) -> list[AuditLogEntry]:
-    """Newest first."""
+MAX_CALL_DETAIL = 4096  # bytes of a tool call's arguments kept (JSON)
+
+
+def record_call(
+    ctx: Ctx, *, via: str, kind: str, name: str, arguments: Mapping[str, object]
+) -> AuditLogEntry:
+    """A call made on the actor's behalf by a front end that reads too (the MCP server):
+    every call is recorded, reads included, under the token's identity. A write the
+    call leads to is recorded again by its own service, in its own transaction."""
+    ctx.actor.require(READ, f"calling {name}")
+    text = json.dumps(arguments, sort_keys=True, default=str)
+    kept: dict[str, object] = (
+        {"arguments": dict(arguments)}
+        if len(text) <= MAX_CALL_DETAIL
+        else {"arguments_truncated": text[:MAX_CALL_DETAIL]}
+    )
+    return record(
+        ctx,
+        action=f"{via}.{kind}",
+        target_type=f"{via}_{kind}",
+        target_id=name,
+        summary=f"{ctx.actor.name} called {name} over {via}",
+        detail={"via": via, **kept},
+    )
+
+
+def list_entries(
+    ctx: Ctx,
+    *,
+    action: str | None = None,
+    limit: int = 100,
+    actor: str | None = None,
+    before: tuple[datetime, str] | None = None,
+) -> list[AuditLogEntry]:
+    """Newest first; ``before``: the keyset cursor (at, id) of the previous page's last row."""
     q = select(AuditLogEntry).order_by(AuditLogEntry.at.desc(), AuditLogEntry.id)
     if action:
         q = q.where(AuditLogEntry.action == action)
+    if actor:
+        q = q.where(AuditLogEntry.actor == actor)
+    if before is not None:
+        at, entry_id = before
+        q = q.where(
+            (AuditLogEntry.at < at) | ((AuditLogEntry.at == at) & (AuditLogEntry.id > entry_id))
+        )
     return list(ctx.session.scalars(q.limit(min(limit, MAX_LIST))))
 
 

@@ -2,8 +2,15 @@
 // Bulk selection on every list, and live fleet events over server-sent events.
 "use strict";
 
+// The rows a bulk form acts on: its checkboxes, inside it or tied to it by form=.
+function selected(form) {
+  return Array.from(form.elements).filter(
+    (e) => e instanceof HTMLInputElement && e.type === "checkbox" && e.checked && !e.dataset.selectAll
+  ).length;
+}
+
 function countSelected(form) {
-  const n = form.querySelectorAll("tbody input[type=checkbox]:checked").length;
+  const n = selected(form);
   const out = form.querySelector("[data-selected-count]");
   if (out) out.textContent = n ? n + " selected" : "";
 }
@@ -17,7 +24,7 @@ document.addEventListener("change", (ev) => {
       b.checked = box.checked;
     }
   }
-  const form = box.closest("form");
+  const form = box.form;
   if (form) countSelected(form);
 });
 
@@ -25,7 +32,7 @@ document.addEventListener("submit", (ev) => {
   const button = ev.submitter;
   if (button && button.hasAttribute("data-bulk")) {
     const form = button.form;
-    const n = form.querySelectorAll("tbody input[type=checkbox]:checked").length;
+    const n = selected(form);
     if (n === 0) { ev.preventDefault(); alert("Select at least one row."); return; }
     if (button.dataset.confirm && !confirm(button.dataset.confirm)) ev.preventDefault();
   }
