@@ -73,7 +73,7 @@ def boot_layout() -> BootLayout:
     layout = NodeLayout(root=Path("/sysroot"), state=state, run=Path("/run/powernode"))
     fixed = overlay_options([Path("/x")]).split(",", 1)[1]
     return BootLayout(
-        persist_label="powernode-persist",
+        persist_label="pn-persist",  # ext4 labels hold 16 bytes
         persist_mnt="/" + state.relative_to("/").parts[0],
         state_dir=str(state),
         objects_dir=str(layout.store.objects_dir),

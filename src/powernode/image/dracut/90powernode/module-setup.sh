@@ -14,7 +14,7 @@ depends() {
 }
 
 installkernel() {
-    instmods erofs overlay ext4 virtio_blk loop qemu_fw_cfg 9p 9pnet_virtio
+    instmods crc32c_generic erofs overlay ext4 virtio_blk loop qemu_fw_cfg 9p 9pnet_virtio
 }
 
 install() {

@@ -1,6 +1,6 @@
 # powernode-layout.sh: rendered by powernode.image.bootlayout; do not edit.
 # shellcheck shell=sh disable=SC2034
-PN_PERSIST_LABEL='powernode-persist'
+PN_PERSIST_LABEL='pn-persist'
 PN_PERSIST_MNT='/persist'
 PN_STATE_DIR='/persist/var/lib/powernode'
 PN_OBJECTS_DIR='/persist/var/lib/powernode/objects'
