@@ -26,7 +26,7 @@ from pathlib import Path
 from powernode import __version__
 from powernode.errors import ConfigError
 from powernode.image import initramfs
-from powernode.image.debs import Deb, fetch, newest_name, tool_version
+from powernode.image.debs import Deb, fetch_all, newest_name, tool_version
 from powernode.image.kernel import extract
 from powernode.toolchain.build_packages import DEBS_DIR, default_cache_dir
 from powernode.verity.fsverity import fsverity_digest
@@ -82,13 +82,12 @@ Variant = Callable[[BuildInputs], tuple[Artifacts, dict[str, object]]]
 
 def _kernel_initrd(inputs: BuildInputs) -> tuple[Artifacts, dict[str, object]]:
     a, debs_dir = inputs.arch, inputs.cache / DEBS_DIR
-    kernel_deb = fetch(newest_name(a.kernel_package), a.name, debs_dir)
+    memo = inputs.cache / "image"
+    kernel_name = newest_name(a.kernel_package, memo)
+    names = [kernel_name, "busybox-static", "fsverity", "libfsverity0", "libssl3", "libc6"]
+    kernel_deb, busybox, fsverity, *libs = fetch_all(names, a.name, debs_dir, memo)
     userland = initramfs.Userland(
-        busybox=fetch("busybox-static", a.name, debs_dir),
-        fsverity=fetch("fsverity", a.name, debs_dir),
-        libs=tuple(fetch(p, a.name, debs_dir) for p in ("libfsverity0", "libssl3", "libc6")),
-        triplet=a.triplet,
-        loader=a.loader,
+        busybox=busybox, fsverity=fsverity, libs=tuple(libs), triplet=a.triplet, loader=a.loader
     )
     req = initramfs.read_module_setup()
     kernel = extract(kernel_deb, tuple(req.kernel_modules), inputs.cache / "image")

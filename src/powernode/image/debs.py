@@ -10,7 +10,9 @@ equals that. Members are read from ``dpkg-deb --fsys-tarfile``'s stream.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 import subprocess
 import tarfile
@@ -42,37 +44,115 @@ class Deb:
         }
 
 
-def _show(spec: str) -> dict[str, str]:
-    try:
-        out = run(["apt-cache", "show", "--no-all-versions", spec]).stdout.decode()
-    except CommandError as e:
-        raise ConfigError(f"package {spec}: not known to apt ({e}); run apt-get update") from e
+APT_STATE_PATHS = (
+    Path("/var/lib/apt/lists"),
+    Path("/etc/apt/sources.list.d"),
+    Path("/etc/apt/sources.list"),
+    Path("/etc/apt/preferences.d"),
+)
+
+
+def apt_index_state() -> str:
+    """A key that changes whenever apt's package index or sources may have changed."""
+    h = hashlib.sha256()
+    for top in APT_STATE_PATHS:
+        paths = sorted(top.iterdir()) if top.is_dir() else [top]
+        for p in paths:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class AptQueries:
+    """apt-cache answers, remembered per index state in ``memo_dir`` (a rebuild asks apt nothing).
+
+    apt-cache takes seconds per call on a busy machine; its answers only change
+    when the index (``/var/lib/apt/lists``) or the sources change, which the
+    memo's key covers.
+    """
+
+    def __init__(self, memo_dir: Path | None) -> None:
+        self._file = memo_dir / f"apt-{apt_index_state()[:32]}.json" if memo_dir else None
+        self._memo: dict[str, object] = {}
+        if self._file is not None and self._file.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                self._memo = json.loads(self._file.read_text())
+
+    def _save(self) -> None:
+        if self._file is None:
+            return
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._memo, sort_keys=True))
+        tmp.replace(self._file)
+
+    def newest_name(self, pattern: str) -> str:
+        """The package name matching ``pattern`` (a full-match regex) that sorts highest."""
+        key = f"newest:{pattern}"
+        if isinstance(found := self._memo.get(key), str):
+            return found
+        prefix = re.split(r"[\\\[(.*+?]", pattern, maxsplit=1)[0]
+        names = run(["apt-cache", "pkgnames", prefix]).stdout.decode().split()
+        matches = sorted((n for n in names if re.fullmatch(pattern, n)), key=_natural)
+        if not matches:
+            raise ConfigError(
+                f"no package matches {pattern!r} in the apt sources; run apt-get update"
+            )
+        self._memo[key] = matches[-1]
+        self._save()
+        return matches[-1]
+
+    def show(self, specs: list[str]) -> list[dict[str, str]]:
+        """Package, Version, Architecture and SHA256 of each spec's candidate."""
+        missing = [s for s in specs if f"show:{s}" not in self._memo]
+        if missing:
+            try:
+                out = run(["apt-cache", "show", "--no-all-versions", *missing]).stdout.decode()
+            except CommandError as e:
+                raise ConfigError(
+                    f"packages {missing}: not all known to apt ({e}); run apt-get update"
+                ) from e
+            stanzas = _stanzas(out)
+            if len(stanzas) != len(missing):
+                raise DataError(f"apt-cache show {missing}: {len(stanzas)} stanzas")
+            for spec, fields in zip(missing, stanzas, strict=True):
+                if spec.split(":")[0] != fields["Package"]:
+                    raise DataError(f"apt-cache show {spec}: answered {fields['Package']}")
+                self._memo[f"show:{spec}"] = fields
+            self._save()
+        return [dict(self._memo[f"show:{s}"]) for s in specs]  # type: ignore[call-overload]
+
+
+def _stanzas(out: str) -> list[dict[str, str]]:
+    stanzas: list[dict[str, str]] = []
     fields: dict[str, str] = {}
-    for line in out.splitlines():
-        if not line or line[0].isspace():
-            if not line and fields:
-                break
+    for line in [*out.splitlines(), ""]:
+        if not line:
+            if fields:
+                for key in ("Package", "Version", "Architecture", "SHA256"):
+                    if key not in fields:
+                        raise DataError(f"apt-cache show: a stanza without {key}")
+                stanzas.append(
+                    {k: fields[k] for k in ("Package", "Version", "Architecture", "SHA256")}
+                )
+                fields = {}
+            continue
+        if line[0].isspace():
             continue
         key, _, value = line.partition(":")
         fields.setdefault(key, value.strip())
-    for key in ("Package", "Version", "Architecture", "SHA256"):
-        if key not in fields:
-            raise DataError(f"apt-cache show {spec}: no {key} field")
-    return fields
+    return stanzas
 
 
 def _natural(name: str) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def newest_name(pattern: str) -> str:
-    """The package name matching ``pattern`` (a full-match regex) that sorts highest."""
-    prefix = re.split(r"[\\\[(.*+?]", pattern, maxsplit=1)[0]
-    names = run(["apt-cache", "pkgnames", prefix]).stdout.decode().split()
-    found = sorted((n for n in names if re.fullmatch(pattern, n)), key=_natural)
-    if not found:
-        raise ConfigError(f"no package matches {pattern!r} in the apt sources; run apt-get update")
-    return found[-1]
+def newest_name(pattern: str, memo_dir: Path | None = None) -> str:
+    return AptQueries(memo_dir).newest_name(pattern)
 
 
 def sha256_file(path: Path) -> str:
@@ -83,21 +163,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(name: str, arch: str, debs_dir: Path) -> Deb:
-    """The candidate version of ``name`` for ``arch``, from the cache or ``apt-get download``."""
-    fields = _show(f"{name}:{arch}")
-    version, sha = fields["Version"], fields["SHA256"]
-    file = debs_dir / f"{name}_{version.replace(':', '%3a')}_{fields['Architecture']}.deb"
-    if not (file.is_file() and sha256_file(file) == sha):
-        debs_dir.mkdir(parents=True, exist_ok=True)
-        run(["apt-get", "download", "-q", f"{name}:{arch}={version}"], cwd=debs_dir)
-        if not file.is_file():
-            raise DataError(f"apt-get download {name}={version}: no {file.name} in {debs_dir}")
-        got = sha256_file(file)
-        if got != sha:
-            file.unlink()
-            raise DataError(f"{file.name}: sha256 {got}, but the apt index says {sha}")
-    return Deb(name, version, fields["Architecture"], sha, file)
+def fetch_all(
+    names: list[str], arch: str, debs_dir: Path, memo_dir: Path | None = None
+) -> list[Deb]:
+    """The candidate version of each name for ``arch``: from the cache or ``apt-get download``."""
+    out = []
+    for name, fields in zip(
+        names, AptQueries(memo_dir).show([f"{n}:{arch}" for n in names]), strict=True
+    ):
+        version, sha = fields["Version"], fields["SHA256"]
+        file = debs_dir / f"{name}_{version.replace(':', '%3a')}_{fields['Architecture']}.deb"
+        if not (file.is_file() and sha256_file(file) == sha):
+            debs_dir.mkdir(parents=True, exist_ok=True)
+            run(["apt-get", "download", "-q", f"{name}:{arch}={version}"], cwd=debs_dir)
+            if not file.is_file():
+                raise DataError(f"apt-get download {name}={version}: no {file.name} in {debs_dir}")
+            got = sha256_file(file)
+            if got != sha:
+                file.unlink()
+                raise DataError(f"{file.name}: sha256 {got}, but the apt index says {sha}")
+        out.append(Deb(name, version, fields["Architecture"], sha, file))
+    return out
+
+
+def fetch(name: str, arch: str, debs_dir: Path, memo_dir: Path | None = None) -> Deb:
+    return fetch_all([name], arch, debs_dir, memo_dir)[0]
 
 
 def read_members(deb: Deb, want: Callable[[str], bool]) -> dict[str, tuple[int, bytes]]:
