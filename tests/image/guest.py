@@ -103,6 +103,7 @@ def boot(
     seed: bytes | None = None,
     instance_id: str | None = None,
     extra_cmdline: str = "",
+    seed_dir: Path | None = None,
 ) -> Boot:
     """Boot under TCG until the guest powers off or BOOT_TIMEOUT_S; return the console."""
     console = workdir / "console.log"
@@ -138,6 +139,12 @@ def boot(
         seed_file = workdir / "seed.tar"
         seed_file.write_bytes(seed)
         argv += ["-fw_cfg", f"name={boot_layout().fwcfg_seed_item},file={seed_file}"]
+    if seed_dir is not None:  # a seed bundle over virtio-9p
+        argv += [
+            "-virtfs",
+            f"local,path={seed_dir},mount_tag={boot_layout().p9_tag},"
+            "security_model=none,readonly=on",
+        ]
     start = time.monotonic()
     with (workdir / "qemu.stderr").open("wb") as err:
         proc = subprocess.Popen(

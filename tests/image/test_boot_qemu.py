@@ -165,3 +165,33 @@ def test_refused_set_falls_back_to_last_good(
     assert "booting the last good set" in c, c
     assert "root composed on /sysroot: base (verity=require)" in c, c
     assert "ROOT-INIT: up, hello=base" in c, c
+
+
+def test_first_boot_imports_a_9p_seed_and_a_reboot_uses_the_persist_store(
+    kernel_initrd: Path, busybox: bytes, tmp_path: Path
+) -> None:
+    """Boot 1: an empty persist store and a seed over virtio-9p with the set and its store.
+    Boot 2, same disk, no seed: the last good set from the persist store."""
+    _require_qemu()
+    seed = tmp_path / "seed"
+    m_base, m_app, _ = _modules(tmp_path, busybox, seed / "store")
+    (seed / "modules.set").write_text(module_set([m_base, m_app]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    disk = persist_disk(empty, tmp_path / "persist.img")
+    instance = new_id()
+    first = boot(
+        kernel_initrd, disk, tmp_path, seed_dir=seed, extra_cmdline=f"powernode.id={instance}"
+    )
+    c = first.console
+    assert f"powernode: identity {instance} from cmdline" in c, c
+    assert "module set: seed bundle over virtio-9p powernode-seed" in c, c
+    assert "root composed on /sysroot: app base (verity=require)" in c, c
+    assert "ROOT-INIT: up, hello=app" in c, c
+    (tmp_path / "console.log").unlink()
+    second = boot(kernel_initrd, disk, tmp_path, extra_cmdline=f"powernode.id={instance}")
+    c = second.console
+    assert "module set: the persist store's last good set" in c, c
+    assert "verity: enabled on 0 file(s)" in c, c  # enabled on the first boot, kept on disk
+    assert "root composed on /sysroot: app base (verity=require)" in c, c
+    assert "ROOT-INIT: up, hello=app" in c, c
