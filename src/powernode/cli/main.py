@@ -29,7 +29,9 @@ app.add_lazy(
 app.add_lazy("system", "powernode.cli.system:app", "Operate the fleet through the platform API.")
 app.add_lazy("mcp", "powernode.cli.mcp:app", "The MCP server: fleet operations for assistants.")
 app.add_lazy("verity", "powernode.cli.verity:app", "fs-verity digests, computed in userspace.")
-app.add_lazy("image", "powernode.cli.image:app", "Build the node's kernel and initramfs.")
+app.add_lazy(
+    "image", "powernode.cli.image:app", "Build the node's boot artifacts from Debian packages."
+)
 app.add_lazy("composefs", "powernode.cli.composefs:app", "Write and read composefs images.")
 
 
