@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from powernode.cli.base import App
+from powernode.errors import PowernodeError
 
 app = App(help="Build the node's boot artifacts from Debian packages.", no_args_is_help=True)
 
@@ -26,6 +27,10 @@ def build(
     """Build VARIANT for ARCH: byte-identical for the same packages and SOURCE_DATE_EPOCH."""
     from powernode.image.build import build as do_build  # noqa: PLC0415 - only when it runs
 
-    where = do_build(variant, arch, out)
+    try:
+        where = do_build(variant, arch, out)
+    except PowernodeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
     typer.echo((where / "SHA256SUMS").read_text(), nl=False)
     typer.echo(f"built {variant} for {arch} in {where}")
