@@ -171,7 +171,7 @@ def test_first_boot_imports_a_9p_seed_and_a_reboot_uses_the_persist_store(
     kernel_initrd: Path, busybox: bytes, tmp_path: Path
 ) -> None:
     """Boot 1: an empty persist store and a seed over virtio-9p with the set and its store.
-    Boot 2, same disk, no seed: the last good set from the persist store."""
+    Boot 2: the same seed again. Boot 3, same disk, no seed: the persist store's last good set."""
     _require_qemu()
     seed = tmp_path / "seed"
     m_base, m_app, _ = _modules(tmp_path, busybox, seed / "store")
@@ -188,6 +188,12 @@ def test_first_boot_imports_a_9p_seed_and_a_reboot_uses_the_persist_store(
     assert "module set: seed bundle over virtio-9p powernode-seed" in c, c
     assert "root composed on /sysroot: app base (verity=require)" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c
+    (tmp_path / "console.log").unlink()
+    # the same seed again (a provider passes it on every boot): the store keeps what it has
+    again = boot(
+        kernel_initrd, disk, tmp_path, seed_dir=seed, extra_cmdline=f"powernode.id={instance}"
+    )
+    assert "root composed on /sysroot: app base (verity=require)" in again.console, again.console
     (tmp_path / "console.log").unlink()
     second = boot(kernel_initrd, disk, tmp_path, extra_cmdline=f"powernode.id={instance}")
     c = second.console

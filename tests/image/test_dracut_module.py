@@ -68,7 +68,7 @@ def _identity(
             "PN_IDENTITY_FILE='/persist/var/lib/powernode/identity.cfg'",
             f"PN_IDENTITY_FILE='{tmp}/identity.cfg'",
         )
-        .replace("PN_RUN_DIR='/run/powernode'", f"PN_RUN_DIR='{tmp}/run'")
+        .replace("PN_CLAIM_DIR='/run/powernode'", f"PN_CLAIM_DIR='{tmp}/run'")
     )
     (lib / "powernode-layout.sh").write_text(layout)
     if local is not None:

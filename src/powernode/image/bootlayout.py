@@ -42,7 +42,8 @@ class BootLayout:
     boot_set: str  # the last good module set, written once a union is mounted
     persist_upper: str  # the persistent upper's base (powernode.upper=persist)
     identity_file: str
-    run_dir: str
+    run_dir: str  # the agent's run tmpfs: layers, union staging, the tmpfs upper, the seed
+    claim_dir: str  # what the initramfs claimed (identity, boot.set), /run/powernode after boot
     generation: int
     tmpfs_size: str
     union_source: str
@@ -70,7 +71,7 @@ class BootLayout:
 def boot_layout() -> BootLayout:
     """The constants, from the agent's own modules (switch to powernode.node.layout here)."""
     state = Path(DEFAULT_STATE_DIR)
-    layout = NodeLayout(root=Path("/sysroot"), state=state, run=Path("/run/powernode"))
+    layout = NodeLayout(root=Path("/sysroot"), state=state)  # run: the agent's default
     fixed = overlay_options([Path("/x")]).split(",", 1)[1]
     return BootLayout(
         persist_label="pn-persist",  # ext4 labels hold 16 bytes
@@ -82,6 +83,7 @@ def boot_layout() -> BootLayout:
         persist_upper=str(state / "upper"),
         identity_file=str(IdentityConfig().identity_file),
         run_dir=str(layout.run_dir),
+        claim_dir="/run/powernode",
         generation=1,
         tmpfs_size=layout.tmpfs_size,
         union_source=UNION_SOURCE,

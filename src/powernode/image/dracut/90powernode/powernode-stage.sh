@@ -72,16 +72,16 @@ try_source() { # NAME: print the identity if source NAME has a valid one
 }
 
 stage_identity() {
-    mkdir -p "$PN_RUN_DIR"
+    mkdir -p "$PN_CLAIM_DIR"
     for source in $PN_IDENTITY_SOURCES; do
         if id=$(try_source "$source"); then
-            printf 'instance_id=%s\nsource=%s\n' "$id" "$source" >"$PN_RUN_DIR/identity"
+            printf 'instance_id=%s\nsource=%s\n' "$id" "$source" >"$PN_CLAIM_DIR/identity"
             say "identity $id from $source"
             return 0
         fi
     done
     say "identity: no source gave one; the agent enrolls without a claimed identity"
-    printf 'instance_id=\nsource=none\n' >"$PN_RUN_DIR/identity"
+    printf 'instance_id=\nsource=none\n' >"$PN_CLAIM_DIR/identity"
 }
 
 # --- the module set ---------------------------------------------------------------
@@ -123,8 +123,21 @@ import_seed() { # the seed's store/ into the persist store: objects and images b
     src="$PN_RUN_DIR/seed/store"
     [ -d "$src" ] || return 0
     mkdir -p "$PN_IMAGES_DIR" "$PN_OBJECTS_DIR"
-    if [ -d "$src/images" ]; then cp -a "$src/images/." "$PN_IMAGES_DIR/"; fi
-    if [ -d "$src/objects" ]; then cp -a "$src/objects/." "$PN_OBJECTS_DIR/"; fi
+    # what the store holds is kept (named by digest, and read-only once verity is on);
+    # images are checked and objects verified by the kernel before anything is read
+    n=0
+    for sub in images objects; do
+        [ -d "$src/$sub" ] || continue
+        case "$sub" in images) dest=$PN_IMAGES_DIR ;; *) dest=$PN_OBJECTS_DIR ;; esac
+        for rel in $(cd "$src/$sub" && find . -type f ! -name '.*' | sort); do
+            [ -e "$dest/$rel" ] && continue
+            mkdir -p "$(dirname "$dest/$rel")"
+            cp "$src/$sub/$rel" "$dest/$rel.partial"
+            mv "$dest/$rel.partial" "$dest/$rel"
+            n=$((n + 1))
+        done
+    done
+    say "seed: $n file(s) imported into the store"
     sync
 }
 
@@ -135,6 +148,7 @@ verity_supported() { # FS_IOC_MEASURE_VERITY on the store: ENODATA or success = 
 }
 
 enable_verity() { # FS_IOC_ENABLE_VERITY on every object and image that lacks it
+    mkdir -p "$PN_OBJECTS_DIR" "$PN_IMAGES_DIR"
     n=0
     for f in $(find "$PN_OBJECTS_DIR" "$PN_IMAGES_DIR" -type f ! -name '.*' | sort); do
         fsverity measure "$f" >/dev/null 2>&1 && continue
@@ -221,10 +235,14 @@ mount_set() { # SET VERITY: layers, then the union on $NEWROOT; all or nothing
 }
 
 stage_compose() {
-    mkdir -p "$PN_RUN_DIR"
-    is_mounted "$PN_RUN_DIR" || mount -t tmpfs -o "nodev,mode=700,size=$PN_TMPFS_SIZE" tmpfs "$PN_RUN_DIR"
     persist=yes
     mount_persist || persist=no
+    # the agent's run tmpfs (union.ensure_run): private, empty every boot, on the persist tree
+    mkdir -p "$PN_RUN_DIR" "$PN_CLAIM_DIR"
+    if ! is_mounted "$PN_RUN_DIR"; then
+        mount -t tmpfs -o "nodev,mode=700,size=$PN_TMPFS_SIZE" tmpfs "$PN_RUN_DIR"
+        mount --make-private "$PN_RUN_DIR"
+    fi
     candidate="" last_good=""
     if find_seed && [ -f "$PN_RUN_DIR/seed/modules.set" ]; then
         [ "$persist" = yes ] || stop "a seed bundle needs the persist partition ($PN_PERSIST_LABEL) for its store"
@@ -253,7 +271,7 @@ stage_compose() {
         mkdir -p "$(dirname "$PN_BOOT_SET")"
         cp "$candidate" "$PN_BOOT_SET.tmp" && sync && mv "$PN_BOOT_SET.tmp" "$PN_BOOT_SET" && sync
     fi
-    cp "$candidate" "$PN_RUN_DIR/boot.set"
+    cp "$candidate" "$PN_CLAIM_DIR/boot.set"
     say "root composed on $NEWROOT: $(ordered "$candidate" | cut -d ' ' -f 2 | tr '\n' ' ')(verity=$verity)"
 }
 
