@@ -125,7 +125,7 @@ def boot(
         "-serial",
         f"file:{console}",
         "-kernel",
-        str(kernel_initrd / "vmlinuz"),
+        str(kernel_initrd / "vmlinux"),  # PVH: faster than vmlinuz under TCG
         "-initrd",
         str(kernel_initrd / "initramfs.cpio"),
         "-append",

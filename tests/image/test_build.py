@@ -55,6 +55,7 @@ def test_rebuild_is_byte_identical(
             "build-manifest.json",
             "cmdline",
             "initramfs.cpio",
+            "vmlinux",
             "vmlinuz",
         ]
     )

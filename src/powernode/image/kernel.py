@@ -15,6 +15,7 @@ import json
 import lzma
 import re
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,3 +165,30 @@ def depmod_files(kernel: Kernel) -> dict[str, bytes]:
             for p in sorted(base.iterdir())
             if p.is_file() and p.name.startswith("modules.")
         }
+
+
+def uncompressed_elf(bzimage: bytes) -> bytes:
+    """The ELF kernel inside an x86 bzImage (its PVH entry lets QEMU boot it directly).
+
+    The compressed payload is located by the boot protocol's setup header
+    (Documentation/arch/x86/boot.rst: ``setup_sects`` at 0x1f1, ``payload_offset``
+    and ``payload_length`` at 0x248, from the start of the protected-mode code);
+    Linux appends the uncompressed size (4 bytes, little-endian) to it.
+    """
+    if len(bzimage) < 0x250 or bzimage[0x202:0x206] != b"HdrS":
+        raise DataError("not an x86 bzImage (no HdrS setup header)")
+    pm_start = ((bzimage[0x1F1] or 4) + 1) * 512
+    offset, length = struct.unpack_from("<II", bzimage, 0x248)
+    payload = bzimage[pm_start + offset : pm_start + offset + length]
+    size = struct.unpack("<I", payload[-4:])[0]
+    if payload.startswith(b"\x28\xb5\x2f\xfd"):  # zstd
+        elf = run(["zstd", "-q", "-d", "-c"], input=payload[:-4]).stdout
+    elif payload.startswith(b"\xfd7zXZ\x00"):
+        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload[:-4])
+    else:
+        raise DataError(
+            f"bzImage payload compressed with an unsupported method ({payload[:4].hex()})"
+        )
+    if not elf.startswith(b"\x7fELF") or len(elf) != size:
+        raise DataError(f"bzImage payload: {len(elf)} bytes of non-ELF or wrong size (want {size})")
+    return elf
