@@ -29,8 +29,10 @@ demo)
     pkgs=(mmdebstrap)
     ;;
 test)
+    # qemu-system-x86, busybox-static, kmod (depmod), e2fsprogs (mkfs.ext4 -O verity),
+    # zstd (the kernel's payload): the kernel-initrd image and its boots under QEMU (issue 15)
     pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
-        chromium)
+        chromium qemu-system-x86 busybox-static kmod e2fsprogs zstd)
     ;;
 *)
     echo "usage: $0 demo|test" >&2

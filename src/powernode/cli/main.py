@@ -50,6 +50,12 @@ def _mcp() -> Loaded:
     return app
 
 
+def _image() -> Loaded:
+    from powernode.cli.image import app  # noqa: PLC0415
+
+    return app
+
+
 def _verity() -> Loaded:
     from powernode.cli.verity import app  # noqa: PLC0415
 
@@ -72,6 +78,7 @@ app.add_lazy(
 app.add_lazy("system", _system, "Operate the fleet through the platform API.")
 app.add_lazy("mcp", _mcp, "The MCP server: fleet operations for assistants.")
 app.add_lazy("verity", _verity, "fs-verity digests, computed in userspace.")
+app.add_lazy("image", _image, "Build the node's boot artifacts from Debian packages.")
 app.add_lazy("composefs", _composefs, "Write and read composefs images.")
 
 

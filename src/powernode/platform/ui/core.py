@@ -20,8 +20,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 
-from powernode.errors import PowernodeError
 from powernode import __version__
+from powernode.errors import PowernodeError
 from powernode.platform.api.deps import PlatformState
 from powernode.platform.problems import AuthenticationError, PlatformError
 from powernode.platform.services import tokens
