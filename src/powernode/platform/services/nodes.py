@@ -124,8 +124,16 @@ def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> N
     ctx.session.flush()
     # The provider is called last, after every check: a refused request
     # must not leave a machine behind.
+    token = None
+    ttl = provider.bootstrap_ttl
+    if ttl is not None:
+        # The seed bundle's single-use token, minted by the one token service; the
+        # import is here because enroll.py builds on this module (get_instance).
+        from powernode.platform.services.nodeapi import enroll  # noqa: PLC0415
+
+        token = enroll.create_bootstrap_token(ctx, instance.id, ttl)[1]
     instance.provider_ref = provider.provision(
-        ProvisionRequest(instance.id, node.id, node.hostname, node.template.name)
+        ProvisionRequest(instance.id, node.id, node.hostname, node.template.name, token)
     )
     _event(ctx, "instance.provisioning", node, instance, provider=provider.name)
     audit.record(
@@ -180,3 +188,52 @@ def terminate_instance(ctx: Ctx, provider: InstanceProvider, instance_id: str) -
         detail={"previous_status": before},
     )
     return instance
+
+
+def instance_console(
+    ctx: Ctx, provider: InstanceProvider, instance_id: str, max_bytes: int
+) -> bytes:
+    """The tail of the instance's serial console, ended instances included."""
+    instance = get_instance(ctx, instance_id)
+    if instance.provider != provider.name or not instance.provider_ref:
+        raise NotFoundError(
+            f"instance {instance_id} was provisioned by provider {instance.provider!r}; "
+            f"this platform runs {provider.name!r}, which keeps no console for it"
+        )
+    out = provider.console(instance.provider_ref, max_bytes)
+    if out is None:
+        raise NotFoundError(f"provider {provider.name!r} keeps no serial console")
+    return out
+
+
+def reconcile_instances(ctx: Ctx, provider: InstanceProvider) -> list[str]:
+    """After a platform restart: live instances whose machine is gone are marked lost.
+
+    Each such instance becomes ``failed`` with an ``instance.lost`` fleet event;
+    the ids are returned. Machines the provider cannot see (``is_running`` None)
+    are left alone. All accounts: this is the platform's own bookkeeping.
+    """
+    q = (
+        select(NodeInstance)
+        .where(NodeInstance.provider == provider.name)
+        .where(NodeInstance.status.not_in(_ENDED))
+        .order_by(NodeInstance.id)
+        .with_for_update()
+    )
+    lost = []
+    for instance in ctx.session.scalars(q):
+        if not instance.provider_ref or provider.is_running(instance.provider_ref) is not False:
+            continue
+        before = instance.status
+        instance.status = InstanceStatus.FAILED.value
+        _event(
+            ctx,
+            "instance.lost",
+            instance.node,
+            instance,
+            previous_status=before,
+            reason=f"the {provider.name} machine {instance.provider_ref} is not running",
+        )
+        log.warning("instance %s: its %s machine is gone; marked lost", instance.id, provider.name)
+        lost.append(instance.id)
+    return lost
