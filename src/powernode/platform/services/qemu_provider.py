@@ -3,7 +3,7 @@
 Per instance, a directory ``<state_dir>/<instance id>/`` (mode 0700)::
 
     claim         created with O_EXCL before anything else: the instance's one VM
-    qemu.pid      the VM's pid (written atomically once QEMU runs)
+    qemu.pid      the VM's pid (QEMU's -pidfile; it runs -daemonize)
     persist.raw   the persist disk: raw ext4 made with ``mkfs.ext4 -O verity``
     seed.json     the seed bundle handed over fw-cfg (0600: it holds the token)
     console.log   the serial console (kept after terminate)
@@ -40,7 +40,6 @@ from powernode.platform.services.providers import ProvisionRequest
 log = logging.getLogger(__name__)
 
 SEED_FORMAT = "powernode-seed/1"
-_START_GRACE_SECONDS = 0.5
 _MAX_CONSOLE_BYTES = 1 << 20
 
 
@@ -64,6 +63,7 @@ class QemuConfig:
     extra_args: tuple[str, ...] = ()
     bootstrap_ttl: timedelta = timedelta(hours=1)
     stop_timeout: float = 10.0
+    start_timeout: float = 60.0
     probe_timeout: float = 10.0
 
     @property
@@ -228,26 +228,30 @@ class LocalQemuProvider:
             firmware=self.config.firmware,
             extra_args=self.config.extra_args,
         )
-        args = qemu_vm.argv(spec)
-        with (d / "qemu.log").open("wb") as err:
-            proc = subprocess.Popen(
+        # -daemonize: QEMU returns once the machine is set up (or with the reason it could
+        # not be) and the VM is nobody's child: it outlives a platform restart, leaves no
+        # zombie, and QEMU writes the pidfile itself.
+        args = [*qemu_vm.argv(spec), "-daemonize", "-pidfile", str(d / "qemu.pid")]
+        try:
+            run = subprocess.run(
                 args,
                 stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-                start_new_session=True,  # outlives a platform restart
+                capture_output=True,
+                text=True,
+                timeout=self.config.start_timeout,
+                check=False,
             )
-        try:
-            proc.wait(_START_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        else:
-            tail = (d / "qemu.log").read_text(errors="replace")[-2000:].strip()
-            raise ProviderError(f"QEMU exited at once ({proc.returncode}): {tail}")
-        tmp = d / "qemu.pid.tmp"
-        tmp.write_text(f"{proc.pid}\n")
-        tmp.replace(d / "qemu.pid")
-        log.info("instance %s: QEMU pid %d (%s)", iid, proc.pid, accel)
+        except subprocess.TimeoutExpired as e:
+            raise ProviderError(
+                f"QEMU did not set up instance {iid}'s machine within "
+                f"{self.config.start_timeout:.0f} s"
+            ) from e
+        (d / "qemu.log").write_text(run.stdout + run.stderr)
+        pid = self._pid(d)
+        if run.returncode != 0 or pid is None:
+            tail = (run.stdout + run.stderr)[-2000:].strip()
+            raise ProviderError(f"QEMU failed to start instance {iid} ({run.returncode}): {tail}")
+        log.info("instance %s: QEMU pid %d (%s)", iid, pid, accel)
         return iid
 
     def _pid(self, d: Path) -> int | None:
@@ -260,7 +264,7 @@ class LocalQemuProvider:
         pid = self._pid(d)
         if pid is not None:
             qemu_vm.stop(pid, d.name, self.config.stop_timeout)
-        names = ["qemu.pid", "qemu.pid.tmp", "persist.raw", "seed.json"]
+        names = ["qemu.pid", "persist.raw", "seed.json"]
         if not keep_console:
             names += ["console.log", "qemu.log", "claim"]
         for n in names:
