@@ -40,10 +40,13 @@ echo "powernode-test: boot"
 FW=/sys/firmware/qemu_fw_cfg/by_name/opt/com.powernode
 if [ -r $FW/instance_uuid/raw ]; then
     echo "powernode-test: instance_uuid=$(cat $FW/instance_uuid/raw)"
+    mkdir -p /tmp/seed
+    tar -x -f $FW/seed.tar/raw -C /tmp/seed
+    echo "powernode-test: seed files: $(cd /tmp/seed && ls | tr '\n' ' ')"
     echo "powernode-test: seed-begin"
-    cat $FW/seed/raw
-    echo
+    cat /tmp/seed/seed.json
     echo "powernode-test: seed-end"
+    echo "powernode-test: bootstrap-token=$(cat /tmp/seed/bootstrap-token)"
 else
     echo "powernode-test: no fw-cfg items"
 fi

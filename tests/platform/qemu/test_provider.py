@@ -33,6 +33,7 @@ from powernode.platform.services.context import Actor, Ctx
 from powernode.platform.services.providers import ProvisionRequest
 from powernode.platform.services.qemu_provider import LocalQemuProvider
 from powernode.platform.services.qemu_vm import wait_gone
+from powernode.platform.services.tokens import hash_secret
 from tests.platform.qemu.conftest import QemuPlatform, qemu_config, vms_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
@@ -65,13 +66,16 @@ def test_provision_boots_with_seed_and_terminate_keeps_console(qemu_platform: Qe
     assert seed["format"] == "powernode-seed/1"
     assert seed["instance_id"] == iid
     assert seed["platform_url"] == f"http://10.0.2.2:{p.port}"
-    assert seed["bootstrap_token"].startswith("pnb_")
+    assert "powernode-test: seed files: bootstrap-token seed.json \r\n" in console
+    (token_line,) = [x for x in console.splitlines() if "bootstrap-token=" in x]
+    secret = token_line.split("=", 1)[1].strip()
+    assert secret.startswith("pnb_")
     assert 'powernode-test: platform says {"status":"ok"}' in console
     assert "powernode-test: persist disk /dev/vda" in console
     # The token is the token service's, for this instance, not used yet.
     with Session(p.engine) as s:
         tokens = s.scalars(select(BootstrapToken).where(BootstrapToken.instance_id == iid)).all()
-        assert [t.used_at for t in tokens] == [None]
+        assert [(t.token_hash, t.used_at) for t in tokens] == [(hash_secret(secret), None)]
     # Readable through the API (operator read scope) and the CLI, a bounded tail.
     r = p.api("GET", f"/node_instances/{iid}/console", params={"tail_bytes": 200})
     assert r.status_code == 200
@@ -88,7 +92,7 @@ def test_provision_boots_with_seed_and_terminate_keeps_console(qemu_platform: Qe
     assert r.status_code == 200, r.text
     assert vms_of(iid) == []
     assert not disk.exists()
-    assert not (p.state / iid / "seed.json").exists()
+    assert not (p.state / iid / "seed.tar").exists()
     r = p.api("GET", f"/node_instances/{iid}/console")
     assert r.status_code == 200
     assert f"instance_uuid={iid}" in r.text

@@ -5,7 +5,7 @@ Per instance, a directory ``<state_dir>/<instance id>/`` (mode 0700)::
     claim         created with O_EXCL before anything else: the instance's one VM
     qemu.pid      the VM's pid (QEMU's -pidfile; it runs -daemonize)
     persist.raw   the persist disk: raw ext4 made with ``mkfs.ext4 -O verity``
-    seed.json     the seed bundle handed over fw-cfg (0600: it holds the token)
+    seed.tar      the seed bundle handed over fw-cfg (0600: it holds the token; seed_bundle.py)
     console.log   the serial console (kept after terminate)
     qemu.log      QEMU's own stderr
 
@@ -36,10 +36,10 @@ from powernode.platform.problems import (
 )
 from powernode.platform.services import boot_image, qemu_accel, qemu_vm
 from powernode.platform.services.providers import ProvisionRequest
+from powernode.platform.services.seed_bundle import Seed
 
 log = logging.getLogger(__name__)
 
-SEED_FORMAT = "powernode-seed/1"
 _MAX_CONSOLE_BYTES = 1 << 20
 
 
@@ -69,29 +69,6 @@ class QemuConfig:
     @property
     def qemu_binary(self) -> str:
         return self.binary or f"qemu-system-{self.arch}"
-
-
-@dataclass(frozen=True)
-class Seed:
-    """The seed bundle (fw-cfg ``opt/com.powernode/seed``, JSON; docs/qemu-provider.md)."""
-
-    instance_id: str
-    platform_url: str
-    ca_pem: str
-    bootstrap_token: str
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": SEED_FORMAT,
-                "instance_id": self.instance_id,
-                "platform_url": self.platform_url,
-                "ca_pem": self.ca_pem,
-                "bootstrap_token": self.bootstrap_token,
-            },
-            indent=1,
-            sort_keys=True,
-        )
 
 
 def check_instance_id(value: str) -> str:
@@ -205,13 +182,13 @@ class LocalQemuProvider:
         )
         if mkfs.returncode != 0:
             raise ProviderError(f"mkfs.ext4 of {disk} failed: {mkfs.stderr.strip()}")
-        seed_file = d / "seed.json"
+        seed_file = d / "seed.tar"
         seed = Seed(
             iid, self.config.platform_url, self.config.ca_pem, request.bootstrap_token or ""
         )
         fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(seed.to_json())
+        with os.fdopen(fd, "wb") as f:
+            f.write(seed.to_tar())
         spec = qemu_vm.VmSpec(
             binary=self.config.qemu_binary,
             instance_id=iid,
@@ -264,7 +241,7 @@ class LocalQemuProvider:
         pid = self._pid(d)
         if pid is not None:
             qemu_vm.stop(pid, d.name, self.config.stop_timeout)
-        names = ["qemu.pid", "persist.raw", "seed.json"]
+        names = ["qemu.pid", "persist.raw", "seed.tar"]
         if not keep_console:
             names += ["console.log", "qemu.log", "claim"]
         for n in names:

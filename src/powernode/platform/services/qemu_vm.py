@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# fw-cfg item names (docs/qemu-provider.md). QEMU requires the "opt/" prefix for
-# user items; the reverse-DNS part keeps them apart from anybody else's.
+# fw-cfg item names (docs/qemu-provider.md), the ones the agent's identity cascade and
+# the 90powernode initramfs read. QEMU wants the "opt/" prefix for user items; the
+# reverse-DNS part keeps them apart from anybody else's.
 FWCFG_INSTANCE_UUID = "opt/com.powernode/instance_uuid"
-FWCFG_SEED = "opt/com.powernode/seed"
+FWCFG_SEED = "opt/com.powernode/seed.tar"
 
 _POLL_SECONDS = 0.05
 
