@@ -29,8 +29,10 @@ demo)
     pkgs=(mmdebstrap)
     ;;
 test)
+    # qemu-system-x86, ipxe-qemu, busybox-static, cpio, zstd: the QEMU provider's and
+    # netboot's VM tests (tests/platform/qemu: a Debian kernel, a busybox initramfs).
     pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
-        chromium)
+        chromium qemu-system-x86 ipxe-qemu busybox-static e2fsprogs cpio zstd)
     ;;
 *)
     echo "usage: $0 demo|test" >&2
