@@ -15,25 +15,30 @@ import json
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from powernode.cli.system import app as system_app
+from powernode.platform.app import create_app
 from powernode.platform.db import BootstrapToken, FleetEvent, NodeInstance
 from powernode.platform.problems import ConflictError, ProviderError
-from powernode.platform.services import nodes
+from powernode.platform.services import nodes, qemu_accel
 from powernode.platform.services.context import Actor, Ctx
 from powernode.platform.services.providers import ProvisionRequest
 from powernode.platform.services.qemu_provider import LocalQemuProvider
 from powernode.platform.services.qemu_vm import wait_gone
 from powernode.platform.services.tokens import hash_secret
+from powernode.platform.settings import Settings
 from tests.platform.qemu.conftest import QemuPlatform, qemu_config, vms_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
@@ -120,9 +125,17 @@ def test_restart_finds_the_vm_and_marks_a_killed_one_lost(qemu_platform: QemuPla
     os.kill(pid, signal.SIGKILL)
     assert wait_gone(pid, iid, 10)
     assert again.is_running(iid) is False
-    with Session(p.engine) as s:
-        assert nodes.reconcile_instances(Ctx(s, system, datetime.now(UTC)), again) == [iid]
-        s.commit()
+    # The platform starts again: its lifespan reconciles before it serves.
+    restarted = create_app(
+        Settings(data_dir=p.data, port=p.port, provider="qemu", qemu_state_dir=p.state),
+        provider=again,
+    )
+
+    async def start_and_stop() -> None:
+        async with restarted.router.lifespan_context(restarted):
+            pass
+
+    anyio.run(start_and_stop)
     with Session(p.engine) as s:
         assert s.get(NodeInstance, iid).status == "failed"  # type: ignore[union-attr]
         kinds = s.scalars(select(FleetEvent.kind).where(FleetEvent.instance_id == iid)).all()
@@ -216,3 +229,38 @@ def _rows(p: QemuPlatform) -> tuple[int, int, list[str]]:
             len(s.scalars(select(BootstrapToken.id)).all()),
             sorted(x.name for x in p.state.iterdir()) if p.state.exists() else [],
         )
+
+
+def test_auto_accel_probes_once_and_boots(
+    pvh_image: Path,
+    tmp_path: Path,
+    vm_reaper: Callable[[Path], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``auto``: TCG without a usable /dev/kvm, else KVM only if a probe boot prints the banner
+    (here /dev/kvm hangs a stock kernel: TCG). Whichever it picks boots, and it is remembered."""
+    state = tmp_path / "state"
+    vm_reaper(state)
+    config = replace(qemu_config(pvh_image, state, 9), accel="auto", probe_timeout=10)
+    provider = LocalQemuProvider(config)
+    iid = str(uuid.uuid4())
+    provider.provision(ProvisionRequest(iid, "n", "h", "t", "pnb_test"))
+    chosen = provider.accel(pvh_image / "kernel")
+    assert chosen in ("kvm", "tcg")
+    if not qemu_accel.kvm_usable():
+        assert chosen == "tcg"
+    else:
+        assert list(json.loads((state / qemu_accel.CACHE_NAME).read_text()).values()) == [chosen]
+
+        def no_probe(*_: object) -> bool:
+            raise AssertionError("probed again")
+
+        monkeypatch.setattr(qemu_accel, "probe_kvm", no_probe)
+        assert LocalQemuProvider(config).accel(pvh_image / "kernel") == chosen
+    args = Path(f"/proc/{provider.pid(iid)}/cmdline").read_bytes().split(b"\0")
+    assert args[args.index(b"-accel") + 1].decode() == chosen
+    deadline = time.monotonic() + 120
+    while b"powernode-test: ready" not in provider.console(iid, 1 << 20):
+        assert time.monotonic() < deadline, provider.console(iid, 1 << 20).decode()
+        time.sleep(0.25)
+    provider.terminate(iid)
