@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from powernode.platform.services import nodes
 from powernode.platform.services.providers import RecordingProvider, provider_of
 from powernode.platform.services.qemu_provider import LocalQemuProvider
 from powernode.platform.services.seed_bundle import Seed
@@ -93,4 +94,24 @@ def test_netboot_without_an_image_is_a_clear_404(platform: Platform) -> None:
         assert r.status_code == 404, r.text
         assert "serves no netboot image" in r.json()["detail"]
         assert "lacks kernel, initrd" in r.json()["detail"]
+    assert platform.snapshot() == before
+
+
+def test_a_failed_provision_leaves_no_machine(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider started a machine, then the unit failed (here: the audit write): the
+    row rolls back and the machine is terminated, never left running without a row."""
+    r = platform.call("POST", "/nodes", json={"hostname": "seam-2", "node_template_id": "base"})
+    assert r.status_code == 201, r.text
+    before = platform.snapshot()
+
+    def broken_audit(*_: object, **__: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(nodes.audit, "record", broken_audit)
+    with pytest.raises(RuntimeError, match="went away"):
+        platform.call("POST", "/node_instances", json={"node_id": "seam-2"})
+    (started,) = platform.provider.provisioned
+    assert platform.provider.terminated == [f"recorded-{started.instance_id}"]
     assert platform.snapshot() == before

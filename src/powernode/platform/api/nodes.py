@@ -38,8 +38,8 @@ def provision_instance(
     body: ProvisionRequest, state: State, actor: CurrentActor
 ) -> dict[str, InstanceOut]:
     """Seed 004: ``system_provision_instance({node_id})``."""
-    with state.unit(actor) as ctx:
-        i = nodes.provision_instance(ctx, state.provider, body.node_id)
+    with nodes.undo_on_failure(state.provider) as started, state.unit(actor) as ctx:
+        i = nodes.provision_instance(ctx, state.provider, body.node_id, started=started)
         return {"instance": InstanceOut.of(i)}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
@@ -100,8 +102,14 @@ def get_node(ctx: Ctx, ref: str) -> Node:
     return node
 
 
-def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> NodeInstance:
-    """Ask ``provider`` for a machine for the node; one live instance per node."""
+def provision_instance(
+    ctx: Ctx, provider: InstanceProvider, node_ref: str, *, started: list[str] | None = None
+) -> NodeInstance:
+    """Ask ``provider`` for a machine for the node; one live instance per node.
+
+    The machine's ref is appended to ``started`` as soon as the provider answers
+    (``undo_on_failure`` terminates it if the unit then fails).
+    """
     ctx.actor.require(WRITE, "provisioning an instance")
     node = get_node(ctx, node_ref)
     for other in node.instances:
@@ -135,6 +143,8 @@ def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> N
     instance.provider_ref = provider.provision(
         ProvisionRequest(instance.id, node.id, node.hostname, node.template.name, token)
     )
+    if started is not None:
+        started.append(instance.provider_ref)
     _event(ctx, "instance.provisioning", node, instance, provider=provider.name)
     audit.record(
         ctx,
@@ -145,6 +155,27 @@ def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> N
         detail={"node": node.hostname, "provider": provider.name, "ref": instance.provider_ref},
     )
     return instance
+
+
+@contextmanager
+def undo_on_failure(provider: InstanceProvider) -> Iterator[list[str]]:
+    """Around a unit that provisions: when the unit fails after the provider started a
+    machine (its commit, say), the machines whose refs were appended are terminated, so
+    none outlives its rolled-back row. Enter it before the unit::
+
+        with nodes.undo_on_failure(provider) as started, state.unit(actor) as ctx:
+            nodes.provision_instance(ctx, provider, node, started=started)
+    """
+    started: list[str] = []
+    try:
+        yield started
+    except BaseException:
+        for ref in started:
+            try:
+                provider.terminate(ref)
+            except Exception:
+                log.exception("could not terminate %s after a failed provision", ref)
+        raise
 
 
 def get_instance(ctx: Ctx, instance_id: str) -> NodeInstance:

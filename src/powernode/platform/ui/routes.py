@@ -570,8 +570,9 @@ def node_create(request: Request, actor: Actor, form: dict[str, list[str]]) -> s
 @router.post("/system/instances")
 @action
 def instance_provision(request: Request, actor: Actor, form: dict[str, list[str]]) -> str:
-    with _unit(request, actor) as ctx:
-        instance = nodes.provision_instance(ctx, _state(request).provider, _one(form, "node"))
+    provider = _state(request).provider
+    with nodes.undo_on_failure(provider) as started, _unit(request, actor) as ctx:
+        instance = nodes.provision_instance(ctx, provider, _one(form, "node"), started=started)
         iid = instance.id
     return f"/app/system/instances/{iid}"
 
