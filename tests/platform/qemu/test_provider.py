@@ -140,7 +140,8 @@ def test_restart_finds_the_vm_and_marks_a_killed_one_lost(qemu_platform: QemuPla
         assert s.get(NodeInstance, iid).status == "failed"  # type: ignore[union-attr]
         kinds = s.scalars(select(FleetEvent.kind).where(FleetEvent.instance_id == iid)).all()
         assert "instance.lost" in kinds
-    # Terminating a lost instance is refused (it ended); its console stays readable.
+    # What the lost VM left is cleaned up, the console kept; terminating it is refused (it ended).
+    assert sorted(x.name for x in (p.state / iid).iterdir()) == ["claim", "console.log", "qemu.log"]
     assert p.api("POST", f"/node_instances/{iid}/terminate").status_code == 409
     assert "powernode-test: boot" in p.api("GET", f"/node_instances/{iid}/console").text
 

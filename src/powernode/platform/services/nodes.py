@@ -240,9 +240,10 @@ def instance_console(
 def reconcile_instances(ctx: Ctx, provider: InstanceProvider) -> list[str]:
     """After a platform restart: live instances whose machine is gone are marked lost.
 
-    Each such instance becomes ``failed`` with an ``instance.lost`` fleet event;
-    the ids are returned. Machines the provider cannot see (``is_running`` None)
-    are left alone. All accounts: this is the platform's own bookkeeping.
+    Each such instance becomes ``failed`` with an ``instance.lost`` fleet event and
+    the provider cleans up what the machine left (``terminate``); the ids are
+    returned. Machines the provider cannot see (``is_running`` None) are left
+    alone. All accounts: this is the platform's own bookkeeping.
     """
     q = (
         select(NodeInstance)
@@ -266,5 +267,7 @@ def reconcile_instances(ctx: Ctx, provider: InstanceProvider) -> list[str]:
             reason=f"the {provider.name} machine {instance.provider_ref} is not running",
         )
         log.warning("instance %s: its %s machine is gone; marked lost", instance.id, provider.name)
+        # What the machine left (its disk, its seed): a lost instance cannot be terminated.
+        provider.terminate(instance.provider_ref)
         lost.append(instance.id)
     return lost
