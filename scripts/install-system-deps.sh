@@ -29,10 +29,11 @@ demo)
     pkgs=(mmdebstrap)
     ;;
 test)
-    # qemu-system-x86, busybox-static, kmod (depmod), e2fsprogs (mkfs.ext4 -O verity),
-    # zstd (the kernel's payload): the kernel-initrd image and its boots under QEMU (issue 15)
+    # qemu-system-x86, ipxe-qemu, busybox-static, kmod (depmod), e2fsprogs (mkfs.ext4 -O
+    # verity), cpio, zstd (the kernel's payload): the kernel-initrd image, the QEMU
+    # provider and netboot, booted under QEMU (issue 15).
     pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
-        chromium qemu-system-x86 busybox-static kmod e2fsprogs zstd)
+        chromium qemu-system-x86 ipxe-qemu busybox-static kmod e2fsprogs cpio zstd)
     ;;
 *)
     echo "usage: $0 demo|test" >&2

@@ -66,6 +66,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   ├── PayloadTooLargeError (platform.problems)  413
     │   ├── PermissionDeniedError (platform.problems)  403
     │   │   └── ApprovalRequiredError (platform.problems)  needs a second approval
+    │   ├── ProviderError (platform.problems)         502, the instance provider failed
     │   └── RateLimitedError (platform.problems)      429
     ├── SourceMiss (agent.identity.source)            an identity source had no answer
     │   └── ProbeTimeout (agent.identity.metadata_http)  no answer in time

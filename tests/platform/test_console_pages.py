@@ -160,8 +160,9 @@ def test_bulk_provision_from_the_nodes_page(platform: Platform, fleet: str) -> N
 class CapturingProvider(RecordingProvider):
     """A provider that keeps its instances' consoles (the QEMU provider's method)."""
 
-    def console_log(self, provider_ref: str) -> str | None:
-        return f"[    0.000000] Linux version 6.1 ({provider_ref})\n<script>x()</script>\nlogin:"
+    def console(self, provider_ref: str, max_bytes: int) -> bytes | None:
+        text = f"[    0.000000] Linux version 6.1 ({provider_ref})\n<script>x()</script>\nlogin:"
+        return text.encode()[-max_bytes:]
 
 
 def test_the_instance_page_shows_the_providers_console(platform: Platform, fleet: str) -> None:

@@ -128,6 +128,13 @@ class Remote:
     def call(
         self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        data: dict[str, Any] = self.send(method, path, body, params).json()
+        return data
+
+    def send(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """The response of a successful request; errors are printed and exit 1."""
         import httpx  # noqa: PLC0415 - only the commands that call the API load it
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -154,8 +161,7 @@ class Remote:
                 f"error: {r.status_code} {r.reason_phrase}: {user_words(str(detail))}", err=True
             )
             raise typer.Exit(1)
-        data: dict[str, Any] = r.json()
-        return data
+        return r
 
 
 @app.callback()
@@ -685,6 +691,24 @@ def terminate_instance(
     _show(
         _remote(ctx, url, token).call("POST", f"/node_instances/{instance_id}/terminate"), as_json
     )
+
+
+@app.command("instance-console")
+def instance_console(
+    ctx: typer.Context,
+    instance_id: InstanceArg,
+    *,
+    tail_bytes: Annotated[
+        int, typer.Option(min=1, max=1 << 20, help="Show at most this many last bytes.")
+    ] = 64 * 1024,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """The tail of an instance's serial console (kept after terminate)."""
+    r = _remote(ctx, url, token).send(
+        "GET", f"/node_instances/{instance_id}/console", params={"tail_bytes": tail_bytes}
+    )
+    typer.echo(r.text, nl=False)
 
 
 @app.command("audit-log")

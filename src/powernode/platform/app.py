@@ -30,6 +30,7 @@ from powernode.platform.api import (
     ingest,
     metrics,
     modules,
+    netboot,
     node_api,
     node_ops,
     nodes,
@@ -54,10 +55,12 @@ from powernode.platform.problems import (
     problem_body,
 )
 from powernode.platform.sealing import Sealer, load_or_create_key
+from powernode.platform.services.context import Actor
 from powernode.platform.services.nodeapi.heartbeat import HeartbeatBuffer
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy
 from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReader
-from powernode.platform.services.providers import InstanceProvider, RecordingProvider
+from powernode.platform.services.nodes import reconcile_instances
+from powernode.platform.services.providers import InstanceProvider, provider_of
 from powernode.platform.settings import Settings
 from powernode.platform.ui import routes as ui_routes
 
@@ -88,7 +91,7 @@ def create_app(
         engine=engine,
         sessions=make_sessionmaker(engine),
         sealer=Sealer(load_or_create_key(settings.effective_secret_key_file)),
-        provider=provider or RecordingProvider(),
+        provider=provider or provider_of(settings),
         clock=clock,
         node_ca=NodeCA.load_or_create(settings.pki_dir, now=clock()),
         identities=LiveIdentityReader(engine),
@@ -98,6 +101,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # A restart: instances whose machine went while we were away are marked lost.
+        with state.unit(Actor("platform", None, frozenset())) as ctx:
+            reconcile_instances(ctx, state.provider)
         async with anyio.create_task_group() as tg:
             # Heartbeats are coalesced and written in batches (services/nodeapi/heartbeat.py).
             tg.start_soon(state.heartbeats.run)
@@ -117,7 +123,7 @@ def create_app(
     # The node API first: routes are matched in order, and heartbeats are the
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
-    routers = (modules, versions, templates, desired, nodes, audit, ingest)
+    routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot)
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)

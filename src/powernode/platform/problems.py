@@ -18,7 +18,8 @@ path) plus extension members (``field``, ``errors``, ``current_state`` ...).
         ├── ApprovalRequiredError   403  live needs an approval (require_approval policy)
         ├── PayloadTooLargeError    413  body over max_body_bytes
         ├── RateLimitedError        429  a node over its rotation or event limit (Retry-After)
-        └── BusyError               503  SQLite's write lock still taken after busy_timeout
+        ├── BusyError               503  SQLite's write lock still taken after busy_timeout
+        └── ProviderError           502  the instance provider failed (QEMU, its image, its disk)
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class ConflictError(PlatformError):
 class TransitionError(ConflictError):
     slug = "illegal-transition"
     title = "Illegal promotion transition"
+
+
+class ProviderError(PlatformError):
+    """502: the instance provider (a hypervisor, a cloud) could not do what was asked."""
+
+    status = 502
+    slug = "provider-error"
+    title = "Instance provider error"
 
 
 class InvalidInputError(PlatformError):

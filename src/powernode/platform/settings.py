@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -77,6 +78,29 @@ class Settings(BaseModel):
     node_events_per_second: float = Field(default=100.0, ge=0, le=1_000_000)
     node_events_burst: float = Field(default=10_000.0, ge=500, le=10_000_000)
 
+    # Where instances run (services/providers.py, docs/qemu-provider.md): "recording"
+    # starts nothing; "qemu" boots each instance's kernel-initrd under QEMU on this host.
+    provider: Literal["recording", "qemu"] = "recording"
+    # The kernel-initrd image: a directory holding kernel, initrd and cmdline (empty:
+    # <data_dir>/images/kernel-initrd/amd64). Also what netboot serves.
+    image_dir: Path | None = None
+    # The qemu provider's per-instance state (claims, disks, consoles); empty: <data_dir>/instances.
+    qemu_state_dir: Path | None = None
+    qemu_memory_mb: int = Field(default=512, ge=64, le=1 << 20)
+    qemu_vcpus: int = Field(default=1, ge=1, le=256)
+    qemu_arch: str = Field(default="x86_64", pattern=r"^[a-z0-9_]+$")
+    qemu_machine: str = Field(default="q35", pattern=r"^[A-Za-z0-9_.,=-]+$")
+    # auto: KVM only when a probe boot under it prints the kernel banner, else TCG.
+    qemu_accel: Literal["auto", "kvm", "tcg"] = "auto"
+    qemu_firmware: Path | None = None
+    qemu_binary: str = ""
+    qemu_persist_disk_mb: int = Field(default=1024, ge=16, le=1 << 22)
+    # The platform's URL as a guest sees it (empty: http(s)://10.0.2.2:<port>, QEMU user
+    # networking's address of the host) and the CA it pins (empty: the embedded platform CA
+    # when tls is on, else none).
+    guest_platform_url: str = ""
+    guest_ca_file: Path | None = None
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:
@@ -106,6 +130,35 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'platform.db'}"
+
+    @property
+    def effective_image_dir(self) -> Path:
+        return self.image_dir or self.data_dir / "images" / "kernel-initrd" / "amd64"
+
+    @property
+    def effective_qemu_state_dir(self) -> Path:
+        return self.qemu_state_dir or self.data_dir / "instances"
+
+    @property
+    def effective_guest_platform_url(self) -> str:
+        if self.guest_platform_url:
+            return self.guest_platform_url.rstrip("/")
+        return f"{'https' if self.tls else 'http'}://10.0.2.2:{self.port}"
+
+    def guest_ca_pem(self) -> str:
+        """The CA certificate(s) a guest pins, PEM; empty when there is none."""
+        if self.guest_ca_file is not None:
+            path = self.guest_ca_file
+        elif self.tls and self.tls_cert_file is None:
+            path = self.pki_dir / "platform-ca.pem"
+            if not path.is_file():  # made by the first TLS start (pki_server.py)
+                return ""
+        else:
+            return ""
+        try:
+            return path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the guests' CA: {e.strerror}") from e
 
     @property
     def effective_secret_key_file(self) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.schemas import InstanceOut, NodeCreate, NodeOut, ProvisionRequest
@@ -35,8 +38,8 @@ def provision_instance(
     body: ProvisionRequest, state: State, actor: CurrentActor
 ) -> dict[str, InstanceOut]:
     """Seed 004: ``system_provision_instance({node_id})``."""
-    with state.unit(actor) as ctx:
-        i = nodes.provision_instance(ctx, state.provider, body.node_id)
+    with nodes.undo_on_failure(state.provider) as started, state.unit(actor) as ctx:
+        i = nodes.provision_instance(ctx, state.provider, body.node_id, started=started)
         return {"instance": InstanceOut.of(i)}
 
 
@@ -61,3 +64,23 @@ def terminate_instance(
     with state.unit(actor) as ctx:
         i = nodes.terminate_instance(ctx, state.provider, instance_id)
         return {"instance": InstanceOut.of(i)}
+
+
+MAX_CONSOLE_TAIL = 1 << 20
+
+
+@router.get(
+    "/node_instances/{instance_id}/console",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def instance_console(
+    instance_id: str,
+    state: State,
+    actor: Reader,
+    tail_bytes: Annotated[int, Query(ge=1, le=MAX_CONSOLE_TAIL)] = 64 * 1024,
+) -> PlainTextResponse:
+    """The last ``tail_bytes`` of the instance's serial console (kept after terminate)."""
+    with state.unit(actor, write=False) as ctx:
+        raw = nodes.instance_console(ctx, state.provider, instance_id, tail_bytes)
+    return PlainTextResponse(raw.decode(errors="replace"))

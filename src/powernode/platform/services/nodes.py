@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
@@ -100,8 +102,14 @@ def get_node(ctx: Ctx, ref: str) -> Node:
     return node
 
 
-def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> NodeInstance:
-    """Ask ``provider`` for a machine for the node; one live instance per node."""
+def provision_instance(
+    ctx: Ctx, provider: InstanceProvider, node_ref: str, *, started: list[str] | None = None
+) -> NodeInstance:
+    """Ask ``provider`` for a machine for the node; one live instance per node.
+
+    The machine's ref is appended to ``started`` as soon as the provider answers
+    (``undo_on_failure`` terminates it if the unit then fails).
+    """
     ctx.actor.require(WRITE, "provisioning an instance")
     node = get_node(ctx, node_ref)
     for other in node.instances:
@@ -124,9 +132,19 @@ def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> N
     ctx.session.flush()
     # The provider is called last, after every check: a refused request
     # must not leave a machine behind.
+    token = None
+    ttl = provider.bootstrap_ttl
+    if ttl is not None:
+        # The seed bundle's single-use token, minted by the one token service; the
+        # import is here because enroll.py builds on this module (get_instance).
+        from powernode.platform.services.nodeapi import enroll  # noqa: PLC0415
+
+        token = enroll.create_bootstrap_token(ctx, instance.id, ttl)[1]
     instance.provider_ref = provider.provision(
-        ProvisionRequest(instance.id, node.id, node.hostname, node.template.name)
+        ProvisionRequest(instance.id, node.id, node.hostname, node.template.name, token)
     )
+    if started is not None:
+        started.append(instance.provider_ref)
     _event(ctx, "instance.provisioning", node, instance, provider=provider.name)
     audit.record(
         ctx,
@@ -137,6 +155,27 @@ def provision_instance(ctx: Ctx, provider: InstanceProvider, node_ref: str) -> N
         detail={"node": node.hostname, "provider": provider.name, "ref": instance.provider_ref},
     )
     return instance
+
+
+@contextmanager
+def undo_on_failure(provider: InstanceProvider) -> Iterator[list[str]]:
+    """Around a unit that provisions: when the unit fails after the provider started a
+    machine (its commit, say), the machines whose refs were appended are terminated, so
+    none outlives its rolled-back row. Enter it before the unit::
+
+        with nodes.undo_on_failure(provider) as started, state.unit(actor) as ctx:
+            nodes.provision_instance(ctx, provider, node, started=started)
+    """
+    started: list[str] = []
+    try:
+        yield started
+    except BaseException:
+        for ref in started:
+            try:
+                provider.terminate(ref)
+            except Exception:
+                log.exception("could not terminate %s after a failed provision", ref)
+        raise
 
 
 def get_instance(ctx: Ctx, instance_id: str) -> NodeInstance:
@@ -180,3 +219,55 @@ def terminate_instance(ctx: Ctx, provider: InstanceProvider, instance_id: str) -
         detail={"previous_status": before},
     )
     return instance
+
+
+def instance_console(
+    ctx: Ctx, provider: InstanceProvider, instance_id: str, max_bytes: int
+) -> bytes:
+    """The tail of the instance's serial console, ended instances included."""
+    instance = get_instance(ctx, instance_id)
+    if instance.provider != provider.name or not instance.provider_ref:
+        raise NotFoundError(
+            f"instance {instance_id} was provisioned by provider {instance.provider!r}; "
+            f"this platform runs {provider.name!r}, which keeps no console for it"
+        )
+    out = provider.console(instance.provider_ref, max_bytes)
+    if out is None:
+        raise NotFoundError(f"provider {provider.name!r} keeps no serial console")
+    return out
+
+
+def reconcile_instances(ctx: Ctx, provider: InstanceProvider) -> list[str]:
+    """After a platform restart: live instances whose machine is gone are marked lost.
+
+    Each such instance becomes ``failed`` with an ``instance.lost`` fleet event and
+    the provider cleans up what the machine left (``terminate``); the ids are
+    returned. Machines the provider cannot see (``is_running`` None) are left
+    alone. All accounts: this is the platform's own bookkeeping.
+    """
+    q = (
+        select(NodeInstance)
+        .where(NodeInstance.provider == provider.name)
+        .where(NodeInstance.status.not_in(_ENDED))
+        .order_by(NodeInstance.id)
+        .with_for_update()
+    )
+    lost = []
+    for instance in ctx.session.scalars(q):
+        if not instance.provider_ref or provider.is_running(instance.provider_ref) is not False:
+            continue
+        before = instance.status
+        instance.status = InstanceStatus.FAILED.value
+        _event(
+            ctx,
+            "instance.lost",
+            instance.node,
+            instance,
+            previous_status=before,
+            reason=f"the {provider.name} machine {instance.provider_ref} is not running",
+        )
+        log.warning("instance %s: its %s machine is gone; marked lost", instance.id, provider.name)
+        # What the machine left (its disk, its seed): a lost instance cannot be terminated.
+        provider.terminate(instance.provider_ref)
+        lost.append(instance.id)
+    return lost

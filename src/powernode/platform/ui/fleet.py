@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -175,8 +174,9 @@ def node_create(request: Request, actor: Actor, form: Form) -> str:
 @router.post("/system/instances")
 @action
 def instance_provision(request: Request, actor: Actor, form: Form) -> str:
-    with unit(request, actor) as ctx:
-        instance = nodes.provision_instance(ctx, state_of(request).provider, one(form, "node"))
+    provider = state_of(request).provider
+    with nodes.undo_on_failure(provider) as started, unit(request, actor) as ctx:
+        instance = nodes.provision_instance(ctx, provider, one(form, "node"), started=started)
         iid = instance.id
     return f"/app/system/instances/{iid}"
 
@@ -196,20 +196,13 @@ async def instances_terminate(request: Request) -> Response:
 router.add_api_route("/system/instances/bulk-terminate", instances_terminate, methods=["POST"])
 
 
-@runtime_checkable
-class ConsoleSource(Protocol):
-    """A provider that captures its instances' consoles (the QEMU provider does)."""
-
-    def console_log(self, provider_ref: str) -> str | None: ...
-
-
 def console_log(provider: InstanceProvider, instance: NodeInstance) -> str | None:
     """The instance's console as its provider captured it (its tail), or None when
     the provider captures none. The one place the console page reads it from."""
-    if not isinstance(provider, ConsoleSource) or not instance.provider_ref:
+    if not instance.provider_ref:
         return None
-    text = provider.console_log(instance.provider_ref)
-    return None if text is None else text[-CONSOLE_TAIL:]
+    data = provider.console(instance.provider_ref, CONSOLE_TAIL)
+    return None if data is None else data.decode("utf-8", "replace")[-CONSOLE_TAIL:]
 
 
 @router.get("/system/instances/{instance_id}")
