@@ -146,6 +146,18 @@ class Manifest:
         assert isinstance(data, Mapping)
         return _build(data, {})
 
+    @classmethod
+    def from_stored(cls, data: object, *, name: str) -> Manifest:
+        """A manifest.json a catalog stored, read leniently under the module's ``name``.
+
+        A version registered by hand may carry a partial manifest (only ``mask``,
+        say); the platform checked its globs when it stored it. Missing or
+        ill-typed fields read as empty; requirements are parsed later, by
+        :meth:`requirements`.
+        """
+        doc: Mapping[str, object] = data if isinstance(data, Mapping) else {}
+        return _build({**doc, "name": name}, {})
+
 
 @dataclass(frozen=True)
 class LoadedManifest:
