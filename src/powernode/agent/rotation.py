@@ -36,6 +36,27 @@ def rotation_due(info: CertInfo, now: datetime, fraction: float = 0.75) -> bool:
 
 
 @dataclass(frozen=True)
+class RotationState:
+    """Where a certificate stands in its rotation, at one moment."""
+
+    rotate_after: datetime  # ``fraction`` of the lifetime
+    due: bool
+    expired: bool
+    seconds_left: int  # 0 once expired
+
+
+def rotation_state(info: CertInfo, now: datetime, fraction: float = 0.75) -> RotationState:
+    """The rotation state ``status`` and ``introspect`` show (the loop rotates by the same rule)."""
+    lifetime = info.not_after - info.not_before
+    return RotationState(
+        rotate_after=info.not_before + lifetime * fraction,
+        due=rotation_due(info, now, fraction),
+        expired=now >= info.not_after,
+        seconds_left=max(0, int((info.not_after - now).total_seconds())),
+    )
+
+
+@dataclass(frozen=True)
 class RotationFailure:
     """The state after a failed attempt, kept until an attempt succeeds."""
 
