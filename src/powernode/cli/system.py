@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import httpx
     from rich.console import Console
 
+    from powernode.client import JsonObject, Params
+
 from powernode.cli.base import App
 
 app = App()
@@ -121,41 +123,44 @@ def check_url(url: str) -> str:
 
 @dataclass
 class Remote:
+    """The platform the commands call: the operator client, its errors turned into exits.
+
+    One :class:`~powernode.client.SyncOperatorClient` per call; a refusal or an
+    unreachable platform is printed to stderr in the user's words (flags, not
+    API field names) and exits 1.
+    """
+
     url: str
     token: str | None
     transport: httpx.BaseTransport | None = None
 
     def call(
-        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        import httpx  # noqa: PLC0415 - only the commands that call the API load it
+        self, method: str, path: str, body: object = None, params: Params = None
+    ) -> JsonObject:
+        # Only the commands that call the API load httpx (bench/bench_cli_start.py).
+        from powernode.client import (  # noqa: PLC0415
+            ApiError,
+            PlatformUnreachableError,
+            SyncOperatorClient,
+        )
 
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with httpx.Client(base_url=self.url, transport=self.transport, timeout=30) as c:
-                r = c.request(method, API + path, json=body, params=params, headers=headers)
-        except httpx.HTTPError as e:
+            with SyncOperatorClient(self.url, self.token, self.transport) as client:
+                return client.request(method, path, body=body, params=params)
+        except PlatformUnreachableError as e:
             typer.echo(
-                f"error: cannot reach the platform at {self.url} ({e or type(e).__name__}); "
+                f"error: cannot reach the platform at {self.url} ({e.cause}); "
                 "is `powernode platform serve` running there? Give its address with --url "
                 "or POWERNODE_URL.",
                 err=True,
             )
             raise typer.Exit(1) from e
-        if r.is_error:
-            try:
-                problem = r.json()
-                detail = problem.get("detail", r.text)
-            except ValueError:
-                detail = r.text[:500]
-            if r.status_code == 401:
+        except ApiError as e:
+            detail = e.detail
+            if e.status == 401:
                 detail = f"{detail} (give an API token with --token or POWERNODE_TOKEN)"
-            typer.echo(
-                f"error: {r.status_code} {r.reason_phrase}: {user_words(str(detail))}", err=True
-            )
-            raise typer.Exit(1)
-        data: dict[str, Any] = r.json()
-        return data
+            typer.echo(f"error: {e.status} {e.reason}: {user_words(detail)}", err=True)
+            raise typer.Exit(1) from e
 
 
 @app.callback()
