@@ -34,8 +34,8 @@ __all__ = [
 API = "/api/v1/system"
 DEFAULT_TIMEOUT = 30.0
 
-# One JSON object the API answered. Its callers read it by key into tables,
-# follow-up calls and checks; the API's OpenAPI, not this alias, types it.
+# One JSON object (an API answer, a command's --json output). Its callers read
+# it by key into tables, follow-up calls and checks; the API's OpenAPI types it.
 JsonObject = dict[str, Any]  # Any: a JSON object's values, read by key by each caller
 Scalar = str | int | float | bool | None
 QueryValue = Scalar | Sequence[Scalar]  # a list repeats the key (?a=1&a=2)

@@ -30,13 +30,13 @@ from powernode.errors import Problem
 
 FieldPath = tuple[str | int, ...]
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # Any: C or pure loader class
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null"))
 # Resolved from plain text but meaningless without aliases / in a manifest: keep the text.
 _AS_TEXT = frozenset(f"{_TAG}{t}" for t in ("merge", "value"))
 _COLLECTION_TAGS = frozenset({None, "!", f"{_TAG}map", f"{_TAG}seq"})
-_RESOLVER: Any = yaml.resolver.Resolver()
+_RESOLVER: Any = yaml.resolver.Resolver()  # Any: types-PyYAML leaves resolve() untyped
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 MAX_PROBLEMS = 100  # stop collecting after this many, so a hostile file cannot flood output
 
@@ -394,7 +394,7 @@ def compose(
     return (doc if ok else None), composer.problems
 
 
-def _events(loader: Any) -> Iterator[events.Event]:
+def _events(loader: Any) -> Iterator[events.Event]:  # Any: an instance of _Loader
     while loader.check_event():
         yield loader.get_event()
 
