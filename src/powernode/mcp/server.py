@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import httpx
 from mcp.server.elicitation import AcceptedElicitation, DeclinedElicitation, ElicitationResult
@@ -40,7 +40,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from powernode import __version__
-from powernode.client import ApiError, OperatorClient, PlatformUnreachableError
+from powernode.client import ApiError, JsonObject, OperatorClient, PlatformUnreachableError
 from powernode.errors import ManifestError
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class Confirm(BaseModel):
     confirm: bool = Field(description="true to carry out the plan shown; false to leave it")
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True)
 class Connection:
     url: str
@@ -77,7 +80,7 @@ class Connection:
         return OperatorClient(self.url, self.token, self.transport, verify=self.verify)
 
 
-async def _call(conn: Connection, fn: Callable[[OperatorClient], Awaitable[Any]]) -> Any:
+async def _call(conn: Connection, fn: Callable[[OperatorClient], Awaitable[_T]]) -> _T:
     """Run ``fn`` with a client; the platform's refusal becomes the tool's error."""
     try:
         async with conn.client() as c:
@@ -92,7 +95,7 @@ Answer = ElicitationResult[Confirm]
 _NOT_ASKED: Answer = DeclinedElicitation()
 
 
-def _ask(plan: dict[str, Any]) -> Elicit[Confirm]:
+def _ask(plan: JsonObject) -> Elicit[Confirm]:
     """The confirmation request for ``plan``: sent mid-call to a handshake-era client,
     batched into an ``InputRequiredResult`` on 2026-07-28 (the SDK's resolvers pick)."""
     text = "powernode will do this:\n" + json.dumps(plan, indent=2, sort_keys=True)
@@ -103,7 +106,7 @@ def _accepted(answer: Answer) -> bool:
     return isinstance(answer, AcceptedElicitation) and answer.data.confirm
 
 
-def _not_done(plan: dict[str, Any], why: str) -> dict[str, Any]:
+def _not_done(plan: JsonObject, why: str) -> JsonObject:
     return {"done": False, "reason": why, "plan": plan}
 
 
@@ -125,48 +128,44 @@ def build_server(conn: Connection, *, allow_writes: bool = False) -> MCPServer:
     # -- reads -----------------------------------------------------------------------
 
     @server.tool(annotations=READ)
-    async def system_list_modules(category: str | None = None) -> dict[str, Any]:
+    async def system_list_modules(category: str | None = None) -> JsonObject:
         """Modules in the catalog, optionally of one category (system-base, userland, …)."""
-        result: dict[str, Any] = await _call(
+        result: JsonObject = await _call(
             conn, lambda c: c.get("/node_modules", category_slug=category)
         )
         return result
 
     @server.tool(annotations=READ)
-    async def system_list_module_versions(module: str) -> dict[str, Any]:
+    async def system_list_module_versions(module: str) -> JsonObject:
         """Every version of a module with its promotion state and digests."""
-        result: dict[str, Any] = await _call(
-            conn, lambda c: c.get(f"/node_modules/{module}/versions")
-        )
+        result: JsonObject = await _call(conn, lambda c: c.get(f"/node_modules/{module}/versions"))
         return result
 
     @server.tool(annotations=READ)
-    async def system_get_instance(instance_id: str) -> dict[str, Any]:
+    async def system_get_instance(instance_id: str) -> JsonObject:
         """One node instance: status, template, last heartbeat, running modules."""
-        result: dict[str, Any] = await _call(
-            conn, lambda c: c.get(f"/node_instances/{instance_id}")
-        )
+        result: JsonObject = await _call(conn, lambda c: c.get(f"/node_instances/{instance_id}"))
         return result
 
     @server.tool(annotations=READ)
-    async def system_drift_report(instance_id: str) -> dict[str, Any]:
+    async def system_drift_report(instance_id: str) -> JsonObject:
         """Desired vs running composefs digest of every module of an instance; drift: false
         when it runs what its template asks for."""
-        result: dict[str, Any] = await _call(
+        result: JsonObject = await _call(
             conn, lambda c: c.get(f"/node_instances/{instance_id}/drift")
         )
         return result
 
     @server.tool(annotations=READ)
-    async def system_template_composition(template: str) -> dict[str, Any]:
+    async def system_template_composition(template: str) -> JsonObject:
         """A template's composition preview: the stack and which module wins each path."""
-        result: dict[str, Any] = await _call(
+        result: JsonObject = await _call(
             conn, lambda c: c.get(f"/node_templates/{template}/composition")
         )
         return result
 
     @server.tool(annotations=READ)
-    async def system_validate_module_manifest(manifest_yaml: str) -> dict[str, Any]:
+    async def system_validate_module_manifest(manifest_yaml: str) -> JsonObject:
         """Validate a module's manifest.yaml text (schema, globs, dependencies), offline."""
         from powernode.core.manifest import parse_manifest  # noqa: PLC0415
 
@@ -181,12 +180,12 @@ def build_server(conn: Connection, *, allow_writes: bool = False) -> MCPServer:
         }
 
     @server.tool(annotations=READ)
-    async def list_gitea_workflow_runs(owner: str, repo: str) -> dict[str, Any]:
+    async def list_gitea_workflow_runs(owner: str, repo: str) -> JsonObject:
         """The module builds reported by the Gitea repository ``owner/repo``: its
         module's ingest jobs (one per build webhook), newest first."""
         full = f"{owner}/{repo}"
 
-        async def go(c: OperatorClient) -> dict[str, Any]:
+        async def go(c: OperatorClient) -> JsonObject:
             modules = (await c.get("/node_modules")).get("modules", [])
             match = [m for m in modules if m.get("gitea_repo_full_name") == full]
             if not match:
@@ -195,14 +194,14 @@ def build_server(conn: Connection, *, allow_writes: bool = False) -> MCPServer:
             ingests = (await c.get(f"/node_modules/{name}/ingests")).get("ingests", [])
             return {"module": name, "runs": ingests}
 
-        result: dict[str, Any] = await _call(conn, go)
+        result: JsonObject = await _call(conn, go)
         return result
 
     @server.resource("powernode://modules/{name}", mime_type="application/json")
     async def module_resource(name: str) -> str:
         """A module and its versions."""
 
-        async def go(c: OperatorClient) -> dict[str, Any]:
+        async def go(c: OperatorClient) -> JsonObject:
             module = await c.get(f"/node_modules/{name}")
             versions = await c.get(f"/node_modules/{name}/versions")
             return {**module, **versions}
@@ -248,19 +247,19 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
     async def guarded(
         dry_run: bool,
         answer: Answer,
-        plan_fn: Callable[[OperatorClient], Awaitable[dict[str, Any]]],
-        act: Callable[[OperatorClient], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]:
-        plan: dict[str, Any] = await _call(conn, plan_fn)
+        plan_fn: Callable[[OperatorClient], Awaitable[JsonObject]],
+        act: Callable[[OperatorClient], Awaitable[JsonObject]],
+    ) -> JsonObject:
+        plan: JsonObject = await _call(conn, plan_fn)
         if dry_run:
             return _not_done(plan, "dry run")
         if not _accepted(answer):
             return _not_done(plan, "not confirmed")
-        result: dict[str, Any] = await _call(conn, act)
+        result: JsonObject = await _call(conn, act)
         return {"done": True, "plan": plan, "result": result}
 
     async def asking(
-        dry_run: bool, plan_fn: Callable[[OperatorClient], Awaitable[dict[str, Any]]]
+        dry_run: bool, plan_fn: Callable[[OperatorClient], Awaitable[JsonObject]]
     ) -> Elicit[Confirm] | Answer:
         if dry_run:
             return _NOT_ASKED
@@ -277,7 +276,7 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         github_repo_full_name: str | None = None,
         cosign_public_key: str | None = None,
         require_approval: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Register a module in the catalog; the answer carries its webhook secret, shown
         once (store it as the repository's POWERNODE_WEBHOOK_SECRET)."""
         body = {
@@ -286,7 +285,7 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
             "github_repo_full_name": github_repo_full_name,
             "cosign_public_key": cosign_public_key, "require_approval": require_approval,
         }  # fmt: skip
-        result: dict[str, Any] = await _call(
+        result: JsonObject = await _call(
             conn,
             lambda c: c.post("/node_modules", {k: v for k, v in body.items() if v is not None}),
         )
@@ -294,27 +293,25 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
 
     @server.tool(annotations=CREATE)
     async def system_create_node(
-        hostname: str, template: str, metadata: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+        hostname: str, template: str, metadata: JsonObject | None = None
+    ) -> JsonObject:
         """Register a node (what the operator wants to run) on a template."""
         body = {"hostname": hostname, "node_template_id": template, "metadata": metadata or {}}
-        result: dict[str, Any] = await _call(conn, lambda c: c.post("/nodes", body))
+        result: JsonObject = await _call(conn, lambda c: c.post("/nodes", body))
         return result
 
     @server.tool(annotations=CREATE)
-    async def system_provision_instance(node: str) -> dict[str, Any]:
+    async def system_provision_instance(node: str) -> JsonObject:
         """Provision an instance of a node (by hostname or id) through its provider."""
-        result: dict[str, Any] = await _call(
+        result: JsonObject = await _call(
             conn, lambda c: c.post("/node_instances", {"node_id": node})
         )
         return result
 
     # -- promote -----------------------------------------------------------------------
 
-    def promote_plan(
-        version_id: str, to: str
-    ) -> Callable[[OperatorClient], Awaitable[dict[str, Any]]]:
-        async def plan(c: OperatorClient) -> dict[str, Any]:
+    def promote_plan(version_id: str, to: str) -> Callable[[OperatorClient], Awaitable[JsonObject]]:
+        async def plan(c: OperatorClient) -> JsonObject:
             v = (await c.get(f"/node_module_versions/{version_id}")).get("version", {})
             module = str(v.get("module_name", ""))
             return {
@@ -343,7 +340,7 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         answer: Annotated[Answer, Resolve(ask_promote)],
         note: str = "",
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Promote a version (built → staging → blessed → live). Going blessed or live
         reaches nodes: the plan names the templates that assign the module, and it is
         carried out only when confirmed."""
@@ -357,8 +354,8 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
 
     def assign_plan(
         template: str, module: str, effective_priority: int | None
-    ) -> Callable[[OperatorClient], Awaitable[dict[str, Any]]]:
-        async def plan(c: OperatorClient) -> dict[str, Any]:
+    ) -> Callable[[OperatorClient], Awaitable[JsonObject]]:
+        async def plan(c: OperatorClient) -> JsonObject:
             return {
                 "action": "assign",
                 "template": template,
@@ -381,12 +378,12 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         *,
         answer: Annotated[Answer, Resolve(ask_assign)],
         effective_priority: int | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: JsonObject | None = None,
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Assign a module to a template: every instance of the template takes it at its
         next sync. Shows the plan and asks for confirmation first."""
-        body: dict[str, Any] = {"module_name": module, "metadata": metadata or {}}
+        body: JsonObject = {"module_name": module, "metadata": metadata or {}}
         if effective_priority is not None:
             body["effective_priority"] = effective_priority
         return await guarded(
@@ -395,21 +392,21 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         )  # fmt: skip
 
     def update_plan(
-        assignment_id: str, change: dict[str, Any]
-    ) -> Callable[[OperatorClient], Awaitable[dict[str, Any]]]:
-        async def plan(c: OperatorClient) -> dict[str, Any]:
+        assignment_id: str, change: JsonObject
+    ) -> Callable[[OperatorClient], Awaitable[JsonObject]]:
+        async def plan(c: OperatorClient) -> JsonObject:
             return {"action": "update-assignment", "assignment": assignment_id, "change": change}
 
         return plan
 
-    def _change(effective_priority: int | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    def _change(effective_priority: int | None, metadata: JsonObject | None) -> JsonObject:
         body = {"effective_priority": effective_priority, "metadata": metadata}
         return {k: v for k, v in body.items() if v is not None}
 
     async def ask_update(
         assignment_id: str,
         effective_priority: int | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: JsonObject | None = None,
         dry_run: bool = False,
     ) -> Elicit[Confirm] | Answer:
         return await asking(
@@ -421,9 +418,9 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         assignment_id: str,
         answer: Annotated[Answer, Resolve(ask_update)],
         effective_priority: int | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: JsonObject | None = None,
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Change an assignment's priority override or metadata (the stack of every
         instance of its template may change). Shows the plan and asks first."""
         change = _change(effective_priority, metadata)
@@ -434,8 +431,8 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
 
     def unassign_plan(
         template: str, module: str
-    ) -> Callable[[OperatorClient], Awaitable[dict[str, Any]]]:
-        async def plan(c: OperatorClient) -> dict[str, Any]:
+    ) -> Callable[[OperatorClient], Awaitable[JsonObject]]:
+        async def plan(c: OperatorClient) -> JsonObject:
             return {
                 "action": "unassign",
                 "template": template,
@@ -456,7 +453,7 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         module: str,
         answer: Annotated[Answer, Resolve(ask_unassign)],
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Remove a module from a template: its instances unmount it at their next sync.
         Shows the plan and asks first."""
         return await guarded(
@@ -466,8 +463,8 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
 
     # -- destructive -------------------------------------------------------------------
 
-    def terminate_plan(instance_id: str) -> Callable[[OperatorClient], Awaitable[dict[str, Any]]]:
-        async def plan(c: OperatorClient) -> dict[str, Any]:
+    def terminate_plan(instance_id: str) -> Callable[[OperatorClient], Awaitable[JsonObject]]:
+        async def plan(c: OperatorClient) -> JsonObject:
             inst = (await c.get(f"/node_instances/{instance_id}")).get("instance", {})
             keep = ("id", "hostname", "status", "provider", "provider_ref")
             return {"action": "terminate", "instance": {k: inst.get(k) for k in keep}}
@@ -482,15 +479,15 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         instance_id: str,
         answer: Annotated[Answer, Resolve(ask_terminate)],
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Terminate an instance through its provider. Shows the instance and asks first."""
         return await guarded(
             dry_run, answer, terminate_plan(instance_id),
             lambda c: c.post(f"/node_instances/{instance_id}/terminate"),
         )  # fmt: skip
 
-    def delete_plan(name: str) -> Callable[[OperatorClient], Awaitable[dict[str, Any]]]:
-        async def plan(c: OperatorClient) -> dict[str, Any]:
+    def delete_plan(name: str) -> Callable[[OperatorClient], Awaitable[JsonObject]]:
+        async def plan(c: OperatorClient) -> JsonObject:
             versions = (await c.get(f"/node_modules/{name}/versions")).get("versions", [])
             return {
                 "action": "delete-module",
@@ -511,7 +508,7 @@ def _register_writes(server: MCPServer, conn: Connection) -> None:
         name: str,
         answer: Annotated[Answer, Resolve(ask_delete)],
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Delete a module and its versions. Shows what goes and asks first; the platform
         refuses while a version is live or the module is assigned."""
         return await guarded(
