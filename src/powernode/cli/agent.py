@@ -129,54 +129,19 @@ def enroll(
     """Exchange a bootstrap token for this node's client certificate (key made here)."""
     import sys  # noqa: PLC0415
 
-    from powernode.agent import enroll as enrolling  # noqa: PLC0415
-    from powernode.agent.certstore import CertStore  # noqa: PLC0415
-    from powernode.agent.lifecycle import SystemClock  # noqa: PLC0415
-    from powernode.agent.transport import NodeClient, tls_context  # noqa: PLC0415
-    from powernode.agent.view import instance_hint  # noqa: PLC0415
-    from powernode.errors import ConfigError  # noqa: PLC0415
+    from powernode.agent.join import join  # noqa: PLC0415
 
     _logging(verbose)
     try:
-        cfg = _config(config, state_dir=state_dir, platform_url=platform_url)
-        url = cfg.require_platform()
-        if token_file is not None:
-            where = "stdin" if str(token_file) == "-" else str(token_file)
-            try:
-                token = sys.stdin.read(8192) if where == "stdin" else token_file.read_text()
-            except OSError as e:
-                raise ConfigError(f"{token_file}: cannot read the token: {e.strerror}") from e
-        else:
-            where = "POWERNODE_AGENT_BOOTSTRAP_TOKEN"
-            token = os.environ.get(where, "")
-            if not token:
-                raise ConfigError(
-                    "no bootstrap token: pass --token-file FILE (or '-' for stdin) or set "
-                    "POWERNODE_AGENT_BOOTSTRAP_TOKEN"
-                )
-        token = enrolling.check_token(token, where)
-        ca_file = platform_ca or cfg.platform_ca_file
-        if ca_file is None:
-            raise ConfigError(
-                "no platform CA: pass --platform-ca FILE (the PEM the platform's TLS "
-                "certificate chains to) or set platform_ca_file in the agent config"
-            )
-        try:
-            ca_pem = ca_file.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{ca_file}: cannot read the platform CA: {e.strerror}") from e
-        hint = instance_hint(cfg) if discover else ""
-        clock = SystemClock()
-        with NodeClient(url, tls=tls_context(ca_file), clock=clock) as client:
-            info = enrolling.enroll(
-                CertStore(cfg.pki_dir),
-                client,
-                token,
-                platform_ca_pem=ca_pem,
-                now=clock.now(),
-                instance_hint=hint or "",
-                force=force,
-            )
+        info = join(
+            _config(config, state_dir=state_dir, platform_url=platform_url),
+            token_file,
+            stdin=sys.stdin,
+            environ=os.environ,
+            platform_ca=platform_ca,
+            force=force,
+            discover=discover,
+        )
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
