@@ -7,6 +7,7 @@ subcommands no longer import the agent's CLI module.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from powernode.agent.assemble import (
 )
 from powernode.agent.certstore import CertInfo
 from powernode.agent.config import AgentConfig
+from powernode.agent.join import join, read_token
 from powernode.agent.lifecycle import ManualClock, StopSignal
 from powernode.agent.spool import Spool
 from powernode.agent.view import agent_view, certificate_view
@@ -95,3 +97,49 @@ def test_the_modules_commands_do_not_import_the_agent_cli() -> None:
     code = "import sys, powernode.cli.agent_modules; print('powernode.cli.agent' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_bootstrap_token_comes_from_a_file_stdin_or_the_environment(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("pbt_abc\n")
+    empty: dict[str, str] = {}
+    assert read_token(f, stdin=io.StringIO(), environ=empty) == "pbt_abc"
+    assert read_token(Path("-"), stdin=io.StringIO(" pbt_in \n"), environ=empty) == "pbt_in"
+    env = {"POWERNODE_AGENT_BOOTSTRAP_TOKEN": "pbt_env"}
+    assert read_token(None, stdin=io.StringIO(), environ=env) == "pbt_env"
+
+
+@pytest.mark.parametrize(
+    ("where", "content", "message"),
+    [
+        ("env", None, "no bootstrap token: pass --token-file FILE"),
+        ("missing", None, "cannot read the token"),
+        ("file", "   \n", "the bootstrap token is empty"),
+        ("file", "two words", "not a bootstrap token"),
+    ],
+)
+def test_a_bad_token_is_refused_naming_where_it_came_from(
+    tmp_path: Path, where: str, content: str | None, message: str
+) -> None:
+    f = tmp_path / "token"
+    if content is not None:
+        f.write_text(content)
+    token_file = None if where == "env" else f
+    with pytest.raises(ConfigError, match=message) as e:
+        read_token(token_file, stdin=io.StringIO(), environ={})
+    if token_file is not None:
+        assert str(f) in str(e.value)
+
+
+def test_joining_without_a_platform_ca_or_url_says_what_to_set(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("pbt_abc")
+    io_kw = {"stdin": io.StringIO(), "environ": {}}
+    with pytest.raises(ConfigError, match="platform_url is not set"):
+        join(config(tmp_path), f, **io_kw)  # type: ignore[arg-type]
+    cfg = config(tmp_path, platform_url="https://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="no platform CA: pass --platform-ca FILE"):
+        join(cfg, f, **io_kw)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="cannot read the platform CA"):
+        join(cfg, f, platform_ca=tmp_path / "absent.pem", **io_kw)  # type: ignore[arg-type]
+    assert not (tmp_path / "state" / "pki").exists()  # nothing written
