@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from powernode.agent.certstore import CertInfo, CertStore, build_csr, generate_key, rfc3339
 from powernode.agent.transport import NodeClient
@@ -71,7 +70,7 @@ def record_failure(previous: RotationFailure | None, now: datetime, error: str) 
     return RotationFailure(previous.since, previous.attempts + 1, error)
 
 
-def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> dict[str, Any]:
+def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> dict[str, object]:
     """The payload of a ``system.cert.rotation_failed`` event."""
     return {
         "instance_id": info.instance_id,

@@ -23,7 +23,7 @@ path) plus extension members (``field``, ``errors``, ``current_state`` ...).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from powernode.errors import PowernodeError
 
@@ -38,12 +38,12 @@ class PlatformError(PowernodeError):
     slug: ClassVar[str] = "bad-request"
     title: ClassVar[str] = "Bad request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, **extra: object) -> None:
         self.detail = detail
         self.extra = extra
         super().__init__(detail)
 
-    def problem(self, instance: str | None = None) -> dict[str, Any]:
+    def problem(self, instance: str | None = None) -> dict[str, object]:
         return problem_body(
             self.status, self.slug, self.title, self.detail, instance=instance, extra=self.extra
         )
@@ -102,7 +102,7 @@ class RateLimitedError(PlatformError):
     slug = "rate-limited"
     title = "Too many requests"
 
-    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+    def __init__(self, detail: str, *, retry_after: int, **extra: object) -> None:
         self.retry_after = retry_after
         super().__init__(detail, retry_after=retry_after, **extra)
 
@@ -114,7 +114,7 @@ class BusyError(PlatformError):
     slug = "busy"
     title = "Busy"
 
-    def __init__(self, detail: str, *, retry_after: int = 1, **extra: Any) -> None:
+    def __init__(self, detail: str, *, retry_after: int = 1, **extra: object) -> None:
         self.retry_after = retry_after
         super().__init__(detail, retry_after=retry_after, **extra)
 
@@ -126,10 +126,10 @@ def problem_body(
     detail: str,
     *,
     instance: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
     """The RFC 9457 members, then the extensions (which never override them)."""
-    body: dict[str, Any] = dict(extra or {})
+    body: dict[str, object] = dict(extra or {})
     body.update({"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail})
     if instance is not None:
         body["instance"] = instance

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from powernode.platform.services.context import Actor
 router = APIRouter(tags=["ingest"])
 
 
-def _text(max_length: int = 255) -> dict[str, Any]:
+def _text(max_length: int = 255) -> dict[str, object]:
     return {"type": "string", "maxLength": max_length}
 
 
@@ -25,7 +25,7 @@ def _text(max_length: int = 255) -> dict[str, Any]:
 # release.tag_name, a SemVer version) and timestamp (Unix seconds or RFC 3339 with a
 # zone, within 5 minutes) are checked after it. Other members (a native Gitea/GitHub
 # event has many) are ignored.
-_EVENT_SCHEMA: dict[str, Any] = {
+_EVENT_SCHEMA: dict[str, object] = {
     "type": "object",
     "properties": {
         "module": _text(),
@@ -43,8 +43,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _header(name: str, pattern: str, description: str, required: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
+def _header(name: str, pattern: str, description: str, required: bool = True) -> dict[str, object]:
+    schema: dict[str, object] = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
     return {
@@ -59,7 +59,7 @@ def _header(name: str, pattern: str, description: str, required: bool = True) ->
 _DELIVERY = "^[A-Za-z0-9._:-]{1,128}$"  # services/webhooks.py _DELIVERY
 
 
-def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> dict[str, Any]:
+def _signed(signature: str, sig_pattern: str, delivery: str, event: str) -> dict[str, object]:
     """openapi_extra of one provider's endpoint: its headers and the event body."""
     return {
         "parameters": [

@@ -101,7 +101,7 @@ def _actor(request: Request) -> tuple[sess.UiSession, Actor]:
         raise _Login from e
 
 
-def _render(request: Request, page_name: str, code: int = 200, /, **ctx: Any) -> Response:
+def _render(request: Request, page_name: str, code: int = 200, /, **ctx: object) -> Response:
     html = _env.get_template(page_name).render(request=request, version=__version__, **ctx)
     return _headers(HTMLResponse(html, status_code=code))
 
@@ -281,7 +281,7 @@ def modules_page(request: Request) -> Response:
     )  # fmt: skip
 
 
-def _module_row(m: NodeModule, states: dict[str, int]) -> dict[str, Any]:
+def _module_row(m: NodeModule, states: dict[str, int]) -> dict[str, object]:
     return {
         "name": m.name,
         "category": m.category.slug,
@@ -333,7 +333,7 @@ def module_page(request: Request) -> Response:
         module = catalog.get_module(ctx, name)
         versions = catalog.list_versions(ctx, name)
         ids = [v.id for v in versions]
-        approvals: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        approvals: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
         q = select(PromotionApproval).where(PromotionApproval.version_id.in_(ids))
         for a in ctx.session.scalars(q.order_by(PromotionApproval.approved_at)):
             approvals[a.version_id].append(
@@ -351,7 +351,7 @@ def module_page(request: Request) -> Response:
     )  # fmt: skip
 
 
-def _version_row(v: NodeModuleVersion) -> dict[str, Any]:
+def _version_row(v: NodeModuleVersion) -> dict[str, object]:
     return {
         "id": v.id,
         "module": v.module.name,
@@ -614,7 +614,7 @@ def instance_page(request: Request) -> Response:
     )  # fmt: skip
 
 
-def _event_row(e: FleetEvent) -> dict[str, Any]:
+def _event_row(e: FleetEvent) -> dict[str, object]:
     return {
         "id": e.id,
         "kind": e.kind,
