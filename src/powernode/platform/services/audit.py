@@ -7,7 +7,6 @@ fails leaves neither the change nor an audit row (refusals are logged).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy import func, select
 
@@ -26,7 +25,7 @@ def record(
     target_type: str,
     target_id: str | None,
     summary: str,
-    detail: dict[str, Any] | None = None,
+    detail: dict[str, object] | None = None,
 ) -> AuditLogEntry:
     entry = AuditLogEntry(
         at=ctx.now,
