@@ -36,13 +36,14 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.requests import Request
+from starlette.types import ASGIApp as ASGIApplication
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from powernode.errors import ConfigError
@@ -67,7 +68,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class PeerCertProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the client certificate in the request scope."""
 
-    _tls: dict[str, Any] | None = None
+    _tls: dict[str, object] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -110,7 +111,7 @@ def _networks(proxies: tuple[str, ...]) -> tuple[Network, ...]:
 def _trusted_proxies(request: Request) -> tuple[str, ...]:
     """``app.state.trusted_proxies``, else the platform settings' (``app.state.platform``)."""
     state = request.app.state
-    proxies: Any = getattr(state, "trusted_proxies", None)
+    proxies: Iterable[object] | None = getattr(state, "trusted_proxies", None)
     if proxies is None:
         settings = getattr(getattr(state, "platform", None), "settings", None)
         proxies = getattr(settings, "trusted_proxies", ())
@@ -266,7 +267,7 @@ class NotifyingServer(uvicorn.Server):
 
 
 def build_server(
-    app: Any,
+    app: ASGIApplication,
     settings: Settings,
     *,
     now: datetime | None = None,
@@ -275,7 +276,7 @@ def build_server(
     notifier: Notifier | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` as ``settings`` say (TLS or not), not yet started."""
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {}  # Any: uvicorn.Config keywords of several types
     if settings.tls:
         moment = now or datetime.now(UTC)
         cert, key, _ = server_identity(settings, now=moment)
@@ -302,6 +303,8 @@ def build_server(
     return NotifyingServer(config, notifier or Notifier({}))
 
 
-def serve(app: Any, settings: Settings, *, sockets: list[socket.socket] | None = None) -> None:
+def serve(
+    app: ASGIApplication, settings: Settings, *, sockets: list[socket.socket] | None = None
+) -> None:
     """Run ``app`` until interrupted (SIGINT/SIGTERM), over TLS when ``settings.tls``."""
     build_server(app, settings).run(sockets=sockets)
