@@ -1,9 +1,12 @@
 """What a template should run: its assignments resolved, then composed.
 
-The composition preview and the drift report share this one computation:
+The composition preview and the drift report share this one computation,
+the core's template plan (``core.plan``, which ``powernode module compose``
+runs too); this module feeds it the catalog and words its failures:
 
-1. every version of the account's modules becomes a ``core.resolve.Candidate``
-   (requires/provides from the version's stored manifest.json);
+1. every version of the account's modules becomes a ``core.plan.PlanEntry``
+   (its stored manifest.json read once into the core's ``Manifest``:
+   requires, provides, mask and protected_spec);
 2. each assignment is a root requirement ``<module>@*``; ``core.resolve``
    chooses the highest version in an allowed promotion state (preview
    default ``blessed`` and ``live``; what a node is served is
