@@ -1,13 +1,24 @@
 """Benchmark: compose() of 30 modules with 100,000 paths, against a plain set union.
 
-Run: .venv/bin/python bench/bench_compose.py
+Run: .venv/bin/python bench/bench_compose.py [--against OTHER/src]
 Prints both times (best of 5), their ratio, and whether compose() meets the
 target of <= 1 s on one core. The data is seeded, so runs are comparable.
+
+``--against`` times another tree's compose() too (e.g. main's
+``/work/main/src``), in a child process with that tree first on the path,
+interleaved with this tree's runs so both see the same machine, and prints
+both figures and their ratio (this tree / the other; <= 1.0 is not slower),
+and whether both trees composed the same output (SHA-256 of ``to_dict()``).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -89,7 +100,38 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
     return best
 
 
-def main() -> int:
+def _child_time() -> int:
+    """``--child``: print compose()'s best of 5 on this interpreter's path, as JSON."""
+    layers = make_layers(random.Random(SEED))  # noqa: S311 - seeded test data, not secrets
+    out = json.dumps(compose(layers).to_dict(), sort_keys=True).encode()
+    digest = hashlib.sha256(out).hexdigest()
+    print(json.dumps({"compose_s": best_of(5, lambda: compose(layers)), "output": digest}))
+    return 0
+
+
+def _time_tree(src: str) -> tuple[float, str]:
+    """compose()'s best of 5 with ``src`` first on the path (a fresh interpreter), and
+    the SHA-256 of its output."""
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    doc = json.loads(out.stdout.splitlines()[-1])
+    return float(doc["compose_s"]), str(doc["output"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", metavar="SRC", help="another tree's src/ to time too")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child_time()
     layers = make_layers(random.Random(SEED))  # noqa: S311 - seeded test data, not secrets
     total = sum(len(m.files) for m in layers)
 
@@ -111,6 +153,23 @@ def main() -> int:
     print(f"compose():      {t_compose * 1000:8.1f} ms (best of 5)")
     print(f"set union:      {t_set * 1000:8.1f} ms (best of 5)")
     print(f"ratio:          {t_compose / t_set:8.1f}x")
+    if args.against:
+        # Alternate the two trees, three rounds each, and keep each one's best:
+        # a neighbour's load then hits both alike.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ours, theirs, outputs = [], [], set()
+        for _ in range(3):
+            for src, times in ((os.path.join(here, "src"), ours), (args.against, theirs)):
+                t, output = _time_tree(src)
+                times.append(t)
+                outputs.add(output)
+        t_ours, t_theirs = min(ours), min(theirs)
+        print(f"this tree:      {t_ours * 1000:8.1f} ms (best of 15, child processes)")
+        print(f"against:        {t_theirs * 1000:8.1f} ms ({args.against})")
+        print(f"ratio:          {t_ours / t_theirs:8.2f}x (this tree / against)")
+        print(f"same output:    {'yes' if len(outputs) == 1 else 'NO'} (SHA-256 of to_dict())")
+        if len(outputs) != 1:
+            return 1
     met = t_compose <= TARGET_S
     print(f"target <= {TARGET_S:.0f} s: {'met' if met else 'NOT met'}")
     return 0 if met else 1

@@ -85,12 +85,12 @@ def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
     write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
-def canonical_json(doc: JSON) -> bytes:
+def canonical_json(doc: object) -> bytes:
     """Sorted keys, no whitespace: equal documents are equal bytes."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_json(path: Path, doc: JSON, *, mode: int = 0o644) -> None:
+def write_json(path: Path, doc: object, *, mode: int = 0o644) -> None:
     """Replace ``path`` with ``doc`` as canonical JSON, atomically and durably."""
     write_bytes(path, canonical_json(doc), mode=mode)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from powernode.agent.certstore import CertInfo, CertStore, build_csr, generate_key, rfc3339
 from powernode.agent.transport import NodeClient
@@ -36,6 +35,27 @@ def rotation_due(info: CertInfo, now: datetime, fraction: float = 0.75) -> bool:
 
 
 @dataclass(frozen=True)
+class RotationState:
+    """Where a certificate stands in its rotation, at one moment."""
+
+    rotate_after: datetime  # ``fraction`` of the lifetime
+    due: bool
+    expired: bool
+    seconds_left: int  # 0 once expired
+
+
+def rotation_state(info: CertInfo, now: datetime, fraction: float = 0.75) -> RotationState:
+    """The rotation state ``status`` and ``introspect`` show (the loop rotates by the same rule)."""
+    lifetime = info.not_after - info.not_before
+    return RotationState(
+        rotate_after=info.not_before + lifetime * fraction,
+        due=rotation_due(info, now, fraction),
+        expired=now >= info.not_after,
+        seconds_left=max(0, int((info.not_after - now).total_seconds())),
+    )
+
+
+@dataclass(frozen=True)
 class RotationFailure:
     """The state after a failed attempt, kept until an attempt succeeds."""
 
@@ -50,7 +70,7 @@ def record_failure(previous: RotationFailure | None, now: datetime, error: str) 
     return RotationFailure(previous.since, previous.attempts + 1, error)
 
 
-def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> dict[str, Any]:
+def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> dict[str, object]:
     """The payload of a ``system.cert.rotation_failed`` event."""
     return {
         "instance_id": info.instance_id,

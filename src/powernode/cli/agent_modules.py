@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from powernode.cli.base import App
 from powernode.errors import PowernodeError
+
+if TYPE_CHECKING:
+    from powernode.agent.config import AgentConfig
+    from powernode.agent.modules.attach import AttachResult
+    from powernode.agent.modules.layout import NodeLayout
 
 app = App(
     name="modules",
@@ -44,17 +49,13 @@ UnsafeOpt = Annotated[
 ]
 
 
-def _setup(config: Path | None, state_dir: Path | None, root: Path | None) -> tuple[Any, Any]:
-    from powernode.agent.modules.layout import NodeLayout  # noqa: PLC0415
-    from powernode.cli.agent import _config  # noqa: PLC0415
+def _setup(
+    config: Path | None, state_dir: Path | None, root: Path | None
+) -> tuple[AgentConfig, NodeLayout]:
+    from powernode.agent.assemble import load_agent_config, node_layout  # noqa: PLC0415
 
-    cfg = _config(config, state_dir=state_dir, modules_root=root)
-    layout = NodeLayout(
-        root=cfg.modules_root.absolute(),
-        state=cfg.state_dir.absolute(),
-        upper=cfg.modules_upper,
-    )
-    return cfg, layout
+    cfg = load_agent_config(config, state_dir=state_dir, modules_root=root)
+    return cfg, node_layout(cfg)
 
 
 def _fail(e: PowernodeError) -> typer.Exit:
@@ -73,14 +74,14 @@ def _fail(e: PowernodeError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _emit(doc: Any) -> None:
+def _emit(doc: object) -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
 def _print_result(
-    what: str, result: Any, as_json: bool, extra: dict[str, Any] | None = None
+    what: str, result: AttachResult, as_json: bool, extra: dict[str, object] | None = None
 ) -> None:
-    doc = {
+    doc: dict[str, object] = {
         "generation": result.generation,
         "changed": result.changed,
         "modules": [
@@ -161,19 +162,16 @@ def attach(
     as_json: JsonOpt = False,
 ) -> None:
     """Verify REF's signature under the policy, pull it, attach it and restack the union."""
+    from powernode.agent.assemble import policy_reader  # noqa: PLC0415
     from powernode.agent.modules.pullref import attach_ref  # noqa: PLC0415
-    from powernode.agent.modules.trust import PolicyReader, load_policy_file  # noqa: PLC0415
+    from powernode.agent.modules.trust import load_policy_file  # noqa: PLC0415
     from powernode.publish.target import open_target  # noqa: PLC0415
 
     try:
         cfg, layout = _setup(config, state_dir, root)
         trust = None
         if policy is not None:
-            reader = PolicyReader.from_file(
-                cfg.cosign_roots_file,
-                cfg.cosign_tlog_keys_file,
-                insecure_ignore_tlog=cfg.cosign_insecure_ignore_tlog,
-            )
+            reader = policy_reader(cfg)
             trust = load_policy_file(
                 policy, roots_pem=reader.roots_pem, signing_time=reader.signing_time
             )
@@ -243,28 +241,19 @@ def sync(
     as_json: JsonOpt = False,
 ) -> None:
     """One reconcile with GET /node_api/modules (or --desired FILE): pull, verify, restack."""
+    from powernode.agent.assemble import build_node_client, build_puller  # noqa: PLC0415
     from powernode.agent.modules.desired import load_desired_file, parse_desired  # noqa: PLC0415
-    from powernode.agent.modules.reconcile import PublishPuller  # noqa: PLC0415
     from powernode.agent.modules.reconcile import sync as run_sync  # noqa: PLC0415
     from powernode.agent.modules.service import report_dict  # noqa: PLC0415
-    from powernode.agent.modules.trust import PolicyReader  # noqa: PLC0415
 
     try:
         cfg, layout = _setup(config, state_dir, root)
         if desired is not None:
             wanted = load_desired_file(desired)
         else:
-            with _client(cfg) as client:
+            with build_node_client(cfg) as client:
                 wanted = parse_desired(client.modules())
-        puller = PublishPuller(
-            policies=PolicyReader.from_file(
-                cfg.cosign_roots_file,
-                cfg.cosign_tlog_keys_file,
-                insecure_ignore_tlog=cfg.cosign_insecure_ignore_tlog,
-            ),
-            unsafe_no_signature=unsafe_no_signature,
-            default_registry=cfg.modules_registry,
-        )
+        puller = build_puller(cfg, unsafe_no_signature=unsafe_no_signature)
         report = run_sync(layout, wanted.modules, puller=puller, composition=wanted.composition)
     except PowernodeError as e:
         raise _fail(e) from e
@@ -280,21 +269,6 @@ def sync(
             typer.echo(f"refused: {r}", err=True)
     if report.refusals:
         raise typer.Exit(1)
-
-
-def _client(cfg: Any) -> Any:
-    from powernode.agent.certstore import CertStore  # noqa: PLC0415
-    from powernode.agent.transport import NodeClient, tls_context  # noqa: PLC0415
-
-    url = cfg.require_platform()
-    creds = CertStore(cfg.pki_dir).load()
-    return NodeClient(
-        url,
-        tls=tls_context(creds.platform_ca_file, creds.cert_file, creds.key_file),
-        attempts=cfg.request_attempts,
-        timeout=cfg.request_timeout_seconds,
-        max_response_bytes=cfg.max_response_bytes,
-    )
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ def plan_from_args(paths: list[Path], template: Path | None) -> TemplatePlan:
     return plan("local", assignments_for_repos(paths))
 
 
-def plan_to_dict(p: TemplatePlan) -> dict[str, Any]:
+def plan_to_dict(p: TemplatePlan) -> dict[str, object]:
     return {
         "template": p.name,
         "assignments": [

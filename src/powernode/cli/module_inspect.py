@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ def object_of(entry: Entry) -> str:
     return ""
 
 
-def entry_to_dict(entry: Entry) -> dict[str, Any]:
+def entry_to_dict(entry: Entry) -> dict[str, object]:
     return {
         "path": entry.path_str,
         "type": entry.type.value,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -43,7 +43,7 @@ OwnerOpt = Annotated[
 ]
 
 
-def _problem_dict(p: Problem) -> dict[str, Any]:
+def _problem_dict(p: Problem) -> dict[str, object]:
     return {
         "file": p.file,
         "line": p.line,
@@ -53,7 +53,7 @@ def _problem_dict(p: Problem) -> dict[str, Any]:
     }
 
 
-def result_dict(check: ManifestCheck) -> dict[str, Any]:
+def result_dict(check: ManifestCheck) -> dict[str, object]:
     """One entry of ``validate --json``."""
     return {
         "file": check.filename,

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,8 @@ from powernode.cli.base import App, LogFormatOpt, configure_logging
 from powernode.errors import PowernodeError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from powernode.platform.settings import Settings
     from powernode.platform.worker import IngestWorker
 
@@ -182,7 +184,7 @@ def serve(
         server.run()
 
 
-def _worker(settings: Settings, sessions: Any) -> IngestWorker:
+def _worker(settings: Settings, sessions: sessionmaker[Session]) -> IngestWorker:
     from powernode.platform.services.artifacts import PublishArtifactSource  # noqa: PLC0415
     from powernode.platform.worker import IngestWorker  # noqa: PLC0415
 

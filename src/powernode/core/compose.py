@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
@@ -46,16 +46,24 @@ from powernode.core.globs import GlobSet
 from powernode.core.priority import Variety, priority_key
 from powernode.errors import CompositionError, GlobError
 
-__all__ = ["Composition", "ModuleLayer", "compose"]
+__all__ = ["DEFAULT_LIMITS", "Composition", "Limits", "ModuleLayer", "compose"]
 
 log = logging.getLogger(__name__)
-
-MAX_MODULES: Final = 1000
-MAX_PATTERNS: Final = 1000  # per list (mask, protected) per module
 
 # One element of "\0".join(paths) that is not a normalised absolute path:
 # not starting with "/", an empty component, or a "." / ".." component.
 _BAD_PATH: Final = re.compile(r"^(?!/)|//|/\.\.?(?:/|$)")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one composition's input."""
+
+    max_modules: int = 1000
+    max_patterns: int = 1000  # per list (mask, protected) per module
+
+
+DEFAULT_LIMITS: Final = Limits()
 
 
 @dataclass(frozen=True)
@@ -78,30 +86,52 @@ class _Compiled:
     protected: GlobSet
 
 
-def _bad_path(files: Sequence[str]) -> str | None:
+@dataclass(frozen=True)
+class _Protection:
+    """Every protected pattern with the index of the module that owns it."""
+
+    patterns: list[str]
+    owner_index: list[int]  # owner_index[k] owns patterns[k]
+    matcher: GlobSet  # patterns, joined
+
+    def owned_by(self, index: int) -> list[str]:
+        return [p for p, i in zip(self.patterns, self.owner_index, strict=True) if i == index]
+
+    def not_owned_by(self, index: int) -> set[str]:
+        return {p for p, i in zip(self.patterns, self.owner_index, strict=True) if i != index}
+
+
+# A protected path's owner: (module index, the pattern that matched).
+_Owner = tuple[int, str]
+
+
+def _first_bad_path(files: Sequence[str]) -> str | None:
     # Substring tests on the joined list run in C; the per-path regex only
     # runs to name the culprit once the list is known to hold one.
     if not files:
         return None
-    j = "\0".join(files) + "\0"
+    joined = "\0".join(files) + "\0"
     n = len(files)
     if (
-        j.count("\0") != n
-        or j[0] != "/"
-        or j.count("\0/") != n - 1
-        or "//" in j
-        or "/./" in j
-        or "/.\0" in j
-        or "/../" in j
-        or "/..\0" in j
+        joined.count("\0") != n
+        or joined[0] != "/"
+        or joined.count("\0/") != n - 1
+        or "//" in joined
+        or "/./" in joined
+        or "/.\0" in joined
+        or "/../" in joined
+        or "/..\0" in joined
     ):
-        for p in files:
-            if "\0" in p or _BAD_PATH.search(p):
-                return p
+        for path in files:
+            if "\0" in path or _BAD_PATH.search(path):
+                return path
     return None
 
 
-def _compile(layers: Sequence[ModuleLayer], conflicts: list[str]) -> list[_Compiled]:
+def _compile(
+    layers: Sequence[ModuleLayer], limits: Limits, conflicts: list[str]
+) -> list[_Compiled]:
+    """Phase 1: each layer checked (name once, patterns, paths), its patterns compiled."""
     seen: set[str] = set()
     out: list[_Compiled] = []
     for layer in layers:
@@ -110,16 +140,17 @@ def _compile(layers: Sequence[ModuleLayer], conflicts: list[str]) -> list[_Compi
             continue
         seen.add(layer.name)
         sets: dict[str, GlobSet] = {}
-        for field in ("mask", "protected"):
-            patterns: tuple[str, ...] = getattr(layer, field)
-            if len(patterns) > MAX_PATTERNS:
-                conflicts.append(f"module {layer.name!r}: {field}: over {MAX_PATTERNS} patterns")
+        for field, patterns in (("mask", layer.mask), ("protected", layer.protected)):
+            if len(patterns) > limits.max_patterns:
+                conflicts.append(
+                    f"module {layer.name!r}: {field}: over {limits.max_patterns} patterns"
+                )
                 continue
             try:
                 sets[field] = GlobSet(dict.fromkeys(patterns))
             except GlobError as e:
                 conflicts.append(f"module {layer.name!r}: {field}: {e}")
-        bad = _bad_path(layer.files)
+        bad = _first_bad_path(layer.files)
         if bad is not None:
             conflicts.append(
                 f"module {layer.name!r}: files: {bad!r} is not a normalised absolute path "
@@ -137,182 +168,243 @@ def _fail(conflicts: list[str]) -> CompositionError:
     )
 
 
-def compose(layers: Sequence[ModuleLayer]) -> Composition:
-    """Compose ``layers`` (any order); raises :class:`CompositionError` with every conflict."""
-    if len(layers) > MAX_MODULES:
-        raise CompositionError(
-            f"{len(layers)} modules: more than {MAX_MODULES}; split the template"
-        )
-    conflicts: list[str] = []
-    mods = _compile(
-        sorted(layers, key=lambda m: priority_key(m.name, m.priority, m.variety)), conflicts
-    )
-    if conflicts:
-        raise _fail(conflicts)
-    names = [m.layer.name for m in mods]
-
-    # Every protected pattern, tagged with its owner; identical ones conflict.
-    owner_of: list[int] = []
-    prot_patterns: list[str] = []
+def _protection(mods: Sequence[_Compiled], names: list[str], conflicts: list[str]) -> _Protection:
+    """Phase 2: every protected pattern tagged with its owner; identical ones conflict."""
+    owner_index: list[int] = []
+    patterns: list[str] = []
     first_owner: dict[str, int] = {}
     for i, m in enumerate(mods):
-        for pat in m.protected.patterns:
-            if pat in first_owner:
+        for pattern in m.protected.patterns:
+            if pattern in first_owner:
                 conflicts.append(
-                    f"modules {names[first_owner[pat]]!r} and {names[i]!r} both list "
-                    f"protected pattern {pat!r}; a path has one owner: remove it from one "
+                    f"modules {names[first_owner[pattern]]!r} and {names[i]!r} both list "
+                    f"protected pattern {pattern!r}; a path has one owner: remove it from one "
                     "protected_spec"
                 )
                 continue
-            first_owner[pat] = i
-            owner_of.append(i)
-            prot_patterns.append(pat)
-    all_prot = GlobSet(prot_patterns)
+            first_owner[pattern] = i
+            owner_index.append(i)
+            patterns.append(pattern)
+    return _Protection(patterns, owner_index, GlobSet(patterns))
 
-    # path -> names of the modules shipping it, highest priority first (before
-    # drops). The hot loop of compose(): kept to one dict probe per path.
-    # Most paths have one provider: a shared 1-tuple per module; a path gets
-    # its own list only when a second module ships it.
+
+def _providers(mods: Sequence[_Compiled]) -> dict[str, tuple[str, ...]]:
+    """Phase 3: path -> names of the modules shipping it, highest priority first.
+
+    The hot loop of compose(): kept to one dict probe per path. Most paths
+    have one provider: a shared 1-tuple per module; a path gets its own list
+    only when a second module ships it.
+    """
     ships: dict[str, tuple[str, ...]] = {}
     shared: dict[str, list[str]] = {}
     get = ships.get
     for m in reversed(mods):
         one = (m.layer.name,)
-        for p in set(m.layer.files):
-            have = get(p)
+        for path in set(m.layer.files):
+            have = get(path)
             if have is None:
-                ships[p] = one
-            elif p in shared:
-                shared[p].append(one[0])
+                ships[path] = one
+            elif path in shared:
+                shared[path].append(one[0])
             else:
-                shared[p] = [*have, one[0]]
-    for p, more in shared.items():
-        ships[p] = tuple(more)
+                shared[path] = [*have, one[0]]
+    for path, more in shared.items():
+        ships[path] = tuple(more)
+    return ships
 
-    files = [p for p in ships if p[-1] != "/"]
-    for p in [p for p in ships if p[-1] == "/"]:
-        if len(p) > 1 and p[:-1] in ships:
-            as_dir = ", ".join(map(repr, ships[p]))
-            as_file = ", ".join(map(repr, ships[p[:-1]]))
+
+def _kind_conflicts(ships: Mapping[str, tuple[str, ...]], conflicts: list[str]) -> None:
+    """Phase 4: a path shipped as a directory by some and as a file by others."""
+    for path in [p for p in ships if p[-1] == "/"]:
+        if len(path) > 1 and path[:-1] in ships:
+            as_dir = ", ".join(map(repr, ships[path]))
+            as_file = ", ".join(map(repr, ships[path[:-1]]))
             conflicts.append(
-                f"{p[:-1]!r} is a directory in {as_dir} but a file in {as_file}; "
+                f"{path[:-1]!r} is a directory in {as_dir} but a file in {as_file}; "
                 "one kind per path: rename or remove one"
             )
 
-    # Owner of each protected path in the union (one regex call per path).
-    hits = all_prot.find_many(files)
-    owner: dict[str, tuple[int, str]] = {}  # only paths with exactly one owner
-    # Count owners per hit with one bulk pass per protecting module: the hits
-    # are few next to the union, and a joined regex can only name one owner.
+
+def _protected_owners(
+    mods: Sequence[_Compiled],
+    names: list[str],
+    protection: _Protection,
+    hits: Mapping[str, int],
+    conflicts: list[str],
+) -> dict[str, _Owner]:
+    """Phase 5: the one owner of each protected path; two owners conflict.
+
+    Owners are counted with one bulk pass per protecting module: the hits
+    are few next to the union, and a joined regex can only name one owner.
+    """
     n_owners: dict[str, int] = dict.fromkeys(hits, 0)
     for i, m in enumerate(mods):
-        kept = [q for q, j in zip(prot_patterns, owner_of, strict=True) if j == i]
+        kept = protection.owned_by(i)
         if kept:
-            gs = m.protected if len(kept) == len(m.protected) else GlobSet(kept)
-            for p in gs.find_many(hits):
-                n_owners[p] += 1
-    for p, k in hits.items():
-        o = owner_of[k]
-        if n_owners[p] > 1:
-            both = [j for j in range(len(mods)) if mods[j].protected.matches(p)]
-            pats = [mods[j].protected.patterns[mods[j].protected.which(p)[0]] for j in both]
+            own = m.protected if len(kept) == len(m.protected) else GlobSet(kept)
+            for path in own.find_many(hits):
+                n_owners[path] += 1
+    owner: dict[str, _Owner] = {}  # only paths with exactly one owner
+    for path, k in hits.items():
+        if n_owners[path] > 1:
+            both = [j for j in range(len(mods)) if mods[j].protected.matches(path)]
+            pats = [mods[j].protected.patterns[mods[j].protected.which(path)[0]] for j in both]
             who = " and ".join(f"{names[j]!r} ({pat!r})" for j, pat in zip(both, pats, strict=True))
             conflicts.append(
-                f"modules {who} both protect {p!r}; a path has one owner: narrow one protected_spec"
+                f"modules {who} both protect {path!r}; a path has one owner: "
+                "narrow one protected_spec"
             )
             continue
-        owner[p] = (o, prot_patterns[k])
+        owner[path] = (protection.owner_index[k], protection.patterns[k])
+    return owner
 
-    # Masks meeting protected paths: a takeover, or a conflict.
-    takeover: dict[str, tuple[int, str]] = {}
-    all_mask = GlobSet(pat for m in mods for pat in m.mask.patterns)
-    # Paths with two owners already conflict; their masks are still checked
-    # against the first owner found, so one run reports everything.
-    for p in sorted(all_mask.find_many(hits)):
-        o = owner_of[hits[p]]
+
+def _takeovers(
+    mods: Sequence[_Compiled],
+    names: list[str],
+    protection: _Protection,
+    hits: Mapping[str, int],
+    conflicts: list[str],
+) -> dict[str, _Owner]:
+    """Phase 6: masks meeting protected paths: a takeover (path -> taker), or a conflict.
+
+    Paths with two owners already conflict; their masks are still checked
+    against the first owner found, so one run reports everything.
+    """
+    takeover: dict[str, _Owner] = {}
+    all_masks = GlobSet(pat for m in mods for pat in m.mask.patterns)
+    for path in sorted(all_masks.find_many(hits)):
+        o = protection.owner_index[hits[path]]
         for i, m in enumerate(mods):
-            hit = m.mask.find(p)
+            hit = m.mask.find(path)
             if i == o or hit is None:
                 continue
-            pat = m.mask.patterns[hit]
+            pattern = m.mask.patterns[hit]
             lay = m.layer
             if lay.variety is Variety.CONFIG and lay.parent == names[o]:
-                if p in takeover:
-                    a, b = sorted((names[takeover[p][0]], names[i]))
+                if path in takeover:
+                    a, b = sorted((names[takeover[path][0]], names[i]))
                     conflicts.append(
-                        f"config modules {a!r} and {b!r} both take over {p!r} from "
+                        f"config modules {a!r} and {b!r} both take over {path!r} from "
                         f"{names[o]!r}; only one may: narrow one mask"
                     )
                     continue
-                takeover[p] = (i, pat)
+                takeover[path] = (i, pattern)
                 continue
             conflicts.append(
-                f"module {names[i]!r} ({lay.variety.value}): mask pattern {pat!r} matches "
-                f"{p!r}, protected by {names[o]!r}; only a config module whose parent_module "
+                f"module {names[i]!r} ({lay.variety.value}): mask pattern {pattern!r} matches "
+                f"{path!r}, protected by {names[o]!r}; only a config module whose parent_module "
                 f"is {names[o]!r} may take over {names[o]!r}'s protected path: narrow the mask"
             )
-    if conflicts:
-        raise _fail(conflicts)
+    return takeover
 
+
+def _drops(
+    mods: Sequence[_Compiled],
+    names: list[str],
+    ships: Mapping[str, tuple[str, ...]],
+    owner: Mapping[str, _Owner],
+    takeover: Mapping[str, _Owner],
+) -> tuple[list[Dropped], dict[str, set[str]]]:
+    """Phase 7: every copy protection, takeovers and own masks drop, and who drops what."""
     dropped: list[Dropped] = []
     gone: dict[str, set[str]] = {}
-    for p, (o, opat) in owner.items():
-        t = takeover.get(p)
-        for n in ships[p]:
-            if t is not None and n == names[t[0]]:
+    for path, (o, owner_pattern) in owner.items():
+        taker = takeover.get(path)
+        for name in ships[path]:
+            if taker is not None and name == names[taker[0]]:
                 continue
-            if t is not None and n == names[o]:
-                dropped.append(Dropped(p, n, "takeover", names[t[0]], t[1]))
-            elif n != names[o]:
-                dropped.append(Dropped(p, n, "protected", names[o], opat))
+            if taker is not None and name == names[o]:
+                dropped.append(Dropped(path, name, "takeover", names[taker[0]], taker[1]))
+            elif name != names[o]:
+                dropped.append(Dropped(path, name, "protected", names[o], owner_pattern))
             else:
                 continue
-            gone.setdefault(p, set()).add(n)
+            gone.setdefault(path, set()).add(name)
     for i, m in enumerate(mods):
         if not m.mask.patterns:
             continue
         own = m.mask.find_many(q for q in m.layer.files if q[-1] != "/")
-        for p, at in own.items():
-            if p in takeover and takeover[p][0] == i:
+        for path, at in own.items():
+            if path in takeover and takeover[path][0] == i:
                 continue  # the mask entry declares the takeover; the copy stays
-            if names[i] in gone.get(p, ()):
+            if names[i] in gone.get(path, ()):
                 continue
-            dropped.append(Dropped(p, names[i], "mask", names[i], m.mask.patterns[at]))
-            gone.setdefault(p, set()).add(names[i])
+            dropped.append(Dropped(path, names[i], "mask", names[i], m.mask.patterns[at]))
+            gone.setdefault(path, set()).add(names[i])
+    return dropped, gone
 
-    for p, lost in gone.items():
-        alive = tuple(n for n in ships[p] if n not in lost)
+
+def _union(ships: dict[str, tuple[str, ...]], gone: Mapping[str, set[str]]) -> list[UnionEntry]:
+    """Phase 8: the providers left once drops are removed, as sorted union entries.
+
+    Mutates ``ships``. (path, providers) pairs become UnionEntry tuples
+    without a Python-level call per path: the union is most of the output.
+    """
+    for path, lost in gone.items():
+        alive = tuple(n for n in ships[path] if n not in lost)
         if alive:
-            ships[p] = alive
+            ships[path] = alive
         else:
-            del ships[p]
-    # (path, providers) pairs become UnionEntry tuples without a Python-level
-    # call per path: the union is most of compose()'s output.
+            del ships[path]
     keys = sorted(ships)
     pairs = zip(keys, map(ships.__getitem__, keys), strict=True)
-    union = list(map(partial(tuple.__new__, UnionEntry), pairs))
+    return list(map(partial(tuple.__new__, UnionEntry), pairs))
 
-    stacked = tuple(
+
+def _stack(mods: Sequence[_Compiled], protection: _Protection) -> tuple[StackedModule, ...]:
+    """Each module with its effective mask: its own plus everyone else's protected."""
+    return tuple(
         StackedModule(
             name=m.layer.name,
             priority=m.layer.priority,
             variety=m.layer.variety,
             parent=m.layer.parent,
-            effective_mask=tuple(
-                sorted(
-                    set(m.mask.patterns)
-                    | {q for q, j in zip(prot_patterns, owner_of, strict=True) if j != i}
-                )
-            ),
+            effective_mask=tuple(sorted(set(m.mask.patterns) | protection.not_owned_by(i))),
         )
         for i, m in enumerate(mods)
     )
-    takeovers = tuple(
+
+
+def _takeover_records(
+    names: list[str],
+    owner: Mapping[str, _Owner],
+    takeover: Mapping[str, _Owner],
+    ships: Mapping[str, tuple[str, ...]],
+) -> tuple[Takeover, ...]:
+    return tuple(
         sorted(
-            Takeover(p, names[c], names[owner[p][0]], pat, names[c] in ships.get(p, ()))
-            for p, (c, pat) in takeover.items()
+            Takeover(path, names[c], names[owner[path][0]], pat, names[c] in ships.get(path, ()))
+            for path, (c, pat) in takeover.items()
         )
     )
+
+
+def compose(layers: Sequence[ModuleLayer], limits: Limits = DEFAULT_LIMITS) -> Composition:
+    """Compose ``layers`` (any order); raises :class:`CompositionError` with every conflict."""
+    if len(layers) > limits.max_modules:
+        raise CompositionError(
+            f"{len(layers)} modules: more than {limits.max_modules}; split the template"
+        )
+    conflicts: list[str] = []
+    by_priority = sorted(layers, key=lambda m: priority_key(m.name, m.priority, m.variety))
+    mods = _compile(by_priority, limits, conflicts)
+    if conflicts:
+        raise _fail(conflicts)
+    names = [m.layer.name for m in mods]
+    protection = _protection(mods, names, conflicts)
+    ships = _providers(mods)
+    _kind_conflicts(ships, conflicts)
+    # Protected paths in the union (one regex call per path): path -> pattern index.
+    hits = protection.matcher.find_many([p for p in ships if p[-1] != "/"])
+    owner = _protected_owners(mods, names, protection, hits, conflicts)
+    takeover = _takeovers(mods, names, protection, hits, conflicts)
+    if conflicts:
+        raise _fail(conflicts)
+    dropped, gone = _drops(mods, names, ships, owner, takeover)
+    union = _union(ships, gone)
+    stacked = _stack(mods, protection)
+    takeovers = _takeover_records(names, owner, takeover, ships)
     log.debug(
         "composed %d modules: %d union paths, %d dropped, %d takeovers",
         len(mods),

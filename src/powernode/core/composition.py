@@ -8,7 +8,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal, NamedTuple, TypeVar, cast
 
 from powernode.core.priority import Variety
 from powernode.errors import DataError
@@ -72,11 +72,14 @@ class Takeover(NamedTuple):
     shipped: bool  # False: a carve-out, the path leaves the union
 
 
+_T = TypeVar("_T")
+
+
 def _path_of(e: UnionEntry) -> str:
     return e.path
 
 
-def _need(d: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+def _need(d: Mapping[str, object], key: str, kind: type[_T], where: str) -> _T:
     if key not in d:
         raise DataError(f"composition: {where}: missing field {key!r}")
     value = d[key]
@@ -85,7 +88,7 @@ def _need(d: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
-def _strs(value: Any, where: str) -> tuple[str, ...]:
+def _strs(value: object, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DataError(f"composition: {where}: expected a list of strings")
     return tuple(value)
@@ -111,7 +114,7 @@ class Composition:
             return self.union[i]
         return None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Stable, sorted, JSON-serialisable form."""
         return {
             "modules": [
@@ -139,7 +142,7 @@ class Composition:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Composition:
+    def from_dict(cls, data: Mapping[str, object]) -> Composition:
         """Inverse of :meth:`to_dict`; raises :class:`DataError` naming the bad field."""
         if not isinstance(data, Mapping):
             raise DataError("composition: expected a mapping")

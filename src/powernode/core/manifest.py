@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from powernode.core import manifest_legacy, manifest_schema
 from powernode.core.manifest_legacy import Note
@@ -104,7 +104,7 @@ class Manifest:
 
         return tuple(parse_requirement(r) for r in self.requires)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The canonical form, every field present, in schema order."""
         return {
             "schema_version": self.schema_version,
@@ -145,6 +145,18 @@ class Manifest:
             )
         assert isinstance(data, Mapping)
         return _build(data, {})
+
+    @classmethod
+    def from_stored(cls, data: object, *, name: str) -> Manifest:
+        """A manifest.json a catalog stored, read leniently under the module's ``name``.
+
+        A version registered by hand may carry a partial manifest (only ``mask``,
+        say); the platform checked its globs when it stored it. Missing or
+        ill-typed fields read as empty; requirements are parsed later, by
+        :meth:`requirements`.
+        """
+        doc: Mapping[str, object] = data if isinstance(data, Mapping) else {}
+        return _build({**doc, "name": name}, {})
 
 
 @dataclass(frozen=True)

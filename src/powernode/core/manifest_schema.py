@@ -13,7 +13,7 @@ import functools
 import importlib.resources
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from powernode.core.manifest_legacy import Note, suggest
 from powernode.core.yamlload import FieldPath, describe, show
@@ -46,8 +46,8 @@ def schema_text() -> str:
 
 
 @functools.cache
-def schema() -> Mapping[str, Any]:
-    loaded: dict[str, Any] = json.loads(schema_text())
+def schema() -> Mapping[str, object]:
+    loaded: dict[str, object] = json.loads(schema_text())
     return loaded
 
 

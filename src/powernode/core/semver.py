@@ -14,7 +14,6 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from powernode.errors import VersionError
 
@@ -32,7 +31,9 @@ _WORD = re.compile(r"\S+")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 # Longest first, so "<=" is not read as "<" followed by "=1.2.3".
 _OPERATORS = ("<=", ">=", "~>", "<", ">", "=", "~", "^")
-_OPERATOR_FUNCTIONS: dict[str, Callable[[Any, Any], bool]] = {
+# A version's precedence key (see Version.__post_init__): compared as a whole.
+_Key = tuple[object, ...]
+_OPERATOR_FUNCTIONS: dict[str, Callable[[_Key, _Key], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
@@ -67,7 +68,7 @@ class Version:
     patch: int
     prerelease: tuple[int | str, ...] = ()
     build: tuple[str, ...] = ()
-    _key: tuple[Any, ...] = field(init=False, repr=False, compare=False, default=())
+    _key: _Key = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         if min(self.major, self.minor, self.patch) < 0:
@@ -91,7 +92,7 @@ class Version:
         assert part.major is not None and part.minor is not None and part.patch is not None
         return cls(part.major, part.minor, part.patch, part.prerelease, part.build)
 
-    def precedence(self) -> tuple[Any, ...]:
+    def precedence(self) -> _Key:
         """Sort key for §11 precedence (build metadata ignored)."""
         return self._key
 
@@ -117,7 +118,7 @@ class Version:
         return text
 
 
-def _compare(op: Callable[[Any, Any], bool], a: Version, b: object) -> bool:
+def _compare(op: Callable[[_Key, _Key], bool], a: Version, b: object) -> bool:
     if not isinstance(b, Version):  # no reflected operations with other types
         raise TypeError(f"cannot order Version and {type(b).__name__}")
     return bool(op(a.precedence(), b.precedence()))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from powernode.client import JsonObject
 from powernode.core.composition import Composition
 from powernode.demo.operator import Operator
 from powernode.errors import PowernodeError
@@ -48,7 +48,7 @@ def short(value: object) -> str:
     return text
 
 
-def table(title: str, headers: Sequence[str], items: Sequence[dict[str, Any]]) -> Table:
+def table(title: str, headers: Sequence[str], items: Sequence[Mapping[str, object]]) -> Table:
     """The ``headers`` columns of each item, as text."""
     rows = tuple(tuple(short(i.get(h)) for h in headers) for i in items)
     return Table(title, tuple(headers), rows)
@@ -87,14 +87,14 @@ def wait_built(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, JsonObject]:
     """Poll each module's ingests until its tag is ``built``; the ingest rows by module.
 
     ``progress(done, total)`` is told each time more tags are built.
     """
     deadline = clock() + timeout
-    done: dict[str, dict[str, Any]] = {}
-    last: dict[str, dict[str, Any]] = {}
+    done: dict[str, JsonObject] = {}
+    last: dict[str, JsonObject] = {}
     reported = -1
     for _ in range(int(timeout / POLL_SECONDS) + 2):  # bounded in count and time
         for name, tag in tags.items():
@@ -134,9 +134,9 @@ def wait_built(
     return done
 
 
-def promote_to_live(op: Operator, version_id: str) -> dict[str, Any]:
+def promote_to_live(op: Operator, version_id: str) -> JsonObject:
     """built → staging → blessed → live, one legal step at a time (docs/platform.md)."""
-    data: dict[str, Any] = {}
+    data: JsonObject = {}
     for to in PROMOTION:
         data = op.call(
             ["promote-module-version", version_id, "--to", to],
@@ -147,13 +147,13 @@ def promote_to_live(op: Operator, version_id: str) -> dict[str, Any]:
     return data
 
 
-def assign(op: Operator, template: str, a: Assignment, default_priority: int) -> dict[str, Any]:
+def assign(op: Operator, template: str, a: Assignment, default_priority: int) -> JsonObject:
     """Assign the module; the template file's priority override is passed when it has one."""
     cli = ["assign-module-to-template", "--template", template, "--module", a.repo.name]
     override = a.priority if a.priority != default_priority else None
     if override is not None:
         cli += ["--effective-priority", str(override)]
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "module_name": a.repo.name,
         "metadata": {},
         "effective_priority": override,
@@ -161,7 +161,7 @@ def assign(op: Operator, template: str, a: Assignment, default_priority: int) ->
     return op.call(cli, "POST", f"/node_templates/{template}/assignments", body)
 
 
-def composition_tables(data: dict[str, Any]) -> list[Table]:
+def composition_tables(data: JsonObject) -> list[Table]:
     """The composition preview as the CLI's ``template-composition`` shows it."""
     desired = table(
         "desired modules",
@@ -177,7 +177,7 @@ def composition_tables(data: dict[str, Any]) -> list[Table]:
     return [desired, union]
 
 
-def drift_table(data: dict[str, Any]) -> Table:
+def drift_table(data: JsonObject) -> Table:
     return table(
         f"drift of {data['hostname']}: drift {str(data['drift']).lower()}",
         ("name", "status", "desired_version", "desired_digest", "running_digest"),
@@ -185,7 +185,7 @@ def drift_table(data: dict[str, Any]) -> Table:
     )
 
 
-def drift_report(op: Operator, instance_id: str) -> dict[str, Any]:
+def drift_report(op: Operator, instance_id: str) -> JsonObject:
     return op.call(
         ["drift-report", "--instance", instance_id],
         "GET",

@@ -30,7 +30,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.modules import (
     Action,
@@ -43,6 +42,7 @@ from powernode.agent.modules import (
 from powernode.agent.modules.state import load_composition
 from powernode.agent.runtime import HostFacts
 from powernode.agent.transport import NodeClient, tls_context
+from powernode.client import JsonObject
 from powernode.core.composition import Composition
 from powernode.errors import CommandError, MountError, PowernodeError, VerificationError
 from powernode.run import run
@@ -85,7 +85,7 @@ class DemoNode:
         platform_ca: Path,
         bootstrap_token: str,
         registry_dir: Path,
-    ) -> tuple[DemoNode, dict[str, Any]]:
+    ) -> tuple[DemoNode, JsonObject]:
         """``powernode-agent enroll`` into ``<node_dir>/state``; the node and the enroll answer."""
         state, root = node_dir / "state", node_dir / "root"
         for d in (state, root):
@@ -111,7 +111,7 @@ class DemoNode:
             proc = run(argv, timeout=120)
         finally:
             token_file.unlink()  # single use: spent or refused, no reason to keep the secret
-        info: dict[str, Any] = json.loads(proc.stdout)
+        info: JsonObject = json.loads(proc.stdout)
         pki = state / "pki"
         client = NodeClient(url, tls=tls_context(platform_ca, pki / "cert.pem", pki / "key.pem"))
         layout = NodeLayout(root=root.absolute(), state=state.absolute())

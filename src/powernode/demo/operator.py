@@ -1,11 +1,12 @@
 """The operator's calls to the platform's REST API, each shown as its CLI line.
 
 Every call is what ``powernode system <command>`` sends (cli/system.py: the
-same paths and bodies); the demo makes it with httpx in this process — one
-Python start-up instead of one per command — and reports the command line,
-so the demo's output is the tutorial's list of commands. The CI's build
-webhook (seed 004: HMAC-SHA256 of the body under the module's webhook
-secret, ``X-Gitea-Signature``) is sent the way a CI job sends it.
+same paths and bodies, through the same client, :mod:`powernode.client`);
+the demo makes it in this process — one Python start-up instead of one per
+command — and reports the command line, so the demo's output is the
+tutorial's list of commands. The CI's build webhook (seed 004: HMAC-SHA256
+of the body under the module's webhook secret, ``X-Gitea-Signature``) is
+sent the way a CI job sends it.
 """
 
 from __future__ import annotations
@@ -20,26 +21,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
+from powernode.client import API, ApiError, JsonObject, Params, SyncOperatorClient
 from powernode.demo.steps import Reporter
-from powernode.errors import PowernodeError
 
 log = logging.getLogger(__name__)
 
-API = "/api/v1/system"
 TIMEOUT = 30.0
 
 
-class OperatorError(PowernodeError):
+class OperatorError(ApiError):
     """The platform refused an operator call; carries the HTTP status and the problem detail."""
 
-    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
-        self.status = status
-        self.detail = detail
-        super().__init__(f"{method} {API}{path}: HTTP {status}: {detail}")
+    def __init__(self, e: ApiError) -> None:
+        super().__init__(
+            e.status, e.detail, e.problem, reason=e.reason, method=e.method, path=e.path
+        )
+        self.args = (f"{e.method} {API}{e.path}: HTTP {e.status}: {e.detail}",)
 
 
 def cli_line(*words: str) -> str:
@@ -57,11 +57,11 @@ class Operator:
     transport: httpx.BaseTransport | None = None
     clock: Callable[[], float] = time.time
     verify: ssl.SSLContext | bool = True
-    _client: httpx.Client = field(init=False, repr=False)
+    _client: SyncOperatorClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._client = httpx.Client(
-            base_url=self.url + API, transport=self.transport, timeout=TIMEOUT, verify=self.verify
+        self._client = SyncOperatorClient(
+            self.url, self.token, self.transport, timeout=TIMEOUT, verify=self.verify
         )
 
     def close(self) -> None:
@@ -72,21 +72,22 @@ class Operator:
         cli: list[str] | None,
         method: str,
         path: str,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        body: object = None,
+        params: Params = None,
+    ) -> JsonObject:
         """Send one operator request; ``cli`` is the ``powernode system`` argv shown for it."""
         if cli is not None:
             self.reporter.command(cli_line(*cli))
-        headers = {"Authorization": f"Bearer {self.token}"}
-        r = self._client.request(method, path, json=body, params=params, headers=headers)
-        return _answer(method, path, r)
+        try:
+            return self._client.request(method, path, body=body, params=params)
+        except ApiError as e:
+            raise OperatorError(e) from e
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def get(self, path: str, params: Params = None) -> JsonObject:
         """A read the demo makes to check state (not shown as a command)."""
         return self.call(None, "GET", path, params=params)
 
-    def ci_webhook(self, module: str, tag: str, secret: str) -> dict[str, Any]:
+    def ci_webhook(self, module: str, tag: str, secret: str) -> JsonObject:
         """POST the build-completion webhook a module repo's CI sends (seed 004)."""
         body = json.dumps(
             {"module": module, "ref": f"refs/tags/{tag}", "timestamp": int(self.clock())}
@@ -104,21 +105,7 @@ class Operator:
             f'POWERNODE_WEBHOOK_SECRET>\' -d \'{{"module": "{module}", '
             f'"ref": "refs/tags/{tag}", …}}\'   # what the module\'s CI sends'
         )
-        r = self._client.post(path, content=body, headers=headers)
-        return _answer("POST", path, r)
-
-
-def _answer(method: str, path: str, r: httpx.Response) -> dict[str, Any]:
-    if r.is_error:
         try:
-            detail = str(r.json().get("detail", r.text))
-        except ValueError:
-            detail = r.text[:500]
-        raise OperatorError(method, path, r.status_code, detail)
-    try:
-        data = r.json()
-    except ValueError as e:
-        raise OperatorError(method, path, r.status_code, f"answer is not JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise OperatorError(method, path, r.status_code, "answer is not a JSON object")
-    return data
+            return self._client.post_raw(path, body, headers)
+        except ApiError as e:
+            raise OperatorError(e) from e

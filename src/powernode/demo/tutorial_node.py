@@ -20,8 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
 
+from powernode.client import JsonObject
 from powernode.demo import fleet
 from powernode.demo.node import DemoNode, mounts_under
 from powernode.demo.operator import Operator
@@ -53,7 +53,7 @@ def wait_drift(
     timeout: float = DRIFT_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Ask for the drift report until it says no drift; the last report (shown once)."""
     deadline = clock() + timeout
     report = op.call(
@@ -165,6 +165,6 @@ def _next_patch(version: str) -> str:
     return f"{major}.{minor}.{int(patch) + 1}"
 
 
-def _show_drift(demo: Demo, drift: dict[str, Any]) -> None:
+def _show_drift(demo: Demo, drift: JsonObject) -> None:
     t = fleet.drift_table(drift)
     demo.reporter.table(t.title, t.headers, t.rows)

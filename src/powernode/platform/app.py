@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -167,11 +166,12 @@ def _problem(status: int, body: dict[str, object]) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE)
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def _message(error: Mapping[str, object]) -> str:
     # A pattern of ours is a rule with a name: say it in words, not as the regex.
     words = None
-    if error["type"] == "string_pattern_mismatch":
-        words = patterns.explain(str((error.get("ctx") or {}).get("pattern", "")))
+    ctx = error.get("ctx")
+    if error["type"] == "string_pattern_mismatch" and isinstance(ctx, Mapping):
+        words = patterns.explain(str(ctx.get("pattern", "")))
     if words is None:
         return str(error["msg"])
     return f"{str(error.get('input'))[:80]!r} is {words}"

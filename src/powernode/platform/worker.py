@@ -321,7 +321,7 @@ def attach(app: FastAPI, worker: IngestWorker) -> None:
     inner = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(a: FastAPI) -> Any:
+    async def lifespan(a: FastAPI) -> Any:  # Any: Starlette's lifespan state, None or a mapping
         async with inner(a) as st:
             worker.start()
             try:

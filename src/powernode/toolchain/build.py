@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.publish.format import canonical_json
 from powernode.toolchain import build_packages
@@ -176,15 +175,18 @@ def _write_image(tmp: Path, out: Path, plan: _Plan) -> BuildResult:
     shutil.rmtree(stage)
     (tmp / "objects").mkdir(exist_ok=True)  # the layout always has objects/, even empty
     digest = f"sha256:{image.digest}"
-    config: dict[str, Any] = {
+    files = _count(plan.selected)
+    objects = len(image.objects)
+    object_bytes = sum(o.size for o in image.objects)
+    config: dict[str, object] = {
         "artifact_version": ARTIFACT_VERSION,
         "name": m.name,
         "version": plan.version,
         "manifest": m.to_dict(),
         "composefs_digest": digest,
-        "files": _count(plan.selected),
-        "objects": len(image.objects),
-        "object_bytes": sum(o.size for o in image.objects),
+        "files": files,
+        "objects": objects,
+        "object_bytes": object_bytes,
         "source_date_epoch": plan.epoch,
         "packages": list(_pins(plan.packages)),
         "package_source": pkg_tree.source if pkg_tree else None,
@@ -205,9 +207,9 @@ def _write_image(tmp: Path, out: Path, plan: _Plan) -> BuildResult:
         name=m.name,
         version=plan.version,
         composefs_digest=digest,
-        files=config["files"],
-        objects=config["objects"],
-        object_bytes=config["object_bytes"],
+        files=files,
+        objects=objects,
+        object_bytes=object_bytes,
         packages=_pins(plan.packages),
         cached=plan.cached,
     )

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from powernode.core.compose import Composition, ModuleLayer, compose
+from powernode.core.composition import Composition
+from powernode.core.plan import PlanEntry
+from powernode.core.plan import plan as plan_template
 from powernode.core.priority import SEEDED_CATEGORIES, Variety, effective_priority
-from powernode.core.resolve import Candidate, Resolution, resolve
-from powernode.core.semver import Constraint, Requirement, Version, parse_requirement
+from powernode.core.resolve import Resolution
+from powernode.core.semver import Constraint, Requirement, Version
 from powernode.core.yamlload import compose as compose_yaml
 from powernode.errors import ConfigError, VersionError
 from powernode.toolchain.localrepo import ModuleRepo, load_repo
@@ -52,9 +53,23 @@ class Assignment:
     repo: ModuleRepo
     version: Version
     category: str
+    category_position: int
     variety: Variety
     parent: str | None
     priority: int
+
+    def entry(self) -> PlanEntry:
+        """This assignment as the core plan offers it: one version, always chosen."""
+        return PlanEntry(
+            owner=LOCAL_OWNER,
+            version=self.version,
+            manifest=self.repo.manifest,
+            files=tuple(self.repo.shipped()),
+            requires=self.repo.manifest.requirements(),
+            variety=self.variety,
+            parent=self.parent,
+            category_position=self.category_position,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,7 @@ def _category_position(slug: str, where: str) -> int:
     raise ConfigError(f"{where}: unknown category {slug!r} (known: {known})")
 
 
-def _hint(hints: Mapping[str, Any], key: str) -> str | None:
+def _hint(hints: Mapping[str, str], key: str) -> str | None:
     value = hints.get(key)
     return str(value) if value is not None else None
 
@@ -98,8 +113,9 @@ def _assign(
         ver = Version.parse(version)
     except VersionError as e:
         raise ConfigError(f"{where}: version: {e}") from e
-    prio = effective_priority(_category_position(cat, where), var, override)
-    return Assignment(repo, ver, cat, var, par, prio)
+    position = _category_position(cat, where)
+    prio = effective_priority(position, var, override)
+    return Assignment(repo, ver, cat, position, var, par, prio)
 
 
 def load_template(path: Path) -> tuple[str, list[Assignment]]:
@@ -176,32 +192,11 @@ def plan(name: str, assignments: Sequence[Assignment]) -> TemplatePlan:
                 f"module {a.repo.name!r} assigned twice: {seen[a.repo.name]} and {a.repo.path}"
             )
         seen[a.repo.name] = a.repo.path
-    candidates = [
-        Candidate(
-            owner=LOCAL_OWNER,
-            name=a.repo.name,
-            version=a.version,
-            requires=tuple(parse_requirement(r) for r in a.repo.manifest.requires),
-            provides=tuple(a.repo.manifest.provides),
-            promotion_state="live",
-        )
-        for a in assignments
-    ]
     roots = [
         Requirement(LOCAL_OWNER, a.repo.name, Constraint.parse(f"={a.version}"))
         for a in assignments
     ]
-    resolution = resolve(roots, candidates)
-    layers = [
-        ModuleLayer(
-            name=a.repo.name,
-            priority=a.priority,
-            variety=a.variety,
-            parent=a.parent,
-            files=tuple(a.repo.shipped()),
-            mask=tuple(a.repo.manifest.mask),
-            protected=tuple(a.repo.manifest.protected_spec),
-        )
-        for a in assignments
-    ]
-    return TemplatePlan(name, tuple(assignments), resolution, compose(layers))
+    planned = plan_template(
+        roots, [a.entry() for a in assignments], {a.repo.name: a.priority for a in assignments}
+    )
+    return TemplatePlan(name, tuple(assignments), planned.resolution, planned.composition)

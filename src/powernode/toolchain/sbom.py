@@ -16,7 +16,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from powernode import __version__
@@ -64,7 +63,7 @@ def make_sbom(
 ) -> bytes:
     """The SBOM bytes: sorted, 2-space indented JSON with a trailing newline."""
     module_ref = f"module:{name}@{version}"
-    components: list[dict[str, Any]] = []
+    components: list[dict[str, object]] = []
     for pkg in sorted(packages):
         ref = purl(pkg, distro)
         components.append(
@@ -79,7 +78,7 @@ def make_sbom(
     for f in sorted(files, key=lambda f: f.path):
         if f.kind != "file":
             continue
-        comp: dict[str, Any] = {"type": "file", "bom-ref": f"file:{f.path}", "name": f.path}
+        comp: dict[str, object] = {"type": "file", "bom-ref": f"file:{f.path}", "name": f.path}
         if f.sha256 is not None:
             comp["hashes"] = [{"alg": "SHA-256", "content": f.sha256}]
         components.append(comp)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
 from powernode.errors import PowernodeError
 
@@ -50,7 +49,7 @@ class Attempt:
     reason: str
     elapsed_ms: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
             "outcome": self.outcome.value,
@@ -80,7 +79,7 @@ class IdentityTrail:
                 return attempt.reason
         return None
 
-    def to_dict(self) -> list[dict[str, Any]]:
+    def to_dict(self) -> list[dict[str, object]]:
         return [a.to_dict() for a in self.attempts]
 
     def __str__(self) -> str:
@@ -95,7 +94,7 @@ class IdentityResult:
     trail: IdentityTrail
     warnings: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "resolved": True,
             "identity": self.identity.to_dict(),
@@ -120,5 +119,5 @@ class UnresolvableIdentityError(IdentityError):
             "or write `instance_id = <uuid>` into the local identity.cfg."
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"resolved": False, "identity": None, "trail": self.trail.to_dict()}

@@ -9,7 +9,7 @@ compare each against the service's own check.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator
 
@@ -69,7 +69,7 @@ def explain(pattern: str) -> str | None:
     return _WORDS.get(pattern)
 
 
-def _json_integer(value: Any) -> Any:
+def _json_integer(value: object) -> object:
     # JSON Schema "integer": 3 and 3.0 are integers; "3" and true are not. Lax
     # pydantic takes all four, strict pydantic refuses 3.0.
     if isinstance(value, bool | str | bytes):

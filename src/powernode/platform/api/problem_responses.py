@@ -7,7 +7,6 @@ documenting them lets clients (and schemathesis) check error bodies too.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,7 +39,7 @@ _WHY = {
 # Built once (at import, on the platform's start path), copied per status as it was made.
 _SCHEMA = ProblemOut.model_json_schema()
 # Headers a problem response may carry (RFC 9110 §11.6.1, RFC 6585 §4 / RFC 9110 §10.2.3).
-_HEADERS: dict[int, dict[str, Any]] = {  # Any: FastAPI's responses= type
+_HEADERS: dict[int, dict[str, object]] = {
     401: {
         "WWW-Authenticate": {
             "description": "the scheme to authenticate with (Bearer)",
@@ -56,8 +55,8 @@ _HEADERS: dict[int, dict[str, Any]] = {  # Any: FastAPI's responses= type
 }
 
 
-def _response(status: int, why: str) -> dict[str, Any]:  # Any: FastAPI's responses= type
-    out: dict[str, Any] = {  # Any: FastAPI's responses= type
+def _response(status: int, why: str) -> dict[str, object]:
+    out: dict[str, object] = {
         "description": f"problem details: {why}",
         "content": {PROBLEM_CONTENT_TYPE: {"schema": copy.deepcopy(_SCHEMA)}},
     }
@@ -68,11 +67,11 @@ def _response(status: int, why: str) -> dict[str, Any]:  # Any: FastAPI's respon
 
 # Declared on every router at include time (app.py), so every operation, including
 # those added later, documents every status the shared handlers can give it.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {  # Any: FastAPI's responses= type
+PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     status: _response(status, why) for status, why in _WHY.items()
 }
 
-RATE_LIMITED: dict[int | str, dict[str, Any]] = {  # Any: FastAPI's responses= type
+RATE_LIMITED: dict[int | str, dict[str, object]] = {
     429: {
         "description": "problem details: the node is over its limit for this request "
         "(docs/node-api.md, rate limits); nothing was changed",

@@ -54,8 +54,12 @@ class In(BaseModel):
 # --- requests ---------------------------------------------------------------
 
 
-def _both_or_neither(a: str, b: str) -> list[dict[str, Any]]:
-    def given(f: str) -> dict[str, Any]:
+# JSON Schema fragments; pydantic's own JsonDict type is not exported.
+Schema = dict[str, Any]  # Any: JSON Schema values of every JSON type
+
+
+def _both_or_neither(a: str, b: str) -> list[Schema]:
+    def given(f: str) -> Schema:
         return {"properties": {f: {"type": "string"}}, "required": [f]}
 
     return [{"if": given(a), "then": given(b)}, {"if": given(b), "then": given(a)}]
@@ -109,7 +113,7 @@ class VersionCreate(In):
     """
 
     version_string: str = Field(min_length=1, max_length=128, pattern=patterns.SEMVER)
-    manifest: dict[str, Any] = Field(default_factory=dict)
+    manifest: dict[str, object] = Field(default_factory=dict)
     file_list: list[str] = Field(default_factory=list, max_length=200_000)
 
 
@@ -129,7 +133,7 @@ class NoteRequest(In):
 
 class AssignRequest(In):
     module_name: str = Name
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, object] = Field(default_factory=dict)
     effective_priority: PriorityValue | None = None
 
 
@@ -137,13 +141,13 @@ class AssignmentUpdate(In):
     """Fields left out are unchanged; ``effective_priority: null`` clears the override."""
 
     effective_priority: PriorityValue | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, object] | None = None
 
 
 class NodeCreate(In):
     hostname: str = Field(min_length=1, max_length=253, pattern=patterns.HOSTNAME)
     node_template_id: str = Field(min_length=1, max_length=128, description="id or name")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, object] = Field(default_factory=dict)
 
 
 class ProvisionRequest(In):
@@ -269,7 +273,7 @@ class AssignmentOut(BaseModel):
     priority: int
     effective_priority: int | None
     resolved_priority: int = Field(description="effective_priority if set, else priority")
-    metadata: dict[str, Any]
+    metadata: dict[str, object]
     created_at: datetime
     updated_at: datetime
 
@@ -312,7 +316,7 @@ class NodeOut(BaseModel):
     hostname: str
     template_id: str
     template_name: str
-    metadata: dict[str, Any]
+    metadata: dict[str, object]
     created_at: datetime
 
     @classmethod
@@ -366,7 +370,7 @@ class AuditOut(BaseModel):
     target_type: str
     target_id: str | None
     summary: str
-    detail: dict[str, Any]
+    detail: dict[str, object]
 
     @classmethod
     def of(cls, e: AuditLogEntry) -> AuditOut:

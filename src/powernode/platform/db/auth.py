@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -40,5 +39,5 @@ class AuditLogEntry(Base):
     action: Mapped[str] = mapped_column(String(128), index=True)
     target_type: Mapped[str] = mapped_column(String(64))
     target_id: Mapped[str | None] = mapped_column(String(255))
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     summary: Mapped[str] = mapped_column(Text, default="")

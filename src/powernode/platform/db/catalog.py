@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -92,7 +91,7 @@ class NodeModuleVersion(Base):
     sbom_ref: Mapped[str | None] = mapped_column(Text)
     # The parsed manifest.json of the artifact and its file list: what the
     # composition preview and the drift report feed to core.compose/resolve.
-    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    manifest: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     file_list: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

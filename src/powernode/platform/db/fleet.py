@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -42,7 +41,7 @@ class FleetEvent(Base):
     instance_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("node_instances.id", ondelete="SET NULL"), index=True
     )
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     agent_event_id: Mapped[str | None] = mapped_column(String(64))
 
@@ -80,11 +79,11 @@ class Task(Base):
     instance_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("node_instances.id", ondelete="CASCADE")
     )
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, object] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -106,5 +105,5 @@ class DiskImagePublication(Base):
     version: Mapped[str] = mapped_column(String(128))
     artifact_ref: Mapped[str] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(200))
-    build_manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    build_manifest: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)

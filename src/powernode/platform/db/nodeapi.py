@@ -23,7 +23,6 @@ heartbeat flusher.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -69,7 +68,7 @@ class NodeAgentStatus(Base):
     )
     boot_id: Mapped[str] = mapped_column(String(64))
     agent_version: Mapped[str] = mapped_column(String(64))
-    mounts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mounts: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     load: Mapped[list[float]] = mapped_column(JSON, default=list)
     mem: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)

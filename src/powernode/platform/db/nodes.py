@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -32,7 +31,7 @@ class Node(Base):
     template_id: Mapped[str] = mapped_column(
         ID, ForeignKey("node_templates.id", ondelete="RESTRICT"), index=True
     )
-    node_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    node_metadata: Mapped[dict[str, object]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     template: Mapped[NodeTemplate] = relationship(lazy="joined")

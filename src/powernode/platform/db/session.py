@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -61,7 +60,7 @@ WRITE = "powernode_write"
 """Execution option: this connection's transactions begin with the write lock (SQLite)."""
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     # pysqlite's implicit BEGIN (before the first INSERT/UPDATE/DELETE only)
     # off: _sqlite_begin below emits every BEGIN, so reads are inside it too.
     dbapi_conn.isolation_level = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -51,7 +50,7 @@ class NodeModuleAssignment(Base):
     priority: Mapped[int] = mapped_column(Integer)
     effective_priority: Mapped[int | None] = mapped_column(Integer)
     # Metadata handed to the agent at boot (seed 003: {"purpose": "edge-cdn-tokyo"}).
-    assignment_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    assignment_metadata: Mapped[dict[str, object]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

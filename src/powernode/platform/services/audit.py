@@ -10,7 +10,6 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 
@@ -29,7 +28,7 @@ def record(
     target_type: str,
     target_id: str | None,
     summary: str,
-    detail: dict[str, Any] | None = None,
+    detail: dict[str, object] | None = None,
 ) -> AuditLogEntry:
     entry = AuditLogEntry(
         at=ctx.now,

@@ -6,10 +6,9 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import CursorResult, Exists, delete, exists, func, select
+from sqlalchemy import ColumnElement, CursorResult, Exists, delete, exists, func, select
 
 from powernode.core.manifest import glob_problems
 from powernode.core.priority import Variety
@@ -23,6 +22,7 @@ from powernode.platform.db import (
     NodeTemplate,
     PromotionState,
 )
+from powernode.platform.db.base import Base
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.sealing import Sealer
 from powernode.platform.services import audit
@@ -317,7 +317,7 @@ def _in_use(name: str, live: list[str], templates: list[str]) -> ModuleInUseErro
     )
 
 
-def _count(ctx: Ctx, where: Any, model: type[Any]) -> int:
+def _count(ctx: Ctx, where: ColumnElement[bool], model: type[Base]) -> int:
     return ctx.session.scalar(select(func.count()).select_from(model).where(where)) or 0
 
 
@@ -340,7 +340,7 @@ def get_version(ctx: Ctx, version_id: str) -> NodeModuleVersion:
     return version
 
 
-def _check_manifest_globs(manifest: dict[str, Any]) -> None:
+def _check_manifest_globs(manifest: dict[str, object]) -> None:
     """A pattern that can never match (``..``, ``.``, ``//``, NUL) is refused here too, as
     at validate and build: a registered version's rules are what nodes enforce."""
     problems = glob_problems(manifest, source="manifest")
@@ -375,7 +375,7 @@ def register_version(
     module_name: str,
     *,
     version_string: str,
-    manifest: dict[str, Any] | None = None,
+    manifest: dict[str, object] | None = None,
     file_list: list[str] | None = None,
 ) -> NodeModuleVersion:
     """Announce a version by hand (state ``built``): no artifact, digest or signature.
@@ -401,7 +401,7 @@ def record_ingested_version(
     *,
     version_string: str,
     verified: VerifiedFields,
-    manifest: dict[str, Any] | None = None,
+    manifest: dict[str, object] | None = None,
     file_list: list[str] | None = None,
 ) -> NodeModuleVersion:
     """Record a version whose artifact the platform's ingest has verified (services/ingest.py)."""
@@ -420,7 +420,7 @@ def attach_verified(
     ctx: Ctx,
     version: NodeModuleVersion,
     verified: VerifiedFields,
-    manifest: dict[str, Any],
+    manifest: dict[str, object],
     file_list: list[str],
 ) -> NodeModuleVersion:
     """Complete a version announced by hand with the artifact ingest has verified."""
@@ -449,7 +449,7 @@ def _add_version(
     module_name: str,
     *,
     version_string: str,
-    manifest: dict[str, Any] | None,
+    manifest: dict[str, object] | None,
     file_list: list[str] | None,
     verified: VerifiedFields | None,
 ) -> NodeModuleVersion:

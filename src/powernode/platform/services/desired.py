@@ -1,9 +1,12 @@
 """What a template should run: its assignments resolved, then composed.
 
-The composition preview and the drift report share this one computation:
+The composition preview and the drift report share this one computation,
+the core's template plan (``core.plan``, which ``powernode module compose``
+runs too); this module feeds it the catalog and words its failures:
 
-1. every version of the account's modules becomes a ``core.resolve.Candidate``
-   (requires/provides from the version's stored manifest.json);
+1. every version of the account's modules becomes a ``core.plan.PlanEntry``
+   (its stored manifest.json read once into the core's ``Manifest``:
+   requires, provides, mask and protected_spec);
 2. each assignment is a root requirement ``<module>@*``; ``core.resolve``
    chooses the highest version in an allowed promotion state (preview
    default ``blessed`` and ``live``; what a node is served is
@@ -26,16 +29,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
-from powernode.core.compose import ModuleLayer, compose
 from powernode.core.composition import Composition
-from powernode.core.priority import Variety, effective_priority
-from powernode.core.resolve import DEFAULT_ALLOWED_STATES, Candidate, resolve
-from powernode.core.semver import Requirement, Version, parse_requirement
+from powernode.core.manifest import Manifest
+from powernode.core.plan import PlanEntry, plan
+from powernode.core.priority import Variety
+from powernode.core.resolve import DEFAULT_ALLOWED_STATES
+from powernode.core.semver import Requirement, Version
 from powernode.errors import CompositionError, ResolutionError, VersionError
 from powernode.platform.db import (
     NodeModule,
@@ -106,11 +110,11 @@ TEST_NODE_STATES: Final = frozenset(
 TEST_NODE_KEY: Final = "test"
 
 
-def is_test_node(metadata: Mapping[str, Any] | None) -> bool:
+def is_test_node(metadata: Mapping[str, object] | None) -> bool:
     return metadata is not None and metadata.get(TEST_NODE_KEY) is True
 
 
-def node_states(metadata: Mapping[str, Any] | None) -> frozenset[str]:
+def node_states(metadata: Mapping[str, object] | None) -> frozenset[str]:
     """The promotion states a node with this metadata may run (see PRODUCTION_STATES)."""
     return TEST_NODE_STATES if is_test_node(metadata) else PRODUCTION_STATES
 
@@ -130,50 +134,45 @@ def parse_states(values: Iterable[str] | None) -> frozenset[str]:
     return states
 
 
-def _requirements(v: NodeModuleVersion, where: str) -> tuple[Requirement, ...]:
-    deps = v.manifest.get("dependencies") if isinstance(v.manifest, Mapping) else None
-    raw = deps.get("requires", []) if isinstance(deps, Mapping) else []
-    out = []
-    for text in raw if isinstance(raw, list) else []:
-        try:
-            r = parse_requirement(str(text))
-        except VersionError as e:
-            raise UnresolvableError(f"{where}: manifest dependencies.requires: {e}") from e
-        out.append(Requirement(OWNER, r.name, r.constraint))
-    return tuple(out)
+def _requirements(manifest: Manifest, where: str) -> tuple[Requirement, ...]:
+    try:
+        parsed = manifest.requirements()
+    except VersionError as e:
+        raise UnresolvableError(f"{where}: manifest dependencies.requires: {e}") from e
+    return tuple(Requirement(OWNER, r.name, r.constraint) for r in parsed)
 
 
-def _strings(manifest: Any, *path: str) -> tuple[str, ...]:
-    value = manifest
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return tuple(str(s) for s in value) if isinstance(value, list) else ()
-
-
-def _candidates(
+def _entries(
     rows: Iterable[NodeModuleVersion],
-) -> tuple[list[Candidate], dict[tuple[str, str], NodeModuleVersion]]:
-    candidates = []
+) -> tuple[list[PlanEntry], dict[tuple[str, str], NodeModuleVersion]]:
+    """Each version a plan may choose, its stored manifest read once into the core's model."""
+    entries = []
     by_key: dict[tuple[str, str], NodeModuleVersion] = {}
     for v in rows:
         if v.promotion_state == PromotionState.RETIRED.value:
             continue  # never chosen, and listing it in errors only confuses
-        where = f"module {v.module.name} version {v.version_string}"
+        m = v.module
+        where = f"module {m.name} version {v.version_string}"
         try:
             version = Version.parse(v.version_string)
         except VersionError as e:  # register_version refuses these; be safe anyway
             raise UnresolvableError(f"{where}: {e}") from e
-        c = Candidate(
-            owner=OWNER,
-            name=v.module.name,
-            version=version,
-            requires=_requirements(v, where),
-            provides=_strings(v.manifest, "dependencies", "provides"),
-            promotion_state=v.promotion_state,
+        manifest = Manifest.from_stored(v.manifest, name=m.name)
+        entries.append(
+            PlanEntry(
+                owner=OWNER,
+                version=version,
+                manifest=manifest,
+                files=tuple(v.file_list),
+                requires=_requirements(manifest, where),
+                variety=Variety(m.variety),
+                parent=m.parent_module.name if m.parent_module is not None else None,
+                category_position=m.category.position,
+                promotion_state=v.promotion_state,
+            )
         )
-        candidates.append(c)
-        by_key[v.module.name, str(version)] = v
-    return candidates, by_key
+        by_key[m.name, str(version)] = v
+    return entries, by_key
 
 
 def desired_set(
@@ -210,13 +209,15 @@ def _compute(ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str]) -
         .unique()
         .all()
     )
-    candidates, by_key = _candidates(rows)
+    entries, by_key = _entries(rows)
     roots = [Requirement(OWNER, name) for name in sorted(assignments)]
+    priorities = {name: resolved_priority(a) for name, a in assignments.items()}
     label = f"template {template.name}"
     try:
-        resolution = resolve(
+        planned = plan(
             roots,
-            candidates,
+            entries,
+            priorities,
             allowed_states=allowed_states,
             max_steps=MAX_RESOLVE_STEPS,
             root_label=label,
@@ -227,55 +228,32 @@ def _compute(ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str]) -
             f"(allowed states: {', '.join(sorted(allowed_states))}) or change the assignments",
             template=template.name,
         ) from e
-    modules: list[DesiredModule] = []
-    layers: list[ModuleLayer] = []
-    for c in resolution.order:
-        v = by_key[c.name, str(c.version)]
-        m = v.module
-        a = assignments.get(m.name)
-        variety = Variety(m.variety)
-        prio = (
-            resolved_priority(a)
-            if a is not None
-            else effective_priority(m.category.position, variety)
-        )
-        parent = m.parent_module.name if m.parent_module is not None else None
-        modules.append(
-            DesiredModule(
-                name=m.name,
-                module_id=m.id,
-                version_id=v.id,
-                version_string=v.version_string,
-                promotion_state=v.promotion_state,
-                composefs_digest=v.composefs_digest,
-                priority=prio,
-                variety=variety.value,
-                assigned=a is not None,
-                reason=resolution.explain(c.key),
-            )
-        )
-        layers.append(
-            ModuleLayer(
-                name=m.name,
-                priority=prio,
-                variety=variety,
-                parent=parent,
-                files=tuple(v.file_list),
-                mask=_strings(v.manifest, "mask"),
-                protected=_strings(v.manifest, "protected_spec"),
-            )
-        )
-    try:
-        composition = compose(layers)
     except CompositionError as e:
         raise UnresolvableError(
             f"{label} does not compose: {e}", template=template.name, conflicts=e.conflicts[:50]
         ) from e
+    modules = []
+    for pm in planned.modules:
+        v = by_key[pm.entry.name, str(pm.entry.version)]
+        modules.append(
+            DesiredModule(
+                name=pm.entry.name,
+                module_id=v.module.id,
+                version_id=v.id,
+                version_string=v.version_string,
+                promotion_state=v.promotion_state,
+                composefs_digest=v.composefs_digest,
+                priority=pm.priority,
+                variety=pm.entry.variety.value,
+                assigned=pm.assigned,
+                reason=pm.reason,
+            )
+        )
     log.debug("template %s: %d module(s) desired", template.name, len(modules))
     return DesiredSet(
         template_id=template.id,
         template_name=template.name,
         allowed_states=allowed_states,
         modules=tuple(modules),
-        composition=composition,
+        composition=planned.composition,
     )

@@ -6,7 +6,6 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import select
 
@@ -35,7 +34,9 @@ def check_hostname(hostname: str) -> str:
     return hostname
 
 
-def _event(ctx: Ctx, kind: str, node: Node, instance: NodeInstance | None, **payload: Any) -> None:
+def _event(
+    ctx: Ctx, kind: str, node: Node, instance: NodeInstance | None, **payload: object
+) -> None:
     ctx.session.add(
         FleetEvent(
             kind=kind,
@@ -48,7 +49,7 @@ def _event(ctx: Ctx, kind: str, node: Node, instance: NodeInstance | None, **pay
 
 
 def create_node(
-    ctx: Ctx, hostname: str, template_ref: str, *, metadata: dict[str, Any] | None = None
+    ctx: Ctx, hostname: str, template_ref: str, *, metadata: dict[str, object] | None = None
 ) -> Node:
     ctx.actor.require(WRITE, "creating a node")
     if is_test_node(metadata):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from enum import Enum
+from typing import Final
 
 from sqlalchemy import select
 
@@ -56,7 +57,7 @@ def assign_module(
     template_ref: str,
     module_name: str,
     *,
-    metadata: dict[str, Any] | None = None,
+    metadata: dict[str, object] | None = None,
     effective_priority_override: int | None = None,
 ) -> NodeModuleAssignment:
     """Assign a module to a template; its priority comes from category and variety."""
@@ -138,21 +139,27 @@ def get_assignment(ctx: Ctx, assignment_id: str) -> NodeModuleAssignment:
     return a
 
 
-_UNSET: Any = object()
+class _Unset(Enum):
+    """The default of a parameter whose None means something (clear the override)."""
+
+    UNSET = "unset"
+
+
+_UNSET: Final = _Unset.UNSET
 
 
 def update_assignment(
     ctx: Ctx,
     assignment_id: str,
     *,
-    effective_priority_override: int | None = _UNSET,
-    metadata: dict[str, Any] | None = None,
+    effective_priority_override: int | _Unset | None = _UNSET,
+    metadata: dict[str, object] | None = None,
 ) -> NodeModuleAssignment:
     """Override (or, with None, clear) effective_priority; replace metadata when given."""
     ctx.actor.require(WRITE, "updating an assignment")
     a = get_assignment(ctx, assignment_id)
     before = {"effective_priority": a.effective_priority, "metadata": a.assignment_metadata}
-    if effective_priority_override is not _UNSET:
+    if not isinstance(effective_priority_override, _Unset):
         a.effective_priority = effective_priority_override
     if metadata is not None:
         a.assignment_metadata = metadata

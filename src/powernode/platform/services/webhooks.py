@@ -43,7 +43,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NoReturn
+from typing import Literal, NoReturn
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -126,8 +126,8 @@ def sign(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _text(data: Mapping[str, Any], *path: str) -> str | None:
-    value: Any = data
+def _text(data: Mapping[str, object], *path: str) -> str | None:
+    value: object = data
     for key in path:
         value = value.get(key) if isinstance(value, Mapping) else None
     if value is None:
@@ -137,7 +137,7 @@ def _text(data: Mapping[str, Any], *path: str) -> str | None:
     return value
 
 
-def _timestamp(value: Any) -> datetime | None:
+def _timestamp(value: object) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -162,7 +162,7 @@ def _timestamp(value: Any) -> datetime | None:
 class Sender:
     """Who a body says it is for: read before the signature, to find the secret."""
 
-    data: Mapping[str, Any]
+    data: Mapping[str, object]
     module: str | None
     repository: str | None
     account: str | None
