@@ -13,6 +13,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
 
     PowernodeError
     ├── ApiError (client)                             the platform refused an operator call
+    │   └── OperatorError (demo.operator)             the demo operator's call failed
     ├── CommandError                                  an external command failed
     ├── ConfigError                                   bad settings or command-line values
     │   ├── SigningSetupError (signing.errors)        signing cannot start
@@ -52,7 +53,6 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     ├── Login (platform.ui.core)                      the console has no usable session
     ├── MountError                                    a mount not made, moved or removed
     │   └── MountCallError                            a mount call (also SyscallError)
-    ├── OperatorError (demo.operator)                 the demo operator's call failed
     ├── PlatformError (platform.problems)             an RFC 9457 problem answer
     │   ├── AuthenticationError (platform.problems)   401
     │   ├── BusyError (platform.problems)             503, retry later
