@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from powernode.agent.fields import FieldErrors, bounded, build, field_names
+from powernode.node.fields import FieldErrors, bounded, build, field_names
 from powernode.errors import ConfigError
 
 ENV_PREFIX = "POWERNODE_AGENT_"

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from powernode.agent.fields import FieldErrors, bounded, build
+from powernode.node.fields import FieldErrors, bounded, build
 from powernode.agent.lifecycle import Clock, SystemClock
 from powernode.errors import DataError, TransportError, VerificationError
 

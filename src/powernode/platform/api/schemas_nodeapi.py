@@ -155,6 +155,40 @@ class RotateOut(BaseModel):
     not_after: datetime
 
 
+class TrustPolicyOut(BaseModel):
+    """A module's trust policy as the agent reads it (agent/modules/trust.py)."""
+
+    cosign_public_key: str | None = None
+    cosign_identity_regexp: str | None = None
+    cosign_issuer_regexp: str | None = None
+
+
+class DesiredModuleOut(BaseModel):
+    name: str
+    version: str
+    composefs_digest: Digest
+    effective_priority: int = Field(
+        description="(priority, variety) as one integer: higher is stacked above"
+    )
+    reference: str = Field(description="the artifact's reference; empty when not published")
+    trust_policy: TrustPolicyOut | None
+    promotion_state: str
+    variety: str
+    assigned: bool
+
+
+class DesiredModulesOut(BaseModel):
+    """``GET /node_api/modules``: the desired module set of the caller's instance."""
+
+    instance_id: str
+    template: str
+    allowed_states: list[str]
+    modules: list[DesiredModuleOut]
+    composition: dict[str, Any] | None = Field(  # Any: core.composition.Composition.to_dict
+        description="core.composition.Composition.to_dict; null for an empty set"
+    )
+
+
 # --- operator side ----------------------------------------------------------
 
 
