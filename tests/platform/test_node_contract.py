@@ -128,10 +128,7 @@ def test_every_answer_record_matches_the_served_schema(spec: dict[str, Any]) -> 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_every_node_api_route_has_a_record_and_a_response_model(spec: dict[str, Any]) -> None:
     node_routes = {
-        (m, p)
-        for p, ops in spec["paths"].items()
-        if p.startswith("/node_api/")
-        for m in ops
+        (m, p) for p, ops in spec["paths"].items() if p.startswith("/node_api/") for m in ops
     }
     assert node_routes == set(ANSWERS), "a node API route without a record (or a stale one)"
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from powernode.node.fields import FieldErrors, bounded, build, field_names
 from powernode.errors import ConfigError
+from powernode.node.fields import FieldErrors, bounded, build, field_names
 
 ENV_PREFIX = "POWERNODE_AGENT_"
 DEFAULT_CONFIG_FILE = Path("/etc/powernode/agent.toml")

@@ -81,10 +81,15 @@ class Bounds:
 
 
 def bounded(
-    default: Any = dataclasses.MISSING, **limits: Any
-) -> Any:  # Any: a dataclass field default, as dataclasses.field
+    default: Any = dataclasses.MISSING,  # Any: a field default of the field's type
+    default_factory: Callable[[], object] | None = None,
+    **limits: Any,  # Any: Bounds' keyword arguments (numbers)
+) -> Any:  # Any: what dataclasses.field returns
     """A dataclass field with :class:`Bounds` (``gt ge lt le min_length max_length``)."""
-    return dataclasses.field(default=default, metadata={"bounds": Bounds(**limits)})
+    meta = {"bounds": Bounds(**limits)}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @functools.cache

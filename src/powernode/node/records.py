@@ -277,20 +277,25 @@ class TrustPolicy(Record):
 
 @record
 class DesiredModule(Record):
-    """One module of ``GET /node_api/modules``: what to pull, verify and stack."""
+    """One module of ``GET /node_api/modules``: what to pull, verify and stack.
+
+    The platform always sends every field; a desired set written by hand
+    (``powernode-agent modules sync --desired FILE``) may leave out those
+    with a default.
+    """
 
     schema = "DesiredModuleOut"
     name: str = bounded(min_length=1, max_length=128)
-    version: str = bounded(max_length=256)
     composefs_digest: Digest
     # One integer carrying (priority, variety): higher is stacked above (core.priority.stack_rank).
     effective_priority: int
+    version: str = bounded(default="", max_length=256)
     # "<registry>/<owner>/<name>:<version>" or "…@sha256:<manifest>"; "" when not published.
-    reference: str = bounded(max_length=MAX_REFERENCE)
-    trust_policy: TrustPolicy | None
-    promotion_state: str = bounded(max_length=64)
-    variety: str = bounded(max_length=64)
-    assigned: bool
+    reference: str = bounded(default="", max_length=MAX_REFERENCE)
+    trust_policy: TrustPolicy | None = None
+    promotion_state: str = bounded(default="", max_length=64)
+    variety: str = bounded(default="", max_length=64)
+    assigned: bool = False
 
 
 @record
@@ -302,11 +307,11 @@ class DesiredModules(Record):
     """
 
     schema = "DesiredModulesOut"
-    instance_id: str = bounded(min_length=1, max_length=128)
-    template: str = bounded(max_length=256)
-    allowed_states: list[str] = bounded(max_length=16)
     modules: list[DesiredModule] = bounded(max_length=MAX_DESIRED_MODULES)
-    composition: dict[str, JSON] | None
+    instance_id: str = bounded(default="", max_length=128)
+    template: str = bounded(default="", max_length=256)
+    allowed_states: list[str] = bounded(default_factory=list, max_length=16)
+    composition: dict[str, JSON] | None = None
 
 
 # Every record and its method and path: the contract test walks these.

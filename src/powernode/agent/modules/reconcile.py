@@ -33,6 +33,7 @@ from powernode.errors import (
     TransportError,
     VerificationError,
 )
+from powernode.node import records
 from powernode.oci.refs import parse_reference
 
 log = logging.getLogger(__name__)
@@ -47,44 +48,26 @@ class DesiredModule:
     digest: str  # composefs digest, "sha256:<hex>"
     priority: int  # effective priority: higher is stacked above
     reference: str = ""  # "<registry>/<owner>/<name>:<version>" or "…@sha256:<manifest>"
-    policy: Any = None  # trust policy, handed to the puller as is
+    policy: object = None  # trust policy: the platform's document (a mapping), or a policy
 
     def spec(self) -> ModuleSpec:
         return ModuleSpec(self.name, self.digest, self.priority, self.version, self.reference)
 
     @classmethod
-    def from_api(cls, item: Mapping[str, Any]) -> DesiredModule:
-        """One entry of ``GET /node_api/modules``; DataError naming the field if malformed."""
-
-        def first(*keys: str) -> Any:
-            for k in keys:
-                if item.get(k) is not None:
-                    return item[k]
-            return None
-
-        name = first("name")
-        digest = first("composefs_digest", "digest")
-        priority = first("effective_priority", "priority")
-        version = first("version", "version_string") or ""
-        reference = first("reference", "artifact_reference", "artifact_ref") or ""
-        if not isinstance(name, str):
-            raise DataError("desired module: field 'name': missing or not a string")
-        if not isinstance(digest, str):
-            raise DataError(f"desired module {name}: field 'composefs_digest': missing")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise DataError(f"desired module {name}: field 'effective_priority': not an integer")
-        digest_hex(digest, field=f"desired module {name}: composefs_digest")
-        if not isinstance(reference, str) or len(reference) > MAX_REFERENCE:
-            raise DataError(
-                f"desired module {name}: field 'reference': not a string of at most "
-                f"{MAX_REFERENCE} characters"
-            )
-        _check_remote(name, reference)
-        policy = first("trust_policy", "policy")
-        return cls(name, str(version), digest, priority, str(reference), policy)
-
-
-MAX_REFERENCE = 1024
+    def from_record(cls, item: records.DesiredModule) -> DesiredModule:
+        """One entry of ``GET /node_api/modules``; DataError if its reference names a directory."""
+        _check_remote(item.name, item.reference)
+        policy = None
+        if item.trust_policy is not None:
+            policy = {k: v for k, v in item.trust_policy.to_json().items() if v is not None}
+        return cls(
+            item.name,
+            item.version,
+            str(item.composefs_digest),
+            item.effective_priority,
+            item.reference,
+            policy,
+        )
 
 
 def _check_remote(name: str, reference: str) -> None:

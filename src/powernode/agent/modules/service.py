@@ -32,6 +32,7 @@ from powernode.agent.modules.refusal import Refusal
 from powernode.agent.tasks import TaskError
 from powernode.agent.transport import NodeClient, PlatformUnreachable
 from powernode.errors import PowernodeError
+from powernode.node.records import DesiredModules
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,10 @@ class ModuleService:
             )
             self._refused(result.refused)
 
-    def sync(self, fetch: Callable[[], Mapping[str, Any]]) -> SyncReport:
+    def sync(self, fetch: Callable[[], DesiredModules | Mapping[str, object]]) -> SyncReport:
         """One reconcile with the desired set ``fetch`` returns; never raises for a refusal."""
         doc = fetch()
-        desired = parse_desired(dict(doc))
+        desired = parse_desired(doc if isinstance(doc, DesiredModules) else dict(doc))
         with self._lock:
             report = sync(
                 self.layout, desired.modules, puller=self.puller, composition=desired.composition

@@ -165,27 +165,27 @@ class TrustPolicyOut(BaseModel):
 
 class DesiredModuleOut(BaseModel):
     name: str
-    version: str
     composefs_digest: Digest
     effective_priority: int = Field(
         description="(priority, variety) as one integer: higher is stacked above"
     )
-    reference: str = Field(description="the artifact's reference; empty when not published")
-    trust_policy: TrustPolicyOut | None
-    promotion_state: str
-    variety: str
-    assigned: bool
+    version: str = ""
+    reference: str = Field(default="", description="the artifact's reference; empty: none")
+    trust_policy: TrustPolicyOut | None = None
+    promotion_state: str = ""
+    variety: str = ""
+    assigned: bool = False
 
 
 class DesiredModulesOut(BaseModel):
     """``GET /node_api/modules``: the desired module set of the caller's instance."""
 
-    instance_id: str
-    template: str
-    allowed_states: list[str]
     modules: list[DesiredModuleOut]
+    instance_id: str = ""
+    template: str = ""
+    allowed_states: list[str] = Field(default_factory=list)
     composition: dict[str, Any] | None = Field(  # Any: core.composition.Composition.to_dict
-        description="core.composition.Composition.to_dict; null for an empty set"
+        default=None, description="core.composition.Composition.to_dict; null for an empty set"
     )
 
 
