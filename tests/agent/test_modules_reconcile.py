@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,9 +252,11 @@ def test_publish_puller_refuses_another_composefs_digest(tmp_path: Path, step: s
         puller.pull(DesiredModule("app", "1", D1, 5, "reg.local/acme/app:1", "p"), lay)
 
 
-def test_publish_puller_default_functions_exist() -> None:
-    from powernode.agent.modules.reconcile import _publish
-
-    assert callable(_publish("pull_artifact"))
-    assert callable(_publish("verify_artifact"))
-    assert callable(_publish("ModuleStore"))
+def test_the_publishing_package_loads_on_the_first_pull_not_with_the_agent() -> None:
+    # The agent's resident memory: reconcile imports powernode.publish only inside pull().
+    code = (
+        "import sys; import powernode.agent.modules.service; "
+        "print(sorted(m for m in sys.modules if m.startswith('powernode.publish')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -11,12 +11,12 @@ is refused, nothing changes and the report says why, per module.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from powernode.agent.modules.attach import apply, record_refusals
 from powernode.agent.modules.layout import NodeLayout
@@ -35,6 +35,20 @@ from powernode.errors import (
 )
 from powernode.node import records
 from powernode.oci.refs import parse_reference
+
+if TYPE_CHECKING:
+    from powernode.oci.layout import LayoutRegistry
+    from powernode.oci.refs import Reference
+    from powernode.oci.registry import Registry
+    from powernode.publish.pull import PulledArtifact
+    from powernode.publish.store import ModuleStore
+    from powernode.publish.verify import VerifiedArtifact
+    from powernode.signing.policy import TrustPolicy
+
+    # The publishing package's functions, or a test's fakes of them.
+    VerifyFn = Callable[[Registry, Reference, TrustPolicy], VerifiedArtifact]
+    PullFn = Callable[[Registry, Reference, ModuleStore], PulledArtifact]
+    StoreFactory = Callable[[Path], ModuleStore]
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +108,11 @@ class Puller(Protocol):
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None: ...
 
 
-def _publish(name: str) -> Any:
-    """``powernode.publish.<name>``, imported only when a pull happens."""
-    for mod in ("powernode.publish", "powernode.publish.target"):
-        try:
-            found = getattr(importlib.import_module(mod), name, None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    raise PowernodeError(f"powernode.publish has no {name}; install the publishing package")
-
-
 @dataclass(frozen=True)
 class PublishPuller:
     """The default puller: signature against the trust policy, then pull (docs/signing.md).
 
-    The signature is checked with :func:`powernode.publish.verify_artifact`
+    The signature is checked with :func:`powernode.publish.verify.verify_artifact`
     (the signature and the content it covers), and the pull then names the
     verified manifest by digest, so a tag moved in between cannot slip
     another artifact in. A module without a trust policy is refused unless
@@ -119,23 +121,24 @@ class PublishPuller:
     (:class:`.trust.PolicyReader`); any other value is used as a signing
     policy as is. ``registry`` is one registry for every module, or ``None``
     to open the registry each module's reference names (loopback hosts in
-    plain HTTP, the rest in HTTPS: ``powernode.publish.target``).
+    plain HTTP, the rest in HTTPS: :func:`powernode.publish.target.open_target`).
     ``verify``/``pull_fn``/``store_cls`` default to the publishing package's
-    functions, imported on first use; tests pass fakes.
+    functions, imported on the first pull (the agent's resident memory stays
+    without them until then); tests pass fakes.
     """
 
-    registry: Any = None  # a powernode.oci.registry.Registry, or None: per reference
-    verify: Any = None  # (registry, ref, policy) -> VerifiedArtifact
-    pull_fn: Any = None  # (registry, ref, store) -> PulledArtifact
-    store_cls: Any = None  # (state dir) -> powernode.publish.ModuleStore
+    registry: Registry | None = None  # None: the registry each reference names
+    verify: VerifyFn | None = None  # default: powernode.publish.verify.verify_artifact
+    pull_fn: PullFn | None = None  # default: powernode.publish.pull.pull_artifact
+    store_cls: StoreFactory | None = None  # default: powernode.publish.store.ModuleStore
     policies: PolicyReader = field(default_factory=PolicyReader)
     # http(s)://host[:port]: for references naming none, or it; oci:/DIR: an OCI image
     # layout directory for references naming none (docs/agent-modules.md "Module source")
     default_registry: str = ""
     unsafe_no_signature: bool = False
-    last: dict[str, Any] = field(default_factory=dict, compare=False)  # module -> PulledArtifact
+    last: dict[str, PulledArtifact] = field(default_factory=dict, compare=False)
 
-    def _policy(self, module: DesiredModule) -> Any:
+    def _policy(self, module: DesiredModule) -> TrustPolicy | None:
         if module.policy is None:
             if self.unsafe_no_signature:
                 return None
@@ -145,27 +148,32 @@ class PublishPuller:
             )
         if isinstance(module.policy, Mapping):
             return self.policies(module.policy, f"module {module.name}: trust_policy")
-        return module.policy
+        return typing.cast("TrustPolicy", module.policy)
 
-    def _open(self, module: DesiredModule, ref: Any) -> Any:
+    def _open(self, module: DesiredModule, ref: Reference) -> Registry:
+        from powernode.oci.registry import open_registry  # noqa: PLC0415 - on first pull
+        from powernode.publish.target import open_target  # noqa: PLC0415 - on first pull
+
         if self.default_registry.startswith("oci:"):
             if ref.registry is None:
                 return open_layout_source(self.default_registry)
         elif self.default_registry:
             host = self.default_registry.split("://", 1)[1]
             if ref.registry is None or ref.registry == host:
-                return importlib.import_module("powernode.oci.registry").open_registry(
-                    self.default_registry
-                )
+                return open_registry(self.default_registry)
         if ref.registry is None:
             raise ConfigError(
                 f"module {module.name}: reference {module.reference!r} names no registry; "
                 "set modules_registry in the agent config"
             )
         _check_remote(module.name, module.reference)  # never a directory the platform names
-        return _publish("open_target")(module.reference)[0]
+        return open_target(module.reference)[0]
 
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
+        from powernode.publish.pull import pull_artifact  # noqa: PLC0415 - on first pull
+        from powernode.publish.store import ModuleStore  # noqa: PLC0415 - on first pull
+        from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - on first pull
+
         ref = parse_reference(module.reference)
         policy = self._policy(module)
         registry, opened = self.registry, None
@@ -173,19 +181,20 @@ class PublishPuller:
             registry = opened = self._open(module, ref)
         try:
             if policy is not None:
-                verified = (self.verify or _publish("verify_artifact"))(registry, ref, policy)
+                verified = (self.verify or verify_artifact)(registry, ref, policy)
                 _same_digest(module, str(verified.composefs_digest), "signed artifact")
                 ref = verified.reference
-            store = (self.store_cls or _publish("ModuleStore"))(layout.state)
-            pulled = (self.pull_fn or _publish("pull_artifact"))(registry, ref, store)
+            store = (self.store_cls or ModuleStore)(layout.state)
+            pulled = (self.pull_fn or pull_artifact)(registry, ref, store)
             _same_digest(module, str(pulled.composefs_digest), "pulled artifact")
             self.last[module.name] = pulled
         finally:
-            if opened is not None and hasattr(opened, "close"):
-                opened.close()
+            close = getattr(opened, "close", None)
+            if close is not None:
+                close()
 
 
-def open_layout_source(source: str) -> Any:
+def open_layout_source(source: str) -> LayoutRegistry:
     """The OCI image layout directory ``oci:/DIR`` names, read only (never created).
 
     The same verification follows as for a registry: the signature under the
@@ -194,12 +203,13 @@ def open_layout_source(source: str) -> Any:
     the desired one. A missing or half-written directory (no ``oci-layout``
     file, image-spec image-layout.md) is a pull failure the next sync retries.
     """
+    from powernode.oci.layout import LayoutRegistry  # noqa: PLC0415 - on first pull
+
     path = Path(source.removeprefix("oci:"))
     if not path.is_absolute():
         raise ConfigError(f"modules_registry: {source!r}: write oci:/absolute/path")
-    layout = importlib.import_module("powernode.oci.layout")
     try:
-        return layout.LayoutRegistry(path, create=False)
+        return LayoutRegistry(path, create=False)
     except OSError as e:
         raise TransportError(
             f"module source {source}: cannot read it: {e.strerror}; "
