@@ -99,7 +99,7 @@ def test_refusals_are_printed_with_reason_and_exit_1(lay: NodeLayout) -> None:
     code, out, _ = run(lay, "status", "--desired", desired_file(lay, base, app_))
     assert "refused: app" in out and "object-digest" in out
     # verify of a path: the store image, deeply
-    code, out, _ = run(lay, "verify", str(lay.store.image_path(app_.digest)))
+    code, out, _ = run(lay, "verify", str(lay.store.image_path(app_.composefs)))
     assert code == 1 and f"BAD {app_.digest[7:]} {app_.digest}: object-digest" in out
     assert "FAILED: 0 module(s)" in out
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from powernode.errors import DataError
+from powernode.node.store import ModuleStore
 from powernode.oci.digest import Digest
 from powernode.oci.refs import Reference
 from powernode.oci.registry import Registry
@@ -30,7 +31,6 @@ from powernode.publish.fetch import FetchTuning, fetch_objects
 from powernode.publish.format import FormatLimits
 from powernode.publish.progress import Progress, no_progress
 from powernode.publish.remote import check_image, fetch_artifact, fetch_image, read_blob
-from powernode.publish.store import ModuleStore
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from powernode.agent.modules.integrity import MAX_IMAGE_BYTES
 from powernode.agent.modules.layout import NodeLayout
-from powernode.agent.modules.store import fsync_dir
 from powernode.errors import DataError, ImageFormatError
+from powernode.oci.cache import fsync_dir
 from powernode.verity.composefs.reader import Image
 
 log = logging.getLogger(__name__)

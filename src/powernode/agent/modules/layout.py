@@ -19,8 +19,8 @@ from typing import Literal
 
 from powernode.agent.modules.integrity import Seals, current_boot_id
 from powernode.agent.modules.state import StateFile
-from powernode.agent.modules.store import NodeStore
 from powernode.errors import ConfigError
+from powernode.node.store import ModuleStore
 
 # overlayfs splits lowerdir on ':' and options on ',' (Documentation/filesystems/overlayfs.rst)
 _FORBIDDEN = (":", ",", "\\", "\n")
@@ -58,8 +58,8 @@ class NodeLayout:
         return self.run if self.run is not None else self.state / "run"
 
     @property
-    def store(self) -> NodeStore:
-        return NodeStore(self.state)
+    def store(self) -> ModuleStore:
+        return ModuleStore(self.state)
 
     @property
     def agent_dir(self) -> Path:

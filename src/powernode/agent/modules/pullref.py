@@ -21,6 +21,7 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, pull_refusal
 from powernode.agent.modules.state import ModuleSpec, check_module_name
 from powernode.errors import ConfigError, DigestMismatchError, PowernodeError
+from powernode.node.store import ModuleStore
 
 if TYPE_CHECKING:
     from powernode.agent.modules.reconcile import PullFn, VerifyFn
@@ -65,7 +66,6 @@ def attach_ref(
     (default: ``ref`` as written).
     """
     from powernode.publish.pull import pull_artifact  # noqa: PLC0415 - the agent's memory
-    from powernode.publish.store import ModuleStore  # noqa: PLC0415 - the agent's memory
     from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - the agent's memory
 
     # The store lock (shared) from the pull to the mount: gc waits meanwhile.

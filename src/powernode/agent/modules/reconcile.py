@@ -22,7 +22,6 @@ from powernode.agent.modules.attach import apply, record_refusals
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, Refusal, pull_refusal
 from powernode.agent.modules.state import AttachState, ModuleSpec
-from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.trust import PolicyReader
 from powernode.core.composition import Composition
 from powernode.errors import (
@@ -34,6 +33,7 @@ from powernode.errors import (
     VerificationError,
 )
 from powernode.node import records
+from powernode.node.store import ModuleStore, image_digest
 from powernode.oci.refs import parse_reference
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from powernode.oci.refs import Reference
     from powernode.oci.registry import Registry
     from powernode.publish.pull import PulledArtifact
-    from powernode.publish.store import ModuleStore
     from powernode.publish.verify import VerifiedArtifact
     from powernode.signing.policy import TrustPolicy
 
@@ -130,7 +129,7 @@ class PublishPuller:
     registry: Registry | None = None  # None: the registry each reference names
     verify: VerifyFn | None = None  # default: powernode.publish.verify.verify_artifact
     pull_fn: PullFn | None = None  # default: powernode.publish.pull.pull_artifact
-    store_cls: StoreFactory | None = None  # default: powernode.publish.store.ModuleStore
+    store_cls: StoreFactory | None = None  # default: powernode.node.store.ModuleStore
     policies: PolicyReader = field(default_factory=PolicyReader)
     # http(s)://host[:port]: for references naming none, or it; oci:/DIR: an OCI image
     # layout directory for references naming none (docs/agent-modules.md "Module source")
@@ -171,7 +170,6 @@ class PublishPuller:
 
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
         from powernode.publish.pull import pull_artifact  # noqa: PLC0415 - on first pull
-        from powernode.publish.store import ModuleStore  # noqa: PLC0415 - on first pull
         from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - on first pull
 
         ref = parse_reference(module.reference)
@@ -218,7 +216,7 @@ def open_layout_source(source: str) -> LayoutRegistry:
 
 
 def _same_digest(module: DesiredModule, got: str, what: str) -> None:
-    if digest_hex(got) != digest_hex(module.digest):
+    if image_digest(got) != image_digest(module.digest):
         raise DigestMismatchError(
             f"{what} {module.reference}: composefs digest", module.digest, got
         )
@@ -249,11 +247,11 @@ def plan(state: AttachState, desired: Sequence[DesiredModule]) -> list[Action]:
             actions.append(Action("detach", name, "", cur.digest if cur else ""))
         elif cur is None:
             actions.append(Action("attach", name, want.digest))
-        elif digest_hex(cur.digest) != digest_hex(want.digest):
+        elif cur.composefs != image_digest(want.digest):
             actions.append(Action("upgrade", name, want.digest, cur.digest))
         elif cur.priority != want.priority:
             actions.append(Action("reprioritize", name, want.digest, cur.digest))
-        elif digest_hex(cur.digest) not in mounted:
+        elif cur.hex not in mounted:
             actions.append(Action("remount", name, want.digest, cur.digest))
         else:
             actions.append(Action("keep", name, want.digest, cur.digest))

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from powernode.agent.modules.refusal import Refusal
-from powernode.agent.modules.store import atomic_write_json, digest_hex
 from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
+from powernode.node.store import atomic_write_json, image_digest
+from powernode.oci.digest import Digest
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 4 << 20
@@ -57,9 +58,17 @@ class ModuleSpec:
 
     def __post_init__(self) -> None:
         check_module_name(self.name)
-        object.__setattr__(self, "digest", "sha256:" + digest_hex(self.digest))
+        object.__setattr__(self, "digest", str(image_digest(self.digest)))
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ConfigError(f"module {self.name}: priority must be an integer")
+
+    @property
+    def composefs(self) -> Digest:
+        return Digest("sha256", self.hex)
+
+    @property
+    def hex(self) -> str:
+        return self.digest.removeprefix("sha256:")  # checked in __post_init__
 
 
 @dataclass(frozen=True)
@@ -82,11 +91,11 @@ class AttachState:
         """Composefs hex digests ``gc`` keeps, each with why: attached, mounted, rollback."""
         keep: dict[str, str] = {}
         for n, m in sorted(self.previous.items()):
-            keep[digest_hex(m.digest)] = f"{n} {m.version or '-'} (rollback)"
+            keep[m.hex] = f"{n} {m.version or '-'} (rollback)"
         for d in self.mounted:
             keep[d] = "mounted"
         for n, m in sorted(self.modules.items()):
-            keep[digest_hex(m.digest)] = f"{n} {m.version or '-'} (attached)"
+            keep[m.hex] = f"{n} {m.version or '-'} (attached)"
         return keep
 
     def to_json(self) -> dict[str, Any]:
@@ -111,7 +120,7 @@ class AttachState:
                 for n, rs in doc.get("refusals", {}).items()
             }
             generation = doc["generation"]
-            mounted = tuple(digest_hex(d) for d in doc.get("mounted", []))
+            mounted = tuple(image_digest(d).hex for d in doc.get("mounted", []))
             if not isinstance(generation, int) or generation < 0:
                 raise DataError(f"{source}: generation: expected a non-negative integer")
         except (AttributeError, KeyError, TypeError) as e:
@@ -142,9 +151,9 @@ def next_previous(state: AttachState, target: Mapping[str, ModuleSpec]) -> dict[
     out: dict[str, ModuleSpec] = {}
     for name, want in target.items():
         cur, before = state.modules.get(name), state.previous.get(name)
-        if cur is not None and digest_hex(cur.digest) != digest_hex(want.digest):
+        if cur is not None and cur.digest != want.digest:
             out[name] = cur
-        elif before is not None and digest_hex(before.digest) != digest_hex(want.digest):
+        elif before is not None and before.digest != want.digest:
             out[name] = before
     return out
 
