@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from powernode import __version__
 from powernode.agent import textfile
@@ -222,7 +222,7 @@ class Runtime:
             log.error("could not restore the attached modules: %s", e)
             self._event("module.restore_failed", "error", {"error": str(e)})
 
-    def modules_task(self, ctx: TaskContext) -> dict[str, Any]:
+    def modules_task(self, ctx: TaskContext) -> dict[str, JSON]:
         """The ``modules.sync`` task: reconcile now, on this (executor) thread, own client."""
         if self.modules is None:
             raise PowernodeError("this agent runs without the module layer")
@@ -298,7 +298,7 @@ class Runtime:
         kind, severity = (
             ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
         )
-        payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
+        payload: dict[str, JSON] = {"task_id": outcome.task_id, "kind": outcome.kind}
         if outcome.verb == "fail":
             payload.update(outcome.body)
             error = str(payload.get("error", ""))
@@ -335,7 +335,7 @@ class Runtime:
 
     # -- events ------------------------------------------------------------------------
 
-    def _event(self, kind: str, severity: str, payload: dict[str, Any]) -> None:
+    def _event(self, kind: str, severity: str, payload: dict[str, JSON]) -> None:
         self.spool.append(kind, severity, payload, self.clock.now())
 
     def flush_events(self) -> int:

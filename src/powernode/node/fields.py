@@ -156,7 +156,11 @@ def _at(loc: str, name: str | int) -> str:
 
 
 def _convert(
-    tp: Any, value: object, where: str, extra: Extra, lenient: bool
+    tp: Any,
+    value: object,
+    where: str,
+    extra: Extra,
+    lenient: bool,  # Any: a type form
 ) -> object:  # Any: a type form
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):

@@ -89,7 +89,7 @@ def _references(data: bytes, media_type: str) -> list[Digest]:
             f"manifest mediaType {declared!r} differs from the media type {media_type!r} "
             "it is pushed with"
         )
-    descriptors: list[Any] = []
+    descriptors: list[Any] = []  # Any: JSON
     if media_type == OCI_INDEX or "manifests" in doc:
         descriptors.extend(doc.get("manifests") or [])
     else:
@@ -148,7 +148,7 @@ class LayoutRegistry:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _read_index(self) -> dict[str, Any]:
+    def _read_index(self) -> dict[str, Any]:  # Any: JSON
         path = self.root / "index.json"
         with path.open("rb") as f:
             raw = f.read(MAX_INDEX_SIZE + 1)
@@ -165,11 +165,11 @@ class LayoutRegistry:
                 raise DataError(f"{path}: manifests[{i}]: a descriptor needs a digest")
         return index
 
-    def _write_index(self, index: dict[str, Any]) -> None:
+    def _write_index(self, index: dict[str, Any]) -> None:  # Any: JSON
         _atomic_write_bytes(self.root / "index.json", json.dumps(index, indent=2).encode())
 
     @staticmethod
-    def _ref_name(d: dict[str, Any]) -> str | None:
+    def _ref_name(d: dict[str, Any]) -> str | None:  # Any: JSON
         annotations = d.get("annotations")
         name = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, dict) else None
         return name if isinstance(name, str) else None
@@ -185,7 +185,7 @@ class LayoutRegistry:
         prefix = repository + ":"
         return name[len(prefix) :] if name.startswith(prefix) else None
 
-    def _resolve_tag(self, ref: Reference) -> dict[str, Any]:
+    def _resolve_tag(self, ref: Reference) -> dict[str, Any]:  # Any: JSON
         wanted = self.ref_name(ref.repository, ref.target)  # called without a digest: the tag
         manifests = self._read_index()["manifests"]
         for d in manifests:
@@ -306,7 +306,7 @@ class LayoutRegistry:
                 + "; push them first"
             )
         write_verified(self.blob_path(digest), [data], digest, size=len(data))
-        descriptor: dict[str, Any] = {
+        descriptor: dict[str, Any] = {  # Any: JSON
             "mediaType": media_type,
             "digest": str(digest),
             "size": len(data),
@@ -362,7 +362,7 @@ class LayoutRegistry:
             index = self._read_index()
             entries = index["manifests"]
 
-            def ours(d: dict[str, Any]) -> bool:
+            def ours(d: dict[str, Any]) -> bool:  # Any: JSON
                 name = self._ref_name(d)
                 return d["digest"] == str(digest) and (
                     name is None or self._tag_of(ref.repository, name) is not None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.errors import DataError
 from powernode.node.store import ModuleStore
@@ -41,7 +40,7 @@ class PulledArtifact:
 
     reference: Reference  # pinned to the manifest digest
     manifest_digest: Digest
-    config: dict[str, Any]  # module.json
+    config: dict[str, object]  # module.json
     image: Path
     composefs_digest: Digest
     bytes_downloaded: int  # object bytes fetched (packs or ranges), excluding metadata

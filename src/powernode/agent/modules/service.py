@@ -36,7 +36,7 @@ from powernode.node.records import DesiredModules
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[str, str, dict[str, Any]], None]  # kind, severity, payload
+Emit = Callable[[str, str, dict[str, Any]], None]  # Any: JSON; kind, severity, payload
 SYNCED = "module.synced"
 
 
@@ -44,7 +44,7 @@ def _key(r: Refusal) -> tuple[str, str, str, str]:
     return (r.module, r.digest, r.reason, r.path)
 
 
-def report_dict(report: SyncReport) -> dict[str, Any]:
+def report_dict(report: SyncReport) -> dict[str, Any]:  # Any: JSON
     """A sync report as JSON (the ``modules.sync`` task's result, ``sync --json``)."""
     return {
         "changed": report.changed,
@@ -107,7 +107,7 @@ class ModuleService:
                 self._emit(SYNCED, "info", payload)
         return report
 
-    def sync_with(self, client: NodeClient) -> dict[str, Any]:
+    def sync_with(self, client: NodeClient) -> dict[str, Any]:  # Any: JSON
         """One reconcile with ``client``'s ``GET /node_api/modules``; the report as JSON.
 
         A failure to fetch or parse the desired set is logged, becomes a
@@ -125,7 +125,7 @@ class ModuleService:
             raise
         return report_dict(report)
 
-    def task(self, client_factory: Callable[[], NodeClient]) -> dict[str, Any]:
+    def task(self, client_factory: Callable[[], NodeClient]) -> dict[str, Any]:  # Any: JSON
         """The ``modules.sync`` task: reconcile with a client of its own (the loop owns its
         client); acks with the report, fails with the refusals (retryable only for pulls)."""
         client = client_factory()

@@ -98,7 +98,7 @@ class AttachState:
             keep[m.hex] = f"{n} {m.version or '-'} (attached)"
         return keep
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:  # Any: JSON, checked
         return {
             "version": STATE_VERSION,
             "generation": self.generation,
@@ -109,7 +109,7 @@ class AttachState:
         }
 
     @classmethod
-    def from_json(cls, doc: Any, source: str) -> AttachState:
+    def from_json(cls, doc: Any, source: str) -> AttachState:  # Any: JSON, checked
         try:
             if doc.get("version") != STATE_VERSION:
                 raise DataError(f"{source}: state version {doc.get('version')!r} is not 1")
@@ -132,12 +132,12 @@ class AttachState:
         return cls(modules, generation, mounted, refusals, previous)
 
 
-def _spec_json(m: ModuleSpec) -> dict[str, Any]:
+def _spec_json(m: ModuleSpec) -> dict[str, Any]:  # Any: JSON, checked
     return {"digest": m.digest, "priority": m.priority, "version": m.version,
             "reference": m.reference}  # fmt: skip
 
 
-def _spec(name: str, m: Any) -> ModuleSpec:
+def _spec(name: str, m: Any) -> ModuleSpec:  # Any: JSON, checked
     return ModuleSpec(name, m["digest"], m["priority"], m.get("version", ""),
                       m.get("reference", ""))  # fmt: skip
 

@@ -137,7 +137,7 @@ def lease(body: LeaseIn, state: State, node: Node) -> Response:
     )
 
 
-def _json(doc: dict[str, Any]) -> Response:
+def _json(doc: dict[str, Any]) -> Response:  # Any: JSON
     return Response(json.dumps(doc, separators=(",", ":")).encode(), media_type=JSON)
 
 

@@ -9,7 +9,7 @@ node from the operator (the unknown fields are dropped, not stored).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -52,7 +52,7 @@ class HeartbeatIn(BaseModel):
     boot_id: str = Field(default="", max_length=64)
     agent_version: str = Field(default="", max_length=64)
     running_module_digests: dict[ModuleName, Digest] = Field(default_factory=dict, max_length=1000)
-    mounts: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    mounts: dict[str, object] = Field(default_factory=dict, max_length=64)
     load: list[float] = Field(default_factory=list, max_length=3)
     mem: dict[Annotated[str, StringConstraints(max_length=32)], int] = Field(
         default_factory=dict, max_length=16
@@ -70,7 +70,7 @@ class LeaseIn(In):
 class LeasedOut(BaseModel):
     id: str
     kind: str
-    payload: dict[str, Any]
+    payload: dict[str, object]
     attempt: int
     lease_expires_at: datetime
 
@@ -80,7 +80,7 @@ class LeaseOut(BaseModel):
 
 
 class AckIn(In):
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, object] = Field(default_factory=dict)
     attempt: int | None = Field(
         default=None, ge=1, le=1000, description="the attempt the lease answered; checked"
     )
@@ -104,7 +104,7 @@ class OutcomeIn(In):
 
     id: str = Field(min_length=1, max_length=64)
     outcome: Literal["ack", "fail"]
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, object] = Field(default_factory=dict)
     error: str = Field(default="", max_length=8192)
     retryable: bool = False
     attempt: int | None = Field(
@@ -134,7 +134,7 @@ class EventIn(In):
     kind: Kind
     severity: Literal["debug", "info", "warning", "error", "critical"]
     occurred_at: AwareDatetime
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, object] = Field(default_factory=dict)
 
 
 class EventsIn(In):
@@ -184,7 +184,7 @@ class DesiredModulesOut(BaseModel):
     instance_id: str = ""
     template: str = ""
     allowed_states: list[str] = Field(default_factory=list)
-    composition: dict[str, Any] | None = Field(  # Any: core.composition.Composition.to_dict
+    composition: dict[str, object] | None = Field(  # core.composition.Composition.to_dict
         default=None, description="core.composition.Composition.to_dict; null for an empty set"
     )
 
@@ -206,7 +206,7 @@ class BootstrapTokenOut(BaseModel):
 
 class TaskIn(In):
     kind: Kind
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, object] = Field(default_factory=dict)
     max_attempts: Annotated[int, Field(ge=1, le=100), JSON_INTEGER] = 3
 
 
@@ -215,13 +215,13 @@ class TaskOut(BaseModel):
     kind: str
     state: str
     instance_id: str | None
-    payload: dict[str, Any]
+    payload: dict[str, object]
     attempts: int
     max_attempts: int
     available_at: datetime
     lease_owner: str | None
     lease_expires_at: datetime | None
-    result: dict[str, Any] | None
+    result: dict[str, object] | None
     error: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -252,7 +252,7 @@ class EventOut(BaseModel):
     kind: str
     severity: str
     occurred_at: datetime
-    payload: dict[str, Any]
+    payload: dict[str, object]
 
     @classmethod
     def of(cls, e: FleetEvent) -> EventOut:

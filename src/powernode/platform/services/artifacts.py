@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from powernode.errors import ConfigError, DataError
 from powernode.oci.refs import parse_reference
@@ -69,12 +69,12 @@ class IngestedArtifact:
     composefs_digest: str
     manifest_digest: str  # the OCI manifest the signature covers
     artifact_ref: str  # registry/repository@sha256:… (pinned)
-    manifest: Mapping[str, Any]  # the canonical manifest.json dict
+    manifest: Mapping[str, object]  # the canonical manifest.json dict
     file_list: tuple[str, ...]
     signer: str  # who signed, for the audit log
     fsverity_root_hash: str | None = None
     sbom_ref: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 class ArtifactSource(Protocol):
