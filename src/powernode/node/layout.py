@@ -48,6 +48,7 @@ MODULES_STATE_FILE: Final = "modules.json"
 COMPOSITION_FILE: Final = "composition.json"
 SEALS_DIR: Final = "seals"
 LOCK_FILE: Final = "lock"
+STORE_LOCK_FILE: Final = "store.lock"  # beside LOCK_FILE: pulls share it, gc takes it alone
 PKI_DIR: Final = "pki"
 SPOOL_FILE: Final = "spool/events.db"
 RUN_DIR: Final = "run"

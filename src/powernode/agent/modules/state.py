@@ -28,6 +28,7 @@ from powernode.agent.modules.refusal import Refusal
 from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
+from powernode.node import layout as names
 from powernode.node.store import atomic_write_json, image_digest
 from powernode.oci.digest import Digest
 
@@ -162,8 +163,8 @@ class StateFile:
     """Load and save :class:`AttachState` at ``<agent dir>/modules.json``."""
 
     def __init__(self, agent_dir: Path) -> None:
-        self.path = agent_dir / "modules.json"
-        self.lock_path = agent_dir / "lock"
+        self.path = agent_dir / names.MODULES_STATE_FILE
+        self.lock_path = agent_dir / names.LOCK_FILE
 
     def load(self) -> AttachState:
         try:
@@ -202,7 +203,7 @@ class StateFile:
 
     @property
     def store_lock_path(self) -> Path:
-        return self.lock_path.with_name("store.lock")
+        return self.lock_path.with_name(names.STORE_LOCK_FILE)
 
 
 @contextlib.contextmanager
@@ -230,7 +231,7 @@ def _flock(path: Path, mode: int, timeout: float, what: str) -> Iterator[None]:
 
 
 def composition_path(agent_dir: Path) -> Path:
-    return agent_dir / "composition.json"
+    return agent_dir / names.COMPOSITION_FILE
 
 
 def load_composition(agent_dir: Path) -> Composition | None:

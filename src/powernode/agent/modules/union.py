@@ -39,7 +39,9 @@ from powernode.agent.modules.masks import build_mask_layer, plan_fixes
 from powernode.core.composition import Composition
 from powernode.errors import MountError
 from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
-from powernode.mount.overlay import MountStack, Upper, Verity, overlay_options
+from powernode.mount.overlay import MountStack, Upper, overlay_options
+from powernode.node import layout as names
+from powernode.node.layout import UNION_SOURCE, Verity
 from powernode.verity.composefs.reader import Image
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,6 @@ MS_PRIVATE = 1 << 18
 _AT_FDCWD = -100
 _SYS_MOVE_MOUNT = 429  # the same number on every architecture with the generic table
 MOVE_MOUNT_BENEATH = 0x200  # <linux/mount.h>
-UNION_SOURCE = "powernode-modules"  # the overlay's source in mountinfo: marks our unions
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -114,7 +115,7 @@ def ensure_run(layout: NodeLayout) -> Path:
     top = top_mount(run)
     if top is None or top.fstype != "tmpfs":
         run.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mount("tmpfs", run, "tmpfs", MS_NODEV, f"size={layout.tmpfs_size},mode=700")
+        mount("tmpfs", run, "tmpfs", MS_NODEV, names.run_tmpfs_options(layout.tmpfs_size))
         mount("none", run, "", MS_PRIVATE)
     return run
 
