@@ -28,6 +28,7 @@ from pathlib import Path
 from powernode.agent.modules import NodeLayout, attach, detach
 from powernode.agent.modules.union import teardown
 from powernode.mount.overlay import mount_stack
+from powernode.node.store import image_digest
 from powernode.verity.composefs.writer import build_image
 
 FILES = 5_000
@@ -45,7 +46,7 @@ def build(layout: NodeLayout, name: str, files: dict[str, bytes]) -> str:
     result = build_image(src, None, digest_store=layout.store.objects_dir)
     image = layout.state.parent / f"{name}.cfs"
     build_image(src, image)
-    layout.store.put_image(image.read_bytes(), result.digest)
+    layout.store.put_image(image.read_bytes(), image_digest(result.digest))
     return f"sha256:{result.digest}"
 
 
@@ -97,7 +98,7 @@ def main() -> int:
 
             cold = [timed(True) for _ in range(COLD_RUNS)]
             warm = [timed(False) for _ in range(WARM_RUNS)]
-            image = layout.store.image_path(big_digest)
+            image = layout.store.image_path(image_digest(big_digest))
 
             def bare() -> float:
                 t0 = time.perf_counter()

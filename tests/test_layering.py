@@ -21,7 +21,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 CONFIG = ROOT / ".importlinter"
-NODE_CONFIG = ROOT / ".importlinter-node"
 
 
 def contract_names(config: Path) -> list[str]:
@@ -80,6 +79,7 @@ VIOLATIONS = [
     ("toolchain", "toolchain/sbom.py", "import powernode.platform.problems"),
     ("operator-client", "client.py", "import powernode.platform.settings"),
     ("cli", "demo/fleet.py", "import powernode.cli.base"),
+    ("node", "node/layout.py", "import powernode.platform.settings"),
 ]
 
 
@@ -101,24 +101,6 @@ def test_a_violation_breaks_its_contract(
     assert result.returncode != 0
     assert broken(result.stdout) == [names[contract]], result.stdout
     assert f"Contracts: {len(names) - 1} kept, 1 broken." in result.stdout
-
-
-def test_the_node_contract_waits_for_the_node_package(tmp_path: Path) -> None:
-    """.importlinter-node: valid once powernode/node exists; breaks on node -> platform."""
-    tree = copy_tree(tmp_path)
-    if not (tree / "powernode" / "node").is_dir():
-        missing = lint(tree, NODE_CONFIG)
-        assert missing.returncode != 0
-        assert "Module 'powernode.node' does not exist." in missing.stdout + missing.stderr
-        (tree / "powernode" / "node").mkdir()
-        (tree / "powernode" / "node" / "__init__.py").write_text('"""Node records."""\n')
-    clean = lint(tree, NODE_CONFIG)
-    assert clean.returncode == 0, clean.stdout + clean.stderr
-    with (tree / "powernode" / "node" / "__init__.py").open("a") as f:
-        f.write("\nimport powernode.platform.settings  # deliberate violation\n")
-    result = lint(tree, NODE_CONFIG)
-    assert result.returncode != 0
-    assert broken(result.stdout) == contract_names(NODE_CONFIG)
 
 
 # --- only the CLI prints or exits (STYLE.md rule 11) ------------------------------------
@@ -202,12 +184,8 @@ def test_the_print_finder_finds_each_kind(source: str, what: str) -> None:
 
 # --- no module loaded by a string ------------------------------------------------------
 
-# Files another change of issue 14 rewrites (the typed artifact seam); the integrator
-# empties this once that change is merged: the test then fails until it is empty.
-STRING_IMPORTS_PENDING = {
-    "agent/modules/reconcile.py",
-    "platform/services/artifacts.py",
-}
+# Files allowed a string import, each with its reason (none: the artifact seam is typed).
+STRING_IMPORTS_PENDING: set[str] = set()
 
 
 def string_imports(source: str) -> list[int]:

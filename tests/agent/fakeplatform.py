@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from powernode.agent.lifecycle import Clock
+from powernode.node.records import HeartbeatRequest
 
 
 def make_ca(name: str, now: datetime) -> tuple[Ed25519PrivateKey, x509.Certificate]:
@@ -255,7 +256,9 @@ class FakePlatform:
         self.attempts_reported.append(attempt)
         if attempt is not None and attempt != task.attempt:
             return 409, {"id": task_id, "detail": f"attempt {attempt} is not the lease's"}
-        task.outcomes.append((verb, body))
+        # What the platform reads of each verb (an outcome of the batch carries both sets).
+        kept = ("result",) if verb == "ack" else ("error", "retryable")
+        task.outcomes.append((verb, {k: body[k] for k in kept if k in body}))
         if verb == "ack":
             task.state = "done"
         elif body.get("retryable") and task.attempt < task.max_attempts:
@@ -319,7 +322,7 @@ def make_runtime(config: Any, platform: FakePlatform, **kw: Any) -> Any:
         executor=executor,
         clock=platform.clock,
         stop=stop,
-        facts=lambda: {"boot_id": "b", "agent_version": "t"},
+        facts=lambda: HeartbeatRequest(boot_id="b", agent_version="t"),
         rng=random.Random(3),  # noqa: S311 - reproducible jitter
         **kw,
     )

@@ -33,6 +33,7 @@ from powernode.agent.runtime import Runtime
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import InlineExecutor, default_registry
 from powernode.agent.transport import Backoff, NodeClient, tls_context
+from powernode.node.records import HeartbeatRequest
 from powernode.platform.app import create_app
 from powernode.platform.db.session import make_engine
 from powernode.platform.services.nodeapi.identity import NodeApiPolicy
@@ -347,7 +348,7 @@ def _tls_runtime(harness: Harness, clock: ManualClock) -> Runtime:
         executor=InlineExecutor(default_registry()),
         clock=clock,
         stop=stop,
-        facts=lambda: {"boot_id": "b"},
+        facts=lambda: HeartbeatRequest(boot_id="b"),
         rng=random.Random(1),  # noqa: S311 - reproducible jitter
     )
 

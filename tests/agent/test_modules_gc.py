@@ -80,8 +80,8 @@ def test_keeps_attached_mounted_and_rollback_removes_the_rest(lay: NodeLayout) -
     report = collect(lay)
     after = snapshot(lay)
     assert sorted(report.images) == sorted([v1.digest[7:], old])  # app 1 and the detached old
-    assert not lay.store.has_image(v1.digest) and lay.store.has_image(v2.digest)
-    assert lay.store.has_image(v3.digest)
+    assert not lay.store.has_image(v1.composefs) and lay.store.has_image(v2.composefs)
+    assert lay.store.has_image(v3.composefs)
     # app 1's own binary and config and old's file went; the shared libraries stayed.
     assert report.objects == 3 and report.blobs == 0 and report.bytes_freed > 0
     assert not any(p.exists() for p in v1_only) and v2_bin.exists()
@@ -123,7 +123,7 @@ def test_a_kept_image_that_cannot_be_parsed_stops_gc_before_anything_goes(
     lay: NodeLayout,
 ) -> None:
     _, _, v3 = three_versions(lay)
-    image = lay.store.image_path(v3.digest)
+    image = lay.store.image_path(v3.composefs)
     image.write_bytes(b"\0" * 100)
     before = snapshot(lay)
     with pytest.raises(DataError) as e:

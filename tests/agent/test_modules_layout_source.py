@@ -19,6 +19,7 @@ from powernode.agent.config import load_config
 from powernode.agent.modules.reconcile import PublishPuller
 from powernode.agent.modules.trust import PolicyReader
 from powernode.errors import ConfigError
+from powernode.node.store import image_digest
 from powernode.oci.digest import Digest
 from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import parse_reference
@@ -200,7 +201,7 @@ def test_tampered_upgrade_keeps_the_old_version_serving(node: Node) -> None:
     assert [(r.module, r.reason) for r in report.refusals] == [("app", "artifact-digest")]
     assert (node.layout.root / "opt/app/f0.bin").read_bytes() == APP_FILES["opt/app/f0.bin"]
     assert mounts_under(node.layout.state) == mounts
-    assert not node.layout.store.has_image(new.digest)
+    assert not node.layout.store.has_image(image_digest(new.digest))
     assert node.layout.state_file.load().modules["app"].digest == old.digest
     refused = [e for e in node.events if e[0] == "module.refused"]
     assert [e[2]["digest"] for e in refused] == [new.digest]

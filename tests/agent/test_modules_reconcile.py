@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from powernode.agent.modules import (
 )
 from powernode.agent.modules.state import AttachState, ModuleSpec
 from powernode.errors import DataError, DigestMismatchError, TransportError, VerificationError
+from powernode.node import records
 from tests.agent.test_modules_support import big, build_module, layout
 
 __all__ = ["layout"]
@@ -67,36 +70,51 @@ def test_plan_refuses_a_desired_set_naming_a_module_twice() -> None:
         plan(AttachState(), [desired("a", D1), desired("a", D2)])
 
 
-def test_desired_module_from_api_fields() -> None:
-    m = DesiredModule.from_api(
+def test_desired_module_from_the_record() -> None:
+    item = records.DesiredModule.from_json(
         {
             "name": "chrony",
-            "version_string": "1.0.2",
+            "version": "1.0.2",
             "composefs_digest": D1,
             "effective_priority": 300,
             "reference": "reg/acme/chrony:1.0.2",
-            "trust_policy": {"identity": "x"},
+            "trust_policy": {"cosign_public_key": "x"},
         }
     )
-    assert m == DesiredModule(
-        "chrony", "1.0.2", D1, 300, "reg/acme/chrony:1.0.2", {"identity": "x"}
+    assert DesiredModule.from_record(item) == DesiredModule(
+        "chrony", "1.0.2", D1, 300, "reg/acme/chrony:1.0.2", {"cosign_public_key": "x"}
     )
 
 
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ({"composefs_digest": D1, "priority": 1}, "field 'name'"),
-        ({"name": "a", "priority": 1}, "a: field 'composefs_digest': missing"),
-        ({"name": "a", "composefs_digest": D1, "priority": "9"}, "not an integer"),
-        ({"name": "a", "composefs_digest": D1, "priority": True}, "not an integer"),
-        ({"name": "a", "composefs_digest": "sha256:zz", "priority": 1}, "not a sha256 digest"),
+        ({"composefs_digest": D1, "effective_priority": 1}, "name: field required"),
+        ({"name": "a", "effective_priority": 1}, "composefs_digest: field required"),
+        ({"name": "a", "composefs_digest": D1, "effective_priority": "9"}, "expected an integer"),
+        ({"name": "a", "composefs_digest": D1, "effective_priority": True}, "expected an integer"),
+        ({"name": "a", "composefs_digest": "sha256:zz", "effective_priority": 1}, "invalid digest"),
+        ({"name": "a", "digest": D1, "effective_priority": 1}, "digest: unknown field"),
+        ({"name": "a", "composefs_digest": D1, "priority": 1}, "priority: unknown field"),
+        (
+            {"name": "a", "composefs_digest": D1, "effective_priority": 1, "artifact_ref": "r"},
+            "artifact_ref: unknown field",
+        ),
     ],
-    ids=["no-name", "no-digest", "str-priority", "bool-priority", "bad-digest"],
+    ids=[
+        "no-name",
+        "no-digest",
+        "str-priority",
+        "bool-priority",
+        "bad-digest",
+        "alias-digest",
+        "alias-priority",
+        "alias-reference",
+    ],
 )
-def test_desired_module_from_api_rejects(item: dict[str, object], message: str) -> None:
+def test_desired_module_record_rejects(item: dict[str, object], message: str) -> None:
     with pytest.raises(DataError, match=message):
-        DesiredModule.from_api(item)
+        records.DesiredModule.from_json(item)
 
 
 @dataclass
@@ -234,9 +252,11 @@ def test_publish_puller_refuses_another_composefs_digest(tmp_path: Path, step: s
         puller.pull(DesiredModule("app", "1", D1, 5, "reg.local/acme/app:1", "p"), lay)
 
 
-def test_publish_puller_default_functions_exist() -> None:
-    from powernode.agent.modules.reconcile import _publish
-
-    assert callable(_publish("pull_artifact"))
-    assert callable(_publish("verify_artifact"))
-    assert callable(_publish("ModuleStore"))
+def test_the_publishing_package_loads_on_the_first_pull_not_with_the_agent() -> None:
+    # The agent's resident memory: reconcile imports powernode.publish only inside pull().
+    code = (
+        "import sys; import powernode.agent.modules.service; "
+        "print(sorted(m for m in sys.modules if m.startswith('powernode.publish')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

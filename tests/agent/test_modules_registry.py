@@ -24,6 +24,7 @@ from powernode.agent.modules.reconcile import PublishPuller
 from powernode.agent.modules.service import ModuleService
 from powernode.agent.modules.state import ModuleSpec
 from powernode.agent.modules.status import status
+from powernode.node.store import image_digest
 from powernode.oci.digest import Digest
 from powernode.oci.distribution import ClientLimits, DistributionRegistry
 from powernode.oci.refs import parse_reference
@@ -121,7 +122,9 @@ def assert_refused(node: Node, report: Any, reason: str, digest: str, detail: st
     assert (node.layout.root / "etc/motd").read_bytes() == big("base")
     assert not (node.layout.root / "opt").exists()
     assert mounts_under(node.layout.state) == node.mounts, "a mount was added or removed"
-    assert not node.layout.store.has_image(digest), "an image of the refused module was kept"
+    assert not node.layout.store.has_image(image_digest(digest)), (
+        "an image of the refused module was kept"
+    )
     state = node.layout.state_file.load()
     assert sorted(state.modules) == ["base"] and state.generation == 1
     (row,) = [s for s in status(node.layout) if s.name == "app"]
@@ -285,7 +288,7 @@ def test_tampered_upgrade_keeps_the_old_version_serving(
     assert [(r.module, r.reason) for r in report.refusals] == [("app", "artifact-digest")]
     assert (node.layout.root / "opt/app/f0.bin").read_bytes() == APP_FILES["opt/app/f0.bin"]
     assert mounts_under(node.layout.state) == mounts
-    assert not node.layout.store.has_image(new.digest)
+    assert not node.layout.store.has_image(image_digest(new.digest))
     state = node.layout.state_file.load()
     assert state.modules["app"].digest == old.digest and state.generation == 2
     (row,) = [s for s in status(node.layout) if s.name == "app"]

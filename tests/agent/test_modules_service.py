@@ -185,5 +185,5 @@ def test_bad_desired_set_is_an_event_and_the_beat_still_succeeds(node: Node) -> 
     assert node.runtime.beat(), "a bad desired set must not fail the heartbeat"
     (failed,) = node.events("module.sync_failed")
     assert failed["severity"] == "warning"
-    assert "GET /node_api/modules: modules[0]: " in failed["payload"]["error"]
+    assert "modules.0.composefs_digest: field required" in failed["payload"]["error"]
     assert (node.layout.root / "etc/motd").read_bytes() == big("base")  # nothing detached

@@ -15,6 +15,7 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.state import ModuleSpec
 from powernode.agent.modules.union import teardown
 from powernode.mount.kernel import umount
+from powernode.node.store import image_digest
 from powernode.verity.composefs.writer import build_image
 
 
@@ -38,7 +39,7 @@ def build_module(
     result = build_image(src, None, digest_store=store.objects_dir)
     image = layout.state.parent / "src" / f"{name}-{version}.cfs"
     build_image(src, image)
-    store.put_image(image.read_bytes(), result.digest)
+    store.put_image(image.read_bytes(), image_digest(result.digest))
     return ModuleSpec(name, f"sha256:{result.digest}", priority, version)
 
 
@@ -51,7 +52,7 @@ def object_of(layout: NodeLayout, spec: ModuleSpec, rel: str) -> Path:
     """The store path of the object behind ``rel`` in ``spec``'s image."""
     from powernode.verity.composefs.reader import open_image
 
-    image = open_image(layout.store.image_path(spec.digest))
+    image = open_image(layout.store.image_path(spec.composefs))
     entry = image.lookup("/" + rel)
     assert entry.object is not None, f"{rel} is inline in the image"
     return layout.store.objects_dir / entry.object

@@ -12,6 +12,7 @@ from powernode.agent.modules.attach import attach, restore
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused
 from powernode.agent.modules.state import ModuleSpec
+from powernode.node.store import image_digest
 from powernode.verity.fsverity import fsverity_digest
 from tests.agent.test_modules_support import big, build_module, layout, mounts_under, object_of
 
@@ -66,7 +67,7 @@ def test_flipped_byte_in_an_object_is_refused(layout: NodeLayout) -> None:
 def test_flipped_byte_in_the_image_is_refused(layout: NodeLayout) -> None:
     layout, _, mounts, state = serving(layout)
     new = build_module(layout, "app", {"opt/app/bin": big("app")}, priority=20)
-    image = layout.store.image_path(new.digest)
+    image = layout.store.image_path(new.composefs)
     flip_byte(image, 1500)
     with pytest.raises(ModuleRefused) as exc:
         attach(layout, new)
@@ -94,7 +95,7 @@ def test_image_not_in_store_is_refused(layout: NodeLayout) -> None:
     ghost = ModuleSpec("ghost", "sha256:" + "ab" * 32, 5)
     with pytest.raises(ModuleRefused, match="image-missing") as exc:
         attach(layout, ghost)
-    assert exc.value.refusals[0].path == str(layout.store.image_path(ghost.digest))
+    assert exc.value.refusals[0].path == str(layout.store.image_path(ghost.composefs))
     assert_unchanged(layout, mounts, state)
 
 
@@ -102,7 +103,7 @@ def test_garbage_image_with_matching_digest_is_refused_as_corrupt(layout: NodeLa
     layout, _, mounts, state = serving(layout)
     data = b"\x00" * 8192
     digest = "sha256:" + fsverity_digest(data).hex()
-    layout.store.put_image(data, digest)
+    layout.store.put_image(data, image_digest(digest))
     with pytest.raises(ModuleRefused) as exc:
         attach(layout, ModuleSpec("junk", digest, 5))
     assert exc.value.refusals[0].reason == "image-corrupt"

@@ -20,6 +20,7 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.reconcile import DesiredModule, PublishPuller
 from powernode.agent.modules.trust import PolicyReader, load_policy_file, policy_from_doc
 from powernode.errors import ConfigError, DataError, VerificationError
+from powernode.node import records
 from powernode.signing import generate_private_key, public_key_pem
 from powernode.signing.policy import (
     KeylessPolicy,
@@ -140,14 +141,23 @@ def test_parse_desired_reads_modules_and_composition() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"modules": "x"}, "'modules' must be a list"),
-        ({"modules": [entry(), 3]}, r"modules\[1\]: expected an object"),
-        ({"modules": [entry(composefs_digest="sha256:zz")]}, r"modules\[0\]: .*not a sha256"),
+        ({"modules": "x"}, "modules: expected a list, got str"),
+        ({"modules": [entry(), 3]}, r"modules\.1: expected an object"),
+        ({"modules": [entry(composefs_digest="sha256:zz")]}, r"modules\.0\.composefs_digest: inv"),
+        ({"modules": [entry(policy=None)]}, r"modules\.0\.policy: unknown field"),
         ({"modules": [entry(), entry()]}, "more than once: app"),
         ({"modules": [], "composition": {"x": 1}}, "composition: "),
-        ({"modules": [entry()] * (MAX_DESIRED_MODULES + 1)}, "exceed the limit"),
+        ({"modules": [entry()] * (MAX_DESIRED_MODULES + 1)}, "must have at most 1000 items"),
     ],
-    ids=["not-list", "not-object", "bad-digest", "duplicate", "bad-composition", "too-many"],
+    ids=[
+        "not-list",
+        "not-object",
+        "bad-digest",
+        "an-alias",
+        "duplicate",
+        "bad-composition",
+        "too-many",
+    ],
 )
 def test_parse_desired_rejects(doc: object, message: str) -> None:
     with pytest.raises(DataError, match=message):
@@ -160,7 +170,7 @@ def test_desired_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"want.json: not JSON .*line 1 column 14"):
         load_desired_file(f)
     f.write_text(json.dumps({"modules": [{"name": "x"}]}))
-    with pytest.raises(ConfigError, match=r"want.json: modules\[0\]: .*composefs_digest"):
+    with pytest.raises(ConfigError, match=r"want.json: modules\.0\.composefs_digest: field req"):
         load_desired_file(f)
 
 
@@ -190,7 +200,7 @@ def test_puller_reads_the_platform_policy_document(tmp_path: Path) -> None:
 
     puller = PublishPuller("r", verify=verify, pull_fn=lambda *a: Done(), store_cls=lambda p: p)
     lay = NodeLayout(root=tmp_path / "r", state=tmp_path / "s")
-    puller.pull(DesiredModule.from_api(entry()), lay)
+    puller.pull(DesiredModule.from_record(records.DesiredModule.from_json(entry())), lay)
     assert isinstance(seen[0], PublicKeyPolicy) and seen[0].public_key_pem == PUB.encode()
     assert puller.last["app"].composefs_digest == D1
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from powernode.agent.modules import NodeLayout, attach, verify_path
 from powernode.agent.modules.integrity import object_digest_fd
-from powernode.agent.modules.store import NodeStore
 from powernode.errors import ConfigError, DataError, DigestMismatchError
+from powernode.node.store import ModuleStore, image_digest
 from powernode.verity.fsverity import fsverity_digest
 from tests.agent.test_modules_support import big, build_artifact, build_module, layout
 
@@ -52,7 +52,7 @@ def test_artifact_with_a_flipped_image_fails(tmp_path: Path) -> None:
 def test_artifact_with_a_bad_module_json_names_the_field(tmp_path: Path) -> None:
     art = build_artifact(tmp_path, "chrony", {"etc/chrony.conf": big("c")})
     (art / "module.json").write_text('{"name": "x", "version": "1", "composefs_digest": "md5:1"}')
-    with pytest.raises(DataError, match=r"module.json: composefs_digest: 'md5:1' is not a sha256"):
+    with pytest.raises(DataError, match=r"module.json: composefs_digest: invalid digest 'md5:1'"):
         verify_path(art)
 
 
@@ -63,7 +63,7 @@ def test_unknown_path_says_what_it_accepts(tmp_path: Path) -> None:
 
 def test_store_image_is_verified_against_its_name(layout: NodeLayout) -> None:
     spec = build_module(layout, "base", {"etc/a": big("a")})
-    v = verify_path(layout.store.image_path(spec.digest))
+    v = verify_path(layout.store.image_path(spec.composefs))
     assert (v.ok, v.kind, v.modules) == (True, "image", ((spec.digest[7:], spec.digest),))
 
 
@@ -85,17 +85,17 @@ def test_node_root_and_layer_verdicts(layout: NodeLayout) -> None:
 
 
 def test_put_image_refuses_bytes_that_do_not_match_and_leaves_nothing(tmp_path: Path) -> None:
-    store = NodeStore(tmp_path)
+    store = ModuleStore(tmp_path)
     digest = "sha256:" + fsverity_digest(b"right").hex()
     with pytest.raises(DigestMismatchError, match="digest mismatch"):
-        store.put_image(b"wrong", digest)
+        store.put_image(b"wrong", image_digest(digest))
     assert list((tmp_path / "images").iterdir()) == []
-    store.put_image(b"right", digest)
-    assert store.has_image(digest)
+    store.put_image(b"right", image_digest(digest))
+    assert store.has_image(image_digest(digest))
 
 
 def test_put_object_refuses_content_not_matching_its_name(tmp_path: Path) -> None:
-    store = NodeStore(tmp_path)
+    store = ModuleStore(tmp_path)
     name = fsverity_digest(b"x" * 100).hex()
     name = f"{name[:2]}/{name[2:]}"
     with pytest.raises(DigestMismatchError):
@@ -106,7 +106,7 @@ def test_put_object_refuses_content_not_matching_its_name(tmp_path: Path) -> Non
 
 def test_import_artifact_files_image_and_objects(tmp_path: Path) -> None:
     art = build_artifact(tmp_path, "chrony", {"etc/chrony.conf": big("c"), "a": big("e")})
-    store = NodeStore(tmp_path / "state")
+    store = ModuleStore(tmp_path / "state")
     info = store.import_artifact(art)
     assert (info.name, info.objects) == ("chrony", 2)
     assert store.has_image(info.digest)

@@ -208,10 +208,10 @@ def test_host_facts_read_under_root(tmp_path: Path) -> None:
     (proc / "loadavg").write_text("0.50 0.25 0.10 1/100 42\n")
     (proc / "meminfo").write_text("MemTotal: 1000 kB\nMemFree: 10 kB\nMemAvailable: 500 kB\n")
     facts = HostFacts(tmp_path, tmp_path / "state/agent")()
-    assert facts["boot_id"] == "5e0b1c1e-0000-4000-8000-000000000000"
-    assert facts["load"] == [0.5, 0.25, 0.1]
-    assert facts["mem"] == {"total": 1024000, "available": 512000}
-    assert facts["running_module_digests"] == {}
+    assert facts.boot_id == "5e0b1c1e-0000-4000-8000-000000000000"
+    assert facts.load == [0.5, 0.25, 0.1]
+    assert facts.mem == {"total": 1024000, "available": 512000}
+    assert facts.running_module_digests == {}
 
 
 def test_systemd_ready_watchdog_status_and_the_metrics_textfile(

@@ -33,7 +33,7 @@ def test_events_survive_reopen_in_order(tmp_path: Path) -> None:
     events = again.peek(10)
     assert [e.id for e in events] == ids
     assert [e.payload["n"] for e in events] == list(range(5))
-    assert events[0].to_wire() == {
+    assert events[0].to_wire().to_json() == {
         "id": ids[0],
         "kind": "task.completed",
         "severity": "info",

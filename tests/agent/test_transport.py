@@ -23,6 +23,7 @@ from powernode.agent.transport import (
     tls_context,
 )
 from powernode.errors import DataError, TransportError
+from powernode.node.records import Event, HeartbeatRequest
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -35,6 +36,14 @@ def _client(handler, clock: ManualClock | None = None, **kw) -> NodeClient:
         rng=random.Random(1),  # noqa: S311 - reproducible jitter
         **kw,
     )
+
+
+EVENT = Event(
+    id="5a1e0c3d-2b4f-4a6e-8c7d-9e0f1a2b3c4d",
+    kind="agent.test",
+    severity="info",
+    occurred_at="2025-01-01T00:00:00Z",
+)
 
 
 def test_requests_follow_the_contract() -> None:
@@ -53,7 +62,6 @@ def test_requests_follow_the_contract() -> None:
                         "payload": {},
                         "attempt": 1,
                         "lease_expires_at": "2025-01-01T00:05:00Z",
-                        "extra": "ignored",
                     }
                 ]
             },
@@ -62,20 +70,32 @@ def test_requests_follow_the_contract() -> None:
         return httpx.Response(200, json=answers.get(request.url.path, {}))
 
     with _client(handler) as client:
-        assert client.heartbeat({"boot_id": "b"}).server_time == NOW
+        assert client.heartbeat(HeartbeatRequest(boot_id="b")).server_time == NOW
         [task] = client.lease(3)
         client.ack("t1", {"ok": True})
         client.fail("t2", "boom", retryable=False)
-        reply = client.post_events([{"id": "e"}])
+        reply = client.post_events([EVENT])
     assert task.id == "t1" and task.attempt == 1
     assert (reply.accepted, reply.duplicates) == (1, 0)
     assert seen == [
-        ("POST", "/node_api/status/heartbeat", {"boot_id": "b"}),
+        ("POST", "/node_api/status/heartbeat", HeartbeatRequest(boot_id="b").to_json()),
         ("POST", "/node_api/tasks/lease", {"max": 3}),
-        ("POST", "/node_api/tasks/t1/ack", {"result": {"ok": True}}),
-        ("POST", "/node_api/tasks/t2/fail", {"error": "boom", "retryable": False}),
-        ("POST", "/node_api/events", {"events": [{"id": "e"}]}),
+        ("POST", "/node_api/tasks/t1/ack", {"result": {"ok": True}, "attempt": None}),
+        (
+            "POST",
+            "/node_api/tasks/t2/fail",
+            {"error": "boom", "retryable": False, "attempt": None},
+        ),
+        ("POST", "/node_api/events", {"events": [EVENT.to_json()]}),
     ]
+
+
+def test_an_answer_with_an_unknown_field_is_refused_naming_it() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"server_time": "2025-01-01T00:00:00Z", "extra": 1})
+
+    with _client(handler) as client, pytest.raises(DataError, match=r"extra: unknown field"):
+        client.heartbeat(HeartbeatRequest())
 
 
 def test_4xx_problem_detail_is_raised_not_retried() -> None:
@@ -90,7 +110,7 @@ def test_4xx_problem_detail_is_raised_not_retried() -> None:
         )
 
     with _client(handler) as client, pytest.raises(PlatformRefused) as info:
-        client.heartbeat({})
+        client.heartbeat(HeartbeatRequest())
     assert info.value.status == 403
     assert "certificate revoked; re-enroll" in str(info.value)
     assert len(calls) == 1
@@ -108,7 +128,7 @@ def test_unreachable_is_retried_with_backoff_then_raised() -> None:
         _client(handler, clock, attempts=4, backoff=Backoff(1.0, 30.0)) as client,
         pytest.raises(PlatformUnreachable, match="cannot connect"),
     ):
-        client.heartbeat({})
+        client.heartbeat(HeartbeatRequest())
     assert len(calls) == 4
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     # Full jitter: each wait within [0, base * 2**n].
@@ -124,7 +144,7 @@ def test_5xx_retried_then_succeeds() -> None:
     ]
 
     with _client(lambda r: answers.pop(0), attempts=3) as client:
-        client.heartbeat({})
+        client.heartbeat(HeartbeatRequest())
     assert answers == []
 
 
@@ -167,7 +187,7 @@ def test_stop_cuts_retries_short() -> None:
         _client(handler, attempts=10, stop=stop) as client,
         pytest.raises(PlatformUnreachable, match="stopping"),
     ):
-        client.heartbeat({})
+        client.heartbeat(HeartbeatRequest())
     assert len(calls) == 1
 
 
@@ -178,7 +198,7 @@ def test_stop_cuts_retries_short() -> None:
         (httpx.Response(200, json={"tasks": "x"}), "tasks: expected a list, got str"),
         (
             httpx.Response(200, json={"tasks": [{"kind": "k", "lease_expires_at": "soon"}]}),
-            "tasks.0.id: field required; tasks.0.lease_expires_at: ",
+            "tasks.0.id: field required; tasks.0.payload: field required; ",
         ),
         (
             httpx.Response(200, json={"tasks": [{}] * 101}),
@@ -241,5 +261,5 @@ def test_untrusted_server_certificate_is_not_retried(tmp_path: Path) -> None:
         _client(handler, attempts=5) as client,
         pytest.raises(PlatformUntrusted, match="does not chain to the pinned platform CA"),
     ):
-        client.heartbeat({})
+        client.heartbeat(HeartbeatRequest())
     assert len(calls) == 1

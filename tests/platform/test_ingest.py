@@ -3,6 +3,7 @@ records built versions or rejections. A fake source stands in for the registry."
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session
 
-from powernode.errors import TransportError, VerificationError
+from powernode.errors import DataError, TransportError, VerificationError
 from powernode.platform.services import catalog
 from powernode.platform.services.artifacts import IngestedArtifact, ModuleTrust
 from powernode.platform.services.context import SCOPES, Actor, Ctx
@@ -330,27 +331,25 @@ def test_bad_operator_queue_requests_change_nothing(  # noqa: PLR0917
 
 
 def test_publish_adapter_maps_a_verified_artifact() -> None:
+    from powernode.oci.digest import Digest
+    from powernode.oci.refs import parse_reference
     from powernode.platform.services.artifacts import PublishArtifactSource
+    from powernode.publish.verify import VerifiedArtifact
+    from powernode.signing.policy import Signer
 
-    @dataclass
-    class Verified:  # the shape of powernode.publish.verify.VerifiedArtifact
-        reference: str
-        manifest_digest: str
-        config: dict[str, Any]
-        composefs_digest: str
-        signer: str
-        file_list: tuple[str, ...]
-        sbom_digest: str
-
-    config = {"name": "my-redis", "version": "0.1.0", "manifest": {"name": "my-redis"}}
-    v = Verified(
-        f"{REPO}@sha256:{'cd' * 32}",
-        "sha256:" + "cd" * 32,
-        config,
-        DIGEST,
-        "key k",
-        ("/etc/",),
-        "sha256:" + "ee" * 32,
+    config: dict[str, object] = {
+        "name": "my-redis",
+        "version": "0.1.0",
+        "manifest": {"name": "my-redis"},
+    }
+    v = VerifiedArtifact(
+        reference=parse_reference(f"{REPO}@sha256:{'cd' * 32}"),
+        manifest_digest=Digest.parse("sha256:" + "cd" * 32),
+        config=config,
+        composefs_digest=Digest.parse(DIGEST),
+        signer=Signer("k"),
+        file_list=("/etc/",),
+        sbom_digest=Digest.parse("sha256:" + "ee" * 32),
     )
     art = PublishArtifactSource("unused")._ingested(v, REPO)
     assert (art.name, art.version, art.manifest) == ("my-redis", "0.1.0", {"name": "my-redis"})
@@ -359,3 +358,8 @@ def test_publish_adapter_maps_a_verified_artifact() -> None:
         "sha256:" + "ee" * 32,
         ("/etc/",),
     )
+    assert (art.artifact_ref, art.signer) == (f"{REPO}@sha256:{'cd' * 32}", "key k")
+    with pytest.raises(DataError, match=r"carries no manifest\.json"):
+        PublishArtifactSource("unused")._ingested(
+            dataclasses.replace(v, config={"name": "x", "version": "1"}), REPO
+        )

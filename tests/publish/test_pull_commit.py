@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import powernode.publish.store as store_mod
+import powernode.node.store as store_mod
 from powernode.oci.distribution import DistributionRegistry
 from powernode.oci.layout import LayoutRegistry
 from powernode.oci.refs import parse_reference

@@ -20,6 +20,7 @@ from powernode.agent.runtime import HostFacts, Runtime
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import ThreadExecutor, default_registry
 from powernode.agent.transport import Backoff, NodeClient, tls_context
+from powernode.node.fields import JSON
 from powernode.systemd import Notifier
 
 __all__ = [
@@ -80,7 +81,7 @@ def build_puller(
 def build_module_service(cfg: AgentConfig, spool: Spool, clock: Clock) -> ModuleService:
     """The module service the loop restores and syncs; its events go to ``spool``."""
 
-    def emit(kind: str, severity: str, payload: dict[str, object]) -> None:
+    def emit(kind: str, severity: str, payload: dict[str, JSON]) -> None:
         spool.append(kind, severity, payload, clock.now())
 
     return ModuleService(node_layout(cfg), build_puller(cfg, clock=clock), emit)

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from powernode.agent.fields import FieldErrors, bounded, build, field_names
 from powernode.configmerge import merge
 from powernode.errors import ConfigError
+from powernode.node.fields import FieldErrors, bounded, build, field_names
 
 ENV_PREFIX = "POWERNODE_AGENT_"
 DEFAULT_CONFIG_FILE = Path("/etc/powernode/agent.toml")

@@ -11,6 +11,7 @@ import logging
 
 from powernode.agent.spool import Outcome, Spool
 from powernode.agent.transport import NodeClient, PlatformRefused
+from powernode.node import records
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class OutcomeReporter:
                 for outcome in batch:
                     self._report_one(client, outcome)
                 continue
-            items = [{"id": o.task_id, "outcome": o.verb, **o.body} for o in batch]
+            items = [_record(o) for o in batch]
             try:
                 answers = {a.id: a for a in client.outcomes(items)}
             except PlatformRefused as e:
@@ -74,19 +75,27 @@ class OutcomeReporter:
 
     def _report_one(self, client: NodeClient, outcome: Outcome) -> None:
         try:
-            attempt = outcome.body.get("attempt")
-            attempt = attempt if isinstance(attempt, int) else None
-            if outcome.verb == "ack":
-                client.ack(outcome.task_id, outcome.body.get("result", {}), attempt)
+            item = _record(outcome)
+            if item.outcome == "ack":
+                client.ack(item.id, item.result, item.attempt)
             else:
-                client.fail(
-                    outcome.task_id,
-                    str(outcome.body.get("error", "")),
-                    bool(outcome.body.get("retryable", False)),
-                    attempt,
-                )
+                client.fail(item.id, item.error, item.retryable, item.attempt)
         except PlatformRefused as e:
             if e.status in (401, 403):
                 raise  # our certificate is the problem, not this outcome: keep it
             log.warning("platform refused the outcome of task %s: %s", outcome.task_id, e)
         self.spool.remove_outcome(outcome.task_id)
+
+
+def _record(outcome: Outcome) -> records.Outcome:
+    """A buffered outcome as the node API carries it (the request body it was saved as)."""
+    body = outcome.body
+    attempt, result = body.get("attempt"), body.get("result")
+    return records.Outcome(
+        id=outcome.task_id,
+        outcome="ack" if outcome.verb == "ack" else "fail",
+        result=result if isinstance(result, dict) else {},
+        error=str(body.get("error", "")),
+        retryable=bool(body.get("retryable", False)),
+        attempt=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+    )

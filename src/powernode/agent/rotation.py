@@ -21,6 +21,7 @@ from datetime import datetime
 
 from powernode.agent.certstore import CertInfo, CertStore, build_csr, generate_key, rfc3339
 from powernode.agent.transport import NodeClient
+from powernode.node.fields import JSON
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def record_failure(previous: RotationFailure | None, now: datetime, error: str) 
     return RotationFailure(previous.since, previous.attempts + 1, error)
 
 
-def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> dict[str, object]:
+def failure_payload(failure: RotationFailure, info: CertInfo, now: datetime) -> dict[str, JSON]:
     """The payload of a ``system.cert.rotation_failed`` event."""
     return {
         "instance_id": info.instance_id,

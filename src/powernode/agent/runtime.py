@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from powernode import __version__
 from powernode.agent import textfile
@@ -53,7 +53,10 @@ from powernode.agent.spool import Spool
 from powernode.agent.tasks import Executor, TaskContext, TaskOutcome
 from powernode.agent.textfile import AgentFigures
 from powernode.agent.transport import Backoff, NodeClient, PlatformRefused, PlatformUnreachable
-from powernode.errors import PowernodeError
+from powernode.errors import DataError, PowernodeError
+from powernode.node.fields import JSON
+from powernode.node.records import HeartbeatRequest
+from powernode.oci.digest import Digest
 from powernode.systemd import Notifier
 
 if TYPE_CHECKING:
@@ -65,7 +68,7 @@ log = logging.getLogger(__name__)
 MAX_EVENT_ERROR = 4096  # a failure's message in its event; the outcome keeps it whole
 
 ClientFactory = Callable[[Credentials], NodeClient]
-Facts = Callable[[], dict[str, Any]]
+Facts = Callable[[], HeartbeatRequest]
 
 
 class Runtime:
@@ -165,7 +168,9 @@ class Runtime:
             events_pending=self.spool.depth(),
             outcomes_pending=self.spool.outcome_depth(),
             certificate_not_after=self.creds.info.not_after,
-            running_modules=self._facts().get("running_module_digests", {}),
+            running_modules={
+                name: str(d) for name, d in self._facts().running_module_digests.items()
+            },
         )
         try:
             textfile.write(directory, figures)
@@ -217,7 +222,7 @@ class Runtime:
             log.error("could not restore the attached modules: %s", e)
             self._event("module.restore_failed", "error", {"error": str(e)})
 
-    def modules_task(self, ctx: TaskContext) -> dict[str, Any]:
+    def modules_task(self, ctx: TaskContext) -> dict[str, JSON]:
         """The ``modules.sync`` task: reconcile now, on this (executor) thread, own client."""
         if self.modules is None:
             raise PowernodeError("this agent runs without the module layer")
@@ -293,7 +298,7 @@ class Runtime:
         kind, severity = (
             ("task.completed", "info") if outcome.verb == "ack" else ("task.failed", "warning")
         )
-        payload: dict[str, Any] = {"task_id": outcome.task_id, "kind": outcome.kind}
+        payload: dict[str, JSON] = {"task_id": outcome.task_id, "kind": outcome.kind}
         if outcome.verb == "fail":
             payload.update(outcome.body)
             error = str(payload.get("error", ""))
@@ -330,7 +335,7 @@ class Runtime:
 
     # -- events ------------------------------------------------------------------------
 
-    def _event(self, kind: str, severity: str, payload: dict[str, Any]) -> None:
+    def _event(self, kind: str, severity: str, payload: dict[str, JSON]) -> None:
         self.spool.append(kind, severity, payload, self.clock.now())
 
     def flush_events(self) -> int:
@@ -380,7 +385,7 @@ class Runtime:
             self.clock.wait(self._wake, min(left, 1.0))
         now = self.clock.now()
         for task_id in self.executor.in_flight():
-            body = {
+            body: dict[str, JSON] = {
                 "error": f"agent stopped ({self.stop.reason}) before the task finished "
                 f"(drain_seconds={self.config.drain_seconds:g})",
                 "retryable": True,
@@ -406,16 +411,16 @@ class HostFacts:
         self.modules_dir = modules_dir
         self.layout = layout
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> HeartbeatRequest:
         digests, mounts = self._modules()
-        return {
-            "boot_id": self._read("proc/sys/kernel/random/boot_id").strip(),
-            "agent_version": __version__,
-            "running_module_digests": digests,
-            "mounts": mounts,
-            "load": self._load(),
-            "mem": self._mem(),
-        }
+        return HeartbeatRequest(
+            boot_id=self._read("proc/sys/kernel/random/boot_id").strip(),
+            agent_version=__version__,
+            running_module_digests=digests,
+            mounts=mounts,
+            load=self._load(),
+            mem=self._mem(),
+        )
 
     def _read(self, rel: str) -> str:
         try:
@@ -439,7 +444,7 @@ class HostFacts:
                 mem[key] = int(rest.split()[0]) * 1024
         return mem
 
-    def _modules(self) -> tuple[dict[str, str], dict[str, Any]]:
+    def _modules(self) -> tuple[dict[str, Digest], dict[str, JSON]]:
         from powernode.agent.modules.state import StateFile  # noqa: PLC0415 - optional part
 
         try:
@@ -453,4 +458,11 @@ class HostFacts:
             digests = running_module_digests(self.layout)
         else:
             digests = {name: spec.digest for name, spec in state.modules.items()}
-        return digests, {"generation": state.generation, "mounted": list(state.mounted)}
+        parsed = {}
+        for name, digest in digests.items():
+            try:
+                parsed[name] = Digest.parse(digest)
+            except DataError as e:  # a hand-edited state file: report the rest
+                log.warning("module %s: not reported in the heartbeat: %s", name, e)
+        mounted: list[JSON] = list(state.mounted)
+        return parsed, {"generation": state.generation, "mounted": mounted}

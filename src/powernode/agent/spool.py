@@ -26,14 +26,16 @@ import logging
 import re
 import sqlite3
 import threading
+import typing
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.certstore import rfc3339
 from powernode.errors import ConfigError, DataError
+from powernode.node import records
+from powernode.node.fields import JSON
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +68,24 @@ class Event:
     kind: str
     severity: str
     occurred_at: str
-    payload: dict[str, Any]
+    payload: dict[str, JSON]
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "severity": self.severity,
-            "occurred_at": self.occurred_at,
-            "payload": self.payload,
-        }
+    def to_wire(self) -> records.Event:
+        """The event as ``POST /node_api/events`` carries it (the platform checks the fields)."""
+        return records.Event(
+            id=self.id,
+            kind=self.kind,
+            severity=typing.cast(records.Severity, self.severity),
+            occurred_at=self.occurred_at,
+            payload=self.payload,
+        )
 
 
 @dataclass(frozen=True)
 class Outcome:
     task_id: str
     verb: str  # "ack" or "fail"
-    body: dict[str, Any]  # the request body of /tasks/{id}/{verb}
+    body: dict[str, JSON]  # the request body of /tasks/{id}/{verb}
 
 
 class Spool:
@@ -120,7 +123,7 @@ class Spool:
         self,
         kind: str,
         severity: str,
-        payload: dict[str, Any],
+        payload: dict[str, JSON],
         occurred_at: datetime,
         event_id: str | None = None,
     ) -> str:
@@ -140,7 +143,7 @@ class Spool:
         self,
         kind: str,
         severity: str,
-        payload: dict[str, Any],
+        payload: dict[str, JSON],
         occurred_at: datetime,
         event_id: str | None,
     ) -> tuple[str, str, str, str, str]:
@@ -213,9 +216,9 @@ class Spool:
         self,
         task_id: str,
         verb: str,
-        body: dict[str, Any],
+        body: dict[str, JSON],
         now: datetime,
-        event: tuple[str, str, dict[str, Any]] | None = None,
+        event: tuple[str, str, dict[str, JSON]] | None = None,
     ) -> bool:
         """Keep an outcome until the platform took it, and its event, in one transaction.
 

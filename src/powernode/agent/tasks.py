@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from powernode.errors import PowernodeError
+from powernode.node.fields import JSON
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class TaskError(PowernodeError):
 class TaskContext:
     task_id: str
     kind: str
-    payload: dict[str, Any]
+    payload: dict[str, JSON]
     attempt: int
     lease_expires_at: datetime
     # Set when the agent is asked to stop: long handlers may finish early.
@@ -55,10 +56,10 @@ class TaskOutcome:
     task_id: str
     kind: str
     verb: str
-    body: dict[str, Any]
+    body: dict[str, JSON]
 
 
-Handler = Callable[[TaskContext], dict[str, Any]]
+Handler = Callable[[TaskContext], dict[str, JSON]]
 
 
 class TaskRegistry:
@@ -95,12 +96,16 @@ class TaskRegistry:
             return _fail(ctx, f"handler returned {type(result).__name__}, not an object", False)
         # The attempt goes back with the outcome: the platform refuses it if the
         # lease expired and the task was leased again meanwhile.
-        body = {"result": result, "attempt": ctx.attempt}
+        body: dict[str, JSON] = {"result": result, "attempt": ctx.attempt}
         return TaskOutcome(ctx.task_id, ctx.kind, "ack", body)
 
 
 def _fail(ctx: TaskContext, error: str, *, retryable: bool) -> TaskOutcome:
-    body = {"error": error[:MAX_ERROR_CHARS], "retryable": retryable, "attempt": ctx.attempt}
+    body: dict[str, JSON] = {
+        "error": error[:MAX_ERROR_CHARS],
+        "retryable": retryable,
+        "attempt": ctx.attempt,
+    }
     return TaskOutcome(ctx.task_id, ctx.kind, "fail", body)
 
 
@@ -109,15 +114,15 @@ def _fail(ctx: TaskContext, error: str, *, retryable: bool) -> TaskOutcome:
 MAX_SLEEP_SECONDS = 300.0
 
 
-def _noop(ctx: TaskContext) -> dict[str, Any]:
+def _noop(ctx: TaskContext) -> dict[str, JSON]:
     return {}
 
 
-def _echo(ctx: TaskContext) -> dict[str, Any]:
+def _echo(ctx: TaskContext) -> dict[str, JSON]:
     return {"echo": ctx.payload}
 
 
-def _sleep(ctx: TaskContext) -> dict[str, Any]:
+def _sleep(ctx: TaskContext) -> dict[str, JSON]:
     seconds = ctx.payload.get("seconds", 1)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TaskError("payload.seconds: expected a number", retryable=False)

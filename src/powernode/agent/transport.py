@@ -22,16 +22,37 @@ import logging
 import random
 import ssl
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
-from powernode.agent.fields import FieldErrors, bounded, build
 from powernode.agent.lifecycle import Clock, SystemClock
 from powernode.errors import DataError, TransportError, VerificationError
+from powernode.node.fields import JSON
+from powernode.node.records import (
+    AckRequest,
+    DesiredModules,
+    EnrollAnswer,
+    EnrollRequest,
+    Event,
+    EventsAnswer,
+    EventsRequest,
+    FailRequest,
+    HeartbeatAnswer,
+    HeartbeatRequest,
+    LeaseAnswer,
+    LeasedTask,
+    LeaseRequest,
+    Outcome,
+    OutcomeResult,
+    OutcomesAnswer,
+    OutcomesRequest,
+    Record,
+    RotateAnswer,
+    RotateRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,65 +87,7 @@ class Backoff:
         return rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(attempt, 32)))
 
 
-# Answers are read leniently (extra fields ignored) so that a newer platform
-# can add fields without breaking older agents; every field we use is typed
-# and bounded (agent/fields.py: no pydantic in the agent, for its RSS).
-_record = dataclass(frozen=True, kw_only=True)
-
-
-@_record
-class EnrollReply:
-    instance_id: str = bounded(min_length=1, max_length=128)
-    certificate_pem: str = bounded(min_length=1, max_length=256 << 10)
-    ca_pem: str = bounded(min_length=1, max_length=256 << 10)
-    not_after: datetime
-
-
-@_record
-class HeartbeatReply:
-    server_time: datetime
-
-
-@_record
-class LeasedTask:
-    id: str = bounded(min_length=1, max_length=128)
-    kind: str = bounded(min_length=1, max_length=200)
-    payload: dict[str, Any] = field(default_factory=dict)
-    attempt: int = bounded(1, ge=0)
-    lease_expires_at: datetime
-
-
-@_record
-class LeaseReply:
-    tasks: list[LeasedTask] = bounded(max_length=100)
-
-
-@_record
-class OutcomeAnswer:
-    id: str = bounded(min_length=1, max_length=128)
-    status: int
-    state: str | None = None
-    detail: str | None = bounded(None, max_length=4096)
-
-
-@_record
-class OutcomesReply:
-    outcomes: list[OutcomeAnswer] = bounded(max_length=100)
-
-
-@_record
-class EventsReply:
-    accepted: int = bounded(ge=0)
-    duplicates: int = bounded(ge=0)
-
-
-@_record
-class RotateReply:
-    certificate_pem: str = bounded(min_length=1, max_length=256 << 10)
-    not_after: datetime
-
-
-R = TypeVar("R")
+R = TypeVar("R", bound=Record)
 
 
 def tls_context(
@@ -186,53 +149,48 @@ class NodeClient:
 
     # -- the contract, one method per endpoint ----------------------------------------
 
-    def enroll(self, bootstrap_token: str, csr_pem: str) -> EnrollReply:
+    def enroll(self, bootstrap_token: str, csr_pem: str) -> EnrollAnswer:
         # The token is single use: a lost answer must not be retried blindly.
-        body = {"bootstrap_token": bootstrap_token, "csr_pem": csr_pem}
-        return self._call("POST", "/enroll", body, EnrollReply, idempotent=False)
+        body = EnrollRequest(bootstrap_token=bootstrap_token, csr_pem=csr_pem)
+        return self._call("POST", "/enroll", body, EnrollAnswer, idempotent=False)
 
-    def heartbeat(self, body: dict[str, Any]) -> HeartbeatReply:
-        return self._call("POST", "/status/heartbeat", body, HeartbeatReply, idempotent=True)
+    def heartbeat(self, body: HeartbeatRequest) -> HeartbeatAnswer:
+        return self._call("POST", "/status/heartbeat", body, HeartbeatAnswer, idempotent=True)
 
     def lease(self, max_tasks: int) -> list[LeasedTask]:
         # Not retried after it was sent: a lost answer's tasks come back after the
         # visibility timeout anyway, a retry would only lease more.
-        reply = self._call("POST", "/tasks/lease", {"max": max_tasks}, LeaseReply, idempotent=False)
-        return reply.tasks
+        body = LeaseRequest(max=max_tasks)
+        return self._call("POST", "/tasks/lease", body, LeaseAnswer, idempotent=False).tasks
 
-    def ack(self, task_id: str, result: dict[str, Any], attempt: int | None = None) -> None:
-        body: dict[str, Any] = {"result": result}
-        if attempt is not None:  # outcomes buffered by an older agent carry none
-            body["attempt"] = attempt
+    def ack(self, task_id: str, result: dict[str, JSON], attempt: int | None = None) -> None:
+        # attempt None: an outcome buffered by an older agent carries none
+        body = AckRequest(result=result, attempt=attempt)
         self._request("POST", f"/tasks/{_seg(task_id)}/ack", body, idempotent=True)
 
     def fail(self, task_id: str, error: str, retryable: bool, attempt: int | None = None) -> None:
-        body: dict[str, Any] = {"error": error, "retryable": retryable}
-        if attempt is not None:
-            body["attempt"] = attempt
+        body = FailRequest(error=error, retryable=retryable, attempt=attempt)
         self._request("POST", f"/tasks/{_seg(task_id)}/fail", body, idempotent=True)
 
-    def outcomes(self, items: list[dict[str, Any]]) -> list[OutcomeAnswer]:
-        """Report up to 100 outcomes (``{"id", "outcome": "ack"|"fail", ...}``) in one call.
+    def outcomes(self, items: list[Outcome]) -> list[OutcomeResult]:
+        """Report up to 100 outcomes (acks and fails) in one call.
 
         Idempotent: the platform records an outcome once, so a resend is safe.
         """
-        reply = self._call("POST", "/tasks/outcomes", {"outcomes": items}, OutcomesReply, True)
-        return reply.outcomes
+        body = OutcomesRequest(outcomes=items)
+        return self._call("POST", "/tasks/outcomes", body, OutcomesAnswer, True).outcomes
 
-    def post_events(self, events: list[dict[str, Any]]) -> EventsReply:
+    def post_events(self, events: list[Event]) -> EventsAnswer:
         # Idempotent by event id (the platform dedups), so a resend is safe.
-        return self._call("POST", "/events", {"events": events}, EventsReply, idempotent=True)
+        body = EventsRequest(events=events)
+        return self._call("POST", "/events", body, EventsAnswer, idempotent=True)
 
-    def rotate(self, csr_pem: str) -> RotateReply:
-        return self._call("POST", "/certificates/rotate", {"csr_pem": csr_pem}, RotateReply, True)
+    def rotate(self, csr_pem: str) -> RotateAnswer:
+        body = RotateRequest(csr_pem=csr_pem)
+        return self._call("POST", "/certificates/rotate", body, RotateAnswer, True)
 
-    def modules(self) -> dict[str, Any]:
-        raw = self._request("GET", "/modules", None, idempotent=True)
-        doc = _json(raw, "GET /modules")
-        if not isinstance(doc, dict):
-            raise DataError("GET /node_api/modules: expected a JSON object")
-        return doc
+    def modules(self) -> DesiredModules:
+        return self._call("GET", "/modules", None, DesiredModules, idempotent=True)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -240,21 +198,15 @@ class NodeClient:
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None,
+        body: Record | None,
         model: type[R],
         idempotent: bool,
     ) -> R:
         raw = self._request(method, path, body, idempotent=idempotent)
-        try:
-            return build(model, _json(raw, f"{method} {path}"))
-        except FieldErrors as e:
-            raise DataError(
-                f"{method} {API}{path}: unexpected answer from the platform: {e}"
-            ) from e
+        where = f"{method} {API}{path}: unexpected answer from the platform"
+        return model.from_json(_json(raw, f"{method} {path}"), where)
 
-    def _request(
-        self, method: str, path: str, body: dict[str, Any] | None, *, idempotent: bool
-    ) -> bytes:
+    def _request(self, method: str, path: str, body: Record | None, *, idempotent: bool) -> bytes:
         attempt = 0
         while True:
             try:
@@ -268,10 +220,10 @@ class NodeClient:
                 if self._clock.wait(self._stop, delay):
                     raise PlatformUnreachable(f"{e} (stopping, not retried)") from e.__cause__
 
-    def _once(self, method: str, path: str, body: dict[str, Any] | None, idempotent: bool) -> bytes:
+    def _once(self, method: str, path: str, body: Record | None, idempotent: bool) -> bytes:
         url = f"{API}{path}"
         where = f"{method} {self.base_url}{url}"
-        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        content = None if body is None else json.dumps(body.to_json(), separators=(",", ":"))
         headers = {"content-type": "application/json"} if content is not None else {}
         try:
             request = self._http.build_request(method, url, content=content, headers=headers)
@@ -323,7 +275,7 @@ def _seg(task_id: str) -> str:
     return task_id
 
 
-def _json(raw: bytes, where: str) -> Any:
+def _json(raw: bytes, where: str) -> object:
     try:
         return json.loads(raw)
     except ValueError as e:

@@ -145,8 +145,7 @@ class DemoNode:
         """Post the agent's heartbeat facts; the running digests it reported."""
         facts = HostFacts(Path("/"), self.layout.agent_dir, self.layout)()
         self.client.heartbeat(facts)
-        digests: dict[str, str] = facts["running_module_digests"]
-        return digests
+        return {name: str(d) for name, d in facts.running_module_digests.items()}
 
     def running(self) -> dict[str, str]:
         return running_module_digests(self.layout)

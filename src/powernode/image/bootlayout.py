@@ -3,11 +3,9 @@
 The initramfs (90powernode, POSIX sh) and the agent (Python) must agree on
 where the store is, where the last good module set is kept, and which overlay
 options build the union; :func:`boot_layout` reads them from the modules the
-agent uses today (``agent.config``, ``agent.modules.store``/``layout``/
-``union``, ``mount.overlay``, ``agent.identity``) and :func:`render_layout_sh`
-writes them as ``powernode-layout.sh``. When ``powernode.node.layout`` (the
-node layout shared by platform and node) lands, :func:`boot_layout` is the one
-function to switch to it.
+agent uses (``powernode.node.layout`` — the store's names, the union's source
+and options —, ``agent.config``, ``agent.modules.layout``, ``agent.identity``)
+and :func:`render_layout_sh` writes them as ``powernode-layout.sh``.
 
 The module set the initramfs reads (``modules.set``) is plain text, one
 module a line, ``<priority> <name> <composefs hex digest>``, because a shell
@@ -26,8 +24,8 @@ from powernode.agent.identity.config import IdentityConfig
 from powernode.agent.identity.fwcfg import ITEM_NAME
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.state import ModuleSpec
-from powernode.agent.modules.union import UNION_SOURCE
-from powernode.mount.overlay import Verity, overlay_options
+from powernode.mount.overlay import overlay_options
+from powernode.node.layout import UNION_SOURCE, Verity
 
 SET_HEADER = "# powernode module set v1: <priority> <name> <composefs sha256 hex>"
 
@@ -69,7 +67,7 @@ class BootLayout:
 
 
 def boot_layout() -> BootLayout:
-    """The constants, from the agent's own modules (switch to powernode.node.layout here)."""
+    """The constants, from the node layout and the agent's own modules."""
     state = Path(DEFAULT_STATE_DIR)
     layout = NodeLayout(root=Path("/sysroot"), state=state)  # run: the agent's default
     fixed = overlay_options([Path("/x")]).split(",", 1)[1]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from powernode.mount.overlay import MountStack, Upper, Verity
+from powernode.mount.overlay import MountStack, Upper
+from powernode.node.layout import Verity
 
 
 @dataclass(frozen=True)

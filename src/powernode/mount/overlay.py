@@ -16,18 +16,16 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from powernode.errors import ConfigError, MountError
 from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
+from powernode.node.layout import FORBIDDEN_IN_PATHS, Verity, overlay_data
 
 log = logging.getLogger(__name__)
 
 # overlayfs splits lowerdir on ':' and options on ','; a '\' escapes them, but
 # refusing such paths is simpler than escaping them right everywhere.
-_FORBIDDEN_IN_PATHS = (":", ",", "\\", "\n")
-
-Verity = Literal["off", "on", "require"]
+_FORBIDDEN_IN_PATHS = FORBIDDEN_IN_PATHS
 
 
 def _checked(path: Path) -> str:
@@ -58,15 +56,12 @@ def overlay_options(
     """The overlay mount data string; ``lowers`` highest priority first."""
     if not lowers:
         raise ConfigError("an overlay needs at least one lower layer")
-    lowerdir = ":".join(_checked(p) for p in lowers)
-    if data_lowers:
-        lowerdir += "::" + "::".join(_checked(p) for p in data_lowers)
-    opts = [f"lowerdir={lowerdir}", "metacopy=on", "redirect_dir=on"]
-    if verity != "off":
-        opts.append(f"verity={verity}")
-    if upper is not None:
-        opts += [f"upperdir={_checked(upper.upper)}", f"workdir={_checked(upper.work)}"]
-    return ",".join(opts)
+    return overlay_data(
+        [_checked(p) for p in lowers],
+        [_checked(p) for p in data_lowers],
+        upper=None if upper is None else (_checked(upper.upper), _checked(upper.work)),
+        verity=verity,
+    )
 
 
 def mount_image(image: Path, target: Path) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from powernode.errors import DigestMismatchError, TransportError
+from powernode.node.store import ModuleStore
 from powernode.oci.digest import CHUNK_SIZE
 from powernode.oci.distribution import DistributionRegistry
 from powernode.oci.errors import RangeNotSupportedError
@@ -34,7 +35,7 @@ from powernode.oci.ranges import read_range_into
 from powernode.oci.registry import Registry
 from powernode.publish.format import Descriptor, ObjectEntry
 from powernode.publish.progress import Progress
-from powernode.publish.store import BatchCommitter, ModuleStore, discard_staged
+from powernode.publish.store import BatchCommitter, discard_staged
 from powernode.verity.fsverity import FsVerityHasher
 
 log = logging.getLogger(__name__)

@@ -56,11 +56,11 @@ def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def loads_object(data: bytes, what: str) -> dict[str, Any]:
+def loads_object(data: bytes, what: str) -> dict[str, Any]:  # Any: JSON
     """A JSON object from untrusted bytes; duplicate keys are refused (ambiguous)."""
 
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # Any: JSON
+        out: dict[str, Any] = {}  # Any: JSON
         for k, v in pairs:
             if k in out:
                 raise DataError(f"{what}: duplicate key {k!r}")
@@ -95,14 +95,14 @@ class ModuleConfig:
     objects: int
     object_bytes: int
     source_date_epoch: int
-    document: dict[str, Any] = field(compare=False, repr=False)
+    document: dict[str, Any] = field(compare=False, repr=False)  # Any: JSON
 
 
 def parse_module_config(data: bytes, what: str) -> ModuleConfig:
     """Check ``module.json`` (artifact_version 1); raise DataError naming the field."""
     doc = loads_object(data, what)
 
-    def need(name: str, kind: type | tuple[type, ...]) -> Any:
+    def need(name: str, kind: type | tuple[type, ...]) -> Any:  # Any: JSON
         value = doc.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise DataError(f"{what}: field {name!r} is missing or not a {_kind(kind)}")
@@ -279,8 +279,8 @@ class Descriptor:
     size: int
     annotations: Mapping[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> dict[str, Any]:  # Any: JSON
+        out: dict[str, Any] = {  # Any: JSON
             "mediaType": self.media_type,
             "digest": str(self.digest),
             "size": self.size,

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.errors import DataError
+from powernode.node.store import ModuleStore
 from powernode.oci.digest import Digest
 from powernode.oci.refs import Reference
 from powernode.oci.registry import Registry
@@ -30,7 +30,6 @@ from powernode.publish.fetch import FetchTuning, fetch_objects
 from powernode.publish.format import FormatLimits
 from powernode.publish.progress import Progress, no_progress
 from powernode.publish.remote import check_image, fetch_artifact, fetch_image, read_blob
-from powernode.publish.store import ModuleStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class PulledArtifact:
 
     reference: Reference  # pinned to the manifest digest
     manifest_digest: Digest
-    config: dict[str, Any]  # module.json
+    config: dict[str, object]  # module.json
     image: Path
     composefs_digest: Digest
     bytes_downloaded: int  # object bytes fetched (packs or ranges), excluding metadata

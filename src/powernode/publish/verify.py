@@ -24,7 +24,6 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.errors import DataError
 from powernode.oci.cache import BlobCache
@@ -59,7 +58,7 @@ class VerifiedArtifact:
 
     reference: Reference  # pinned: repository@manifest digest
     manifest_digest: Digest
-    config: dict[str, Any]  # module.json
+    config: dict[str, object]  # module.json
     composefs_digest: Digest
     signer: Signer
     file_list: tuple[str, ...]  # every path in the image but /, sorted
@@ -74,7 +73,7 @@ class VerifiedArtifact:
         return str(self.config["version"])
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> dict[str, object]:
         """The canonical manifest.json dict carried in module.json."""
         value = self.config.get("manifest")
         return value if isinstance(value, dict) else {}

@@ -19,6 +19,7 @@ from powernode.agent.runtime import Runtime
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import InlineExecutor, default_registry
 from powernode.agent.transport import NodeClient, tls_context
+from powernode.node.records import HeartbeatRequest
 from tests.platform.nodeapi.realplatform import real_platform
 
 
@@ -57,7 +58,7 @@ def test_agent_enrolls_heartbeats_runs_tasks_and_delivers_events(tmp_path: Path)
             executor=InlineExecutor(default_registry()),
             clock=SystemClock(),
             stop=stop,
-            facts=lambda: {"boot_id": "boot-e2e", "agent_version": "9.9", "load": [0.5]},
+            facts=lambda: HeartbeatRequest(boot_id="boot-e2e", agent_version="9.9", load=[0.5]),
             rng=random.Random(2),  # noqa: S311
         )
         assert runtime.run(max_beats=3) == 0

@@ -17,9 +17,9 @@ from powernode.agent.modules.reconcile import (
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
 from powernode.agent.modules.state import ModuleSpec
 from powernode.agent.modules.status import ModuleStatus, running_module_digests, status
-from powernode.agent.modules.store import NodeStore
 from powernode.agent.modules.union import teardown
 from powernode.agent.modules.verify import Verdict, verify_path
+from powernode.node.store import ModuleStore
 
 __all__ = [
     "Action",
@@ -28,8 +28,8 @@ __all__ = [
     "ModuleRefused",
     "ModuleSpec",
     "ModuleStatus",
+    "ModuleStore",
     "NodeLayout",
-    "NodeStore",
     "PublishPuller",
     "Puller",
     "Refusal",

@@ -26,7 +26,6 @@ from powernode.agent.modules.state import (
     next_previous,
     save_composition,
 )
-from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.union import restack, serving_union
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError
@@ -49,7 +48,7 @@ def _ordered(modules: Mapping[str, ModuleSpec]) -> tuple[ModuleSpec, ...]:
 
 
 def _wanted_digests(modules: Mapping[str, ModuleSpec]) -> tuple[str, ...]:
-    return tuple(digest_hex(m.digest) for m in _ordered(modules))
+    return tuple(m.hex for m in _ordered(modules))
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ The answer (docs/node-api.md) is an object::
                   "reference", "trust_policy"}, ...],
      "composition": {...} | null}
 
-``modules`` entries are read by :meth:`DesiredModule.from_api`; the
+The answer is read strictly as :class:`powernode.node.records.DesiredModules`; the
 composition (``core.composition.Composition.to_dict``) decides the winners
 priority order alone gets wrong (docs/agent-modules.md, masks). A bare list
 of module entries is accepted too (``powernode-agent modules sync --desired
@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.modules.reconcile import DesiredModule
 from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
+from powernode.node import records
 
-MAX_DESIRED_MODULES = 1000
+MAX_DESIRED_MODULES = records.MAX_DESIRED_MODULES
 MAX_DESIRED_FILE_BYTES = 64 << 20
 
 
@@ -40,30 +40,31 @@ class DesiredSet:
     composition: Composition | None = None
 
 
-def parse_desired(doc: Any, source: str = "GET /node_api/modules") -> DesiredSet:
-    """The desired set in ``doc``; DataError naming ``source``, the entry and the field."""
+def parse_desired(
+    doc: records.DesiredModules | object, source: str = "GET /node_api/modules"
+) -> DesiredSet:
+    """The desired set in ``doc`` (the answer, or a JSON list of its module entries).
+
+    DataError naming ``source``, the entry and the field.
+    """
+    if isinstance(doc, list):
+        if len(doc) > MAX_DESIRED_MODULES:
+            raise DataError(
+                f"{source}: {len(doc)} modules exceed the limit of {MAX_DESIRED_MODULES}"
+            )
+        doc = {"modules": doc}
+    answer = doc if isinstance(doc, records.DesiredModules) else _answer(doc, source)
     composition = None
-    if isinstance(doc, dict):
-        items = doc.get("modules")
-        raw_comp = doc.get("composition")
-        if raw_comp is not None:
-            try:
-                composition = Composition.from_dict(raw_comp)
-            except DataError as e:
-                raise DataError(f"{source}: composition: {e}") from e
-            check_composition_paths(composition, f"{source}: composition")
-    else:
-        items = doc
-    if not isinstance(items, list):
-        raise DataError(f"{source}: 'modules' must be a list of module entries")
-    if len(items) > MAX_DESIRED_MODULES:
-        raise DataError(f"{source}: {len(items)} modules exceed the limit of {MAX_DESIRED_MODULES}")
-    modules = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise DataError(f"{source}: modules[{i}]: expected an object")
+    if answer.composition is not None:
         try:
-            modules.append(DesiredModule.from_api(item))
+            composition = Composition.from_dict(answer.composition)
+        except DataError as e:
+            raise DataError(f"{source}: composition: {e}") from e
+        check_composition_paths(composition, f"{source}: composition")
+    modules = []
+    for i, item in enumerate(answer.modules):
+        try:
+            modules.append(DesiredModule.from_record(item))
         except (DataError, ConfigError) as e:
             raise DataError(f"{source}: modules[{i}]: {e}") from e
     names = [m.name for m in modules]
@@ -71,6 +72,12 @@ def parse_desired(doc: Any, source: str = "GET /node_api/modules") -> DesiredSet
     if dup:
         raise DataError(f"{source}: module(s) named more than once: {', '.join(dup)}")
     return DesiredSet(tuple(modules), composition)
+
+
+def _answer(doc: object, source: str) -> records.DesiredModules:
+    if not isinstance(doc, dict):
+        raise DataError(f"{source}: expected a JSON object (or a list of module entries)")
+    return records.DesiredModules.from_json(doc, source)
 
 
 def load_desired_file(path: Path) -> DesiredSet:

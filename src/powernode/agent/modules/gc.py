@@ -41,6 +41,7 @@ from powernode.agent.modules.integrity import MAX_IMAGE_BYTES
 from powernode.agent.modules.layout import NodeLayout
 from powernode.durable import fsync_dir
 from powernode.errors import DataError, ImageFormatError
+from powernode.node import layout as names
 from powernode.verity.composefs.reader import Image
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def collect(
 def _kept_objects(layout: NodeLayout, retained: dict[str, str]) -> set[str]:
     keep: set[str] = set()
     for hex_digest, why in sorted(retained.items()):
-        path = layout.store.images_dir / f"{hex_digest}.cfs"
+        path = layout.store.images_dir / names.image_name(hex_digest)
         try:
             with path.open("rb") as f:
                 data = f.read(MAX_IMAGE_BYTES + 1)
@@ -174,7 +175,7 @@ def _images(layout: NodeLayout, retained: dict[str, str], report: GcReport, cuto
     for path in _entries(images_dir):
         if path.name.startswith(PARTIAL):
             _partial(path, report, cutoff)
-        elif path.suffix == ".cfs" and _HEX64.fullmatch(path.stem):
+        elif path.suffix == names.IMAGE_SUFFIX and _HEX64.fullmatch(path.stem):
             if path.stem not in retained:
                 _remove(path, report)
                 report.images.append(path.stem)

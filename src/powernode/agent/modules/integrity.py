@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
-from powernode.agent.modules.store import NodeStore, digest_hex
 from powernode.durable import write_json
 from powernode.errors import ImageFormatError, VerificationError
+from powernode.node.store import ModuleStore, image_digest
 from powernode.verity.composefs.reader import EntryType, Image
 from powernode.verity.fsverity import fsverity_digest, fsverity_digest_file
 from powernode.verity.fsverity_tree import file_digest, verity_params
@@ -195,7 +195,7 @@ def _image_objects(data: bytes, source: str, p: _Problems) -> list[str]:
                 continue
             name = e.object or ""
             try:
-                NodeStore(Path("/")).objects.path(name)  # checks the <2hex>/<62hex> form
+                ModuleStore(Path("/")).objects.path(name)  # checks the <2hex>/<62hex> form
             except VerificationError:
                 p.add(_ref(p, "image-inconsistent", f"{e.path_str}: redirect {name!r} "
                            "is not an object name <2hex>/<62hex>", source))  # fmt: skip
@@ -294,12 +294,17 @@ def _check_one(root_fd: int, root: Path, name: str, p: _Problems) -> Stat | None
 
 
 def verify_module(
-    store: NodeStore, module: str, digest: str, *, seals: Seals, deep: bool = False
+    store: ModuleStore, module: str, digest: str, *, seals: Seals, deep: bool = False
 ) -> VerifiedImage:
     """Check ``module``'s image and objects in the store; the open, verified image or
     ModuleRefused."""
     return verify_image(
-        store.image_path(digest), store.objects_dir, module, digest, seals=seals, deep=deep
+        store.image_path(image_digest(digest)),
+        store.objects_dir,
+        module,
+        digest,
+        seals=seals,
+        deep=deep,
     )
 
 
@@ -313,7 +318,7 @@ def verify_image(
     deep: bool = False,
 ) -> VerifiedImage:
     """Check the image at ``path`` against ``digest`` and its objects under ``objects_dir``."""
-    hex_digest = digest_hex(digest)
+    hex_digest = image_digest(digest).hex
     p = _Problems(module, f"sha256:{hex_digest}")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

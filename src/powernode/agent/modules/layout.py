@@ -19,8 +19,9 @@ from typing import Literal
 
 from powernode.agent.modules.integrity import Seals, current_boot_id
 from powernode.agent.modules.state import StateFile
-from powernode.agent.modules.store import NodeStore
 from powernode.errors import ConfigError
+from powernode.node import layout as names
+from powernode.node.store import ModuleStore
 
 # overlayfs splits lowerdir on ':' and options on ',' (Documentation/filesystems/overlayfs.rst)
 _FORBIDDEN = (":", ",", "\\", "\n")
@@ -55,15 +56,15 @@ class NodeLayout:
 
     @property
     def run_dir(self) -> Path:
-        return self.run if self.run is not None else self.state / "run"
+        return self.run if self.run is not None else self.state / names.RUN_DIR
 
     @property
-    def store(self) -> NodeStore:
-        return NodeStore(self.state)
+    def store(self) -> ModuleStore:
+        return ModuleStore(self.state)
 
     @property
     def agent_dir(self) -> Path:
-        return self.state / "agent"
+        return self.state / names.AGENT_DIR
 
     @property
     def state_file(self) -> StateFile:
@@ -71,4 +72,4 @@ class NodeLayout:
 
     def seals(self) -> Seals:
         boot = self.boot_id if self.boot_id is not None else current_boot_id()
-        return Seals(self.agent_dir / "seals", boot)
+        return Seals(self.agent_dir / names.SEALS_DIR, boot)

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from powernode.agent.modules.attach import AttachResult, attach, record_refusals
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, pull_refusal
 from powernode.agent.modules.state import ModuleSpec, check_module_name
-from powernode.agent.modules.store import digest_hex
 from powernode.errors import ConfigError, DigestMismatchError, PowernodeError
+from powernode.node.store import ModuleStore
+
+if TYPE_CHECKING:
+    from powernode.agent.modules.reconcile import PullFn, VerifyFn
+    from powernode.oci.refs import Reference
+    from powernode.oci.registry import Registry
+    from powernode.signing.policy import TrustPolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +43,21 @@ class RefAttached:
     objects_reused: int
 
 
-def _name_of(ref: Any) -> str:
-    return str(ref.repository).rsplit("/", 1)[-1]
+def _name_of(ref: Reference) -> str:
+    return ref.repository.rsplit("/", 1)[-1]
 
 
 def attach_ref(
     layout: NodeLayout,
-    registry: Any,
-    ref: Any,
-    policy: Any,
+    registry: Registry,
+    ref: Reference,
+    policy: TrustPolicy | None,
     *,
     priority: int,
     reference: str = "",
     unsafe_no_signature: bool = False,
-    verify: Any = None,
-    pull_fn: Any = None,
+    verify: VerifyFn | None = None,
+    pull_fn: PullFn | None = None,
 ) -> RefAttached:
     """Verify ``ref`` under ``policy``, pull it, attach it; ModuleRefused says why not.
 
@@ -59,7 +65,8 @@ def attach_ref(
     unless ``unsafe_no_signature``. ``reference`` is what ``status`` shows
     (default: ``ref`` as written).
     """
-    from powernode.agent.modules.reconcile import _publish  # noqa: PLC0415 - lazy import
+    from powernode.publish.pull import pull_artifact  # noqa: PLC0415 - the agent's memory
+    from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - the agent's memory
 
     # The store lock (shared) from the pull to the mount: gc waits meanwhile.
     with layout.state_file.store_locked(exclusive=False):
@@ -71,19 +78,18 @@ def attach_ref(
                 "refusing to attach an artifact whose signer is unknown"
             )
         try:
+            signed = None
             if policy is not None:
-                verified = (verify or _publish("verify_artifact"))(registry, ref, policy)
-                name = verified.name
+                verified = (verify or verify_artifact)(registry, ref, policy)
+                name, signed = verified.name, verified.composefs_digest
                 ref = verified.reference  # pinned: the pull takes exactly what was verified
             check_module_name(name)
-            store = _publish("ModuleStore")(layout.state)
-            pulled = (pull_fn or _publish("pull_artifact"))(registry, ref, store)
+            pulled = (pull_fn or pull_artifact)(registry, ref, ModuleStore(layout.state))
             digest = str(pulled.composefs_digest)
-            signed = str(verified.composefs_digest) if policy is not None else digest
-            if digest_hex(digest) != digest_hex(signed):
+            if signed is not None and digest != str(signed):
                 # The pull names the verified manifest by digest: this means a broken registry.
                 raise DigestMismatchError(
-                    f"pulled artifact {shown}: composefs digest", signed, digest
+                    f"pulled artifact {shown}: composefs digest", str(signed), digest
                 )
             name = str(pulled.config.get("name", name))
             version = str(pulled.config.get("version", ""))

@@ -11,18 +11,17 @@ is refused, nothing changes and the report says why, per module.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from powernode.agent.modules.attach import apply, record_refusals
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, Refusal, pull_refusal
 from powernode.agent.modules.state import AttachState, ModuleSpec
-from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.trust import PolicyReader
 from powernode.core.composition import Composition
 from powernode.errors import (
@@ -33,7 +32,22 @@ from powernode.errors import (
     TransportError,
     VerificationError,
 )
+from powernode.node import records
+from powernode.node.store import ModuleStore, image_digest
 from powernode.oci.refs import parse_reference
+
+if TYPE_CHECKING:
+    from powernode.oci.layout import LayoutRegistry
+    from powernode.oci.refs import Reference
+    from powernode.oci.registry import Registry
+    from powernode.publish.pull import PulledArtifact
+    from powernode.publish.verify import VerifiedArtifact
+    from powernode.signing.policy import TrustPolicy
+
+    # The publishing package's functions, or a test's fakes of them.
+    VerifyFn = Callable[[Registry, Reference, TrustPolicy], VerifiedArtifact]
+    PullFn = Callable[[Registry, Reference, ModuleStore], PulledArtifact]
+    StoreFactory = Callable[[Path], ModuleStore]
 
 log = logging.getLogger(__name__)
 
@@ -47,44 +61,26 @@ class DesiredModule:
     digest: str  # composefs digest, "sha256:<hex>"
     priority: int  # effective priority: higher is stacked above
     reference: str = ""  # "<registry>/<owner>/<name>:<version>" or "…@sha256:<manifest>"
-    policy: Any = None  # trust policy, handed to the puller as is
+    policy: object = None  # trust policy: the platform's document (a mapping), or a policy
 
     def spec(self) -> ModuleSpec:
         return ModuleSpec(self.name, self.digest, self.priority, self.version, self.reference)
 
     @classmethod
-    def from_api(cls, item: Mapping[str, Any]) -> DesiredModule:
-        """One entry of ``GET /node_api/modules``; DataError naming the field if malformed."""
-
-        def first(*keys: str) -> Any:
-            for k in keys:
-                if item.get(k) is not None:
-                    return item[k]
-            return None
-
-        name = first("name")
-        digest = first("composefs_digest", "digest")
-        priority = first("effective_priority", "priority")
-        version = first("version", "version_string") or ""
-        reference = first("reference", "artifact_reference", "artifact_ref") or ""
-        if not isinstance(name, str):
-            raise DataError("desired module: field 'name': missing or not a string")
-        if not isinstance(digest, str):
-            raise DataError(f"desired module {name}: field 'composefs_digest': missing")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise DataError(f"desired module {name}: field 'effective_priority': not an integer")
-        digest_hex(digest, field=f"desired module {name}: composefs_digest")
-        if not isinstance(reference, str) or len(reference) > MAX_REFERENCE:
-            raise DataError(
-                f"desired module {name}: field 'reference': not a string of at most "
-                f"{MAX_REFERENCE} characters"
-            )
-        _check_remote(name, reference)
-        policy = first("trust_policy", "policy")
-        return cls(name, str(version), digest, priority, str(reference), policy)
-
-
-MAX_REFERENCE = 1024
+    def from_record(cls, item: records.DesiredModule) -> DesiredModule:
+        """One entry of ``GET /node_api/modules``; DataError if its reference names a directory."""
+        _check_remote(item.name, item.reference)
+        policy = None
+        if item.trust_policy is not None:
+            policy = {k: v for k, v in item.trust_policy.to_json().items() if v is not None}
+        return cls(
+            item.name,
+            item.version,
+            str(item.composefs_digest),
+            item.effective_priority,
+            item.reference,
+            policy,
+        )
 
 
 def _check_remote(name: str, reference: str) -> None:
@@ -111,23 +107,11 @@ class Puller(Protocol):
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None: ...
 
 
-def _publish(name: str) -> Any:
-    """``powernode.publish.<name>``, imported only when a pull happens."""
-    for mod in ("powernode.publish", "powernode.publish.target"):
-        try:
-            found = getattr(importlib.import_module(mod), name, None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    raise PowernodeError(f"powernode.publish has no {name}; install the publishing package")
-
-
 @dataclass(frozen=True)
 class PublishPuller:
     """The default puller: signature against the trust policy, then pull (docs/signing.md).
 
-    The signature is checked with :func:`powernode.publish.verify_artifact`
+    The signature is checked with :func:`powernode.publish.verify.verify_artifact`
     (the signature and the content it covers), and the pull then names the
     verified manifest by digest, so a tag moved in between cannot slip
     another artifact in. A module without a trust policy is refused unless
@@ -136,23 +120,24 @@ class PublishPuller:
     (:class:`.trust.PolicyReader`); any other value is used as a signing
     policy as is. ``registry`` is one registry for every module, or ``None``
     to open the registry each module's reference names (loopback hosts in
-    plain HTTP, the rest in HTTPS: ``powernode.publish.target``).
+    plain HTTP, the rest in HTTPS: :func:`powernode.publish.target.open_target`).
     ``verify``/``pull_fn``/``store_cls`` default to the publishing package's
-    functions, imported on first use; tests pass fakes.
+    functions, imported on the first pull (the agent's resident memory stays
+    without them until then); tests pass fakes.
     """
 
-    registry: Any = None  # a powernode.oci.registry.Registry, or None: per reference
-    verify: Any = None  # (registry, ref, policy) -> VerifiedArtifact
-    pull_fn: Any = None  # (registry, ref, store) -> PulledArtifact
-    store_cls: Any = None  # (state dir) -> powernode.publish.ModuleStore
+    registry: Registry | None = None  # None: the registry each reference names
+    verify: VerifyFn | None = None  # default: powernode.publish.verify.verify_artifact
+    pull_fn: PullFn | None = None  # default: powernode.publish.pull.pull_artifact
+    store_cls: StoreFactory | None = None  # default: powernode.node.store.ModuleStore
     policies: PolicyReader = field(default_factory=PolicyReader)
     # http(s)://host[:port]: for references naming none, or it; oci:/DIR: an OCI image
     # layout directory for references naming none (docs/agent-modules.md "Module source")
     default_registry: str = ""
     unsafe_no_signature: bool = False
-    last: dict[str, Any] = field(default_factory=dict, compare=False)  # module -> PulledArtifact
+    last: dict[str, PulledArtifact] = field(default_factory=dict, compare=False)
 
-    def _policy(self, module: DesiredModule) -> Any:
+    def _policy(self, module: DesiredModule) -> TrustPolicy | None:
         if module.policy is None:
             if self.unsafe_no_signature:
                 return None
@@ -162,27 +147,31 @@ class PublishPuller:
             )
         if isinstance(module.policy, Mapping):
             return self.policies(module.policy, f"module {module.name}: trust_policy")
-        return module.policy
+        return typing.cast("TrustPolicy", module.policy)
 
-    def _open(self, module: DesiredModule, ref: Any) -> Any:
+    def _open(self, module: DesiredModule, ref: Reference) -> Registry:
+        from powernode.oci.registry import open_registry  # noqa: PLC0415 - on first pull
+        from powernode.publish.target import open_target  # noqa: PLC0415 - on first pull
+
         if self.default_registry.startswith("oci:"):
             if ref.registry is None:
                 return open_layout_source(self.default_registry)
         elif self.default_registry:
             host = self.default_registry.split("://", 1)[1]
             if ref.registry is None or ref.registry == host:
-                return importlib.import_module("powernode.oci.registry").open_registry(
-                    self.default_registry
-                )
+                return open_registry(self.default_registry)
         if ref.registry is None:
             raise ConfigError(
                 f"module {module.name}: reference {module.reference!r} names no registry; "
                 "set modules_registry in the agent config"
             )
         _check_remote(module.name, module.reference)  # never a directory the platform names
-        return _publish("open_target")(module.reference)[0]
+        return open_target(module.reference)[0]
 
     def pull(self, module: DesiredModule, layout: NodeLayout) -> None:
+        from powernode.publish.pull import pull_artifact  # noqa: PLC0415 - on first pull
+        from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - on first pull
+
         ref = parse_reference(module.reference)
         policy = self._policy(module)
         registry, opened = self.registry, None
@@ -190,19 +179,20 @@ class PublishPuller:
             registry = opened = self._open(module, ref)
         try:
             if policy is not None:
-                verified = (self.verify or _publish("verify_artifact"))(registry, ref, policy)
+                verified = (self.verify or verify_artifact)(registry, ref, policy)
                 _same_digest(module, str(verified.composefs_digest), "signed artifact")
                 ref = verified.reference
-            store = (self.store_cls or _publish("ModuleStore"))(layout.state)
-            pulled = (self.pull_fn or _publish("pull_artifact"))(registry, ref, store)
+            store = (self.store_cls or ModuleStore)(layout.state)
+            pulled = (self.pull_fn or pull_artifact)(registry, ref, store)
             _same_digest(module, str(pulled.composefs_digest), "pulled artifact")
             self.last[module.name] = pulled
         finally:
-            if opened is not None and hasattr(opened, "close"):
-                opened.close()
+            close = getattr(opened, "close", None)
+            if close is not None:
+                close()
 
 
-def open_layout_source(source: str) -> Any:
+def open_layout_source(source: str) -> LayoutRegistry:
     """The OCI image layout directory ``oci:/DIR`` names, read only (never created).
 
     The same verification follows as for a registry: the signature under the
@@ -211,12 +201,13 @@ def open_layout_source(source: str) -> Any:
     the desired one. A missing or half-written directory (no ``oci-layout``
     file, image-spec image-layout.md) is a pull failure the next sync retries.
     """
+    from powernode.oci.layout import LayoutRegistry  # noqa: PLC0415 - on first pull
+
     path = Path(source.removeprefix("oci:"))
     if not path.is_absolute():
         raise ConfigError(f"modules_registry: {source!r}: write oci:/absolute/path")
-    layout = importlib.import_module("powernode.oci.layout")
     try:
-        return layout.LayoutRegistry(path, create=False)
+        return LayoutRegistry(path, create=False)
     except OSError as e:
         raise TransportError(
             f"module source {source}: cannot read it: {e.strerror}; "
@@ -225,7 +216,7 @@ def open_layout_source(source: str) -> Any:
 
 
 def _same_digest(module: DesiredModule, got: str, what: str) -> None:
-    if digest_hex(got) != digest_hex(module.digest):
+    if image_digest(got) != image_digest(module.digest):
         raise DigestMismatchError(
             f"{what} {module.reference}: composefs digest", module.digest, got
         )
@@ -256,11 +247,11 @@ def plan(state: AttachState, desired: Sequence[DesiredModule]) -> list[Action]:
             actions.append(Action("detach", name, "", cur.digest if cur else ""))
         elif cur is None:
             actions.append(Action("attach", name, want.digest))
-        elif digest_hex(cur.digest) != digest_hex(want.digest):
+        elif cur.composefs != image_digest(want.digest):
             actions.append(Action("upgrade", name, want.digest, cur.digest))
         elif cur.priority != want.priority:
             actions.append(Action("reprioritize", name, want.digest, cur.digest))
-        elif digest_hex(cur.digest) not in mounted:
+        elif cur.hex not in mounted:
             actions.append(Action("remount", name, want.digest, cur.digest))
         else:
             actions.append(Action("keep", name, want.digest, cur.digest))

@@ -69,7 +69,7 @@ class Refusal:
         return {**asdict(self), "advice": self.advice}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Refusal:
+    def from_dict(cls, d: dict[str, Any]) -> Refusal:  # Any: JSON
         return cls(
             module=str(d.get("module", "")),
             digest=str(d.get("digest", "")),
@@ -80,7 +80,7 @@ class Refusal:
             actual=str(d.get("actual", "")),
         )
 
-    def event(self) -> dict[str, Any]:
+    def event(self) -> dict[str, Any]:  # Any: JSON
         """The ``kind``/``severity``/``payload`` of a node event (docs/node-api.md)."""
         # A warning, not an error: the node keeps serving what it served before.
         return {"kind": "module.refused", "severity": "warning", "payload": self.to_dict()}

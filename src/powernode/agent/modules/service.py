@@ -32,10 +32,12 @@ from powernode.agent.modules.refusal import Refusal
 from powernode.agent.tasks import TaskError
 from powernode.agent.transport import NodeClient, PlatformUnreachable
 from powernode.errors import PowernodeError
+from powernode.node.fields import JSON
+from powernode.node.records import DesiredModules
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[str, str, dict[str, Any]], None]  # kind, severity, payload
+Emit = Callable[[str, str, dict[str, JSON]], None]  # kind, severity, payload
 SYNCED = "module.synced"
 
 
@@ -43,7 +45,7 @@ def _key(r: Refusal) -> tuple[str, str, str, str]:
     return (r.module, r.digest, r.reason, r.path)
 
 
-def report_dict(report: SyncReport) -> dict[str, Any]:
+def report_dict(report: SyncReport) -> dict[str, Any]:  # Any: JSON
     """A sync report as JSON (the ``modules.sync`` task's result, ``sync --json``)."""
     return {
         "changed": report.changed,
@@ -90,10 +92,10 @@ class ModuleService:
             )
             self._refused(result.refused)
 
-    def sync(self, fetch: Callable[[], Mapping[str, Any]]) -> SyncReport:
+    def sync(self, fetch: Callable[[], DesiredModules | Mapping[str, object]]) -> SyncReport:
         """One reconcile with the desired set ``fetch`` returns; never raises for a refusal."""
         doc = fetch()
-        desired = parse_desired(dict(doc))
+        desired = parse_desired(doc if isinstance(doc, DesiredModules) else dict(doc))
         with self._lock:
             report = sync(
                 self.layout, desired.modules, puller=self.puller, composition=desired.composition
@@ -106,7 +108,7 @@ class ModuleService:
                 self._emit(SYNCED, "info", payload)
         return report
 
-    def sync_with(self, client: NodeClient) -> dict[str, Any]:
+    def sync_with(self, client: NodeClient) -> dict[str, Any]:  # Any: JSON
         """One reconcile with ``client``'s ``GET /node_api/modules``; the report as JSON.
 
         A failure to fetch or parse the desired set is logged, becomes a
@@ -124,7 +126,7 @@ class ModuleService:
             raise
         return report_dict(report)
 
-    def task(self, client_factory: Callable[[], NodeClient]) -> dict[str, Any]:
+    def task(self, client_factory: Callable[[], NodeClient]) -> dict[str, Any]:  # Any: JSON
         """The ``modules.sync`` task: reconcile with a client of its own (the loop owns its
         client); acks with the report, fails with the refusals (retryable only for pulls)."""
         client = client_factory()

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from powernode.agent.modules.refusal import Refusal
-from powernode.agent.modules.store import digest_hex
 from powernode.agent.pathcheck import check_composition_paths
 from powernode.core.composition import Composition
 from powernode.durable import write_json
 from powernode.errors import ConfigError, DataError
+from powernode.node import layout as names
+from powernode.node.store import image_digest
+from powernode.oci.digest import Digest
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 4 << 20
@@ -58,9 +60,17 @@ class ModuleSpec:
 
     def __post_init__(self) -> None:
         check_module_name(self.name)
-        object.__setattr__(self, "digest", "sha256:" + digest_hex(self.digest))
+        object.__setattr__(self, "digest", str(image_digest(self.digest)))
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ConfigError(f"module {self.name}: priority must be an integer")
+
+    @property
+    def composefs(self) -> Digest:
+        return Digest("sha256", self.hex)
+
+    @property
+    def hex(self) -> str:
+        return self.digest.removeprefix("sha256:")  # checked in __post_init__
 
 
 @dataclass(frozen=True)
@@ -83,14 +93,14 @@ class AttachState:
         """Composefs hex digests ``gc`` keeps, each with why: attached, mounted, rollback."""
         keep: dict[str, str] = {}
         for n, m in sorted(self.previous.items()):
-            keep[digest_hex(m.digest)] = f"{n} {m.version or '-'} (rollback)"
+            keep[m.hex] = f"{n} {m.version or '-'} (rollback)"
         for d in self.mounted:
             keep[d] = "mounted"
         for n, m in sorted(self.modules.items()):
-            keep[digest_hex(m.digest)] = f"{n} {m.version or '-'} (attached)"
+            keep[m.hex] = f"{n} {m.version or '-'} (attached)"
         return keep
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:  # Any: JSON, checked
         return {
             "version": STATE_VERSION,
             "generation": self.generation,
@@ -101,7 +111,7 @@ class AttachState:
         }
 
     @classmethod
-    def from_json(cls, doc: Any, source: str) -> AttachState:
+    def from_json(cls, doc: Any, source: str) -> AttachState:  # Any: JSON, checked
         try:
             if doc.get("version") != STATE_VERSION:
                 raise DataError(f"{source}: state version {doc.get('version')!r} is not 1")
@@ -112,7 +122,7 @@ class AttachState:
                 for n, rs in doc.get("refusals", {}).items()
             }
             generation = doc["generation"]
-            mounted = tuple(digest_hex(d) for d in doc.get("mounted", []))
+            mounted = tuple(image_digest(d).hex for d in doc.get("mounted", []))
             if not isinstance(generation, int) or generation < 0:
                 raise DataError(f"{source}: generation: expected a non-negative integer")
         except (AttributeError, KeyError, TypeError) as e:
@@ -124,12 +134,12 @@ class AttachState:
         return cls(modules, generation, mounted, refusals, previous)
 
 
-def _spec_json(m: ModuleSpec) -> dict[str, Any]:
+def _spec_json(m: ModuleSpec) -> dict[str, Any]:  # Any: JSON, checked
     return {"digest": m.digest, "priority": m.priority, "version": m.version,
             "reference": m.reference}  # fmt: skip
 
 
-def _spec(name: str, m: Any) -> ModuleSpec:
+def _spec(name: str, m: Any) -> ModuleSpec:  # Any: JSON, checked
     return ModuleSpec(name, m["digest"], m["priority"], m.get("version", ""),
                       m.get("reference", ""))  # fmt: skip
 
@@ -143,9 +153,9 @@ def next_previous(state: AttachState, target: Mapping[str, ModuleSpec]) -> dict[
     out: dict[str, ModuleSpec] = {}
     for name, want in target.items():
         cur, before = state.modules.get(name), state.previous.get(name)
-        if cur is not None and digest_hex(cur.digest) != digest_hex(want.digest):
+        if cur is not None and cur.digest != want.digest:
             out[name] = cur
-        elif before is not None and digest_hex(before.digest) != digest_hex(want.digest):
+        elif before is not None and before.digest != want.digest:
             out[name] = before
     return out
 
@@ -154,8 +164,8 @@ class StateFile:
     """Load and save :class:`AttachState` at ``<agent dir>/modules.json``."""
 
     def __init__(self, agent_dir: Path) -> None:
-        self.path = agent_dir / "modules.json"
-        self.lock_path = agent_dir / "lock"
+        self.path = agent_dir / names.MODULES_STATE_FILE
+        self.lock_path = agent_dir / names.LOCK_FILE
 
     def load(self) -> AttachState:
         try:
@@ -194,7 +204,7 @@ class StateFile:
 
     @property
     def store_lock_path(self) -> Path:
-        return self.lock_path.with_name("store.lock")
+        return self.lock_path.with_name(names.STORE_LOCK_FILE)
 
 
 @contextlib.contextmanager
@@ -222,7 +232,7 @@ def _flock(path: Path, mode: int, timeout: float, what: str) -> Iterator[None]:
 
 
 def composition_path(agent_dir: Path) -> Path:
-    return agent_dir / "composition.json"
+    return agent_dir / names.COMPOSITION_FILE
 
 
 def load_composition(agent_dir: Path) -> Composition | None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.reconcile import DesiredModule
-from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.union import serving_union
+from powernode.node.store import image_digest
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def status(
     # attached nor, without ``desired``, known otherwise, and the refusal is the news.
     for name in sorted(set(state.modules) | set(wanted) | set(state.refusals)):
         cur, want = state.modules.get(name), wanted.get(name)
-        is_mounted = cur is not None and digest_hex(cur.digest) in mounted
+        is_mounted = cur is not None and cur.hex in mounted
         refused = state.refusals.get(name, ())
         if is_mounted and cur is not None:
             digest = cur.digest
@@ -59,8 +59,8 @@ def status(
                 desired=want.version if want is not None else None,
                 digest=digest,
                 attached=cur is not None,
-                pulled=bool(digest) and layout.store.has_image(digest),
-                verified=bool(digest) and seals.load(digest_hex(digest)) is not None,
+                pulled=bool(digest) and layout.store.has_image(image_digest(digest)),
+                verified=bool(digest) and seals.load(image_digest(digest).hex) is not None,
                 mounted=is_mounted,
                 priority=cur.priority if cur else (want.priority if want else None),
                 version=cur.version if cur else "",
@@ -76,4 +76,4 @@ def running_module_digests(layout: NodeLayout) -> dict[str, str]:
     if not serving_union(layout):
         return {}
     mounted = set(state.mounted)
-    return {n: m.digest for n, m in state.modules.items() if digest_hex(m.digest) in mounted}
+    return {n: m.digest for n, m in state.modules.items() if m.hex in mounted}

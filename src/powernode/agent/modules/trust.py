@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from powernode.errors import ConfigError, PowernodeError
 from powernode.signing.policy import (
@@ -41,7 +40,7 @@ _IDENTITY = ("cosign_identity_regexp", "identity_regexp")
 _ISSUER = ("cosign_issuer_regexp", "issuer_regexp")
 
 
-def _pick(doc: Mapping[str, Any], names: tuple[str, ...], source: str) -> str | None:
+def _pick(doc: Mapping[str, object], names: tuple[str, ...], source: str) -> str | None:
     for name in names:
         value = doc.get(name)
         if value is None:
@@ -53,7 +52,7 @@ def _pick(doc: Mapping[str, Any], names: tuple[str, ...], source: str) -> str | 
 
 
 def policy_from_doc(
-    doc: Any,
+    doc: object,
     *,
     source: str,
     roots_pem: bytes | None = None,
@@ -142,7 +141,7 @@ class PolicyReader:
     clock: Callable[[], datetime] | None = None
     signing_time: SigningTime | None = None
 
-    def __call__(self, doc: Any, source: str) -> TrustPolicy:
+    def __call__(self, doc: object, source: str) -> TrustPolicy:
         now = self.clock() if self.clock is not None else None
         return policy_from_doc(
             doc, source=source, roots_pem=self.roots_pem, now=now, signing_time=self.signing_time

@@ -37,12 +37,12 @@ from powernode.core.composition import Composition
 from powernode.errors import MountError, SyscallError
 from powernode.linux import MS_PRIVATE, measure_verity, move_mount
 from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
-from powernode.mount.overlay import MountStack, Upper, Verity, overlay_options
+from powernode.mount.overlay import MountStack, Upper, overlay_options
+from powernode.node import layout as names
+from powernode.node.layout import UNION_SOURCE, Verity
 from powernode.verity.composefs.reader import Image
 
 log = logging.getLogger(__name__)
-
-UNION_SOURCE = "powernode-modules"  # the overlay's source in mountinfo: marks our unions
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def ensure_run(layout: NodeLayout) -> Path:
     top = top_mount(run)
     if top is None or top.fstype != "tmpfs":
         run.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mount("tmpfs", run, "tmpfs", MS_NODEV, f"size={layout.tmpfs_size},mode=700")
+        mount("tmpfs", run, "tmpfs", MS_NODEV, names.run_tmpfs_options(layout.tmpfs_size))
         mount("none", run, "", MS_PRIVATE)
     return run
 

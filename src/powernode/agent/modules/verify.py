@@ -25,9 +25,9 @@ from typing import Literal
 from powernode.agent.modules.integrity import verify_image
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
-from powernode.agent.modules.store import digest_hex, read_module_json
 from powernode.agent.modules.union import serving_union
 from powernode.errors import ConfigError
+from powernode.node.store import image_digest, read_module_json
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ def verify_path(path: Path, layout: NodeLayout | None = None) -> Verdict:
     if (path / "module.json").is_file():
         info = read_module_json(path)
         return _check(
-            path, "artifact", [(info.name, info.digest, path / "image.cfs", path / "objects")]
+            path, "artifact", [(info.name, str(info.digest), path / "image.cfs", path / "objects")]
         )
     if path.is_file() and path.suffix == ".cfs" and path.parent.name == "images":
-        digest = digest_hex(path.stem, field=f"{path}: file name")
+        digest = image_digest(path.stem, what=f"{path}: file name").hex
         return _check(path, "image", [(path.stem, digest, path, path.parent.parent / "objects")])
     if layout is not None:
         state = layout.state_file.load()
@@ -97,15 +97,15 @@ def verify_path(path: Path, layout: NodeLayout | None = None) -> Verdict:
                 raise ConfigError(f"{path}: no module union is mounted here; attach modules first")
             mounted = set(state.mounted)
             items = [
-                (m.name, m.digest, store.image_path(m.digest), store.objects_dir)
+                (m.name, m.digest, store.image_path(m.composefs), store.objects_dir)
                 for m in state.modules.values()
-                if digest_hex(m.digest) in mounted
+                if m.hex in mounted
             ]
             return _check(path, "union", sorted(items))
         if path.parent.name == "layers" and path.parent.parent.parent == layout.run_dir:
             m = state.modules.get(path.name)
-            if m is not None and digest_hex(m.digest) in state.mounted:
-                item = (m.name, m.digest, store.image_path(m.digest), store.objects_dir)
+            if m is not None and m.hex in state.mounted:
+                item = (m.name, m.digest, store.image_path(m.composefs), store.objects_dir)
                 return _check(path, "module", [item])
     raise ConfigError(
         f"{path}: not an artifact directory (module.json), a store image (images/<hex>.cfs), "
@@ -122,6 +122,6 @@ def verify_attached(layout: NodeLayout, name: str | None = None) -> Verdict:
         attached = ", ".join(sorted(state.modules)) or "none"
         raise ConfigError(f"module {name!r} is not attached (attached: {attached})")
     chosen = [m for n, m in sorted(state.modules.items()) if name is None or n == name]
-    items = [(m.name, m.digest, store.image_path(m.digest), store.objects_dir) for m in chosen]
+    items = [(m.name, m.digest, store.image_path(m.composefs), store.objects_dir) for m in chosen]
     kind: Kind = "module" if name is not None else "union"
     return _check(layout.root if name is None else Path(name), kind, items)

@@ -22,6 +22,7 @@ from powernode.platform.api.deps import PlatformState, State
 from powernode.platform.api.problem_responses import RATE_LIMITED
 from powernode.platform.api.schemas_nodeapi import (
     AckIn,
+    DesiredModulesOut,
     EnrollIn,
     EnrollOut,
     EventsIn,
@@ -136,7 +137,7 @@ def lease(body: LeaseIn, state: State, node: Node) -> Response:
     )
 
 
-def _json(doc: dict[str, Any]) -> Response:
+def _json(doc: dict[str, Any]) -> Response:  # Any: JSON
     return Response(json.dumps(doc, separators=(",", ":")).encode(), media_type=JSON)
 
 
@@ -235,7 +236,8 @@ def rotate(body: RotateIn, state: State, node: Node) -> RotateOut:
 
 
 @router.get("/modules")
-def desired_modules(state: State, node: Node) -> dict[str, Any]:
+def desired_modules(state: State, node: Node) -> DesiredModulesOut:
     """The desired module set of the caller's instance (issue 7)."""
     with state.unit(_node_actor(node), write=False) as ctx:
-        return modules.desired_modules(ctx, node.instance_id)
+        answer = modules.desired_modules(ctx, node.instance_id)
+    return DesiredModulesOut.model_validate(answer.to_json())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -54,7 +54,7 @@ class HeartbeatIn(BaseModel):
     boot_id: str = Field(default="", max_length=64)
     agent_version: str = Field(default="", max_length=64)
     running_module_digests: dict[ModuleName, Digest] = Field(default_factory=dict, max_length=1000)
-    mounts: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    mounts: dict[str, object] = Field(default_factory=dict, max_length=64)
     load: list[float] = Field(default_factory=list, max_length=3)
     mem: dict[Annotated[str, StringConstraints(max_length=32)], int] = Field(
         default_factory=dict, max_length=16
@@ -72,7 +72,7 @@ class LeaseIn(In):
 class LeasedOut(BaseModel):
     id: str
     kind: str
-    payload: dict[str, Any]
+    payload: dict[str, object]
     attempt: int
     lease_expires_at: datetime
 
@@ -82,7 +82,7 @@ class LeaseOut(BaseModel):
 
 
 class AckIn(In):
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, object] = Field(default_factory=dict)
     attempt: int | None = Field(
         default=None, ge=1, le=1000, description="the attempt the lease answered; checked"
     )
@@ -106,7 +106,7 @@ class OutcomeIn(In):
 
     id: str = Field(min_length=1, max_length=64)
     outcome: Literal["ack", "fail"]
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, object] = Field(default_factory=dict)
     error: str = Field(default="", max_length=8192)
     retryable: bool = False
     attempt: int | None = Field(
@@ -136,7 +136,7 @@ class EventIn(In):
     kind: Kind
     severity: Literal["debug", "info", "warning", "error", "critical"]
     occurred_at: AwareDatetime
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, object] = Field(default_factory=dict)
 
 
 class EventsIn(In):
@@ -155,6 +155,40 @@ class RotateIn(In):
 class RotateOut(BaseModel):
     certificate_pem: str
     not_after: datetime
+
+
+class TrustPolicyOut(BaseModel):
+    """A module's trust policy as the agent reads it (agent/modules/trust.py)."""
+
+    cosign_public_key: str | None = None
+    cosign_identity_regexp: str | None = None
+    cosign_issuer_regexp: str | None = None
+
+
+class DesiredModuleOut(BaseModel):
+    name: str
+    composefs_digest: Digest
+    effective_priority: int = Field(
+        description="(priority, variety) as one integer: higher is stacked above"
+    )
+    version: str = ""
+    reference: str = Field(default="", description="the artifact's reference; empty: none")
+    trust_policy: TrustPolicyOut | None = None
+    promotion_state: str = ""
+    variety: str = ""
+    assigned: bool = False
+
+
+class DesiredModulesOut(BaseModel):
+    """``GET /node_api/modules``: the desired module set of the caller's instance."""
+
+    modules: list[DesiredModuleOut]
+    instance_id: str = ""
+    template: str = ""
+    allowed_states: list[str] = Field(default_factory=list)
+    composition: dict[str, object] | None = Field(  # core.composition.Composition.to_dict
+        default=None, description="core.composition.Composition.to_dict; null for an empty set"
+    )
 
 
 # --- operator side ----------------------------------------------------------
@@ -191,7 +225,7 @@ class BootstrapTokenInfo(BaseModel):
 
 class TaskIn(In):
     kind: Kind
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, object] = Field(default_factory=dict)
     max_attempts: Annotated[int, Field(ge=1, le=100), JSON_INTEGER] = 3
 
 
@@ -200,13 +234,13 @@ class TaskOut(BaseModel):
     kind: str
     state: str
     instance_id: str | None
-    payload: dict[str, Any]
+    payload: dict[str, object]
     attempts: int
     max_attempts: int
     available_at: datetime
     lease_owner: str | None
     lease_expires_at: datetime | None
-    result: dict[str, Any] | None
+    result: dict[str, object] | None
     error: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -237,7 +271,7 @@ class EventOut(BaseModel):
     kind: str
     severity: str
     occurred_at: datetime
-    payload: dict[str, Any]
+    payload: dict[str, object]
 
     @classmethod
     def of(cls, e: FleetEvent) -> EventOut:

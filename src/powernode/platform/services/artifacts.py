@@ -10,25 +10,32 @@ seam; ``verify`` returns an :class:`IngestedArtifact` or raises
 the ingest is retried).
 
 :class:`PublishArtifactSource` is the production adapter over the publishing
-package (``powernode.publish.verify_artifact`` and
-``powernode.oci.registry.open_registry``), imported when first used so the
-platform starts without it. Tests use an in-memory fake of the protocol.
+package (:func:`powernode.publish.verify.verify_artifact` and
+:func:`powernode.oci.registry.open_registry`); it reads the
+:class:`~powernode.publish.verify.VerifiedArtifact` by its typed fields. Tests
+use an in-memory fake of the protocol.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from powernode.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from powernode.signing.policy import SigningTime
+from powernode.oci.refs import parse_reference
+from powernode.oci.registry import Registry, open_registry
+from powernode.publish.verify import VerifiedArtifact, verify_artifact
+from powernode.signing.policy import (
+    KeylessPolicy,
+    PublicKeyPolicy,
+    SigningTime,
+    TrustPolicy,
+    signing_time_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,12 @@ class IngestedArtifact:
     composefs_digest: str
     manifest_digest: str  # the OCI manifest the signature covers
     artifact_ref: str  # registry/repository@sha256:… (pinned)
-    manifest: Mapping[str, Any]  # the canonical manifest.json dict
+    manifest: Mapping[str, object]  # the canonical manifest.json dict
     file_list: tuple[str, ...]
     signer: str  # who signed, for the audit log
     fsverity_root_hash: str | None = None
     sbom_ref: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 class ArtifactSource(Protocol):
@@ -80,14 +87,6 @@ class ArtifactSource(Protocol):
     def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
         """The artifact at ``repository:tag``, verified against ``trust``; raises otherwise."""
         ...
-
-
-def _attr(obj: object, *names: str, default: Any = None) -> Any:
-    for n in names:
-        value = getattr(obj, n, None)
-        if value is not None:
-            return value
-    return default
 
 
 @dataclass
@@ -113,8 +112,6 @@ class PublishArtifactSource:
         *,
         insecure_ignore_tlog: bool = False,
     ) -> PublishArtifactSource:
-        from powernode.signing.policy import signing_time_from  # noqa: PLC0415
-
         roots = None
         if roots_file is not None:
             try:
@@ -125,17 +122,13 @@ class PublishArtifactSource:
                 ) from e
         return cls(registry, roots, clock, signing_time_from(tlog_keys_file, insecure_ignore_tlog))
 
-    def _open(self) -> Any:
-        from powernode.oci.registry import open_registry  # noqa: PLC0415
-
+    def _open(self) -> Registry:
         return open_registry(self.registry)
 
     def list_tags(self, repository: str) -> list[str]:
         return list(self._open().list_tags(repository))
 
-    def _policy(self, trust: ModuleTrust) -> object:
-        from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy  # noqa: PLC0415
-
+    def _policy(self, trust: ModuleTrust) -> TrustPolicy:
         if trust.public_key_pem is not None:
             return PublicKeyPolicy(trust.public_key_pem.encode())
         if self.roots_pem is None:
@@ -161,47 +154,21 @@ class PublishArtifactSource:
         )
 
     def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
-        try:
-            publish = importlib.import_module("powernode.publish")
-        except ImportError as e:
-            raise ConfigError(
-                "registry ingest needs powernode.publish (the publishing package), "
-                f"which is not installed: {e}"
-            ) from e
-        from powernode.oci.refs import parse_reference  # noqa: PLC0415
-
         ref = parse_reference(f"{repository}:{tag}")
-        verified = publish.verify_artifact(self._open(), ref, self._policy(trust))
+        verified = verify_artifact(self._open(), ref, self._policy(trust))
         return self._ingested(verified, repository)
 
-    def _ingested(self, verified: object, repository: str) -> IngestedArtifact:
-        config = _attr(verified, "config", "module_json", default={})
-        manifest = _attr(verified, "manifest", default=None)
-        if manifest is None and isinstance(config, Mapping):
-            manifest = config.get("manifest")
-        if not isinstance(manifest, Mapping):
+    def _ingested(self, verified: VerifiedArtifact, repository: str) -> IngestedArtifact:
+        if not isinstance(verified.config.get("manifest"), dict):
             raise DataError(f"{repository}: the verified artifact carries no manifest.json")
-        digest = str(_attr(verified, "manifest_digest", "digest", default=""))
-        files = _attr(verified, "file_list", "files", default=())
-        name = _attr(verified, "name", default=None)
-        version = _attr(verified, "version", default=None)
-        if isinstance(config, Mapping):
-            name = name or config.get("name")
-            version = version or config.get("version")
         return IngestedArtifact(
-            name=str(name),
-            version=str(version),
-            composefs_digest=str(_attr(verified, "composefs_digest", default="")),
-            manifest_digest=digest,
-            artifact_ref=str(_attr(verified, "reference", "ref", default=f"{repository}@{digest}")),
-            manifest=dict(manifest),
-            file_list=tuple(str(f) for f in files) if not isinstance(files, int) else (),
-            signer=str(_attr(verified, "signer", default="")),
-            fsverity_root_hash=_str_or_none(_attr(verified, "fsverity_root_hash")),
-            sbom_ref=_str_or_none(_attr(verified, "sbom_ref", "sbom_digest")),
+            name=verified.name,
+            version=verified.version,
+            composefs_digest=str(verified.composefs_digest),
+            manifest_digest=str(verified.manifest_digest),
+            artifact_ref=str(verified.reference),
+            manifest=verified.manifest,
+            file_list=verified.file_list,
+            signer=str(verified.signer),
+            sbom_ref=str(verified.sbom_digest),
         )
-
-
-def _str_or_none(value: object) -> str | None:
-    # Digests and references arrive as objects whose str() is the canonical text.
-    return None if value is None else str(value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,7 +35,7 @@ class NodeEvent:
     kind: str
     severity: str
     occurred_at: datetime
-    payload: dict[str, Any]
+    payload: dict[str, object]
 
 
 def store(session: Session, instance_id: str, events: list[NodeEvent]) -> tuple[int, int]:

@@ -24,7 +24,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 import anyio
 from sqlalchemy import Engine, Table, bindparam, or_, select, update
@@ -43,7 +43,7 @@ class HeartbeatReport:
     boot_id: str = ""
     agent_version: str = ""
     running_module_digests: dict[str, str] = field(default_factory=dict)
-    mounts: dict[str, Any] = field(default_factory=dict)
+    mounts: dict[str, object] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
     mem: dict[str, int] = field(default_factory=dict)
 

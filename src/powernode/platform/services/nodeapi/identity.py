@@ -118,13 +118,13 @@ def judge(
 
 
 @functools.cache
-def _identity_read() -> Select[Any]:
+def _identity_read() -> Select[Any]:  # Any: the rows of a select, typed by SQLAlchemy
     t = cast(Table, NodeInstance.__table__)
     return select(t.c.status, t.c.cert_serial, t.c.new_cert_serial).where(t.c.id == bindparam("id"))
 
 
 @functools.cache
-def _revoked_read() -> Select[Any]:
+def _revoked_read() -> Select[Any]:  # Any: the rows of a select, typed by SQLAlchemy
     t = cast(Table, NodeCertificate.__table__)
     return select(t.c.revoked_at).where(t.c.serial == bindparam("serial"))
 

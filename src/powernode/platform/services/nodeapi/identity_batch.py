@@ -29,7 +29,7 @@ MAX_BATCH = 500  # ids per SELECT; more waiting are read in the next round
 
 
 @functools.cache
-def _read_many() -> Select[Any]:
+def _read_many() -> Select[Any]:  # Any: the rows of a select, typed by SQLAlchemy
     t = cast(Table, NodeInstance.__table__)
     return select(t.c.id, t.c.status, t.c.cert_serial, t.c.new_cert_serial).where(
         t.c.id.in_(bindparam("ids", expanding=True))

@@ -8,38 +8,40 @@ the instance runs, in the promotion states the node may run
 or ``staging``, ``blessed`` and ``live`` when the node is marked as a test
 node (node metadata ``"test": true``, which needs promote-live to set).
 Each entry adds what the agent needs to pull and verify it — the artifact
-reference and the module's trust policy —
-in the form :meth:`powernode.agent.modules.reconcile.DesiredModule.from_api`
-parses (docs/agent-modules.md), and the composition in
-``core.composition.Composition.to_dict`` form.
+reference and the module's trust policy — as the node's record
+:class:`powernode.node.records.DesiredModules` (docs/agent-modules.md), the
+composition in ``core.composition.Composition.to_dict`` form.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from sqlalchemy import select
 
 from powernode.core.priority import Variety, stack_rank
+from powernode.node.fields import JSON
+from powernode.node.records import DesiredModule, DesiredModules, TrustPolicy
+from powernode.oci.digest import Digest
 from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion
 from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.desired import desired_for, node_states
 
 
-def trust_policy(module: NodeModule) -> dict[str, str] | None:
+def trust_policy(module: NodeModule) -> TrustPolicy | None:
     """The module's trust policy as the agent reads it (agent/modules/trust.py); None if unset."""
     if module.cosign_public_key:
-        return {"cosign_public_key": module.cosign_public_key}
+        return TrustPolicy(cosign_public_key=module.cosign_public_key)
     if module.cosign_identity_regexp and module.cosign_issuer_regexp:
-        return {
-            "cosign_identity_regexp": module.cosign_identity_regexp,
-            "cosign_issuer_regexp": module.cosign_issuer_regexp,
-        }
+        return TrustPolicy(
+            cosign_identity_regexp=module.cosign_identity_regexp,
+            cosign_issuer_regexp=module.cosign_issuer_regexp,
+        )
     return None
 
 
-def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
+def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
     """The answer of ``GET /node_api/modules`` for ``instance_id`` (taken from its certificate)."""
     instance = ctx.session.get(NodeInstance, instance_id)
     if instance is None:
@@ -74,26 +76,26 @@ def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
                 version=m.version_string,
             )
         entries.append(
-            {
-                "name": m.name,
-                "version": m.version_string,
-                "composefs_digest": m.composefs_digest,
+            DesiredModule(
+                name=m.name,
+                version=m.version_string,
+                composefs_digest=Digest.parse(m.composefs_digest),
                 # One integer carrying (priority, variety): the agent stacks by it
                 # (core.priority.stack_rank); the operator's number is m.priority.
-                "effective_priority": stack_rank(m.priority, Variety(m.variety)),
-                "reference": v.artifact_ref or "",
-                "trust_policy": trust_policy(v.module),
-                "promotion_state": m.promotion_state,
-                "variety": m.variety,
-                "assigned": m.assigned,
-            }
+                effective_priority=stack_rank(m.priority, Variety(m.variety)),
+                reference=v.artifact_ref or "",
+                trust_policy=trust_policy(v.module),
+                promotion_state=m.promotion_state,
+                variety=m.variety,
+                assigned=m.assigned,
+            )
         )
-    return {
-        "instance_id": instance.id,
-        "template": desired.template_name,
-        "allowed_states": sorted(states),
-        "modules": entries,
+    return DesiredModules(
+        instance_id=instance.id,
+        template=desired.template_name,
+        allowed_states=sorted(states),
+        modules=entries,
         # Nothing to compose for an empty set: null, so an agent with nothing
         # attached has nothing to restack (docs/agent-modules.md: "composition": {…} | null).
-        "composition": desired.composition.to_dict() if entries else None,
-    }
+        composition=cast("dict[str, JSON]", desired.composition.to_dict()) if entries else None,
+    )

@@ -55,13 +55,13 @@ MAX_LIST = 1000
 class Leased:
     id: str
     kind: str
-    payload: dict[str, Any]
+    payload: dict[str, object]
     attempt: int
     lease_expires_at: datetime
 
 
 def enqueue(
-    ctx: Ctx, instance_id: str, kind: str, payload: dict[str, Any], max_attempts: int
+    ctx: Ctx, instance_id: str, kind: str, payload: dict[str, object], max_attempts: int
 ) -> Task:
     ctx.actor.require(WRITE, "enqueueing a task")
     if not 1 <= max_attempts <= 100:
@@ -130,7 +130,7 @@ def _lease_statement() -> Update:
     # attempts < max_attempts (fail requeues only then; enqueue starts at 0).
     dead = t.c.attempts >= t.c.max_attempts
 
-    def unless_dead(alive: Any, when_dead: Any) -> Any:
+    def unless_dead(alive: Any, when_dead: Any) -> Any:  # Any: SQL expression
         return case((dead, when_dead), else_=alive)
 
     until = bindparam("until", type_=at)
@@ -189,7 +189,7 @@ class Outcome:
 
     task_id: str
     verb: str
-    result: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, object] = field(default_factory=dict)
     error: str = ""
     retryable: bool = False
     attempt: int | None = None  # the lease's attempt number, as the lease answered it
@@ -209,7 +209,7 @@ class Recorded:
     detail: str = ""
 
 
-_Row = Any  # a Row of (id, instance_id, state, lease_owner, attempts, max_attempts)
+_Row = Any  # Any: a SQLAlchemy Row (id, instance_id, state, lease_owner, attempts, max)
 
 
 def record(
@@ -230,7 +230,7 @@ def record(
     rows = {r.id: r for r in session.connection().execute(_locking_read(), {"ids": ids})}
     answers: list[Recorded] = []
     after: dict[str, str] = {}  # the state each task of this batch was given
-    writes: dict[str, list[dict[str, Any]]] = {"ack": [], "retry": [], "final": []}
+    writes: dict[str, list[dict[str, object]]] = {"ack": [], "retry": [], "final": []}
     for o in outcomes:
         if o.task_id in after:
             answers.append(Recorded(o.task_id, 200, after[o.task_id], "reported twice; first kept"))
@@ -259,7 +259,7 @@ def record(
     return answers
 
 
-def _write(session: Session, writes: dict[str, list[dict[str, Any]]], now: datetime) -> None:
+def _write(session: Session, writes: dict[str, list[dict[str, object]]], now: datetime) -> None:
     """One executemany per kind of change (psycopg pipelines it: one round trip)."""
     conn = session.connection()
     for kind, params in writes.items():
@@ -268,7 +268,7 @@ def _write(session: Session, writes: dict[str, list[dict[str, Any]]], now: datet
 
 
 @functools.cache
-def _locking_read() -> Select[Any]:
+def _locking_read() -> Select[Any]:  # Any: the rows of a select, typed by SQLAlchemy
     """The outcomes' tasks, locked in id order (built once; bound parameter ``ids``)."""
     t = cast(Table, Task.__table__)
     return (
@@ -362,7 +362,7 @@ def ack(
     session: Session,
     instance_id: str,
     task_id: str,
-    result: dict[str, Any],
+    result: dict[str, object],
     now: datetime,
     *,
     attempt: int | None = None,

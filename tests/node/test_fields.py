@@ -1,4 +1,4 @@
-"""powernode.agent.fields: typed, bounded records without pydantic."""
+"""powernode.node.fields: typed, bounded records without pydantic."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from powernode.agent.fields import Bounds, FieldErrors, bounded, build
+from powernode.node.fields import Bounds, FieldErrors, bounded, build
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Typed, bounded dataclass fields for the agent's config and the platform's answers.
+"""Typed, bounded dataclass fields for the agent's config and the node API's records.
 
 The agent once used pydantic for both. Importing pydantic and building its
 schemas cost ~15 MB of resident memory on every node (bench/bench_agent_rss.py:
 54 MB against a 50 MB target), for a dozen flat records. This module does the
 part the agent needs: each field typed (``str``, ``int``, ``float``, ``bool``,
-``Path``, ``datetime``, ``dict[str, Any]``, ``list[<record>]``, and ``X | None``),
+``Path``, ``datetime``, :class:`~powernode.oci.digest.Digest`, ``dict[str, <JSON>]``,
+``dict[str, <scalar>]``, ``list[<record or scalar>]``, and ``X | None``),
 bounded (:func:`bounded`), unknown keys refused or ignored, and every problem
 named by its location (``tasks.0.id: ...``), all at once.
 
@@ -23,11 +24,16 @@ import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from powernode.errors import DataError
+from powernode.oci.digest import Digest
 
 T = TypeVar("T")
+Extra = Literal["forbid", "ignore"]
+
+# A JSON value as json.loads gives it.
+JSON = Union[None, bool, int, float, str, list["JSON"], dict[str, "JSON"]]  # noqa: UP007
 
 _SHOWN = 10
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -54,7 +60,7 @@ class Bounds:
     min_length: int | None = None
     max_length: int | None = None
 
-    def check(self, value: Any) -> str | None:
+    def check(self, value: object) -> str | None:
         """The broken bound's message, or None."""
         if isinstance(value, str | list | dict):
             n, unit = len(value), "characters" if isinstance(value, str) else "items"
@@ -69,34 +75,41 @@ class Bounds:
             ("<", self.lt, operator.lt),
             ("<=", self.le, operator.le),
         ):
-            if limit is not None and not ok(value, limit):
+            if limit is not None and not ok(value, limit):  # type: ignore[arg-type]
                 return f"must be {op} {limit:g}, got {value!r}"
         return None
 
 
-def bounded(default: Any = dataclasses.MISSING, **limits: Any) -> Any:
+def bounded(
+    default: Any = dataclasses.MISSING,  # Any: a field default of the field's type
+    default_factory: Callable[[], object] | None = None,
+    **limits: Any,  # Any: Bounds' keyword arguments (numbers)
+) -> Any:  # Any: what dataclasses.field returns
     """A dataclass field with :class:`Bounds` (``gt ge lt le min_length max_length``)."""
-    return dataclasses.field(default=default, metadata={"bounds": Bounds(**limits)})
+    meta = {"bounds": Bounds(**limits)}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @functools.cache
-def _hints(cls: Any) -> dict[str, Any]:
+def _hints(cls: type) -> dict[str, Any]:  # Any: typing.get_type_hints
     return typing.get_type_hints(cls)
 
 
-def _fields(cls: Any) -> tuple[dataclasses.Field[Any], ...]:
+def _fields(cls: type) -> tuple[dataclasses.Field[object], ...]:
     return dataclasses.fields(cls)
 
 
-def field_names(cls: Any) -> tuple[str, ...]:
+def field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in _fields(cls))
 
 
 def build(
     cls: type[T],
-    doc: Any,
+    doc: object,
     *,
-    extra: Literal["forbid", "ignore"] = "ignore",
+    extra: Extra = "ignore",
     lenient: bool = False,
     loc: str = "",
 ) -> T:
@@ -107,7 +120,7 @@ def build(
     known = field_names(cls)
     if extra == "forbid":
         errors += [(_at(loc, k), "unknown field") for k in sorted(set(doc) - set(known))]
-    hints, values = _hints(typing.cast(Any, cls)), {}
+    hints, values = _hints(typing.cast(type, cls)), {}
     for f in _fields(cls):
         where = _at(loc, f.name)
         if f.name not in doc:
@@ -142,7 +155,13 @@ def _at(loc: str, name: str | int) -> str:
     return f"{loc}.{name}" if loc else str(name)
 
 
-def _convert(tp: Any, value: Any, where: str, extra: Any, lenient: bool) -> Any:
+def _convert(
+    tp: Any,
+    value: object,
+    where: str,
+    extra: Extra,
+    lenient: bool,  # Any: a type form
+) -> object:  # Any: a type form
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
@@ -162,10 +181,25 @@ def _convert(tp: Any, value: Any, where: str, extra: Any, lenient: bool) -> Any:
             raise FieldErrors(errors)
         return out
     if origin is dict:
-        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        if not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise FieldErrors([(where, "expected an object with string keys")])
+        if args[1] not in _SCALARS:
+            return value  # JSON: kept as it is
+        errors, converted = [], {}
+        for k, item in value.items():
+            try:
+                converted[k] = _convert(args[1], item, _at(where, k), extra, lenient)
+            except FieldErrors as e:
+                errors += e.errors
+        if errors:
+            raise FieldErrors(errors)
+        return converted
+    if origin is Literal:
+        if value in args:
             return value
-        raise FieldErrors([(where, "expected an object with string keys")])
-    if dataclasses.is_dataclass(tp):
+        choices = ", ".join(repr(a) for a in args)
+        raise FieldErrors([(where, f"expected one of {choices}, got {_show(value)}")])
+    if dataclasses.is_dataclass(tp) and tp not in _SCALARS:
         return build(typing.cast(type, tp), value, extra=extra, lenient=lenient, loc=where)
     convert = _SCALARS.get(tp)
     if convert is None:  # pragma: no cover - a record declared with an unsupported type
@@ -176,18 +210,18 @@ def _convert(tp: Any, value: Any, where: str, extra: Any, lenient: bool) -> Any:
         raise FieldErrors([(where, str(e))]) from None
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _str(value: Any, _lenient: bool) -> str:
+def _str(value: object, _lenient: bool) -> str:
     if isinstance(value, str):
         return value
     raise TypeError(f"expected a string, got {type(value).__name__}")
 
 
-def _int(value: Any, lenient: bool) -> int:
+def _int(value: object, lenient: bool) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if lenient and isinstance(value, str):
@@ -198,7 +232,7 @@ def _int(value: Any, lenient: bool) -> int:
     raise TypeError(f"expected an integer, got {_show(value)}")
 
 
-def _float(value: Any, lenient: bool) -> float:
+def _float(value: object, lenient: bool) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if lenient and isinstance(value, str):
@@ -209,7 +243,7 @@ def _float(value: Any, lenient: bool) -> float:
     raise TypeError(f"expected a number, got {_show(value)}")
 
 
-def _bool(value: Any, lenient: bool) -> bool:
+def _bool(value: object, lenient: bool) -> bool:
     if isinstance(value, bool):
         return value
     if lenient and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -217,7 +251,7 @@ def _bool(value: Any, lenient: bool) -> bool:
     raise TypeError(f"expected true or false, got {_show(value)}")
 
 
-def _path(value: Any, _lenient: bool) -> Path:
+def _path(value: object, _lenient: bool) -> Path:
     if isinstance(value, Path):
         return value
     if isinstance(value, str) and value and "\0" not in value:
@@ -225,7 +259,7 @@ def _path(value: Any, _lenient: bool) -> Path:
     raise TypeError(f"expected a path, got {_show(value)}")
 
 
-def _datetime(value: Any, _lenient: bool) -> datetime:
+def _datetime(value: object, _lenient: bool) -> datetime:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
@@ -236,11 +270,23 @@ def _datetime(value: Any, _lenient: bool) -> datetime:
     raise ValueError(f"expected an ISO 8601 date and time, got {_show(value)}")
 
 
-_SCALARS: dict[Any, Callable[[Any, bool], Any]] = {
+def _digest(value: object, _lenient: bool) -> Digest:
+    if isinstance(value, Digest):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"expected a digest string, got {_show(value)}")
+    try:
+        return Digest.parse(value)
+    except DataError as e:
+        raise ValueError(str(e)) from None
+
+
+_SCALARS: dict[object, Callable[[object, bool], object]] = {
     str: _str,
     int: _int,
     float: _float,
     bool: _bool,
     Path: _path,
     datetime: _datetime,
+    Digest: _digest,
 }
