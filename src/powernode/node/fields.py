@@ -156,7 +156,7 @@ def _at(loc: str, name: str | int) -> str:
 
 
 def _convert(
-    tp: Any,
+    tp: Any,  # Any: a type form (typing has no type for one)
     value: object,
     where: str,
     extra: Extra,

@@ -389,7 +389,9 @@ class _BodyError(Exception):
     """A response body that broke off; retried by the caller, never escapes."""
 
 
-def _json_object(resp: httpx.Response, url: httpx.URL) -> dict[str, Any]:
+def _json_object(
+    resp: httpx.Response, url: httpx.URL
+) -> dict[str, Any]:  # Any: a JSON object read by key
     try:
         body = json.loads(resp.content[: 16 << 20])
     except ValueError as e:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from powernode.platform.app import create_app
 from powernode.platform.db import FleetEvent, NodeCertificate, NodeInstance, Task
-from powernode.platform.db.session import make_engine
+from powernode.platform.db.session import make_engine, write_session
 from powernode.platform.services import nodes
 from powernode.platform.services.context import SCOPES, Actor, Ctx
 from powernode.platform.services.nodeapi import enroll, tasks
@@ -44,7 +44,7 @@ class RealPlatform:
         return Ctx(session, ADMIN, self.app.state.platform.clock())
 
     def instance(self, hostname: str) -> str:
-        with Session(self.engine) as s:
+        with write_session(self.engine) as s:
             ctx = self._ctx(s)
             nodes.create_node(ctx, hostname, "base")
             iid = nodes.provision_instance(ctx, self.app.state.platform.provider, hostname).id
@@ -52,7 +52,7 @@ class RealPlatform:
             return iid
 
     def token(self, instance_id: str) -> str:
-        with Session(self.engine) as s:
+        with write_session(self.engine) as s:
             _, secret = enroll.create_bootstrap_token(
                 self._ctx(s), instance_id, timedelta(minutes=10)
             )
@@ -60,7 +60,7 @@ class RealPlatform:
             return secret
 
     def add_task(self, instance_id: str, kind: str, payload: dict[str, Any] | None = None) -> str:
-        with Session(self.engine) as s:
+        with write_session(self.engine) as s:
             task = tasks.enqueue(self._ctx(s), instance_id, kind, payload or {}, 3)
             s.commit()
             return task.id
