@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from powernode import __version__
+from powernode.cli.agent_surface import register as register_surface
 from powernode.cli.base import App, LogFormatOpt, configure_logging, run
 from powernode.errors import PowernodeError
 
@@ -88,6 +89,7 @@ def service(
         SystemClock,
         install_signal_handlers,
     )
+    from powernode.agent.nodetasks import register_node_tasks  # noqa: PLC0415
     from powernode.agent.runtime import HostFacts, Runtime  # noqa: PLC0415
     from powernode.agent.spool import Spool  # noqa: PLC0415
     from powernode.agent.tasks import ThreadExecutor, default_registry  # noqa: PLC0415
@@ -121,9 +123,10 @@ def service(
         )
         layout, modules = _module_service(cfg, spool, clock)
         tasks = default_registry()
+        store = CertStore(cfg.pki_dir)
         runtime = Runtime(
             cfg,
-            store=CertStore(cfg.pki_dir),
+            store=store,
             spool=spool,
             client_factory=client_factory,
             executor=ThreadExecutor(tasks, cfg.max_in_flight),
@@ -134,6 +137,14 @@ def service(
             notifier=Notifier(),
         )
         tasks.register("modules.sync", runtime.modules_task)
+        register_node_tasks(
+            tasks,
+            cfg=cfg,
+            store=store,
+            creds=lambda: runtime.creds,
+            factory=client_factory,
+            clock=clock,
+        )
         code = runtime.run()
         spool.close()
     except PowernodeError as e:
@@ -390,10 +401,8 @@ app.add_lazy(
 )
 
 
-@app.command()
-def version() -> None:
-    """Print the agent's version."""
-    typer.echo(__version__)
+# Seed 000's top-level surface (attach, detach, update, sync, verify, version, rotate, exec).
+register_surface(app)
 
 
 def lean_imports() -> None:

@@ -30,6 +30,7 @@ from powernode.platform.api import (
     ingest,
     metrics,
     modules,
+    node_agent_ops,
     node_api,
     node_ops,
     nodes,
@@ -118,7 +119,7 @@ def create_app(
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     routers = (modules, versions, templates, desired, nodes, audit, ingest)
-    for router in (r.router for r in (*routers, node_ops)):
+    for router in (r.router for r in (*routers, node_ops, node_agent_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
     app.include_router(ui_routes.router)

@@ -1,0 +1,29 @@
+"""The task kinds the node commands add to the service: ``agent.rotate``, ``agent.exec``.
+
+``agent.rotate`` is the platform-side rotation proxy's task
+(:mod:`powernode.agent.manualrotate`); ``agent.exec`` runs a NodeScript
+(:mod:`powernode.agent.nodescripts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from powernode.agent.certstore import CertStore, Credentials
+from powernode.agent.lifecycle import Clock
+from powernode.agent.manualrotate import rotate_task
+from powernode.agent.tasks import TaskRegistry
+from powernode.agent.transport import NodeClient
+
+
+def register_node_tasks(
+    tasks: TaskRegistry,
+    *,
+    cfg: Any,  # Any: AgentConfig; its module is being retyped in parallel
+    store: CertStore,
+    creds: Callable[[], Credentials],
+    factory: Callable[[Credentials], NodeClient],
+    clock: Clock,
+) -> None:
+    tasks.register("agent.rotate", rotate_task(store, creds, factory, clock.now))

@@ -1,0 +1,102 @@
+"""``powernode-agent verify | version | rotate | exec``: the node commands of seed 000.
+
+Thin, as the other agent commands: parse, call :mod:`powernode.agent`, print.
+Exit status: 0 good, 1 refused or failed (``verify``: the verdict).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from powernode.cli.agent_modules import ConfigOpt, JsonOpt, RootOpt, StateOpt
+from powernode.errors import PowernodeError
+
+
+def _emit(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def _fail(e: PowernodeError) -> typer.Exit:
+    from powernode.cli.agent_modules import _fail as modules_fail  # noqa: PLC0415
+
+    return modules_fail(e)
+
+
+def verify(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="oci:DIR:TAG (signature and content), an artifact directory, a store image "
+            "(images/<hex>.cfs), the node root, a mounted module layer, or an attached "
+            "module's name; none: every attached module."
+        ),
+    ] = None,
+    *,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Trust policy (cosign.pub or JSON) for an oci: target."),
+    ] = None,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify signature and digests; the exit status is the verdict (0 good, 1 bad)."""
+    from powernode.agent.verifypath import verify_target  # noqa: PLC0415
+    from powernode.cli.agent_modules import _setup  # noqa: PLC0415
+
+    try:
+        _, layout = _setup(config, state_dir, root)
+        verdict = verify_target(target, layout, policy)
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(verdict.to_dict())
+    else:
+        for line in verdict.lines():
+            typer.echo(line)
+    raise typer.Exit(0 if verdict.ok else 1)
+
+
+def version(as_json: JsonOpt = False) -> None:
+    """Print the agent's version, git SHA, build date and Python version."""
+    from powernode.buildinfo import read  # noqa: PLC0415
+
+    info = read()
+    if as_json:
+        _emit(info.to_dict())
+    else:
+        typer.echo(info.line())
+
+
+def rotate(
+    *, config: ConfigOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Rotate the node certificate now: new key, POST /node_api/certificates/rotate, install.
+
+    The old certificate is archived; a running service picks the new one up on its next beat.
+    """
+    from powernode.agent.certstore import CertStore  # noqa: PLC0415
+    from powernode.agent.lifecycle import SystemClock  # noqa: PLC0415
+    from powernode.agent.manualrotate import rotate_now  # noqa: PLC0415
+    from powernode.cli.agent import _config  # noqa: PLC0415
+    from powernode.cli.agent_modules import _client  # noqa: PLC0415
+
+    try:
+        cfg = _config(config, state_dir=state_dir)
+        store = CertStore(cfg.pki_dir)
+        with _client(cfg) as client:
+            doc = rotate_now(store, client, SystemClock().now())
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(doc)
+    else:
+        typer.echo(
+            f"rotated: serial {doc['old_serial']} -> {doc['new_serial']}, "
+            f"valid until {doc['not_after']}"
+        )
