@@ -91,6 +91,9 @@ class AgentConfig:
     # docs/operations.md: where the agent writes its node-exporter textfile
     # (powernode_agent.prom) after every heartbeat cycle; None: not written.
     metrics_textfile_dir: Path | None = None
+    # `exec` (agent/nodescripts.py): PEM public key(s) whose NodeScript signatures
+    # this node accepts; None: every NodeScript is refused.
+    nodescript_keys_file: Path | None = None
 
     def __post_init__(self) -> None:
         url, registry = self.platform_url, self.modules_registry

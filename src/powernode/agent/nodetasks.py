@@ -13,6 +13,7 @@ from typing import Any
 from powernode.agent.certstore import CertStore, Credentials
 from powernode.agent.lifecycle import Clock
 from powernode.agent.manualrotate import rotate_task
+from powernode.agent.nodescripts import exec_task
 from powernode.agent.tasks import TaskRegistry
 from powernode.agent.transport import NodeClient
 
@@ -27,3 +28,4 @@ def register_node_tasks(
     clock: Clock,
 ) -> None:
     tasks.register("agent.rotate", rotate_task(store, creds, factory, clock.now))
+    tasks.register("agent.exec", exec_task(cfg.nodescript_keys_file))

@@ -100,3 +100,51 @@ def rotate(
             f"rotated: serial {doc['old_serial']} -> {doc['new_serial']}, "
             f"valid until {doc['not_after']}"
         )
+
+
+def exec_script(
+    target: Annotated[
+        str, typer.Argument(help="NodeScript name (fetched from the platform) or a signed file.")
+    ],
+    *,
+    version: Annotated[int | None, typer.Option("--version", help="Default: newest.")] = None,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch a NodeScript, verify its signature, run it confined; exit with its exit code."""
+    from powernode.agent.nodescripts import load_keys, run_script  # noqa: PLC0415
+    from powernode.agent.tasks import TaskError  # noqa: PLC0415
+    from powernode.cli.agent import _config  # noqa: PLC0415
+    from powernode.cli.agent_modules import _client  # noqa: PLC0415
+    from powernode.core.nodescript import parse  # noqa: PLC0415
+    from powernode.errors import DataError  # noqa: PLC0415
+
+    try:
+        cfg = _config(config, state_dir=state_dir)
+        path = Path(target)
+        if "/" in target or path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise DataError(f"{path}: not a NodeScript document ({e})") from e
+        else:
+            query = f"?version={version}" if version is not None else ""
+            with _client(cfg) as client:
+                raw = client._request("GET", f"/nodescripts/{target}{query}", None, idempotent=True)
+            doc = json.loads(raw)["nodescript"]
+        result = run_script(parse(doc), load_keys(cfg.nodescript_keys_file))
+    except TaskError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(result)
+    else:
+        typer.echo(result["stdout"], nl=False)
+        typer.echo(result["stderr"], nl=False, err=True)
+        if result["timed_out"]:
+            typer.echo(f"killed after {result['timeout_seconds']} s (timeout)", err=True)
+    code = result["exit_code"]
+    raise typer.Exit(code if isinstance(code, int) and 0 <= code < 256 else 1)

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {  # each help: its command's own first l
         f"{_NODE}:version",
         "Print the agent's version, git SHA, build date and Python version.",
     ),
+    "exec": (
+        f"{_NODE}:exec_script",
+        "Fetch a NodeScript, verify its signature, run it confined; exit with its exit code.",
+    ),
     "rotate": (
         f"{_NODE}:rotate",
         "Rotate the node certificate now: new key, POST /node_api/certificates/rotate, install.",
