@@ -82,3 +82,11 @@ class Operator:
 
     def close(self) -> None:
         self.http.close()
+
+    def task(self, instance_id: str, kind: str, payload: dict[str, Any]) -> str:
+        """Enqueue a task through the API (the platform's own write transaction)."""
+        r = self.call("POST", f"/node_instances/{instance_id}/tasks",
+                      json={"kind": kind, "payload": payload})  # fmt: skip
+        assert r.status_code == 201, r.text
+        task_id: str = r.json()["task"]["id"]
+        return task_id

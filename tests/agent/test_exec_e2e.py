@@ -74,11 +74,9 @@ def test_operator_registers_and_runs_a_nodescript_the_agent_verifies(tmp_path: P
             stranger = parse({"name": "evil", "version": 1, "script": f"touch {marker}"}).signed(
                 generate_private_key()
             )
-            wrong_task = platform.add_task(
-                node.instance_id, "agent.exec", {"nodescript": stranger.to_dict()}
-            )
+            wrong_task = op.task(node.instance_id, "agent.exec", {"nodescript": stranger.to_dict()})
             bare = {"name": "evil", "version": 1, "script": f"touch {marker}"}
-            bare_task = platform.add_task(node.instance_id, "agent.exec", {"nodescript": bare})
+            bare_task = op.task(node.instance_id, "agent.exec", {"nodescript": bare})
             slow = sign(tmp_path, key, "slow", 1, "echo started; sleep 60\n", timeout="1")
             assert op.call("POST", "/nodescripts", json=slow).status_code == 201
             r = op.call("POST", f"/node_instances/{node.instance_id}/nodescripts/slow/run", json={})

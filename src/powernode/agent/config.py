@@ -94,6 +94,9 @@ class AgentConfig:
     # `exec` (agent/nodescripts.py): PEM public key(s) whose NodeScript signatures
     # this node accepts; None: every NodeScript is refused.
     nodescript_keys_file: Path | None = None
+    # `service` confines itself at start (agent/security.py): no-new-privileges, every
+    # capability it does not need dropped, a seccomp filter. false: none of it (debugging).
+    confine_self: bool = True
 
     def __post_init__(self) -> None:
         url, registry = self.platform_url, self.modules_registry

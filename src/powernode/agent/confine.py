@@ -21,7 +21,8 @@ Three ways, the first that works here (:func:`detect`):
 
 Every way also runs the child in its own session (the timeout kills its
 whole process group) with no-new-privileges set (``PR_SET_NO_NEW_PRIVS``):
-a setuid binary it executes gains nothing. The way used is reported with
+a setuid binary it executes gains nothing; and under the agent's seccomp
+filter (agent/security.py), installed again in the child. The way used is reported with
 every outcome (``confinement``).
 """
 
@@ -36,6 +37,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from powernode.agent.security import install_seccomp
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PR_SET_NO_NEW_PRIVS = 38
@@ -138,6 +141,7 @@ class Confinement:
                 resource.setrlimit(resource.RLIMIT_NPROC, (limits.tasks_max, limits.tasks_max))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             no_new_privs()
+            install_seccomp(all_threads=False)  # stacked on the agent's own, if any
 
         return child
 

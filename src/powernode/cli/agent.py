@@ -91,6 +91,7 @@ def service(
     )
     from powernode.agent.nodetasks import register_node_tasks  # noqa: PLC0415
     from powernode.agent.runtime import HostFacts, Runtime  # noqa: PLC0415
+    from powernode.agent.security import harden  # noqa: PLC0415
     from powernode.agent.spool import Spool  # noqa: PLC0415
     from powernode.agent.tasks import ThreadExecutor, default_registry  # noqa: PLC0415
     from powernode.agent.transport import Backoff, NodeClient, tls_context  # noqa: PLC0415
@@ -100,6 +101,8 @@ def service(
     try:
         cfg = _config(config, state_dir=state_dir, platform_url=platform_url)
         url = cfg.require_platform()
+        if cfg.confine_self:
+            harden()  # capabilities, seccomp, no-new-privileges (agent/security.py)
         clock = SystemClock()
         stop = StopSignal()
         install_signal_handlers(stop)
