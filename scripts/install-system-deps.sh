@@ -29,8 +29,9 @@ demo)
     pkgs=(mmdebstrap)
     ;;
 test)
+    # fdisk (sfdisk) and e2fsprogs: powernode-agent volume-setup, tested on loop devices.
     pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
-        chromium)
+        chromium fdisk e2fsprogs)
     ;;
 *)
     echo "usage: $0 demo|test" >&2

@@ -148,3 +148,31 @@ def exec_script(
             typer.echo(f"killed after {result['timeout_seconds']} s (timeout)", err=True)
     code = result["exit_code"]
     raise typer.Exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+
+
+def volume_setup(
+    *,
+    layout: Annotated[Path, typer.Option("--layout", help="The declared layout (JSON or TOML).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Wipe disks holding what this did not make.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Partition and format disks from a declared layout; idempotent, refuses foreign disks."""
+    from powernode.agent.volumes import load_layout  # noqa: PLC0415
+    from powernode.agent.volumes import volume_setup as setup  # noqa: PLC0415
+
+    try:
+        reports = setup(load_layout(layout), force=force)
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(
+            [{"device": r.device, "action": r.action, "partitions": r.partitions} for r in reports]
+        )
+        return
+    for r in reports:
+        typer.echo(f"{r.device}: {r.action}")
+        for p in r.partitions:
+            verity = " verity" if p["verity"] and p["filesystem"] == "ext4" else ""
+            typer.echo(f"  {p['name']} {p['device']} {p['filesystem']}{verity}")

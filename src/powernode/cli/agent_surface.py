@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {  # each help: its command's own first l
         f"{_NODE}:exec_script",
         "Fetch a NodeScript, verify its signature, run it confined; exit with its exit code.",
     ),
+    "volume-setup": (
+        f"{_NODE}:volume_setup",
+        "Partition and format disks from a declared layout; idempotent, refuses foreign disks.",
+    ),
     "rotate": (
         f"{_NODE}:rotate",
         "Rotate the node certificate now: new key, POST /node_api/certificates/rotate, install.",
