@@ -101,6 +101,23 @@ def run_script(
     Raises DataError (before running anything) when the signature does not verify.
     """
     signer = script.verify(keys)
+    return {**execute(script, stopping=stopping, way=way, clock=clock), "signed_by": signer}
+
+
+def execute(
+    script: NodeScript,
+    *,
+    cwd: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    stopping: threading.Event | None = None,
+    way: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Run ``script`` as :func:`run_script` does, without a signature check.
+
+    For scripts whose signature was checked with something else: a module's
+    migrations and init actions are covered by the module's signature.
+    """
     lim = script.limits
     limits = Limits(lim["memory_bytes"], lim["tasks_max"], lim["cpu_seconds"])
     tag = f"{script.name}-{os.getpid()}-{time.monotonic_ns()}"
@@ -114,13 +131,14 @@ def run_script(
             "LANG": "C.UTF-8",
             "POWERNODE_NODESCRIPT": script.name,
             "POWERNODE_NODESCRIPT_VERSION": str(script.version),
+            **(extra_env or {}),
         }
         how.prepare()
         started = clock()
         try:
             proc = subprocess.Popen(
                 how.argv([script.interpreter, str(path)]),
-                cwd=tmp,
+                cwd=cwd or tmp,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -153,7 +171,6 @@ def run_script(
     return {
         "name": script.name,
         "version": script.version,
-        "signed_by": signer,
         "exit_code": code,
         "timed_out": timed_out,
         "stopped": stopped,

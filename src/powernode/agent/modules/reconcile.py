@@ -319,6 +319,8 @@ def _sync(
         except PowernodeError as e:
             log.warning("pull of %s failed: %s", module.name, e)
             refusals.append(_pull_refusal(module, e))
+    if not refusals:  # data migrations of the upgrades, before the new versions mount
+        refusals = _migrate(layout, state, actions, by_name, puller)
     if refusals:
         record_refusals(layout, refusals)
         return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
@@ -328,3 +330,23 @@ def _sync(
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
     return SyncReport(tuple(actions), result.changed, result.generation)
+
+
+def _migrate(
+    layout: NodeLayout,
+    state: AttachState,
+    actions: Sequence[Action],
+    by_name: Mapping[str, DesiredModule],
+    puller: Puller | None,
+) -> list[Refusal]:
+    """agent/migration.py on each upgrade whose new config the puller just read."""
+    from powernode.agent.migration import before_apply  # noqa: PLC0415
+
+    pulled = getattr(puller, "last", {})
+    upgrades = []
+    for a in actions:
+        if a.kind == "upgrade" and a.module in pulled:
+            config = getattr(pulled[a.module], "config", {}) or {}
+            d = by_name[a.module]
+            upgrades.append((d.name, d.version, d.digest, config.get("manifest")))
+    return before_apply(layout, state, upgrades)
