@@ -86,6 +86,8 @@ class Manifest:
     provides: tuple[str, ...] = ()
     allow_devices: bool = False
     allow_setuid: bool = False
+    # Data migrations (agent/migration.py), each {id, since, script[, timeout_seconds]}.
+    migrations: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     registration_hints: Mapping[str, str] = field(default_factory=lambda: _frozen({}), hash=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,8 @@ class Manifest:
             "protected_spec": list(self.protected_spec),
             "dependencies": {"requires": list(self.requires), "provides": list(self.provides)},
             "allow": {"devices": self.allow_devices, "setuid": self.allow_setuid},
+            # only when declared: manifests without migrations keep their bytes
+            **({"migrations": [dict(m) for m in self.migrations]} if self.migrations else {}),
         }
 
     def to_json(self) -> bytes:
@@ -376,6 +380,12 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
 
 
+def _mappings(value: object) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(dict(m) for m in value if isinstance(m, Mapping))
+
+
 def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
     """A Manifest from a document the schema accepted."""
     deps = doc.get("dependencies")
@@ -396,6 +406,7 @@ def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
         provides=_strings(deps.get("provides")),
         allow_devices=allow.get("devices") is True,
         allow_setuid=allow.get("setuid") is True,
+        migrations=_mappings(doc.get("migrations")),
         registration_hints=hints,
     )
 
