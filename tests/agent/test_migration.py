@@ -29,12 +29,19 @@ pytestmark = [pytest.mark.mount]
 KEY = generate_private_key()
 
 
-def publish(n: Node, version: str, migrations: list[dict[str, Any]]) -> dict[str, Any]:
+def publish(
+    n: Node,
+    version: str,
+    migrations: list[dict[str, Any]],
+    init_actions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     art = make_artifact(n.tmp / f"art-{version}", {"opt/app/version": big(f"app {version}")},
                         name="app", version=version)  # fmt: skip
     cfg_path = art / "module.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["manifest"]["migrations"] = migrations
+    if init_actions:
+        cfg["manifest"]["init_actions"] = init_actions
     cfg_path.write_text(json.dumps(cfg, sort_keys=True, separators=(",", ":")))
     reg = LayoutRegistry(n.tmp / "layout")
     ref = parse_reference(f"acme/app:{version}")

@@ -176,3 +176,30 @@ def volume_setup(
         for p in r.partitions:
             verity = " verity" if p["verity"] and p["filesystem"] == "ext4" else ""
             typer.echo(f"  {p['name']} {p['device']} {p['filesystem']}{verity}")
+
+
+def init(
+    module: Annotated[str, typer.Argument(help="An attached module's name.")],
+    action: Annotated[str, typer.Argument(help="One of its init actions (manifest).")],
+    *,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a module's init action now (manifest init_actions); exit with its exit code."""
+    from powernode.agent.initactions import run_named  # noqa: PLC0415
+    from powernode.cli.agent_modules import _setup  # noqa: PLC0415
+
+    try:
+        _, layout = _setup(config, state_dir, root)
+        result = run_named(layout, module, action)
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(result)
+    else:
+        typer.echo(result["stdout"], nl=False)
+        typer.echo(result["stderr"], nl=False, err=True)
+    code = result["exit_code"]
+    raise typer.Exit(code if isinstance(code, int) and 0 <= code < 256 else 1)

@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {  # each help: its command's own first l
         f"{_NODE}:volume_setup",
         "Partition and format disks from a declared layout; idempotent, refuses foreign disks.",
     ),
+    "init": (
+        f"{_NODE}:init",
+        "Run a module's init action now (manifest init_actions); exit with its exit code.",
+    ),
     "rotate": (
         f"{_NODE}:rotate",
         "Rotate the node certificate now: new key, POST /node_api/certificates/rotate, install.",

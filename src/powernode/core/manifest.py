@@ -88,6 +88,8 @@ class Manifest:
     allow_setuid: bool = False
     # Data migrations (agent/migration.py), each {id, since, script[, timeout_seconds]}.
     migrations: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    # Init actions (agent/initactions.py): name -> {script | unit+action, on, timeout_seconds}.
+    init_actions: Mapping[str, Any] = field(default_factory=dict, hash=False)
     registration_hints: Mapping[str, str] = field(default_factory=lambda: _frozen({}), hash=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +124,7 @@ class Manifest:
             "allow": {"devices": self.allow_devices, "setuid": self.allow_setuid},
             # only when declared: manifests without migrations keep their bytes
             **({"migrations": [dict(m) for m in self.migrations]} if self.migrations else {}),
+            **({"init_actions": dict(self.init_actions)} if self.init_actions else {}),
         }
 
     def to_json(self) -> bytes:
@@ -386,6 +389,10 @@ def _mappings(value: object) -> tuple[dict[str, Any], ...]:
     return tuple(dict(m) for m in value if isinstance(m, Mapping))
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
 def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
     """A Manifest from a document the schema accepted."""
     deps = doc.get("dependencies")
@@ -407,6 +414,7 @@ def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
         allow_devices=allow.get("devices") is True,
         allow_setuid=allow.get("setuid") is True,
         migrations=_mappings(doc.get("migrations")),
+        init_actions=_mapping(doc.get("init_actions")),
         registration_hints=hints,
     )
 
