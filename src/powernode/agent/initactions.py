@@ -14,6 +14,9 @@ the module's signature covers them (they come in its config). A failing
 action is logged and evented (``module.init_failed``); the union stays as
 reconciled.
 
+Before them, on attach and upgrade, the module's AppArmor profiles are loaded
+where the kernel has AppArmor (agent/apparmor.py).
+
 The config of every module pulled is kept at ``<state>/module-config/<name>.json``
 (the module.json the signature covered), so ``init`` and ``detach`` find the
 actions of what is attached.
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from powernode.agent.apparmor import load_profiles
 from powernode.agent.migration import state_dir
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.nodescripts import execute
@@ -136,6 +140,8 @@ def after_apply(
     """Run the actions of each ``(event, module)``; failures logged, never raised."""
     results = []
     for event, module in changes:
+        if event in ("attach", "upgrade"):
+            results.extend(load_profiles(layout.root, module))
         try:
             actions = parse_actions(load_manifest(layout, module))
         except (ConfigError, DataError) as e:
