@@ -11,8 +11,7 @@ attached), ``detach``; ``powernode-agent init MODULE ACTION`` runs one on
 demand. They run after the union changed (detach: after the module left it),
 in the module's state directory, confined as NodeScripts are (agent/confine.py);
 the module's signature covers them (they come in its config). A failing
-action is logged and evented (``module.init_failed``); the union stays as
-reconciled.
+action is logged (not yet evented); the union stays as reconciled.
 
 Before them, on attach and upgrade, the module's AppArmor profiles are loaded
 where the kernel has AppArmor (agent/apparmor.py).
