@@ -61,7 +61,7 @@ def test_operator_registers_and_runs_a_nodescript_the_agent_verifies(tmp_path: P
             unsigned = {k: v for k, v in hello.items() if k not in ("signature", "key_fingerprint")}
             unsigned["version"] = 2
             r = op.call("POST", "/nodescripts", json=unsigned)
-            assert r.status_code == 422 and r.json()["field"] == "signature"
+            assert r.status_code == 422 and "signature" in r.text, r.text
 
             r = op.call(
                 "POST", f"/node_instances/{node.instance_id}/nodescripts/hello/run", json={}

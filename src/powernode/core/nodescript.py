@@ -150,13 +150,13 @@ def parse(doc: object) -> NodeScript:
     if unknown:
         raise DataError(f"unknown field(s): {', '.join(sorted(unknown))}")
     name = doc.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise DataError(f"name: {name!r} is not [a-z0-9][a-z0-9._-]{{0,63}}")
     script = doc.get("script")
     if not isinstance(script, str) or not script:
         raise DataError("script: a non-empty string")
-    if len(script.encode()) > MAX_SCRIPT_BYTES:
-        raise DataError(f"script: larger than {MAX_SCRIPT_BYTES} bytes")
+    if len(script) > MAX_SCRIPT_BYTES:
+        raise DataError(f"script: longer than {MAX_SCRIPT_BYTES} characters")
     interpreter = doc.get("interpreter", "/bin/sh")
     if not isinstance(interpreter, str) or not interpreter.startswith("/") or " " in interpreter:
         raise DataError("interpreter: an absolute path, no arguments")

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
+from powernode.platform.api.patterns import JSON_INTEGER
 from powernode.platform.api.schemas_nodeapi import TaskOut
 from powernode.platform.db import NodeScriptRow
 from powernode.platform.services import nodescripts
@@ -42,9 +43,31 @@ def rotate_certificate(instance_id: str, state: State, actor: CurrentActor) -> d
 # -- NodeScripts (services/nodescripts.py) -------------------------------------------------
 
 
+class NodeScriptLimitsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    memory_bytes: Annotated[int | None, Field(ge=1 << 20, le=1 << 40), JSON_INTEGER] = None
+    tasks_max: Annotated[int | None, Field(ge=1, le=100_000), JSON_INTEGER] = None
+    cpu_seconds: Annotated[int | None, Field(ge=1, le=86_400), JSON_INTEGER] = None
+    output_bytes: Annotated[int | None, Field(ge=0, le=16 << 20), JSON_INTEGER] = None
+
+
+class NodeScriptIn(BaseModel):
+    """A signed NodeScript document (core/nodescript.py); the same rules as its parser."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    version: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER]
+    script: Annotated[str, Field(min_length=1, max_length=256 * 1024)]
+    interpreter: Annotated[str, Field(pattern=r"^/[^ ]*$")] = "/bin/sh"
+    timeout_seconds: Annotated[int, Field(ge=1, le=86_400), JSON_INTEGER] = 60
+    limits: NodeScriptLimitsIn = Field(default_factory=NodeScriptLimitsIn)
+    signature: Annotated[str, Field(min_length=1, max_length=4096)]
+    key_fingerprint: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class NodeScriptRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    version: Annotated[int | None, Field(ge=1, le=1_000_000), JSON_INTEGER] = None
 
 
 def _script_out(row: NodeScriptRow) -> dict[str, Any]:
@@ -61,15 +84,20 @@ def _script_out(row: NodeScriptRow) -> dict[str, Any]:
 
 
 @router.post("/nodescripts", status_code=status.HTTP_201_CREATED)
-def register_nodescript(body: dict[str, Any], state: State, actor: CurrentActor) -> dict[str, Any]:
+def register_nodescript(body: NodeScriptIn, state: State, actor: CurrentActor) -> dict[str, Any]:
     """Register a signed NodeScript (core/nodescript.py); versions of a name only grow."""
+    doc = body.model_dump()
+    doc["limits"] = {k: v for k, v in doc["limits"].items() if v is not None}
     with state.unit(actor) as ctx:
-        return {"nodescript": _script_out(nodescripts.register(ctx, body))}
+        return {"nodescript": _script_out(nodescripts.register(ctx, doc))}
 
 
 @router.get("/nodescripts/{name}")
 def get_nodescript(
-    name: str, state: State, actor: Reader, version: int | None = None
+    name: str,
+    state: State,
+    actor: Reader,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> dict[str, Any]:
     """The newest version of the NodeScript, or ``?version=N``."""
     with state.unit(actor, write=False) as ctx:
