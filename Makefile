@@ -14,7 +14,7 @@ DEV_STAMP  := $(VENV)/.dev-stamp
 UV_COMPILE := $(BIN)/uv pip compile -q --generate-hashes --universal --python-version 3.11
 
 .PHONY: demo test lint typecheck unit system-deps system-deps-demo bench lock lock-upgrade \
-	install-demo install-dev clean
+	install-demo install-dev clean buildinfo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ lock: $(DEV_STAMP)
 		-c requirements.lock -o requirements-demo.lock
 	$(UV_COMPILE) pyproject.toml requirements-build.in -c requirements.lock \
 		-o requirements-agent.lock
+
+# Build information for `powernode-agent version` (git SHA, build date), before a wheel.
+buildinfo:
+	PYTHONPATH=src $(BIN)/python scripts/write-buildinfo.py
 
 lock-upgrade:
 	$(MAKE) lock UV_FLAGS=--upgrade

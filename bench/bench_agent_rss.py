@@ -43,6 +43,7 @@ def child(url: str, state: str, bare: bool) -> None:
     from powernode.agent.certstore import CertStore, Credentials
     from powernode.agent.config import AgentConfig
     from powernode.agent.lifecycle import ManualClock, StopSignal
+    from powernode.agent.nodetasks import register_node_tasks
     from powernode.agent.runtime import HostFacts, Runtime
     from powernode.agent.spool import Spool
     from powernode.agent.tasks import InlineExecutor, default_registry
@@ -59,12 +60,22 @@ def child(url: str, state: str, bare: bool) -> None:
         tls = tls_context(creds.platform_ca_file, creds.cert_file, creds.key_file)
         return NodeClient(url, tls=tls, clock=clock, stop=stop.event)
 
+    registry = default_registry()
+    # the task kinds `service` adds (agent.rotate, agent.exec): their imports count too
+    register_node_tasks(
+        registry,
+        cfg=config,
+        store=CertStore(config.pki_dir),
+        creds=lambda: CertStore(config.pki_dir).load(),
+        factory=factory,
+        clock=clock,
+    )
     runtime = Runtime(
         config,
         store=CertStore(config.pki_dir),
         spool=Spool(config.spool_file),
         client_factory=factory,
-        executor=InlineExecutor(default_registry()),
+        executor=InlineExecutor(registry),
         clock=clock,
         stop=stop,
         facts=HostFacts(Path("/"), config.modules_dir),

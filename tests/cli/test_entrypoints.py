@@ -18,7 +18,8 @@ def test_powernode_version() -> None:
 def test_agent_version() -> None:
     result = CliRunner().invoke(agent_app, ["version"])
     assert result.exit_code == 0
-    assert result.output.strip() == __version__
+    # the version, then the build information (tests/agent/test_node_commands.py)
+    assert result.output.startswith(f"powernode-agent {__version__} (git ")
 
 
 def test_unknown_command_is_an_error() -> None:

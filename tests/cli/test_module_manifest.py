@@ -59,8 +59,8 @@ def test_invalid_file_prints_every_problem_to_stderr_and_exits_1(repo: Path) -> 
         f"{f}:3:19: file_spec[0]: glob '/etc/[x' at offset 5: '[' has no closing ']' (write "
         "'\\[' for a literal '[')",
         f"{f}:4:1: colour: unknown key 'colour'; known keys: allow, dependencies, "
-        "description, display_name, file_spec, license, mask, name, package_spec, "
-        "protected_spec, schema_version",
+        "description, display_name, file_spec, init_actions, license, mask, migrations, name, "
+        "package_spec, protected_spec, schema_version",
         f"{f}: invalid: 3 problems",
     ]
     assert "valid manifest of module 'good'" in r.stdout  # the good one is still reported

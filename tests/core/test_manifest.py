@@ -606,8 +606,8 @@ def test_load_manifest_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as e:
         load_manifest(path)
     assert str(e.value) == f"{path}:3:1: bogus: unknown key 'bogus'; known keys: " + (
-        "allow, dependencies, description, display_name, file_spec, license, mask, name, "
-        "package_spec, protected_spec, schema_version"
+        "allow, dependencies, description, display_name, file_spec, init_actions, license, mask, "
+        "migrations, name, package_spec, protected_spec, schema_version"
     )
     assert path.read_text() == "schema_version: 1\nname: a\nbogus: 1\n"  # never rewritten
 
@@ -656,8 +656,8 @@ def test_from_dict_validates_and_names_the_source() -> None:
         Manifest.from_dict(d, source="artifact/manifest.json")
     assert [str(p) for p in e.value.problems] == [
         "artifact/manifest.json: identity: unknown key 'identity'; known keys: allow, "
-        "dependencies, description, display_name, file_spec, license, mask, name, "
-        "package_spec, protected_spec, schema_version",
+        "dependencies, description, display_name, file_spec, init_actions, license, mask, "
+        "migrations, name, package_spec, protected_spec, schema_version",
         "artifact/manifest.json: name: 'Bad' is not a lowercase slug: a-z, 0-9 and '-', not "
         "starting with '-', at most 63 characters",
     ]
@@ -686,7 +686,11 @@ def test_shipped_schema_is_valid_draft_2020_12() -> None:
     schema = json.loads(schema_text())
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == set(parse(CANONICAL).manifest.to_dict())
+    # "migrations" is in the canonical form only when declared (older manifests keep their bytes)
+    assert set(schema["properties"]) == set(parse(CANONICAL).manifest.to_dict()) | {
+        "migrations",
+        "init_actions",
+    }
 
 
 def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,9 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.reconcile import PublishPuller
 from powernode.agent.modules.service import ModuleService
 from powernode.agent.modules.trust import PolicyReader
+from powernode.agent.nodetasks import register_node_tasks
 from powernode.agent.runtime import HostFacts, Runtime
+from powernode.agent.security import harden
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import ThreadExecutor, default_registry
 from powernode.agent.transport import Backoff, NodeClient, tls_context
@@ -141,9 +143,10 @@ def build_runtime(cfg: AgentConfig, stop: StopSignal | None = None) -> Runtime:
     )
     modules = build_module_service(cfg, spool, clock)
     tasks = default_registry()
+    store = CertStore(cfg.pki_dir)
     runtime = Runtime(
         cfg,
-        store=CertStore(cfg.pki_dir),
+        store=store,
         spool=spool,
         client_factory=client_factory,
         executor=ThreadExecutor(tasks, cfg.max_in_flight),
@@ -154,11 +157,21 @@ def build_runtime(cfg: AgentConfig, stop: StopSignal | None = None) -> Runtime:
         notifier=Notifier(),
     )
     tasks.register("modules.sync", runtime.modules_task)
+    register_node_tasks(
+        tasks,
+        cfg=cfg,
+        store=store,
+        creds=lambda: runtime.creds,
+        factory=client_factory,
+        clock=clock,
+    )
     return runtime
 
 
 def run_service(cfg: AgentConfig) -> int:
     """``powernode-agent service``: run until SIGTERM/SIGINT, drain, return the exit status."""
+    if cfg.confine_self:
+        harden()  # capabilities, seccomp, no-new-privileges (agent/security.py)
     stop = StopSignal()
     install_signal_handlers(stop)
     runtime = build_runtime(cfg, stop)

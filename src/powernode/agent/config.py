@@ -89,6 +89,12 @@ class AgentConfig:
     # docs/operations.md: where the agent writes its node-exporter textfile
     # (powernode_agent.prom) after every heartbeat cycle; None: not written.
     metrics_textfile_dir: Path | None = None
+    # `exec` (agent/nodescripts.py): PEM public key(s) whose NodeScript signatures
+    # this node accepts; None: every NodeScript is refused.
+    nodescript_keys_file: Path | None = None
+    # `service` confines itself at start (agent/security.py): no-new-privileges, every
+    # capability it does not need dropped, a seccomp filter. false: none of it (debugging).
+    confine_self: bool = True
 
     def __post_init__(self) -> None:
         url, registry = self.platform_url, self.modules_registry

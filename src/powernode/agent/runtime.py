@@ -39,6 +39,7 @@ from powernode.agent import textfile
 from powernode.agent.certstore import CertStore, Credentials, rfc3339
 from powernode.agent.config import AgentConfig
 from powernode.agent.lifecycle import Clock, StopSignal
+from powernode.agent.manualrotate import ROTATION_LOCK, rotated_on_disk
 from powernode.agent.outcomes import POISON, OutcomeReporter
 from powernode.agent.rotation import (
     ROTATED,
@@ -49,6 +50,7 @@ from powernode.agent.rotation import (
     rotate,
     rotation_due,
 )
+from powernode.agent.shutdown import unmount_on_stop
 from powernode.agent.spool import Spool
 from powernode.agent.tasks import Executor, TaskContext, TaskOutcome
 from powernode.agent.textfile import AgentFigures
@@ -183,6 +185,7 @@ class Runtime:
 
     def _beat(self) -> None:
         self.report_outcomes()
+        self._pick_up_manual_rotation()
         self._maybe_rotate()
         self.client.heartbeat(self._facts())
         self.beats += 1
@@ -230,13 +233,23 @@ class Runtime:
 
     # -- rotation ----------------------------------------------------------------------
 
+    def _pick_up_manual_rotation(self) -> None:
+        """Use the pair ``rotate`` (CLI or the ``agent.rotate`` task) installed on disk."""
+        if not rotated_on_disk(self.store, self.creds):
+            return
+        self.client.close()
+        self.creds = self.store.load()
+        self.client = self._factory(self.creds)
+        log.info("switched to the rotated certificate, serial %x", self.creds.info.serial)
+
     def _maybe_rotate(self) -> None:
         now = self.clock.now()
         info = self.creds.info
         if not rotation_due(info, now, self.config.rotate_at_fraction):
             return
         try:
-            new = rotate(self.store, self.client, now)
+            with ROTATION_LOCK:
+                new = rotate(self.store, self.client, now)
         except PowernodeError as e:
             self.rotation_failure = record_failure(self.rotation_failure, now, str(e))
             log.error(
@@ -397,6 +410,8 @@ class Runtime:
         if left:
             log.warning("%d events/outcomes stay buffered until the platform is reachable", left)
         self.client.close()
+        if self.modules is not None:
+            unmount_on_stop(self.modules.layout, self.stop.reason)
 
 
 class HostFacts:

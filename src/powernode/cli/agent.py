@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from powernode import __version__
+from powernode.cli.agent_surface import register as register_surface
 from powernode.cli.base import App, Loaded, LogFormatOpt, configure_logging, run
 from powernode.errors import PowernodeError
 
@@ -226,10 +226,8 @@ def _modules() -> Loaded:
 app.add_lazy("modules", _modules, "Attach, detach, sync, verify and list this node's modules.")
 
 
-@app.command()
-def version() -> None:
-    """Print the agent's version."""
-    typer.echo(__version__)
+# Seed 000's top-level surface (attach, detach, update, sync, verify, version, rotate, exec).
+register_surface(app)
 
 
 def lean_imports() -> None:

@@ -44,6 +44,12 @@ def _system() -> Loaded:
     return app
 
 
+def _nodescript() -> Loaded:
+    from powernode.cli.nodescript import app  # noqa: PLC0415
+
+    return app
+
+
 def _mcp() -> Loaded:
     from powernode.cli.mcp import app  # noqa: PLC0415
 
@@ -76,6 +82,7 @@ app.add_lazy(
     "platform", _platform, "Run and administer the platform (API server, migrations, tokens)."
 )
 app.add_lazy("system", _system, "Operate the fleet through the platform API.")
+app.add_lazy("nodescript", _nodescript, "Sign, register and run NodeScripts on nodes.")
 app.add_lazy("mcp", _mcp, "The MCP server: fleet operations for assistants.")
 app.add_lazy("verity", _verity, "fs-verity digests, computed in userspace.")
 app.add_lazy("image", _image, "Build the node's boot artifacts from Debian packages.")

@@ -86,6 +86,10 @@ class Manifest:
     provides: tuple[str, ...] = ()
     allow_devices: bool = False
     allow_setuid: bool = False
+    # Data migrations (agent/migration.py), each {id, since, script[, timeout_seconds]}.
+    migrations: tuple[Mapping[str, object], ...] = field(default=(), hash=False)
+    # Init actions (agent/initactions.py): name -> {script | unit+action, on, timeout_seconds}.
+    init_actions: Mapping[str, object] = field(default_factory=dict, hash=False)
     registration_hints: Mapping[str, str] = field(default_factory=lambda: _frozen({}), hash=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +122,9 @@ class Manifest:
             "protected_spec": list(self.protected_spec),
             "dependencies": {"requires": list(self.requires), "provides": list(self.provides)},
             "allow": {"devices": self.allow_devices, "setuid": self.allow_setuid},
+            # only when declared: manifests without migrations keep their bytes
+            **({"migrations": [dict(m) for m in self.migrations]} if self.migrations else {}),
+            **({"init_actions": dict(self.init_actions)} if self.init_actions else {}),
         }
 
     def to_json(self) -> bytes:
@@ -388,6 +395,16 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
 
 
+def _mappings(value: object) -> tuple[dict[str, object], ...]:
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(dict(m) for m in value if isinstance(m, Mapping))
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
 def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
     """A Manifest from a document the schema accepted."""
     deps = doc.get("dependencies")
@@ -408,6 +425,8 @@ def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
         provides=_strings(deps.get("provides")),
         allow_devices=allow.get("devices") is True,
         allow_setuid=allow.get("setuid") is True,
+        migrations=_mappings(doc.get("migrations")),
+        init_actions=_mapping(doc.get("init_actions")),
         registration_hints=hints,
     )
 

@@ -296,6 +296,23 @@ class DesiredModule(Record):
     promotion_state: str = bounded(default="", max_length=64)
     variety: str = bounded(default="", max_length=64)
     assigned: bool = False
+    # The assignment's metadata the operator set (seed 003 step 7); {} for a dependency.
+    metadata: dict[str, JSON] = bounded(default_factory=dict, max_length=256)
+
+
+@record
+class InstanceFacts(Record):
+    """The calling instance's facts: what ``${instance.<fact>}`` placeholders name
+    (agent/placeholders.py)."""
+
+    schema = "InstanceFactsOut"
+    id: str = bounded(max_length=128)
+    hostname: str = bounded(max_length=256)
+    node_id: str = bounded(max_length=128)
+    node_hostname: str = bounded(max_length=256)
+    template: str = bounded(default="", max_length=256)
+    provider: str = bounded(default="", max_length=128)
+    node_metadata: dict[str, JSON] = bounded(default_factory=dict, max_length=256)
 
 
 @record
@@ -311,6 +328,7 @@ class DesiredModules(Record):
     instance_id: str = bounded(default="", max_length=128)
     template: str = bounded(default="", max_length=256)
     allowed_states: list[str] = bounded(default_factory=list, max_length=16)
+    instance: InstanceFacts | None = None
     composition: dict[str, JSON] | None = None
 
 

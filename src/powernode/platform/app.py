@@ -30,7 +30,9 @@ from powernode.platform.api import (
     metrics,
     modules,
     netboot,
+    node_agent_ops,
     node_api,
+    node_api_scripts,
     node_ops,
     nodes,
     patterns,
@@ -122,8 +124,9 @@ def create_app(
     # The node API first: routes are matched in order, and heartbeats are the
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
+    app.include_router(node_api_scripts.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot)
-    for router in (r.router for r in (*routers, node_ops)):
+    for router in (r.router for r in (*routers, node_ops, node_agent_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
     app.include_router(ui_routes.router)

@@ -310,6 +310,8 @@ def _sync(
         except PowernodeError as e:
             log.warning("pull of %s failed: %s", module.name, e)
             refusals.append(_pull_refusal(module, e))
+    if not refusals:  # data migrations of the upgrades, before the new versions mount
+        refusals = _migrate(layout, state, actions, by_name, puller)
     if refusals:
         record_refusals(layout, refusals)
         return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
@@ -318,4 +320,37 @@ def _sync(
         result = apply(layout, target, composition=composition)
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
+    _init_actions(layout, actions)
     return SyncReport(tuple(actions), result.changed, result.generation)
+
+
+def _migrate(
+    layout: NodeLayout,
+    state: AttachState,
+    actions: Sequence[Action],
+    by_name: Mapping[str, DesiredModule],
+    puller: Puller | None,
+) -> list[Refusal]:
+    """agent/migration.py on each upgrade whose new config the puller just read."""
+    from powernode.agent.initactions import save_config  # noqa: PLC0415
+    from powernode.agent.migration import before_apply  # noqa: PLC0415
+
+    pulled = getattr(puller, "last", {})
+    upgrades = []
+    for a in actions:
+        if a.kind in ("attach", "upgrade") and a.module in pulled:
+            save_config(layout, a.module, getattr(pulled[a.module], "config", {}) or {})
+        if a.kind == "upgrade" and a.module in pulled:
+            config = getattr(pulled[a.module], "config", {}) or {}
+            d = by_name[a.module]
+            upgrades.append((d.name, d.version, d.digest, config.get("manifest")))
+    return before_apply(layout, state, upgrades)
+
+
+def _init_actions(layout: NodeLayout, actions: Sequence[Action]) -> None:
+    """agent/initactions.py: each module's actions for what just happened to it."""
+    from powernode.agent.initactions import after_apply  # noqa: PLC0415
+
+    changes = [(a.kind, a.module) for a in actions if a.kind in ("attach", "upgrade", "detach")]
+    if changes:
+        after_apply(layout, changes)

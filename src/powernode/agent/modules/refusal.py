@@ -25,6 +25,7 @@ Reason = Literal[
     "pull-failed",
     "signature",  # the artifact's signature does not satisfy the trust policy
     "artifact-digest",  # the pulled artifact is not the composefs digest desired
+    "migration",  # a data migration of the upgrade failed (agent/migration.py)
 ]
 
 # What to do, per reason: the operator reads these in the event and in `status`.
@@ -40,6 +41,8 @@ _ADVICE: dict[str, str] = {
     "pull-failed": "check the registry and the node's network; the next sync retries",
     "signature": "check the module's trust policy and who signed the artifact",
     "artifact-digest": "the registry served a different artifact than the platform expects",
+    "migration": "the old version still serves, its state as it was: fix the migration "
+    "and publish a new version",
 }
 
 

@@ -177,6 +177,21 @@ class DesiredModuleOut(BaseModel):
     promotion_state: str = ""
     variety: str = ""
     assigned: bool = False
+    metadata: dict[str, object] = Field(
+        default_factory=dict, description="the assignment's metadata; {} for a dependency"
+    )
+
+
+class InstanceFactsOut(BaseModel):
+    """The instance's facts, named by ``${instance.<fact>}`` placeholders."""
+
+    id: str
+    hostname: str
+    node_id: str
+    node_hostname: str
+    template: str = ""
+    provider: str = ""
+    node_metadata: dict[str, object] = Field(default_factory=dict)
 
 
 class DesiredModulesOut(BaseModel):
@@ -186,6 +201,7 @@ class DesiredModulesOut(BaseModel):
     instance_id: str = ""
     template: str = ""
     allowed_states: list[str] = Field(default_factory=list)
+    instance: InstanceFactsOut | None = None
     composition: dict[str, object] | None = Field(  # core.composition.Composition.to_dict
         default=None, description="core.composition.Composition.to_dict; null for an empty set"
     )

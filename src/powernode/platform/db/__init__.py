@@ -21,6 +21,7 @@ from powernode.platform.db.nodeapi import (
     NodeRateBucket,
 )
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
+from powernode.platform.db.nodescripts import NodeScriptRow
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "NodeModuleCategory",
     "NodeModuleVersion",
     "NodeRateBucket",
+    "NodeScriptRow",
     "NodeTemplate",
     "PromotionApproval",
     "PromotionState",

@@ -27,6 +27,7 @@ from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion
 from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.desired import desired_for, node_states
+from powernode.platform.services.instance_facts import assignment_metadata, instance_facts
 
 
 def trust_policy(module: NodeModule) -> TrustPolicy | None:
@@ -65,6 +66,9 @@ def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
             )
         )
     }
+    metadata = assignment_metadata(
+        ctx.session, desired.template_id, (m.module_id for m in desired.modules)
+    )
     entries = []
     for m in desired.modules:
         v = versions[m.version_id]
@@ -88,12 +92,14 @@ def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
                 promotion_state=m.promotion_state,
                 variety=m.variety,
                 assigned=m.assigned,
+                metadata=cast("dict[str, JSON]", metadata.get(m.module_id, {})),
             )
         )
     return DesiredModules(
         instance_id=instance.id,
         template=desired.template_name,
         allowed_states=sorted(states),
+        instance=instance_facts(instance, desired.template_name),
         modules=entries,
         # Nothing to compose for an empty set: null, so an agent with nothing
         # attached has nothing to restack (docs/agent-modules.md: "composition": {…} | null).
