@@ -40,8 +40,8 @@ def main() -> None:
     from tests.agent.nodecmds import Operator, enrolled
     from tests.platform.nodeapi.realplatform import real_platform
 
-    from powernode.core.nodescript import parse
     from powernode.signing import generate_private_key, public_key_pem
+    from powernode.signing.nodescript import parse
 
     key = generate_private_key()
     rng = random.Random(17)  # noqa: S311 - reproducible phases

@@ -79,7 +79,9 @@ VIOLATIONS = [
     ("toolchain", "toolchain/sbom.py", "import powernode.platform.problems"),
     ("operator-client", "client.py", "import powernode.platform.settings"),
     ("cli", "demo/fleet.py", "import powernode.cli.base"),
-    ("node", "node/layout.py", "import powernode.platform.settings"),
+    # a new module of node/ that nothing imports: the others import node/, so a violation
+    # in an existing one also breaks their contracts (forbidden imports are transitive)
+    ("node", "node/probe.py", "import powernode.platform.settings"),
 ]
 
 

@@ -14,10 +14,10 @@ import pytest
 from powernode.agent.confine import detect
 from powernode.agent.nodescripts import load_keys, run_script, verdict
 from powernode.agent.tasks import TaskError
-from powernode.core.nodescript import NodeScript, parse
 from powernode.errors import ConfigError, DataError
 from powernode.signing import generate_private_key, public_key_pem
 from powernode.signing.keys import load_public_key
+from powernode.signing.nodescript import NodeScript, parse
 
 KEY = generate_private_key()
 PUB = load_public_key(public_key_pem(KEY))

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from powernode.cli.main import app as powernode_app
-from powernode.core.nodescript import parse
 from powernode.signing import generate_private_key, write_key_pair
+from powernode.signing.nodescript import parse
 from tests.agent.agentproc import AGENT, AgentProcess, agent_env, wait_for
 from tests.agent.nodecmds import Operator, enrolled
 from tests.platform.nodeapi.realplatform import real_platform

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from powernode.agent.security import CAPS, KEEP, seccomp_program
-from powernode.core.nodescript import parse
 from powernode.signing import generate_private_key, public_key_pem
+from powernode.signing.nodescript import parse
 from tests.agent.agentproc import AgentProcess, wait_for
 from tests.agent.nodecmds import Operator, enrolled
 from tests.conftest import require_root

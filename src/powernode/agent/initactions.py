@@ -34,8 +34,8 @@ from powernode.agent.apparmor import load_profiles
 from powernode.agent.migration import state_dir
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.nodescripts import execute
-from powernode.core.nodescript import DEFAULT_LIMITS, NodeScript
 from powernode.errors import ConfigError, DataError
+from powernode.signing.nodescript import DEFAULT_LIMITS, NodeScript
 
 log = logging.getLogger(__name__)
 

@@ -40,10 +40,10 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import Refusal
 from powernode.agent.modules.state import AttachState
 from powernode.agent.nodescripts import execute
-from powernode.core.nodescript import DEFAULT_LIMITS, NodeScript
 from powernode.core.semver import Version
 from powernode.errors import DataError, PowernodeError
 from powernode.run import run
+from powernode.signing.nodescript import DEFAULT_LIMITS, NodeScript
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``exec``: run a NodeScript on this node, as an ``agent.exec`` task or by hand.
 
 Refused before anything runs unless the script's signature verifies with a
-key in ``nodescript_keys_file`` (core/nodescript.py says what is signed:
+key in ``nodescript_keys_file`` (signing/nodescript.py says what is signed:
 body, interpreter, timeout and limits together). Then it runs:
 
 - from a private directory (mode 0700) holding the script, as
@@ -37,9 +37,9 @@ from typing import IO, Any
 
 from powernode.agent.confine import Limits, confine
 from powernode.agent.tasks import TaskContext, TaskError
-from powernode.core.nodescript import NodeScript, parse
 from powernode.errors import ConfigError, DataError
 from powernode.signing.keys import PublicKey, load_public_key
+from powernode.signing.nodescript import NodeScript, parse
 
 log = logging.getLogger(__name__)
 

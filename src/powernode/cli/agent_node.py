@@ -115,8 +115,8 @@ def exec_script(
     from powernode.agent.assemble import build_node_client, load_agent_config  # noqa: PLC0415
     from powernode.agent.nodescripts import load_keys, run_script  # noqa: PLC0415
     from powernode.agent.tasks import TaskError  # noqa: PLC0415
-    from powernode.core.nodescript import parse  # noqa: PLC0415
     from powernode.errors import DataError  # noqa: PLC0415
+    from powernode.signing.nodescript import parse  # noqa: PLC0415
 
     try:
         cfg = load_agent_config(config, state_dir=state_dir)

@@ -1,4 +1,4 @@
-"""``powernode nodescript sign | register | show | run``: NodeScripts (core/nodescript.py).
+"""``powernode nodescript sign | register | show | run``: NodeScripts (signing/nodescript.py).
 
 ``sign`` makes the signed document locally with a cosign key (password from
 ``COSIGN_PASSWORD`` or a prompt): the platform never sees the key.
@@ -64,8 +64,8 @@ def sign(
 ) -> None:
     """Sign SCRIPT as NodeScript NAME vVERSION with KEY; the limits are signed with it."""
     from powernode.cli.module_publish import _password  # noqa: PLC0415
-    from powernode.core.nodescript import parse  # noqa: PLC0415
     from powernode.signing import read_private_key  # noqa: PLC0415
+    from powernode.signing.nodescript import parse  # noqa: PLC0415
 
     limits = {
         k: v

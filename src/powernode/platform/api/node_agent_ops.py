@@ -52,7 +52,7 @@ class NodeScriptLimitsIn(BaseModel):
 
 
 class NodeScriptIn(BaseModel):
-    """A signed NodeScript document (core/nodescript.py); the same rules as its parser."""
+    """A signed NodeScript document (signing/nodescript.py); the same rules as its parser."""
 
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
@@ -85,7 +85,7 @@ def _script_out(row: NodeScriptRow) -> dict[str, Any]:
 
 @router.post("/nodescripts", status_code=status.HTTP_201_CREATED)
 def register_nodescript(body: NodeScriptIn, state: State, actor: CurrentActor) -> dict[str, Any]:
-    """Register a signed NodeScript (core/nodescript.py); versions of a name only grow."""
+    """Register a signed NodeScript (signing/nodescript.py); versions of a name only grow."""
     doc = body.model_dump()
     doc["limits"] = {k: v for k, v in doc["limits"].items() if v is not None}
     with state.unit(actor) as ctx:

@@ -1,6 +1,6 @@
 """NodeScripts the operator registered: one row per (name, version), the signed document.
 
-``document`` is the NodeScript as registered (core/nodescript.py), signature
+``document`` is the NodeScript as registered (signing/nodescript.py), signature
 included; the platform never alters it (the signature covers it). Versions
 of a name only grow: registering one at or below the newest is refused
 (services/nodescripts.py), and the unique (name, version) makes two racing

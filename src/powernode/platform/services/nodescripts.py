@@ -1,6 +1,6 @@
 """NodeScripts on the platform: register (signed, versioned), read, run on an instance.
 
-Registration takes the signed document (core/nodescript.py) as the operator
+Registration takes the signed document (signing/nodescript.py) as the operator
 made it and stores it unaltered. The platform checks its form and that it is
 signed (a signature the right length for its base64); whether the signer is
 trusted is the node's decision (its ``nodescript_keys_file``), as a module's
@@ -21,13 +21,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from powernode.core.nodescript import NodeScript, parse
 from powernode.errors import DataError
 from powernode.platform.db import NodeScriptRow, Task
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.services import audit
 from powernode.platform.services.context import READ, WRITE, Ctx
 from powernode.platform.services.nodeapi import tasks
+from powernode.signing.nodescript import NodeScript, parse
 
 EXEC_KIND = "agent.exec"
 
