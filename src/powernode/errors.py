@@ -20,7 +20,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   └── WrongPassphraseError (signing.errors)     not the key's passphrase
     ├── DataError                                     untrusted input is wrong (never retry)
     │   ├── CompositionError                          modules that cannot be stacked
-    │   ├── FieldErrors (agent.fields)                fields that do not fit (also ValueError)
+    │   ├── FieldErrors (node.fields)                 fields that do not fit (also ValueError)
     │   ├── GlobError                                 a pattern that cannot be compiled
     │   ├── ImageFormatError                          a corrupt composefs/EROFS image
     │   ├── InvalidIdentifier (agent.identity.validate)  not a node ID (also ValueError)
@@ -44,6 +44,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   ├── VerityFileError (verity.fsverity)         cannot hash a file (also OSError)
     │   └── VersionError                              a version that cannot be parsed
     ├── DemoStepError (demo.steps)                    a step of the demo failed
+    ├── DiskRefused (agent.volumes)                   a disk holds what volume-setup did not make
     ├── DriftError (demo.tutorial_node)               the node is not as the text says
     ├── IdentityError (agent.identity.model)          the node has no usable identity
     │   ├── IdentityFileError (agent.identity.local)  the identity file is unusable
@@ -51,6 +52,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     ├── IngestError (demo.fleet)                      a fleet file that cannot be loaded
     ├── Level0Failure (verity.fsverity_procs)         fs-verity level 0 not computed
     ├── Login (platform.ui.core)                      the console has no usable session
+    ├── MigrationFailed (agent.migration)             a module data migration failed; old version kept
     ├── MountError                                    a mount not made, moved or removed
     │   └── MountCallError                            a mount call (also SyscallError)
     ├── PlatformError (platform.problems)             an RFC 9457 problem answer

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
+from powernode.node.fields import JSON
 from powernode.run import run
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ def available(securityfs: Path = SECURITYFS) -> str:
     return ""
 
 
-def load_profiles(root: Path, module: str, securityfs: Path = SECURITYFS) -> list[dict[str, Any]]:
+def load_profiles(root: Path, module: str, securityfs: Path = SECURITYFS) -> list[dict[str, JSON]]:
     found = profiles(root, module)
     if not found:
         return []
     why = available(securityfs)
-    out = []
+    out: list[dict[str, JSON]] = []
     for p in found:
         if why:
             log.warning("module %s: AppArmor profile %s not loaded: %s", module, p.name, why)

@@ -28,13 +28,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.apparmor import load_profiles
 from powernode.agent.migration import state_dir
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.nodescripts import execute
 from powernode.errors import ConfigError, DataError
+from powernode.node.fields import JSON
 from powernode.signing.nodescript import DEFAULT_LIMITS, NodeScript
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class InitAction:
     timeout_seconds: int = 300
 
 
-def parse_actions(manifest: Mapping[str, Any] | None) -> dict[str, InitAction]:
+def parse_actions(manifest: Mapping[str, object] | None) -> dict[str, InitAction]:
     items = (manifest or {}).get("init_actions") or {}
     if not isinstance(items, dict):
         raise DataError("init_actions: an object of named actions")
@@ -87,7 +87,7 @@ def _config_file(layout: NodeLayout, module: str) -> Path:
     return layout.state / "module-config" / f"{module}.json"
 
 
-def save_config(layout: NodeLayout, module: str, config: Mapping[str, Any]) -> None:
+def save_config(layout: NodeLayout, module: str, config: Mapping[str, object]) -> None:
     path = _config_file(layout, module)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -95,7 +95,7 @@ def save_config(layout: NodeLayout, module: str, config: Mapping[str, Any]) -> N
     tmp.replace(path)
 
 
-def load_manifest(layout: NodeLayout, module: str) -> dict[str, Any]:
+def load_manifest(layout: NodeLayout, module: str) -> dict[str, JSON]:
     try:
         doc = json.loads(_config_file(layout, module).read_text())
     except FileNotFoundError as e:
@@ -107,7 +107,7 @@ def load_manifest(layout: NodeLayout, module: str) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def run_action(layout: NodeLayout, module: str, action: InitAction, event: str) -> dict[str, Any]:
+def run_action(layout: NodeLayout, module: str, action: InitAction, event: str) -> dict[str, JSON]:
     data = state_dir(layout, module)
     data.mkdir(parents=True, exist_ok=True)
     script = NodeScript(
@@ -124,7 +124,7 @@ def run_action(layout: NodeLayout, module: str, action: InitAction, event: str) 
     return result
 
 
-def run_named(layout: NodeLayout, module: str, name: str) -> dict[str, Any]:
+def run_named(layout: NodeLayout, module: str, name: str) -> dict[str, JSON]:
     """``init MODULE ACTION``: run one on demand; ConfigError naming the choices."""
     actions = parse_actions(load_manifest(layout, module))
     if name not in actions:
@@ -134,10 +134,10 @@ def run_named(layout: NodeLayout, module: str, name: str) -> dict[str, Any]:
 
 
 def after_apply(
-    layout: NodeLayout, changes: Sequence[tuple[str, str]], emit: Any = None
-) -> list[dict[str, Any]]:
+    layout: NodeLayout, changes: Sequence[tuple[str, str]], emit: object = None
+) -> list[dict[str, JSON]]:
     """Run the actions of each ``(event, module)``; failures logged, never raised."""
-    results = []
+    results: list[dict[str, JSON]] = []
     for event, module in changes:
         if event in ("attach", "upgrade"):
             results.extend(load_profiles(layout.root, module))

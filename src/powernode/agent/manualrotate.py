@@ -15,19 +15,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from powernode.agent.certstore import CertInfo, CertStore, Credentials, rfc3339
 from powernode.agent.rotation import rotate
 from powernode.agent.tasks import TaskContext, TaskError
 from powernode.agent.transport import NodeClient
 from powernode.errors import PowernodeError
+from powernode.node.fields import JSON
 
 # One rotation at a time in this process (the loop's own and a task's).
 ROTATION_LOCK = threading.Lock()
 
 
-def rotate_now(store: CertStore, client: NodeClient, now: datetime) -> dict[str, Any]:
+def rotate_now(store: CertStore, client: NodeClient, now: datetime) -> dict[str, JSON]:
     """Rotate with ``client``; what changed, as JSON-ready data."""
     with ROTATION_LOCK:
         old = store.info()
@@ -39,7 +39,7 @@ def rotate_now(store: CertStore, client: NodeClient, now: datetime) -> dict[str,
     return _doc(old, new)
 
 
-def _doc(old: CertInfo, new: CertInfo) -> dict[str, Any]:
+def _doc(old: CertInfo, new: CertInfo) -> dict[str, JSON]:
     return {
         "instance_id": new.instance_id,
         "old_serial": f"{old.serial:x}",
@@ -53,10 +53,10 @@ def rotate_task(
     creds: Callable[[], Credentials],
     factory: Callable[[Credentials], NodeClient],
     now: Callable[[], datetime],
-) -> Callable[[TaskContext], dict[str, Any]]:
+) -> Callable[[TaskContext], dict[str, JSON]]:
     """The ``agent.rotate`` handler: rotate now with a client of the task's own."""
 
-    def handler(ctx: TaskContext) -> dict[str, Any]:
+    def handler(ctx: TaskContext) -> dict[str, JSON]:
         client = factory(creds())
         try:
             return rotate_now(store, client, now())

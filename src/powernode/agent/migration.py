@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import Refusal
@@ -62,7 +61,7 @@ class MigrationFailed(PowernodeError):
     pass
 
 
-def parse_migrations(manifest: Mapping[str, Any] | None) -> list[Migration]:
+def parse_migrations(manifest: Mapping[str, object] | None) -> list[Migration]:
     """The manifest's ``migrations``; DataError naming the entry and field."""
     items = (manifest or {}).get("migrations") or []
     if not isinstance(items, list) or len(items) > MAX_MIGRATIONS:
@@ -156,8 +155,9 @@ def migrate(
                     if result["timed_out"]
                     else f"exited {result['exit_code']}"
                 )
+                stderr = str(result["stderr"])[-500:]
                 raise MigrationFailed(
-                    f"migration {m.id} ({old} -> {new}) {why}; stderr: {result['stderr'][-500:]!r}"
+                    f"migration {m.id} ({old} -> {new}) {why}; stderr: {stderr!r}"
                 )
             ran.append(m.id)
     except BaseException:
@@ -187,7 +187,7 @@ def _record(layout: NodeLayout, module: str, ran: list[str], old: str, new: str)
 def before_apply(
     layout: NodeLayout,
     state: AttachState,
-    upgrades: Sequence[tuple[str, str, str, Mapping[str, Any] | None]],
+    upgrades: Sequence[tuple[str, str, str, Mapping[str, object] | None]],
 ) -> list[Refusal]:
     """Run the migrations of each ``(module, new version, new digest, new manifest)`` upgrade.
 

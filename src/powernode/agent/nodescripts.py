@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from powernode.agent.confine import Limits, confine
 from powernode.agent.tasks import TaskContext, TaskError
 from powernode.errors import ConfigError, DataError
+from powernode.node.fields import JSON
 from powernode.signing.keys import PublicKey, load_public_key
 from powernode.signing.nodescript import NodeScript, parse
 
@@ -80,7 +81,7 @@ class _Capture:
                 buf += chunk[:room]
         self.kept = bytes(buf)
 
-    def doc(self, name: str) -> dict[str, Any]:
+    def doc(self, name: str) -> dict[str, JSON]:
         return {
             name: self.kept.decode(errors="replace"),
             f"{name}_bytes": self.total,
@@ -95,7 +96,7 @@ def run_script(
     stopping: threading.Event | None = None,
     way: str | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
+) -> dict[str, JSON]:
     """Verify and run ``script``; the result (exit code, output, confinement, signer).
 
     Raises DataError (before running anything) when the signature does not verify.
@@ -112,7 +113,7 @@ def execute(
     stopping: threading.Event | None = None,
     way: str | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
+) -> dict[str, JSON]:
     """Run ``script`` as :func:`run_script` does, without a signature check.
 
     For scripts whose signature was checked with something else: a module's
@@ -220,12 +221,12 @@ def _wait(
         return False, False
 
 
-def verdict(result: dict[str, Any]) -> dict[str, Any]:
+def verdict(result: dict[str, JSON]) -> dict[str, JSON]:
     """The task outcome: the result if the script exited 0, else a TaskError saying why."""
     if result["exit_code"] == 0 and not result["timed_out"] and not result["stopped"]:
         return result
     what = f"NodeScript {result['name']} v{result['version']}"
-    tail = result["stderr"][-1000:]
+    tail = str(result["stderr"])[-1000:]
     if result["timed_out"]:
         why = f"killed after its timeout of {result['timeout_seconds']} s"
     elif result["stopped"]:
@@ -238,10 +239,10 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def exec_task(keys_file: Path | None) -> Callable[[TaskContext], dict[str, Any]]:
+def exec_task(keys_file: Path | None) -> Callable[[TaskContext], dict[str, JSON]]:
     """The ``agent.exec`` handler: payload ``{"nodescript": {…signed document…}}``."""
 
-    def handler(ctx: TaskContext) -> dict[str, Any]:
+    def handler(ctx: TaskContext) -> dict[str, JSON]:
         try:
             script = parse(ctx.payload.get("nodescript"))
             keys = load_keys(keys_file)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from powernode.errors import DataError
 
@@ -30,17 +29,18 @@ MAX_OUTPUT = 1 << 20
 _TOKEN = re.compile(r"\$\$\{|\$\{([A-Za-z0-9_.-]{1,128})\}|\$\{")
 
 
-def facts_from(answer: Mapping[str, Any], module: Mapping[str, Any]) -> dict[str, str]:
+def facts_from(answer: Mapping[str, object], module: Mapping[str, object]) -> dict[str, str]:
     """The flat fact table for one module of a ``GET /node_api/modules`` answer."""
     out: dict[str, str] = {}
-    instance = answer.get("instance") or {}
-    for key, value in instance.items():
+    instance = answer.get("instance")
+    for key, value in (instance if isinstance(instance, Mapping) else {}).items():
         if key == "node_metadata" and isinstance(value, Mapping):
             for k, v in value.items():
                 _put(out, f"instance.node_metadata.{k}", v)
         else:
             _put(out, f"instance.{key}", value)
-    for key, value in (module.get("metadata") or {}).items():
+    metadata = module.get("metadata")
+    for key, value in (metadata if isinstance(metadata, Mapping) else {}).items():
         _put(out, f"metadata.{key}", value)
     return out
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from powernode.agent.modules.layout import NodeLayout
 from powernode.errors import ConfigError, PowernodeError, VerificationError
@@ -35,7 +34,7 @@ class PathVerdict:
     objects: int = 0
     problems: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "target": self.target,
             "kind": self.kind,

@@ -34,7 +34,6 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from powernode.errors import ConfigError, DataError, PowernodeError
 from powernode.run import run
@@ -71,7 +70,7 @@ class Disk:
 class DiskReport:
     device: str
     action: str  # created | unchanged | formatted
-    partitions: list[dict[str, Any]] = field(default_factory=list)
+    partitions: list[dict[str, object]] = field(default_factory=list)
 
 
 def load_layout(path: Path) -> list[Disk]:
@@ -141,22 +140,22 @@ def _signatures(device: Path) -> list[str]:
     return [f"{s['type']}@{s['offset']}" for s in doc.get("signatures", [])]
 
 
-def _table(device: Path) -> list[dict[str, Any]] | None:
+def _table(device: Path) -> list[dict[str, object]] | None:
     proc = run(["sfdisk", "--json", device], check=False)
     if proc.returncode != 0:
         return None
     table = json.loads(proc.stdout).get("partitiontable", {})
     if table.get("label") != "gpt":
         return []  # a table, not ours
-    parts: list[dict[str, Any]] = table.get("partitions", [])
+    parts: list[dict[str, object]] = table.get("partitions", [])
     return parts
 
 
-def _matches(disk: Disk, parts: list[dict[str, Any]]) -> bool:
+def _matches(disk: Disk, parts: list[dict[str, object]]) -> bool:
     if [p.get("name") for p in parts] != [PREFIX + p.name for p in disk.partitions]:
         return False
     for have, want in zip(parts, disk.partitions, strict=True):
-        if want.size_mib is not None and int(have["size"]) * 512 != want.size_mib << 20:
+        if want.size_mib is not None and int(str(have["size"])) * 512 != want.size_mib << 20:
             return False
     return True
 
@@ -193,7 +192,7 @@ def _format(node: Path, part: Partition) -> None:
     run(["mkfs.ext4", "-q", "-F", "-L", part.name, *features, node])
 
 
-def _describe(node: Path, part: Partition) -> dict[str, Any]:
+def _describe(node: Path, part: Partition) -> dict[str, object]:
     fs, label = _fs_of(node)
     return {"name": part.name, "device": str(node), "filesystem": fs, "label": label,
             "verity": part.verity}  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from powernode.cli.agent_modules import ConfigOpt, JsonOpt, RootOpt, StateOpt
 from powernode.errors import PowernodeError
 
 
-def _emit(doc: Any) -> None:
+def _emit(doc: object) -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 

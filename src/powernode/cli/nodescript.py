@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from powernode.cli.system_common import Remote
 
 from powernode.cli.base import App
 from powernode.errors import PowernodeError
@@ -36,13 +39,10 @@ def _fail(e: PowernodeError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _remote(ctx: typer.Context, url: str | None, token: str | None) -> Any:
-    from powernode.cli.system import DEFAULT_URL, Remote, check_url  # noqa: PLC0415
+def _remote(ctx: typer.Context, url: str | None, token: str | None) -> Remote:
+    from powernode.cli.system_common import remote  # noqa: PLC0415
 
-    remote = ctx.find_object(Remote)
-    if remote is None:
-        remote = Remote(check_url(url or DEFAULT_URL), token)
-    return remote
+    return remote(ctx, url, token)
 
 
 @app.command()

@@ -332,6 +332,15 @@ class DesiredModules(Record):
     composition: dict[str, JSON] | None = None
 
 
+@record
+class NodeScriptAnswer(Record):
+    """``GET /node_api/nodescripts/{name}``: a signed NodeScript document
+    (signing/nodescript.py), verified by the node before anything runs."""
+
+    schema = "NodeScriptDocumentOut"
+    nodescript: dict[str, JSON]
+
+
 # Every record and its method and path: the contract test walks these.
 REQUESTS: dict[tuple[str, str], type[Record]] = {
     ("post", "/node_api/enroll"): EnrollRequest,
@@ -353,4 +362,5 @@ ANSWERS: dict[tuple[str, str], type[Record]] = {
     ("post", "/node_api/events"): EventsAnswer,
     ("post", "/node_api/certificates/rotate"): RotateAnswer,
     ("get", "/node_api/modules"): DesiredModules,
+    ("get", "/node_api/nodescripts/{name}"): NodeScriptAnswer,
 }

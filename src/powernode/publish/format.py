@@ -59,8 +59,8 @@ def canonical_json(value: object) -> bytes:
 def loads_object(data: bytes, what: str) -> dict[str, Any]:  # Any: JSON
     """A JSON object from untrusted bytes; duplicate keys are refused (ambiguous)."""
 
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # Any: JSON
-        out: dict[str, Any] = {}  # Any: JSON
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
         for k, v in pairs:
             if k in out:
                 raise DataError(f"{what}: duplicate key {k!r}")

@@ -30,7 +30,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from powernode.errors import DataError
 from powernode.signing.keys import PrivateKey, PublicKey, key_fingerprint
@@ -91,7 +90,7 @@ class NodeScript:
             key_fingerprint(key),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "version": self.version,
@@ -132,7 +131,7 @@ class NodeScript:
         )
 
 
-def _int(doc: dict[str, Any], name: str, low: int, high: int, default: int | None) -> int:
+def _int(doc: dict[str, object], name: str, low: int, high: int, default: int | None) -> int:
     value = doc.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise DataError(f"{name}: expected an integer {low}-{high}, got {value!r}")

@@ -13,7 +13,7 @@ instance as an ``agent.exec`` task (201 with the task).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,7 +70,7 @@ class NodeScriptRunIn(BaseModel):
     version: Annotated[int | None, Field(ge=1, le=1_000_000), JSON_INTEGER] = None
 
 
-def _script_out(row: NodeScriptRow) -> dict[str, Any]:
+def _script_out(row: NodeScriptRow) -> dict[str, object]:
     return {
         "id": row.id,
         "name": row.name,
@@ -84,7 +84,7 @@ def _script_out(row: NodeScriptRow) -> dict[str, Any]:
 
 
 @router.post("/nodescripts", status_code=status.HTTP_201_CREATED)
-def register_nodescript(body: NodeScriptIn, state: State, actor: CurrentActor) -> dict[str, Any]:
+def register_nodescript(body: NodeScriptIn, state: State, actor: CurrentActor) -> dict[str, object]:
     """Register a signed NodeScript (signing/nodescript.py); versions of a name only grow."""
     doc = body.model_dump()
     doc["limits"] = {k: v for k, v in doc["limits"].items() if v is not None}
@@ -98,7 +98,7 @@ def get_nodescript(
     state: State,
     actor: Reader,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The newest version of the NodeScript, or ``?version=N``."""
     with state.unit(actor, write=False) as ctx:
         return {"nodescript": _script_out(nodescripts.get(ctx, name, version))}

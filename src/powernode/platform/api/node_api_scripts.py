@@ -7,12 +7,13 @@ the platform only serves what the operator registered.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from powernode.platform.api.deps import State
 from powernode.platform.api.node_api import Node, _node_actor
+from powernode.platform.api.schemas_nodeapi import NodeScriptDocumentOut
 from powernode.platform.services import nodescripts
 
 router = APIRouter(tags=["node API"])
@@ -24,7 +25,7 @@ def node_nodescript(
     state: State,
     node: Node,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-) -> dict[str, Any]:
+) -> NodeScriptDocumentOut:
     """The signed NodeScript document (newest, or ``version``)."""
     with state.unit(_node_actor(node), write=False) as ctx:
-        return {"nodescript": nodescripts.get(ctx, name, version).document}
+        return NodeScriptDocumentOut(nodescript=nodescripts.get(ctx, name, version).document)

@@ -207,6 +207,12 @@ class DesiredModulesOut(BaseModel):
     )
 
 
+class NodeScriptDocumentOut(BaseModel):
+    """A signed NodeScript document (signing/nodescript.py) as the operator registered it."""
+
+    nodescript: dict[str, object]
+
+
 # --- operator side ----------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ behind the operator's back.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +31,7 @@ from powernode.signing.nodescript import NodeScript, parse
 EXEC_KIND = "agent.exec"
 
 
-def _parse(doc: dict[str, Any]) -> NodeScript:
+def _parse(doc: dict[str, object]) -> NodeScript:
     try:
         script = parse(doc)
     except DataError as e:
@@ -47,7 +46,7 @@ def _parse(doc: dict[str, Any]) -> NodeScript:
     return script
 
 
-def register(ctx: Ctx, doc: dict[str, Any]) -> NodeScriptRow:
+def register(ctx: Ctx, doc: dict[str, object]) -> NodeScriptRow:
     ctx.actor.require(WRITE, "registering a NodeScript")
     script = _parse(doc)
     newest = ctx.session.scalar(
