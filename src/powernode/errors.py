@@ -52,7 +52,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     ├── IngestError (demo.fleet)                      a fleet file that cannot be loaded
     ├── Level0Failure (verity.fsverity_procs)         fs-verity level 0 not computed
     ├── Login (platform.ui.core)                      the console has no usable session
-    ├── MigrationFailed (agent.migration)             a module data migration failed; old version kept
+    ├── MigrationFailed (agent.migration)             a data migration failed; old version kept
     ├── MountError                                    a mount not made, moved or removed
     │   └── MountCallError                            a mount call (also SyscallError)
     ├── PlatformError (platform.problems)             an RFC 9457 problem answer
