@@ -21,6 +21,13 @@ from powernode.platform.db.nodeapi import (
     NodeRateBucket,
 )
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
+from powernode.platform.db.supply import (
+    OsvAffected,
+    OsvRecord,
+    PromotionPolicy,
+    VersionEvidence,
+    VersionFinding,
+)
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
 __all__ = [
@@ -43,9 +50,14 @@ __all__ = [
     "NodeModuleVersion",
     "NodeRateBucket",
     "NodeTemplate",
+    "OsvAffected",
+    "OsvRecord",
     "PromotionApproval",
+    "PromotionPolicy",
     "PromotionState",
     "Task",
     "TaskState",
+    "VersionEvidence",
+    "VersionFinding",
     "WebhookDelivery",
 ]
