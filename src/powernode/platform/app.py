@@ -27,6 +27,7 @@ from powernode.errors import ConfigError
 from powernode.platform.api import (
     audit,
     desired,
+    evidence,
     ingest,
     metrics,
     modules,
@@ -117,7 +118,7 @@ def create_app(
     # The node API first: routes are matched in order, and heartbeats are the
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
-    routers = (modules, versions, templates, desired, nodes, audit, ingest)
+    routers = (modules, versions, templates, desired, nodes, audit, ingest, evidence)
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)

@@ -142,6 +142,8 @@ def parse_record(doc: object) -> Record:
         affected.append(Affected(eco, name, tuple(events), versions))
     if level is None:
         level = _cvss_level(doc.get("severity"))
+    if doc.get("withdrawn"):
+        affected, fixed = [], {}  # a withdrawn record affects nothing any more
     return Record(
         rid,
         modified,
