@@ -93,6 +93,7 @@ def import_documents(ctx: Ctx, docs: Iterable[object], *, source: str) -> dict[s
         ):
             known[row.id] = row
     changed: list[osv.Record] = []
+    names: set[str] = set()
     for rec in by_id.values():
         doc = osv.record_json(rec)
         old = known.get(rec.id)
@@ -116,9 +117,13 @@ def import_documents(ctx: Ctx, docs: Iterable[object], *, source: str) -> dict[s
                 doc,
                 ctx.now,
             )
+            # The packages it named before count as touched too (a withdrawn record
+            # or a narrowed range must take findings away).
+            names.update(
+                ctx.session.scalars(select(OsvAffected.package).where(OsvAffected.osv_id == rec.id))
+            )
             ctx.session.execute(delete(OsvAffected).where(OsvAffected.osv_id == rec.id))
     ctx.session.flush()
-    names: set[str] = set()
     for rec in changed:
         pkgs = {a.name for a in rec.affected}
         names |= pkgs
