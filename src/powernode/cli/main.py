@@ -27,6 +27,11 @@ app.add_lazy(
     "Run and administer the platform (API server, migrations, tokens).",
 )
 app.add_lazy("system", "powernode.cli.system:app", "Operate the fleet through the platform API.")
+app.add_lazy(
+    "supply",
+    "powernode.cli.module_evidence:app",
+    "Supply-chain evidence and verdicts, promotion policies, the vulnerability feed.",
+)
 app.add_lazy("mcp", "powernode.cli.mcp:app", "The MCP server: fleet operations for assistants.")
 app.add_lazy("verity", "powernode.cli.verity:app", "fs-verity digests, computed in userspace.")
 app.add_lazy("composefs", "powernode.cli.composefs:app", "Write and read composefs images.")
