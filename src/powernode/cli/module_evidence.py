@@ -22,7 +22,10 @@ from powernode.cli.system import (
     check_url,
 )
 
-app = App(name="supply", help="Supply-chain evidence, promotion policies, vulnerability feed.")
+app = App(
+    name="supply",
+    help="Supply-chain evidence and verdicts, promotion policies, the vulnerability feed.",
+)
 VersionArg = Annotated[str, typer.Argument(metavar="VERSION_ID", help="The version's id.")]
 FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="The document to send.")]
 MAX_FILE = 512 * 1024 * 1024
@@ -40,7 +43,7 @@ def _connect(
         typer.Option("--token", envvar="POWERNODE_TOKEN", metavar="TOKEN", help="API token."),
     ] = None,
 ) -> None:
-    """Supply-chain evidence, promotion policies and the vulnerability feed."""
+    """Supply-chain evidence and verdicts, promotion policies, the vulnerability feed."""
     if ctx.obj is None or isinstance(ctx.obj, dict):
         ctx.obj = Remote(check_url(url), token)
 
