@@ -224,3 +224,87 @@ def import_feed(
             f"{out['versions_rematched']} versions re-matched: +{out['findings_added']} "
             f"-{out['findings_removed']} findings, {out['events']} events"
         )
+
+
+@app.command("attest")
+def attest_build(
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="The built artifact directory.")],
+    *,
+    registry: Annotated[
+        str, typer.Option(help="Registry URL (http[s]://host:port) or OCI layout directory.")
+    ],
+    ref: Annotated[str, typer.Option(help="REPOSITORY@sha256:… of the pushed artifact.")],
+    key: Annotated[Path, typer.Option(help="cosign private key file (the module's key).")],
+    builder: Annotated[str, typer.Option(help="The builder id policies name.")],
+    lock: Annotated[
+        list[Path] | None, typer.Option(help="A lock file that went into the build.")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="The source tree: URI=sha256:HEX.")] = None,
+    passphrase_env: Annotated[
+        str, typer.Option(help="Environment variable holding the key's passphrase.")
+    ] = "COSIGN_PASSWORD",  # noqa: S107 - the variable's name, as cosign reads it
+    cosign_att: Annotated[
+        bool, typer.Option("--cosign-att", help="Also write cosign's sha256-<hex>.att form.")
+    ] = False,
+    envelope_out: Annotated[
+        Path | None, typer.Option(help="Write the signed envelope here (for `supply attach`).")
+    ] = None,
+) -> None:
+    """Sign SLSA provenance for a built artifact; attach it and the SBOM as OCI referrers."""
+    import os  # noqa: PLC0415
+
+    from powernode.errors import PowernodeError  # noqa: PLC0415
+    from powernode.oci.digest import Digest  # noqa: PLC0415
+    from powernode.oci.distribution import DistributionRegistry  # noqa: PLC0415
+    from powernode.oci.registry import open_registry  # noqa: PLC0415
+    from powernode.signing.keys import read_private_key  # noqa: PLC0415
+    from powernode.supply import attest, dsse  # noqa: PLC0415
+    from powernode.supply.build_provenance import (  # noqa: PLC0415
+        BuildInputError,
+        statement_for_build,
+    )
+
+    repository, sep, digest_text = ref.partition("@")
+    if not sep:
+        raise typer.BadParameter("write REPOSITORY@sha256:HEX", param_hint="--ref")
+    src: tuple[str, str] | None = None
+    if source is not None:
+        uri, eq, sdigest = source.rpartition("=")
+        if not eq:
+            raise typer.BadParameter("write URI=sha256:HEX", param_hint="--source")
+        src = (uri, sdigest)
+    try:
+        subject = Digest.parse(digest_text)
+        statement = statement_for_build(
+            out,
+            subject_name=repository,
+            subject_digest=str(subject),
+            builder_id=builder,
+            locks=list(lock or []),
+            source=src,
+        )
+        private = read_private_key(key, os.environ.get(passphrase_env, ""))
+        env = dsse.sign(dsse.INTOTO_PAYLOAD_TYPE, json.dumps(statement).encode(), private)
+        reg = open_registry(registry)
+        try:
+            done = {
+                "provenance": str(attest.attach_provenance(reg, repository, subject, env)),
+                "sbom": str(
+                    attest.attach_sbom(
+                        reg, repository, subject, (out / "sbom.cdx.json").read_bytes()
+                    )
+                ),
+            }
+            if cosign_att:
+                done["cosign_att"] = str(
+                    attest.attach_cosign_attestation(reg, repository, subject, env)
+                )
+        finally:
+            if isinstance(reg, DistributionRegistry):
+                reg.close()
+    except (BuildInputError, PowernodeError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    if envelope_out is not None:
+        envelope_out.write_bytes(env.to_bytes())
+    typer.echo(json.dumps(done, indent=2, sort_keys=True))

@@ -33,7 +33,9 @@ class Dependency:
     name: str | None = None
 
     def to_json(self) -> dict[str, Any]:  # Any: a JSON document
-        out: dict[str, Any] = {"uri": self.uri, "digest": dict(self.digest)}  # Any: JSON
+        out: dict[str, Any] = {"uri": self.uri}  # Any: JSON
+        if self.digest:
+            out["digest"] = dict(self.digest)
         if self.name:
             out["name"] = self.name
         return out
@@ -122,9 +124,11 @@ def parse(envelope: Envelope) -> Provenance:
         raise ProvenanceError("runDetails.builder.id is missing")
     deps: list[Dependency] = []
     for i, d in enumerate(bdef.get("resolvedDependencies") or []):
-        if not isinstance(d, dict) or not isinstance(d.get("digest"), dict):
-            raise ProvenanceError(f"resolvedDependencies[{i}] has no digest")
-        deps.append(Dependency(str(d.get("uri", "")), dict(d["digest"]), d.get("name")))
+        if not isinstance(d, dict) or not isinstance(d.get("digest", {}), dict):
+            raise ProvenanceError(f"resolvedDependencies[{i}] is not a resource descriptor")
+        if not d.get("uri") and not d.get("digest"):
+            raise ProvenanceError(f"resolvedDependencies[{i}] has neither uri nor digest")
+        deps.append(Dependency(str(d.get("uri", "")), dict(d.get("digest") or {}), d.get("name")))
     params = bdef.get("externalParameters")
     return Provenance(
         subject_name=str(sub.get("name", "")),
