@@ -60,6 +60,7 @@ from powernode.platform.services.nodeapi.identity import NodeApiPolicy
 from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReader
 from powernode.platform.services.providers import InstanceProvider, RecordingProvider
 from powernode.platform.settings import Settings
+from powernode.platform.ui import evidence_page as ui_evidence
 from powernode.platform.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
     app.include_router(ui_routes.router)
+    app.include_router(ui_evidence.router)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.state.metrics = Metrics(state.sessions, clock, state.heartbeats)
