@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from powernode.platform.services import catalog
+from powernode.platform.services import catalog, evidence
+from powernode.platform.services.artifacts import IngestedArtifact
 from powernode.platform.services.context import SCOPES, Actor, Ctx
 from powernode.signing.keys import generate_private_key, key_fingerprint, public_key_pem
 from tests.platform.conftest import Platform
@@ -275,3 +276,31 @@ def test_bad_evidence_is_refused_and_changes_nothing(
     r = platform.call("POST", f"/node_module_versions/{vid}/evidence", json=body)
     assert_problem(r, 422, fragment)
     assert platform.snapshot() == before
+
+
+def test_signature_rule_sees_the_signer_ingest_verified(platform: Platform, fixed_now: Any) -> None:
+    vid = staged_version(platform, fixed_now)
+    policy = {
+        "blessed": {"signature": {"identity": r"^https://ci\.test/.+$", "issuer": "^https://i$"}}
+    }
+    set_policy(platform, policy)
+    body = refused(platform, vid, "signature", "identity None does not match")
+    assert rule(body, "signature")["evidence"][0]["source"] == "ingest"
+
+    def ingest(identity: str) -> None:
+        art = IngestedArtifact(
+            name="my-redis", version="0.1.0", composefs_digest="sha256:" + "cd" * 32,
+            manifest_digest=fx.DIGEST, artifact_ref=f"{fx.REPO}@{fx.DIGEST}", manifest={},
+            file_list=(), signer=f"{identity} (issuer https://i)", signer_key="SHA256:k",
+            signer_identity=identity, signer_issuer="https://i",
+        )  # fmt: skip
+        with Session(platform.engine) as s:
+            ctx = Ctx(s, Actor("ingest", None, frozenset(SCOPES)), fixed_now)
+            evidence.record_ingest_signature(ctx, catalog.get_version(ctx, vid), art)
+            s.commit()
+
+    ingest("https://other.test/x")
+    refused(platform, vid, "identity 'https://other.test/x' does not match")
+    ingest("https://ci.test/my-redis")
+    r = move(platform, vid, "blessed")
+    assert r.status_code == 200, r.text

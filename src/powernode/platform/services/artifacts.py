@@ -68,6 +68,10 @@ class IngestedArtifact:
     fsverity_root_hash: str | None = None
     sbom_ref: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The verified signer, for promotion policies' signature rule (issue 18).
+    signer_key: str | None = None
+    signer_identity: str | None = None
+    signer_issuer: str | None = None
 
 
 class ArtifactSource(Protocol):
@@ -182,6 +186,7 @@ class PublishArtifactSource:
         if not isinstance(manifest, Mapping):
             raise DataError(f"{repository}: the verified artifact carries no manifest.json")
         digest = str(_attr(verified, "manifest_digest", "digest", default=""))
+        signer = _attr(verified, "signer", default=None)
         files = _attr(verified, "file_list", "files", default=())
         name = _attr(verified, "name", default=None)
         version = _attr(verified, "version", default=None)
@@ -199,6 +204,9 @@ class PublishArtifactSource:
             signer=str(_attr(verified, "signer", default="")),
             fsverity_root_hash=_str_or_none(_attr(verified, "fsverity_root_hash")),
             sbom_ref=_str_or_none(_attr(verified, "sbom_ref", "sbom_digest")),
+            signer_key=_str_or_none(_attr(signer, "key_fingerprint")),
+            signer_identity=_str_or_none(_attr(signer, "identity")),
+            signer_issuer=_str_or_none(_attr(signer, "issuer")),
         )
 
 

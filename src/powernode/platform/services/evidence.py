@@ -35,6 +35,7 @@ from powernode.platform.db import (
 )
 from powernode.platform.problems import ConflictError, InvalidInputError
 from powernode.platform.services import audit
+from powernode.platform.services.artifacts import IngestedArtifact
 from powernode.platform.services.catalog import get_module, get_version
 from powernode.platform.services.context import WRITE, Ctx
 from powernode.signing.errors import KeyFormatError, SigningSetupError
@@ -268,6 +269,44 @@ def _examine_signature(
     return True, str(signer), None, summary | {"key": signer.key_fingerprint}
 
 
+def record_ingest_signature(ctx: Ctx, version: NodeModuleVersion, art: IngestedArtifact) -> None:
+    """Keep who signed the artifact ingest verified, for the policy's signature rule."""
+    content = {
+        "source": "ingest",
+        "artifact_ref": art.artifact_ref,
+        "subject": art.manifest_digest,
+        "signer": art.signer,
+    }
+    raw = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    found = ctx.session.scalar(
+        select(VersionEvidence.id).where(
+            VersionEvidence.version_id == version.id, VersionEvidence.digest == digest
+        )
+    )
+    if found is not None:
+        return
+    ctx.session.add(
+        VersionEvidence(
+            version_id=version.id,
+            kind="signature",
+            digest=digest,
+            media_type=MEDIA["signature"],
+            content=content,
+            verified=True,
+            signer=art.signer or None,
+            summary={
+                "source": "ingest",
+                "subject": art.manifest_digest,
+                "key": art.signer_key,
+                "identity": art.signer_identity,
+                "issuer": art.signer_issuer,
+            },
+            created_at=ctx.now,
+        )
+    )
+
+
 def view(ctx: Ctx, version: NodeModuleVersion) -> pol.Evidence:
     """What the policy sees for ``version``: evidence rows, findings with VEX applied."""
     rows = list(
@@ -279,7 +318,9 @@ def view(ctx: Ctx, version: NodeModuleVersion) -> pol.Evidence:
     )
     subject = subject_digest(version)
     sigs: list[pol.SignatureSeen] = []
-    if version.cosign_verified:
+    if version.cosign_verified and not any(
+        r.kind == "signature" and r.summary.get("source") == "ingest" for r in rows
+    ):  # verified by an ingest before issue 18 recorded the signer
         sigs.append(pol.SignatureSeen("ingest", True, _module_key(version.module)))
     provs: list[pol.ProvenanceSeen] = []
     sboms: list[pol.SbomSeen] = []
@@ -287,7 +328,11 @@ def view(ctx: Ctx, version: NodeModuleVersion) -> pol.Evidence:
     for r in rows:
         s = r.summary
         if r.kind == "signature":
-            sigs.append(pol.SignatureSeen(r.id, r.verified, s.get("key"), problem=r.problem))
+            sigs.append(
+                pol.SignatureSeen(
+                    r.id, r.verified, s.get("key"), s.get("identity"), s.get("issuer"), r.problem
+                )
+            )
         elif r.kind == "provenance":
             provs.append(
                 pol.ProvenanceSeen(
