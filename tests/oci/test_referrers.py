@@ -185,7 +185,10 @@ def cosign_att_vector(reg: Registry, repo: str, subject: Digest, env: bytes) -> 
                 "mediaType": "application/vnd.dsse.envelope.v1+json",
                 "size": len(env),
                 "digest": diff,
-                "annotations": {"predicateType": "https://slsa.dev/provenance/v1"},
+                "annotations": {
+                    "dev.cosignproject.cosign/signature": "",
+                    "predicateType": "https://slsa.dev/provenance/v1",
+                },
             }
         ],
     }
@@ -215,7 +218,10 @@ def test_we_accept_cosigns_att_form_and_write_it(tmp_path: Path) -> None:
     )
     [layer] = att["layers"]
     assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
-    assert layer["annotations"] == {"predicateType": "https://slsa.dev/provenance/v1"}
+    assert layer["annotations"] == {
+        "dev.cosignproject.cosign/signature": "",
+        "predicateType": "https://slsa.dev/provenance/v1",
+    }
     assert att["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
     [again] = attest.verify_provenance(reg, "supply/ours", subject2, TRUST)
     assert again.source == "cosign .att layer 1"

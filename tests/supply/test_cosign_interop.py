@@ -59,7 +59,7 @@ def work() -> Iterator[tuple[Path, Path]]:
 def cosign(*args: str) -> subprocess.CompletedProcess[str]:
     env = {"COSIGN_PASSWORD": PASSWORD, "HOME": "/tmp", "PATH": "/usr/bin:/bin"}
     return subprocess.run(
-        ["chroot", str(ROOT), "cosign", *args],
+        [shutil.which("chroot") or "/usr/sbin/chroot", str(ROOT), "cosign", *args],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
 

@@ -151,7 +151,9 @@ def attach_cosign_attestation(
         pass
     data = envelope.to_bytes()
     if all(d != data for d, _ in layers):
-        layers.append((data, {PREDICATE_ANNOTATION: predicate_type}))
+        # cosign's static.NewAttestation: the signature lives in the envelope, the
+        # annotation is present and empty (verify-attestation requires it).
+        layers.append((data, {SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: predicate_type}))
     digests = [str(Digest.of_bytes(d)) for d, _ in layers]
     config = _go_config(digests)
     for blob in (config, *(d for d, _ in layers)):

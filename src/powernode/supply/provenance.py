@@ -18,6 +18,8 @@ from typing import Any
 from powernode.supply.dsse import Envelope, EnvelopeError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+# cosign 2.x still writes the v0.1 statement header (same layout) around any predicate.
+ACCEPTED_STATEMENT_TYPES = frozenset({STATEMENT_TYPE, "https://in-toto.io/Statement/v0.1"})
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://powernode.dev/module-build/v1"
 
@@ -100,7 +102,7 @@ def parse(envelope: Envelope) -> Provenance:
         doc = envelope.payload_json()
     except EnvelopeError as e:
         raise ProvenanceError(str(e)) from None
-    if doc.get("_type") != STATEMENT_TYPE:
+    if doc.get("_type") not in ACCEPTED_STATEMENT_TYPES:
         raise ProvenanceError(f"_type is {doc.get('_type')!r}, not {STATEMENT_TYPE}")
     if doc.get("predicateType") != SLSA_PROVENANCE_V1:
         raise ProvenanceError(
