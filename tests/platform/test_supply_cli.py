@@ -65,3 +65,17 @@ def test_policy_evidence_feed_and_refusal_through_the_cli(
         url, admin, "attach", vid, str(tmp_path / "missing.json"), "--kind", "sbom", code=2
     )
     assert "cannot read" in err
+
+
+def test_a_feed_over_the_request_limit_goes_in_batches(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, data = server
+    admin = token(data, "write")
+    feed = tmp_path / "big.json"
+    records = [fx.osv_record(f"DEBIAN-CVE-2026-{i:05d}", f"pkg{i}", "1.0-1") for i in range(4000)]
+    feed.write_text(json.dumps(records))
+    assert feed.stat().st_size > 1 << 20  # over the platform's default max_body_bytes
+    out = supply(url, admin, "import-feed", str(feed))
+    assert out.startswith("4000 records (4000 changed)")
+    assert supply(url, admin, "import-feed", str(feed)).startswith("4000 records (0 changed)")

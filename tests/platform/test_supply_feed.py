@@ -118,11 +118,11 @@ def test_withdrawn_record_affects_nothing(platform: Platform, fixed_now: Any) ->
 @pytest.mark.parametrize(
     ("records", "fragment"),
     [
-        ([{"id": "X-1"}], "X-1: no modified"),
-        ([{"modified": "2026-01-01T00:00:00Z"}], "has no id"),
+        ([{"id": "X-1"}], "records.1.modified: Field required"),
+        ([{"modified": "2026-01-01T00:00:00Z"}], "records.1.id: Field required"),
         (
             [{"id": "X-2", "modified": "t", "affected": [{"ranges": []}]}],
-            "affected[0] has no package",
+            "records.1.affected.0.package: Field required",
         ),
     ],
 )
@@ -169,6 +169,11 @@ def test_feed_from_an_url_as_osv_dev_zip(
 ) -> None:
     base, files = feed_server
     vid = live_version(platform, fixed_now)
+    url = base + "/Debian/all.zip"
+    r = platform.call("POST", "/vulnerability_feeds", json={"url": url})
+    assert_problem(r, 403, "is not under a feed source", "vulnerability_feed_urls")
+    state = platform.app.state.platform
+    state.settings = state.settings.model_copy(update={"vulnerability_feed_urls": (base + "/",)})
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for rec in (
@@ -179,7 +184,7 @@ def test_feed_from_an_url_as_osv_dev_zip(
         ):
             z.writestr(f"{rec['id']}.json", json.dumps(rec))
     files["/Debian/all.zip"] = buf.getvalue()
-    r = platform.call("POST", "/vulnerability_feeds", json={"url": base + "/Debian/all.zip"})
+    r = platform.call("POST", "/vulnerability_feeds", json={"url": url})
     assert r.status_code == 200, r.text
     assert r.json()["import"]["records"] == 2
     got = platform.call("GET", f"/node_module_versions/{vid}/evidence").json()
@@ -191,5 +196,5 @@ def test_feed_from_an_url_as_osv_dev_zip(
     r = platform.call("POST", "/vulnerability_feeds", json={"url": base + "/missing.json"})
     assert_problem(r, 422, "answered 404")
     r = platform.call("POST", "/vulnerability_feeds", json={"url": "file:///etc/passwd"})
-    assert_problem(r, 422, "is not http(s)")
+    assert_problem(r, 422, "body.FeedUrlIn.url")
     assert platform.snapshot() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -130,3 +131,29 @@ def test_distro_release() -> None:
     assert osv.distro_release("bookworm") == "12"
     assert osv.distro_release("debian-12.4") == "12"
     assert osv.distro_release(None) is None
+
+
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        ({"id": "X-1"}, "X-1: no modified"),
+        ({"modified": "t"}, "has no id"),
+        (
+            {"id": "X-2", "modified": "t", "affected": [{"ranges": []}]},
+            "affected[0] has no package",
+        ),
+        ([], "is a JSON object"),
+    ],
+)
+def test_bad_records(doc: object, fragment: str) -> None:
+    with pytest.raises(osv.FeedError, match=re.escape(fragment)):
+        osv.parse_record(doc)
+
+
+def test_malformed_optional_fields_match_nothing() -> None:
+    rec = fx.osv_record("M-1", "p", None)
+    rec["aliases"] = 5
+    rec["affected"][0]["ranges"] = "x"
+    rec["affected"][0]["versions"] = 7
+    parsed = osv.parse_record(rec)
+    assert parsed.aliases == () and parsed.affected[0].events == ()

@@ -188,6 +188,23 @@ def show_policy(
     typer.echo(json.dumps(out, indent=2, sort_keys=True))
 
 
+BATCH_BYTES = 768 * 1024
+
+
+def _batches(records: list[Any]) -> list[list[Any]]:  # Any: OSV records as parsed
+    """``records`` in runs whose JSON stays under :data:`BATCH_BYTES` (one at least)."""
+    out: list[list[Any]] = [[]]  # Any: as above
+    size = 0
+    for r in records:
+        n = len(json.dumps(r)) + 2
+        if out[-1] and size + n > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(r)
+        size += n
+    return out
+
+
 @app.command("import-feed")
 def import_feed(
     ctx: typer.Context,
@@ -207,15 +224,20 @@ def import_feed(
 
     if (file is None) == (feed_url is None):
         raise typer.BadParameter("give FILE or --feed-url", param_hint="FILE")
-    if file is not None:
+    remote = _remote(ctx, url, token)
+    if file is None:
+        out = remote.call("POST", "/vulnerability_feeds", {"url": feed_url})["import"]
+    else:
         try:
             records = list(osv.read_documents(_read(file), name=str(file)))
         except osv.FeedError as e:
             raise typer.BadParameter(str(e), param_hint="FILE") from e
-        body: dict[str, Any] = {"records": records, "source": file.name}  # Any: JSON
-    else:
-        body = {"url": feed_url}
-    out = _remote(ctx, url, token).call("POST", "/vulnerability_feeds", body)["import"]
+        out = {}
+        for batch in _batches(records):  # the API bounds a request's body (max_body_bytes)
+            got = remote.call(
+                "POST", "/vulnerability_feeds", {"records": batch, "source": file.name}
+            )["import"]
+            out = {k: out.get(k, 0) + v if isinstance(v, int) else v for k, v in got.items()}
     if as_json:
         typer.echo(json.dumps(out, indent=2, sort_keys=True))
     else:

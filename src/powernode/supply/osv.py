@@ -119,7 +119,7 @@ def parse_record(doc: object) -> Record:
     affected: list[Affected] = []
     fixed: dict[str, str] = {}
     level: str | None = _level(doc.get("database_specific"))
-    for i, a in enumerate(doc.get("affected") or []):
+    for i, a in enumerate(_list(doc.get("affected"))):
         if not isinstance(a, dict) or not isinstance(a.get("package"), dict):
             raise FeedError(f"{rid}: affected[{i}] has no package")
         pkg = a["package"]
@@ -128,17 +128,17 @@ def parse_record(doc: object) -> Record:
             raise FeedError(f"{rid}: affected[{i}].package needs ecosystem and name")
         level = level or _level(a.get("ecosystem_specific")) or _level(a.get("database_specific"))
         events: list[tuple[str, str]] = []
-        for r in a.get("ranges") or []:
+        for r in _list(a.get("ranges")):
             if not isinstance(r, dict) or r.get("type") != "ECOSYSTEM":
                 continue  # GIT and SEMVER ranges say nothing about a Debian version
-            for e in r.get("events") or []:
+            for e in _list(r.get("events")):
                 if isinstance(e, dict) and len(e) == 1:
                     ((kind, ver),) = e.items()
                     if kind in {"introduced", "fixed", "last_affected"} and isinstance(ver, str):
                         events.append((kind, ver))
                         if kind == "fixed":
                             fixed.setdefault(name, ver)
-        versions = frozenset(v for v in a.get("versions") or [] if isinstance(v, str))
+        versions = frozenset(v for v in _list(a.get("versions")) if isinstance(v, str))
         affected.append(Affected(eco, name, tuple(events), versions))
     if level is None:
         level = _cvss_level(doc.get("severity"))
@@ -147,12 +147,17 @@ def parse_record(doc: object) -> Record:
     return Record(
         rid,
         modified,
-        tuple(a for a in doc.get("aliases") or [] if isinstance(a, str)),
+        tuple(a for a in _list(doc.get("aliases")) if isinstance(a, str)),
         str(doc.get("summary") or doc.get("details") or "")[:500],
         level,
         tuple(affected),
         fixed,
     )
+
+
+def _list(value: object) -> list[Any]:  # Any: JSON values, each checked by the caller
+    """``value`` if it is a list, else empty (a malformed optional field matches nothing)."""
+    return value if isinstance(value, list) else []
 
 
 def _level(block: object) -> str | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,8 +41,12 @@ class _Rule(BaseModel):
 class SignatureRule(_Rule):
     """A verified signature (cosign's, from ingest or attached) by a matching signer."""
 
-    identity: str | None = Field(default=None, max_length=1024)  # regexp, keyless identity
-    issuer: str | None = Field(default=None, max_length=1024)  # regexp, keyless issuer
+    identity: str | None = Field(  # regexp, keyless identity
+        default=None, max_length=1024, json_schema_extra={"format": "regex"}
+    )
+    issuer: str | None = Field(  # regexp, keyless issuer
+        default=None, max_length=1024, json_schema_extra={"format": "regex"}
+    )
     key: str | None = Field(default=None, max_length=200)  # a key fingerprint
 
     @field_validator("identity", "issuer")
@@ -59,11 +63,13 @@ class SignatureRule(_Rule):
 class ProvenanceRule(_Rule):
     """Signed SLSA provenance for this version's digest from one of ``builders``."""
 
-    builders: list[str] = Field(min_length=1, max_length=32)
+    builders: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=32
+    )
 
 
 class SbomRule(_Rule):
-    min_components: int = Field(default=1, ge=0)
+    min_components: int = Field(default=1, ge=0, le=1_000_000)
 
 
 def _default_block() -> list[Severity]:

@@ -5,62 +5,78 @@
   provenance, VEX or signature.
 - ``GET/PUT /node_modules/{name}/promotion_policy`` and
   ``/node_module_categories/{slug}/promotion_policy``.
-- ``POST /vulnerability_feeds``: import OSV records inline or from an URL.
+- ``POST /vulnerability_feeds``: import OSV records inline, or from an URL
+  under a prefix the settings allow (``vulnerability_feed_urls``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, status
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.schemas import In
 from powernode.platform.problems import NotFoundError
 from powernode.platform.services import evidence, vulns
+from powernode.supply.policy import Policy
 
 router = APIRouter(tags=["supply-chain"])
+Doc = dict[str, Any]  # Any: a JSON document (checked by the service)
 
 
-class EvidenceIn(In):
-    """One piece of evidence: ``document`` (sbom), ``envelope`` (provenance, vex: DSSE),
-    or ``payload`` + ``signature`` (signature: cosign simple signing, base64)."""
+class SbomIn(In):
+    kind: Literal["sbom"]
+    document: Doc  # CycloneDX JSON
 
-    kind: Literal["sbom", "provenance", "vex", "signature"]
-    document: dict[str, Any] | None = None  # Any: a CycloneDX JSON document
-    envelope: dict[str, Any] | None = None  # Any: a DSSE envelope
-    payload: str | None = Field(default=None, max_length=65536)
-    signature: str | None = Field(default=None, max_length=4096)
 
-    @model_validator(mode="after")
-    def _fields_for_kind(self) -> EvidenceIn:
-        need = {
-            "sbom": ("document",),
-            "provenance": ("envelope",),
-            "vex": ("envelope",),
-            "signature": ("payload", "signature"),
-        }[self.kind]
-        for name in need:
-            if getattr(self, name) is None:
-                raise ValueError(f"{self.kind} evidence needs {name}")
-        return self
+class EnvelopeIn(In):
+    kind: Literal["provenance", "vex"]
+    envelope: Doc  # a DSSE envelope
+
+
+class SignatureIn(In):
+    kind: Literal["signature"]
+    payload: str = Field(max_length=65536)  # cosign simple-signing payload, base64
+    signature: str = Field(max_length=4096)  # base64
+
+
+EvidenceIn = Annotated[SbomIn | EnvelopeIn | SignatureIn, Field(discriminator="kind")]
 
 
 class PolicyIn(In):
-    policy: dict[str, Any]  # Any: the policy document, validated by supply/policy.py
+    policy: Policy
 
 
-class FeedIn(In):
-    url: str | None = Field(default=None, max_length=2048)
-    records: list[dict[str, Any]] | None = Field(default=None, max_length=200_000)  # Any: OSV
+class _Open(In):
+    model_config = ConfigDict(extra="allow")
+
+
+class OsvPackageIn(_Open):
+    ecosystem: str = Field(max_length=128)
+    name: str = Field(max_length=255)
+
+
+class OsvAffectedIn(_Open):
+    package: OsvPackageIn
+
+
+class OsvRecordIn(_Open):
+    """An OSV record (https://ossf.github.io/osv-schema/); fields beyond these are kept."""
+
+    id: str = Field(min_length=1, max_length=128)
+    modified: str = Field(max_length=40)
+    affected: list[OsvAffectedIn] = Field(default_factory=list, max_length=10_000)
+
+
+class FeedRecordsIn(In):
+    records: list[OsvRecordIn] = Field(max_length=200_000)
     source: str = Field(default="inline", max_length=256)
 
-    @model_validator(mode="after")
-    def _one(self) -> FeedIn:
-        if (self.url is None) == (self.records is None):
-            raise ValueError("give either url or records")
-        return self
+
+class FeedUrlIn(In):
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
 
 
 @router.get("/node_module_versions/{version_id}/evidence")
@@ -74,7 +90,7 @@ def get_evidence(version_id: str, state: State, actor: Reader) -> dict[str, Any]
 def attach_evidence(
     version_id: str, body: EvidenceIn, state: State, actor: CurrentActor
 ) -> dict[str, Any]:
-    fields = body.model_dump(exclude_none=True, exclude={"kind"})
+    fields = body.model_dump(exclude={"kind"})
     with state.unit(actor) as ctx:
         row = evidence.attach(ctx, version_id, body.kind, fields)
         return {
@@ -102,7 +118,7 @@ def _policy_routes(scope: Literal["module", "category"], path: str) -> None:
     @router.put(path, name=f"put_{scope}_policy")
     def put_policy(name: str, body: PolicyIn, state: State, actor: CurrentActor) -> dict[str, Any]:
         with state.unit(actor) as ctx:
-            return evidence.set_policy(ctx, scope, name, body.policy)
+            return evidence.set_policy(ctx, scope, name, body.policy.model_dump(exclude_none=True))
 
 
 _policy_routes("module", "/node_modules/{name}/promotion_policy")
@@ -110,9 +126,13 @@ _policy_routes("category", "/node_module_categories/{name}/promotion_policy")
 
 
 @router.post("/vulnerability_feeds")
-def import_feed(body: FeedIn, state: State, actor: CurrentActor) -> dict[str, Any]:
-    """Import OSV records (inline, or fetched from ``url``) and re-match the versions."""
+def import_feed(
+    body: FeedRecordsIn | FeedUrlIn, state: State, actor: CurrentActor
+) -> dict[str, Any]:
+    """Import OSV records (inline, or fetched from an allowed ``url``); re-match versions."""
     with state.unit(actor) as ctx:
-        if body.url is not None:
-            return {"import": vulns.import_url(ctx, body.url)}
-        return {"import": vulns.import_documents(ctx, body.records or [], source=body.source)}
+        if isinstance(body, FeedUrlIn):
+            allowed = state.settings.vulnerability_feed_urls
+            return {"import": vulns.import_url(ctx, body.url, allowed)}
+        docs = [r.model_dump() for r in body.records]
+        return {"import": vulns.import_documents(ctx, docs, source=body.source)}

@@ -33,7 +33,7 @@ from powernode.platform.db import (
     VersionEvidence,
     VersionFinding,
 )
-from powernode.platform.problems import ConflictError, InvalidInputError
+from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.services import audit
 from powernode.platform.services.artifacts import IngestedArtifact
 from powernode.platform.services.catalog import get_module, get_version
@@ -69,7 +69,7 @@ def _scope_row(ctx: Ctx, scope: str, name: str) -> tuple[str, str]:
     if scope == "category":
         cat = ctx.session.scalar(select(NodeModuleCategory).where(NodeModuleCategory.slug == name))
         if cat is None:
-            raise InvalidInputError(f"no category {name!r}", field="category")
+            raise NotFoundError(f"category {name!r} not found")
         return cat.id, f"category {name}"
     raise InvalidInputError(f"scope {scope!r} is not module or category", field="scope")
 

@@ -30,7 +30,7 @@ from powernode.platform.db import (
     VersionEvidence,
     VersionFinding,
 )
-from powernode.platform.problems import InvalidInputError
+from powernode.platform.problems import InvalidInputError, PermissionDeniedError
 from powernode.platform.services import audit, evidence
 from powernode.platform.services.catalog import get_version
 from powernode.platform.services.context import WRITE, Ctx
@@ -45,11 +45,21 @@ URL_TIMEOUT = 60.0
 EVENT_KIND = "module_version.vulnerability"
 
 
-def import_url(ctx: Ctx, url: str) -> dict[str, Any]:
-    """Fetch a feed (JSON, JSON lines or a zip of records) from ``url`` and import it."""
+def import_url(ctx: Ctx, url: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """Fetch a feed (JSON, JSON lines or a zip of records) from ``url`` and import it.
+
+    Only from a prefix in ``allowed`` (settings ``vulnerability_feed_urls``): the
+    platform does not fetch whatever URL a token holder names.
+    """
     ctx.actor.require(WRITE, "importing a vulnerability feed")
     if not url.startswith(("http://", "https://")):
         raise InvalidInputError(f"url {url!r} is not http(s)", field="url")
+    if not any(url.startswith(prefix) for prefix in allowed):
+        raise PermissionDeniedError(
+            f"{url} is not under a feed source this platform fetches from; add its prefix "
+            "to the settings' vulnerability_feed_urls, or send the records inline "
+            "(powernode supply import-feed FILE)"
+        )
     try:
         with (
             httpx.Client(timeout=URL_TIMEOUT, follow_redirects=False) as client,
