@@ -11,12 +11,14 @@ attestation form is read from a vector built by hand from cosign's format
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from powernode.errors import DataError
 from powernode.oci import referrers as refs
@@ -27,10 +29,11 @@ from powernode.oci.refs import Reference
 from powernode.oci.registry import Registry, open_registry
 from powernode.signing.errors import SignatureInvalidError
 from powernode.signing.keys import generate_private_key, public_key_pem
-from powernode.signing.policy import PublicKeyPolicy
+from powernode.signing.policy import KeylessPolicy, PublicKeyPolicy, UnsafeValidityAtNow
 from powernode.signing.sign import sign_manifest_digest
 from powernode.supply import attest, dsse
 from tests.oci.registry_fixture import RunningRegistry
+from tests.signing.testca import WORKFLOW, FakeCA, pem
 from tests.supply import fixtures as fx
 
 KEY = generate_private_key()
@@ -225,3 +228,29 @@ def test_we_accept_cosigns_att_form_and_write_it(tmp_path: Path) -> None:
     assert att["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
     [again] = attest.verify_provenance(reg, "supply/ours", subject2, TRUST)
     assert again.source == "cosign .att layer 1"
+
+
+def test_keyless_attestation_verifies_by_identity(tmp_path: Path) -> None:
+    ca = FakeCA()
+    now = datetime.datetime.now(datetime.UTC)
+    key = generate_private_key()
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    hour = datetime.timedelta(hours=1)
+    cert = pem(ca.leaf(key, not_before=now - hour, not_after=now + hour))
+    reg = LayoutRegistry(tmp_path / "layout")
+    subject = push_subject(reg, "supply/keyless")
+    env = dsse.parse(fx.provenance_envelope(key, digest=str(subject)))
+    attest.attach_cosign_attestation(
+        reg, "supply/keyless", subject, env, certificate_pem=cert, chain_pem=ca.chain_pem
+    )
+
+    def policy(identity: str) -> KeylessPolicy:
+        return KeylessPolicy(
+            ca.root_pem, identity, r"https://token\.actions\.githubusercontent\.com", now,
+            UnsafeValidityAtNow(),
+        )  # fmt: skip
+
+    [got] = attest.verify_provenance(reg, "supply/keyless", subject, policy(".*"))
+    assert got.signer.identity == WORKFLOW
+    with pytest.raises(SignatureInvalidError, match="no provenance of"):
+        attest.verify_provenance(reg, "supply/keyless", subject, policy("https://other/.*"))

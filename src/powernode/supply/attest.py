@@ -137,8 +137,16 @@ def attach_cosign_attestation(
     subject: Digest,
     envelope: dsse.Envelope,
     predicate_type: str = provenance.SLSA_PROVENANCE_V1,
+    *,
+    certificate_pem: bytes | None = None,
+    chain_pem: bytes | None = None,
 ) -> Digest:
-    """Add ``envelope`` to the ``sha256-<hex>.att`` manifest, cosign's attestation form."""
+    """Add ``envelope`` to the ``sha256-<hex>.att`` manifest, cosign's attestation form.
+
+    Signed keylessly, the signing certificate (and chain) travel as the layer's
+    ``dev.sigstore.cosign/certificate`` and ``…/chain`` annotations, as cosign
+    writes them.
+    """
     ref = Reference(None, repository, cosign_attestation_tag(subject))
     layers: list[tuple[bytes, dict[str, str]]] = []
     try:
@@ -153,7 +161,12 @@ def attach_cosign_attestation(
     if all(d != data for d, _ in layers):
         # cosign's static.NewAttestation: the signature lives in the envelope, the
         # annotation is present and empty (verify-attestation requires it).
-        layers.append((data, {SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: predicate_type}))
+        ann = {SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: predicate_type}
+        if certificate_pem is not None:
+            ann[CERT_ANNOTATION] = certificate_pem.decode("ascii")
+        if chain_pem is not None:
+            ann[CHAIN_ANNOTATION] = chain_pem.decode("ascii")
+        layers.append((data, ann))
     digests = [str(Digest.of_bytes(d)) for d, _ in layers]
     config = _go_config(digests)
     for blob in (config, *(d for d, _ in layers)):
