@@ -189,6 +189,7 @@ def show_policy(
 
 
 BATCH_BYTES = 768 * 1024
+BATCH_RECORDS = 5_000  # under the API's 10,000 records per request
 
 
 def _batches(records: list[Any]) -> list[list[Any]]:  # Any: OSV records as parsed
@@ -197,7 +198,7 @@ def _batches(records: list[Any]) -> list[list[Any]]:  # Any: OSV records as pars
     size = 0
     for r in records:
         n = len(json.dumps(r)) + 2
-        if out[-1] and size + n > BATCH_BYTES:
+        if out[-1] and (size + n > BATCH_BYTES or len(out[-1]) >= BATCH_RECORDS):
             out.append([])
             size = 0
         out[-1].append(r)

@@ -67,11 +67,12 @@ class OsvRecordIn(_Open):
 
     id: str = Field(min_length=1, max_length=128)
     modified: str = Field(max_length=40)
-    affected: list[OsvAffectedIn] = Field(default_factory=list, max_length=10_000)
+    # Bounds a request one over them still fits under max_body_bytes (1 MiB by default).
+    affected: list[OsvAffectedIn] = Field(default_factory=list, max_length=1_000)
 
 
 class FeedRecordsIn(In):
-    records: list[OsvRecordIn] = Field(max_length=200_000)
+    records: list[OsvRecordIn] = Field(max_length=10_000)
     source: str = Field(default="inline", max_length=256)
 
 
