@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from powernode.platform.api.patterns import JSON_INTEGER
 
 Severity = Literal["critical", "high", "medium", "low", "unknown"]
 TARGETS = ("staging", "blessed", "live")
@@ -69,7 +71,7 @@ class ProvenanceRule(_Rule):
 
 
 class SbomRule(_Rule):
-    min_components: int = Field(default=1, ge=0, le=1_000_000)
+    min_components: Annotated[int, Field(ge=0, le=1_000_000), JSON_INTEGER] = 1
 
 
 def _default_block() -> list[Severity]:
@@ -78,7 +80,7 @@ def _default_block() -> list[Severity]:
 
 class VulnerabilityRule(_Rule):
     block: list[Severity] = Field(default_factory=_default_block)
-    vex_waives: bool = True
+    vex_waives: StrictBool = True
 
 
 class StateRules(_Rule):

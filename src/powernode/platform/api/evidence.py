@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field
 from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.schemas import In
 from powernode.platform.problems import NotFoundError
-from powernode.platform.services import evidence, vulns
+from powernode.platform.services import evidence, promotion_policies, vulns
 from powernode.supply.policy import Policy
 
 router = APIRouter(tags=["supply-chain"])
@@ -111,7 +111,7 @@ def _policy_routes(scope: Literal["module", "category"], path: str) -> None:
     @router.get(path, name=f"get_{scope}_policy")
     def get_policy(name: str, state: State, actor: Reader) -> dict[str, Any]:
         with state.unit(actor, write=False) as ctx:
-            found = evidence.get_policy(ctx, scope, name)
+            found = promotion_policies.get_policy(ctx, scope, name)
         if found is None:
             raise NotFoundError(f"{scope} {name} has no promotion policy")
         return found
@@ -119,7 +119,9 @@ def _policy_routes(scope: Literal["module", "category"], path: str) -> None:
     @router.put(path, name=f"put_{scope}_policy")
     def put_policy(name: str, body: PolicyIn, state: State, actor: CurrentActor) -> dict[str, Any]:
         with state.unit(actor) as ctx:
-            return evidence.set_policy(ctx, scope, name, body.policy.model_dump(exclude_none=True))
+            return promotion_policies.set_policy(
+                ctx, scope, name, body.policy.model_dump(exclude_none=True)
+            )
 
 
 _policy_routes("module", "/node_modules/{name}/promotion_policy")
