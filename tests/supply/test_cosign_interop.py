@@ -4,9 +4,9 @@ cosign is not packaged for Debian 12 and its trixie build needs glibc 2.38
 (shared/notes/FACTS.md), so it runs in a trixie tree made by mmdebstrap
 (``mmdebstrap --variant=apt --include=cosign,ca-certificates trixie ROOT``)
 named by ``POWERNODE_COSIGN_ROOT``; the registry runs on the host's loopback,
-which the chroot shares. Without that tree the test is skipped (cosign
-cannot exist on a Debian 12 host); tests/oci/test_referrers.py checks the
-same formats against a vector built by hand.
+which the chroot shares. scripts/make-cosign-tree.sh makes the tree; without
+it the test is skipped (fails under CI). tests/oci/test_referrers.py checks
+the same formats against a vector built by hand.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from powernode.oci.distribution import DistributionRegistry
 from powernode.signing.keys import generate_private_key, write_key_pair
 from powernode.signing.policy import PublicKeyPolicy
 from powernode.supply import attest, dsse, provenance
+from tests.conftest import _missing, require_root
 from tests.oci.registry_fixture import RunningRegistry, run_registry
 from tests.oci.test_referrers import push_subject
 from tests.supply import fixtures as fx
@@ -43,10 +44,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 @pytest.fixture
 def work() -> Iterator[tuple[Path, Path]]:
     """(host path, chroot path) of a scratch directory inside the cosign tree."""
-    if not (ROOT / "usr/bin/cosign").exists() or os.geteuid() != 0:
-        pytest.skip(
-            f"no cosign tree at {ROOT} (or not root): cosign needs glibc 2.38, not on Debian 12"
-        )
+    require_root()
+    if not (ROOT / "usr/bin/cosign").exists():
+        _missing(f"no cosign tree at {ROOT}: scripts/make-cosign-tree.sh makes it")
     inner = Path("/tmp") / f"interop-{uuid.uuid4().hex[:8]}"
     host = ROOT / inner.relative_to("/")
     host.mkdir(parents=True)
