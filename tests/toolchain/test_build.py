@@ -116,7 +116,7 @@ def test_artifact_follows_the_contract(tmp_path: Path) -> None:
     assert (app_entry.uid, app_entry.gid, app_entry.mode & 0o7777) == (0, 0, 0o755)
     assert all(e.mtime[0] == EPOCH for e in entries.values())
     sbom = json.loads((out / "sbom.cdx.json").read_bytes())
-    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.6"
     files = {c["name"] for c in sbom["components"] if c["type"] == "file"}
     assert files == {"/etc/app/a.conf", "/etc/app/big.dat", "/usr/bin/app"}
 

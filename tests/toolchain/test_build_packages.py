@@ -210,6 +210,14 @@ def test_hello_builds_reproducibly_from_the_cache(tmp_path: Path, hello_cache: P
     sbom = json.loads((out / "sbom.cdx.json").read_bytes())
     purls = [c["purl"] for c in sbom["components"] if c["type"] == "library"]
     assert any(p.startswith("pkg:deb/debian/hello@") and "arch=" in p for p in purls)
+    assert sbom["specVersion"] == "1.6"
+    hello = next(c for c in sbom["components"] if c["name"] == "hello")
+    assert hello["purl"].endswith("distro=debian-12")
+    # hello's copyright file is free text: no license is claimed for it; packages whose
+    # copyright is machine-readable (DEP-5) carry theirs.
+    assert "licenses" not in hello
+    libs = [c for c in sbom["components"] if c["type"] == "library"]
+    assert any(c.get("licenses") for c in libs), [c["name"] for c in libs]
     dry = build_module(a, tmp_path / "dry", dry_run=True, **kw)  # type: ignore[arg-type]
     assert dry.cached and dry.packages == ra.packages
 

@@ -50,6 +50,12 @@ def _nodescript() -> Loaded:
     return app
 
 
+def _supply() -> Loaded:
+    from powernode.cli.module_evidence import app  # noqa: PLC0415
+
+    return app
+
+
 def _mcp() -> Loaded:
     from powernode.cli.mcp import app  # noqa: PLC0415
 
@@ -83,6 +89,11 @@ app.add_lazy(
 )
 app.add_lazy("system", _system, "Operate the fleet through the platform API.")
 app.add_lazy("nodescript", _nodescript, "Sign, register and run NodeScripts on nodes.")
+app.add_lazy(
+    "supply",
+    _supply,
+    "Supply-chain evidence and verdicts, promotion policies, the vulnerability feed.",
+)
 app.add_lazy("mcp", _mcp, "The MCP server: fleet operations for assistants.")
 app.add_lazy("verity", _verity, "fs-verity digests, computed in userspace.")
 app.add_lazy("image", _image, "Build the node's boot artifacts from Debian packages.")

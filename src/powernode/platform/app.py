@@ -26,6 +26,7 @@ from powernode.errors import ConfigError
 from powernode.platform.api import (
     audit,
     desired,
+    evidence,
     ingest,
     metrics,
     modules,
@@ -63,6 +64,7 @@ from powernode.platform.services.nodeapi.identity_batch import LiveIdentityReade
 from powernode.platform.services.nodes import reconcile_instances
 from powernode.platform.services.providers import InstanceProvider, provider_of
 from powernode.platform.settings import Settings
+from powernode.platform.ui import evidence_page as ui_evidence
 from powernode.platform.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
@@ -125,11 +127,12 @@ def create_app(
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     app.include_router(node_api_scripts.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
-    routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot)
+    routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot, evidence)
     for router in (r.router for r in (*routers, node_ops, node_agent_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)
     app.include_router(ui_routes.router)
+    app.include_router(ui_evidence.router)
     _install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     # A scrape only reads: a read-only session, never SQLite's write lock.

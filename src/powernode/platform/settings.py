@@ -54,6 +54,9 @@ class Settings(BaseModel):
     # are refused unless cosign_insecure_ignore_tlog checks certificates at now.
     cosign_tlog_keys_file: Path | None = None
     cosign_insecure_ignore_tlog: bool = False
+    # URL prefixes the platform may fetch an OSV vulnerability feed from (issue 18);
+    # empty: feeds are only sent inline (`powernode supply import-feed FILE`).
+    vulnerability_feed_urls: tuple[str, ...] = ()
     # Seconds between registry polls of the ingest worker (seed 003: "wait 60 s").
     ingest_poll_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
     # TLS (tlsserve.py). False: plain HTTP, for the operator API on loopback or behind a

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from powernode.publish.format import canonical_json
+from powernode.supply import sbom as cdx
 from powernode.toolchain import build_packages
 from powernode.toolchain.build_entries import Entry, check_parents, merge, rootfs_entries
 from powernode.toolchain.build_inputs import resolve_epoch, resolve_version
@@ -149,6 +150,24 @@ def build_module(
     return result
 
 
+def _licenses(
+    pkg_tree: build_packages.PackageTree | None, packages: Sequence[Package]
+) -> dict[str, tuple[str, ...]]:
+    """Each package's licenses from its machine-readable /usr/share/doc/<name>/copyright."""
+    texts: dict[str, bytes] = {}
+    if pkg_tree is None or pkg_tree.tar is None:
+        return {}
+    for p in packages:
+        member = pkg_tree.members.get(f"/usr/share/doc/{p.name}/copyright")
+        if member is None or member.size > cdx.MAX_COPYRIGHT:
+            continue  # no copyright file (docs excluded, or a symlinked doc dir)
+        stream = pkg_tree.tar.extractfile(member)
+        if stream is not None:
+            with stream:
+                texts[p.name] = stream.read(cdx.MAX_COPYRIGHT + 1)
+    return cdx.copyright_texts(texts)
+
+
 def _count(selected: Sequence[Entry]) -> int:
     return sum(1 for e in selected if not e.is_dir)
 
@@ -200,6 +219,7 @@ def _write_image(tmp: Path, out: Path, plan: _Plan) -> BuildResult:
         packages=plan.packages,
         files=shipped,
         distro=pkg_tree.source["suite"] if pkg_tree else None,
+        licenses=_licenses(pkg_tree, plan.packages),
     )
     write_file(tmp / "sbom.cdx.json", sbom)
     return BuildResult(

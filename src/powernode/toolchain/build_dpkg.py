@@ -26,7 +26,8 @@ def parse_status(text: str, where: str) -> tuple[Package, ...]:
         name, version = stanza.get("package"), stanza.get("version")
         if not name or not version:
             raise SourceTreeError(f"{where}: an installed stanza lacks Package or Version")
-        out.add(Package(name, version, stanza.get("architecture", "all")))
+        source = stanza.get("source", "").split(" ", 1)[0] or None  # "src (ver)" -> "src"
+        out.add(Package(name, version, stanza.get("architecture", "all"), source))
     return tuple(sorted(out))
 
 

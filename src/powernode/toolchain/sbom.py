@@ -1,28 +1,24 @@
-"""The artifact's SBOM: CycloneDX 1.5 JSON of the Debian packages and the files shipped.
+"""The artifact's SBOM: CycloneDX 1.6 JSON of the Debian packages and the files shipped.
 
-Follows the CycloneDX 1.5 JSON schema (https://cyclonedx.org/docs/1.5/json/):
-packages are ``library`` components named by a purl
-(``pkg:deb/debian/<name>@<version>?arch=<arch>&distro=<suite>``, purl-spec
-"deb" type; qualifiers sorted, the version percent-encoded so an epoch's
-``:`` and a ``+`` survive), shipped files are ``file`` components with their
-SHA-256. Everything is derived from the build's inputs: the serial number is
-a UUIDv5 of the composefs digest and the timestamp is SOURCE_DATE_EPOCH, so
-a rebuild writes the same bytes.
+Written by :mod:`powernode.supply.sbom` with cyclonedx-python-lib (issue 18):
+packages are ``library`` components named by purl
+(``pkg:deb/debian/<name>@<version>?arch=<arch>&distro=debian-12``), with
+their licenses when the package's copyright file is machine-readable (DEP-5);
+shipped files are ``file`` components with their SHA-256. Everything is
+derived from the build's inputs: the serial number is a UUIDv5 of the
+composefs digest and the timestamp is SOURCE_DATE_EPOCH, so a rebuild writes
+the same bytes. :func:`purl` is the purl-spec text of a package (the version
+percent-encoded so an epoch's ``:`` and a ``+`` survive).
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from powernode import __version__
-from powernode.publish.format import created_timestamp
+from powernode.supply import sbom as cdx
 from powernode.toolchain.build_tree import ShippedFile
-
-_NAMESPACE = uuid.UUID("5b0f7c52-3c9e-4c41-9a57-2b6f1d9f0c11")  # powernode SBOM serials
 
 
 @dataclass(frozen=True, order=True)
@@ -32,6 +28,8 @@ class Package:
     name: str
     version: str
     arch: str
+    # The source package (dpkg's Source:, without a version); not part of identity.
+    source: str | None = field(default=None, compare=False)
 
     @property
     def pin(self) -> str:
@@ -60,47 +58,24 @@ def make_sbom(
     packages: Sequence[Package],
     files: Sequence[ShippedFile],
     distro: str | None,
+    licenses: Mapping[str, tuple[str, ...]] | None = None,
 ) -> bytes:
-    """The SBOM bytes: sorted, 2-space indented JSON with a trailing newline."""
-    module_ref = f"module:{name}@{version}"
-    components: list[dict[str, object]] = []
-    for pkg in sorted(packages):
-        ref = purl(pkg, distro)
-        components.append(
-            {
-                "type": "library",
-                "bom-ref": ref,
-                "name": pkg.name,
-                "version": pkg.version,
-                "purl": ref,
-            }
-        )
-    for f in sorted(files, key=lambda f: f.path):
-        if f.kind != "file":
-            continue
-        comp: dict[str, object] = {"type": "file", "bom-ref": f"file:{f.path}", "name": f.path}
-        if f.sha256 is not None:
-            comp["hashes"] = [{"alg": "SHA-256", "content": f.sha256}]
-        components.append(comp)
-    doc = {
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
-        "serialNumber": f"urn:uuid:{uuid.uuid5(_NAMESPACE, composefs_digest)}",
-        "version": 1,
-        "metadata": {
-            "timestamp": created_timestamp(source_date_epoch),
-            "tools": {
-                "components": [{"type": "application", "name": "powernode", "version": __version__}]
-            },
-            "component": {
-                "type": "operating-system",
-                "bom-ref": module_ref,
-                "name": name,
-                "version": version,
-                "properties": [{"name": "powernode:composefs_digest", "value": composefs_digest}],
-            },
-        },
-        "components": components,
-        "dependencies": [{"ref": module_ref, "dependsOn": [c["bom-ref"] for c in components]}],
-    }
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    """The SBOM bytes: CycloneDX 1.6 JSON written by supply/sbom.py (cyclonedx-python-lib).
+
+    ``distro`` is the package tree's suite (``bookworm``): the purls say
+    ``distro=debian-12``. ``licenses`` maps a package to the license synopses
+    of its machine-readable copyright file.
+    """
+    lic = licenses or {}
+    return cdx.make_sbom(
+        name=name,
+        version=version,
+        composefs_digest=composefs_digest,
+        source_date_epoch=source_date_epoch,
+        packages=[
+            cdx.DebPackage(p.name, p.version, p.arch, p.source, lic.get(p.name, ()))
+            for p in packages
+        ],
+        files=[cdx.FileEntry(f.path, f.sha256) for f in files if f.kind == "file"],
+        suite=distro,
+    )

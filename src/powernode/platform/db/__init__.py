@@ -22,6 +22,13 @@ from powernode.platform.db.nodeapi import (
 )
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.nodescripts import NodeScriptRow
+from powernode.platform.db.supply import (
+    OsvAffected,
+    OsvRecord,
+    PromotionPolicy,
+    VersionEvidence,
+    VersionFinding,
+)
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
 __all__ = [
@@ -45,9 +52,14 @@ __all__ = [
     "NodeRateBucket",
     "NodeScriptRow",
     "NodeTemplate",
+    "OsvAffected",
+    "OsvRecord",
     "PromotionApproval",
+    "PromotionPolicy",
     "PromotionState",
     "Task",
     "TaskState",
+    "VersionEvidence",
+    "VersionFinding",
     "WebhookDelivery",
 ]

@@ -75,6 +75,10 @@ class IngestedArtifact:
     fsverity_root_hash: str | None = None
     sbom_ref: str | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    # The verified signer, for promotion policies' signature rule (issue 18).
+    signer_key: str | None = None
+    signer_identity: str | None = None
+    signer_issuer: str | None = None
 
 
 class ArtifactSource(Protocol):
@@ -171,4 +175,7 @@ class PublishArtifactSource:
             file_list=verified.file_list,
             signer=str(verified.signer),
             sbom_ref=str(verified.sbom_digest),
+            signer_key=verified.signer.key_fingerprint,
+            signer_identity=verified.signer.identity,
+            signer_issuer=verified.signer.issuer,
         )

@@ -32,7 +32,7 @@ from powernode.platform.db import (
     NodeModuleVersion,
 )
 from powernode.platform.problems import ConflictError, InvalidInputError
-from powernode.platform.services import audit, catalog
+from powernode.platform.services import audit, catalog, evidence
 from powernode.platform.services.artifacts import IngestedArtifact, ModuleTrust
 from powernode.platform.services.context import WRITE, Actor, Ctx
 
@@ -210,6 +210,7 @@ def record_built(ctx: Ctx, job: ModuleIngest, art: IngestedArtifact) -> NodeModu
             )
         except (ConflictError, InvalidInputError) as e:
             raise DataError(e.detail) from e
+    evidence.record_ingest_signature(ctx, version, art)
     job.state, job.reason, job.version_id = S.BUILT.value, "", version.id
     job.artifact_ref, job.updated_at = art.artifact_ref, ctx.now
     log.info(

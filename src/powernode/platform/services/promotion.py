@@ -28,6 +28,10 @@ answers 409 with what the state is now. No lock is taken on the earlier
 read, so this needs neither ``SELECT … FOR UPDATE`` (which SQLite ignores)
 nor ``BEGIN IMMEDIATE``. The audit row is written after the compare-and-set
 succeeded, in the same transaction: one transition, one audit row.
+
+Forward moves are also gated by the promotion policy over the version's
+supply-chain evidence (services/evidence.py, issue 18), evaluated in the
+same transaction just before the compare-and-set.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from powernode.platform.problems import (
     InvalidInputError,
     TransitionError,
 )
-from powernode.platform.services import audit
+from powernode.platform.services import audit, evidence
 from powernode.platform.services.catalog import get_version
 from powernode.platform.services.context import PROMOTE_LIVE, WRITE, Ctx
 
@@ -113,6 +117,10 @@ def promote(ctx: Ctx, version_id: str, to: str, *, note: str = "") -> NodeModule
     approval: PromotionApproval | None = None
     if target is S.LIVE and module.require_approval:
         approval = _usable_approval(ctx, version)
+    if _forward(current, target):
+        # Issue 18: the module's (or category's) policy over the version's evidence, read
+        # in this transaction; a refusal raises before the compare-and-set, changing nothing.
+        evidence.check_promotion(ctx, version, target.value)
     moved = ctx.session.execute(
         update(NodeModuleVersion)
         .where(
@@ -143,6 +151,11 @@ def promote(ctx: Ctx, version_id: str, to: str, *, note: str = "") -> NodeModule
         },
     )
     return version
+
+
+def _forward(current: PromotionState, target: PromotionState) -> bool:
+    """Promotion, not a demotion or retirement (those are never held back by evidence)."""
+    return current in ORDER and target in ORDER and ORDER.index(target) > ORDER.index(current)
 
 
 def _rowcount(result: object) -> int:
