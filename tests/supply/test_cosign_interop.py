@@ -5,8 +5,8 @@ cosign is not packaged for Debian 12 and its trixie build needs glibc 2.38
 (``mmdebstrap --variant=apt --include=cosign,ca-certificates trixie ROOT``)
 named by ``POWERNODE_COSIGN_ROOT``; the registry runs on the host's loopback,
 which the chroot shares. scripts/make-cosign-tree.sh makes the tree, run by the
-fixture when it is missing; without it the test is skipped (fails under CI). tests/oci/test_referrers.py checks
-the same formats against a vector built by hand.
+fixture when it is missing; without it the test is skipped (fails under CI).
+tests/oci/test_referrers.py checks the same formats against a vector built by hand.
 """
 
 from __future__ import annotations
