@@ -28,7 +28,7 @@ from pathlib import Path
 from powernode.image.build import ARCHES, build
 from powernode.image.debs import fetch, newest_name
 from powernode.image.dracut_root import make_root, run_dracut
-from powernode.toolchain.build_packages import DEBS_DIR, default_cache_dir
+from powernode.toolchain.build.packages import DEBS_DIR, default_cache_dir
 
 
 def _best(fn: object, repeat: int) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from powernode.toolchain.build_packages import DEBS_DIR, default_cache_dir
+from powernode.toolchain.build.packages import DEBS_DIR, default_cache_dir
 
 # The epoch every real-package test builds with (the trees' cache key includes it)
 EPOCH = 1_700_000_000

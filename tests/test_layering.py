@@ -75,7 +75,7 @@ VIOLATIONS = [
     ("platform", "platform/settings.py", "import powernode.agent.config"),
     # a module only the CLI uses: a violation elsewhere in a format also breaks the
     # contracts of the runtimes that import it (forbidden imports are transitive)
-    ("formats", "verity/composefs/reader_dump.py", "import powernode.platform.problems"),
+    ("formats", "verity/composefs/reader/dump.py", "import powernode.platform.problems"),
     ("toolchain", "toolchain/sbom.py", "import powernode.platform.problems"),
     ("operator-client", "client.py", "import powernode.platform.settings"),
     ("cli", "demo/fleet.py", "import powernode.cli.base"),

@@ -94,7 +94,7 @@ def test_the_view_of_an_unenrolled_agent(tmp_path: Path) -> None:
 
 
 def test_the_modules_commands_do_not_import_the_agent_cli() -> None:
-    code = "import sys, powernode.cli.agent_modules; print('powernode.cli.agent' in sys.modules)"
+    code = "import sys, powernode.cli.agent.modules; print('powernode.cli.agent' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -13,9 +13,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from powernode.cli import composefs_info, module_inspect
+from powernode.cli.composefs import info as composefs_info
+from powernode.cli.module import inspect as module_inspect
 from powernode.verity.composefs.reader import Image
-from powernode.verity.composefs.reader_dump import dump_line, wants_content
+from powernode.verity.composefs.reader.dump import dump_line, wants_content
 
 TOOL_DIGEST = bytes(range(32))  # the digest sample_tree gives /bin/tool
 TOOL_OBJECT = "00/" + TOOL_DIGEST.hex()[2:]

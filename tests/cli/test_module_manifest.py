@@ -13,8 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from powernode.cli import module_manifest
 from powernode.cli.base import App
+from powernode.cli.module import manifest as module_manifest
 from powernode.core.manifest import schema_text
 
 

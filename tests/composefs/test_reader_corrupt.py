@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from powernode.errors import ImageFormatError
 from powernode.verity.composefs import erofs_layout as L
 from powernode.verity.composefs.reader import Image, ReaderLimits
-from powernode.verity.composefs.reader_inode import Inode, parse_inode
-from powernode.verity.composefs.reader_super import Blob, parse_superblock
+from powernode.verity.composefs.reader.inode import Inode, parse_inode
+from powernode.verity.composefs.reader.super import Blob, parse_superblock
 from powernode.verity.composefs.tree import Node, Tree, object_name
 from powernode.verity.composefs.writer import image_bytes
 

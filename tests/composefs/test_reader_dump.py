@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from powernode.verity.composefs.reader import Image
-from powernode.verity.composefs.reader_dump import dump_line, escape, ls_line, wants_content
+from powernode.verity.composefs.reader.dump import dump_line, escape, ls_line, wants_content
 from powernode.verity.composefs.tree import Node, Tree
 from powernode.verity.composefs.writer import image_bytes
 from powernode.verity.fsverity import fsverity_digest

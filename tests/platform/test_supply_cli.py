@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from powernode.cli.module_evidence import app as supply_app
+from powernode.cli.module.evidence import app as supply_app
 from tests.platform.test_cli import server, system, token
 from tests.supply import fixtures as fx
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from powernode.cli.module_evidence import app
+from powernode.cli.module.evidence import app
 from powernode.oci import referrers as refs
 from powernode.oci.layout import LayoutRegistry
 from powernode.signing.keys import ScryptParams, generate_private_key, write_key_pair

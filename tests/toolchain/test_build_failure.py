@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from powernode.errors import SourceTreeError
-from powernode.toolchain.build_failure import explain_failure, find_script_failure
+from powernode.toolchain.build.failure import explain_failure, find_script_failure
 
 APT_LINE = "E: run_chroot failed: E: apt-get --yes install " + " ".join(
     f"/var/cache/apt/archives/pkg{n}_1.0_amd64.deb" for n in range(120)

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from powernode.errors import ConfigError, DataError, SourceTreeError
 from powernode.run import run
 from powernode.toolchain.build import build_module
-from powernode.toolchain.build_dpkg import parse_status
-from powernode.toolchain.build_entries import Entry, check_parents, merge
-from powernode.toolchain.build_failure import explain_failure
-from powernode.toolchain.build_packages import host_arch, install_tree, read_members
-from powernode.toolchain.build_sources import read_sources
+from powernode.toolchain.build.dpkg import parse_status
+from powernode.toolchain.build.entries import Entry, check_parents, merge
+from powernode.toolchain.build.failure import explain_failure
+from powernode.toolchain.build.packages import host_arch, install_tree, read_members
+from powernode.toolchain.build.sources import read_sources
 from powernode.toolchain.sbom import Package, purl
 from tests.conftest import require_tool
 from tests.package_cache import package_cache

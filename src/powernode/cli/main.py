@@ -51,7 +51,7 @@ def _nodescript() -> Loaded:
 
 
 def _supply() -> Loaded:
-    from powernode.cli.module_evidence import app  # noqa: PLC0415
+    from powernode.cli.module.evidence import app  # noqa: PLC0415
 
     return app
 

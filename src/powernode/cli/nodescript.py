@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from powernode.cli.system_common import Remote
+    from powernode.cli.system.common import Remote
 
 from powernode.cli.base import App
 from powernode.errors import PowernodeError
@@ -40,7 +40,7 @@ def _fail(e: PowernodeError) -> typer.Exit:
 
 
 def _remote(ctx: typer.Context, url: str | None, token: str | None) -> Remote:
-    from powernode.cli.system_common import remote  # noqa: PLC0415
+    from powernode.cli.system.common import remote  # noqa: PLC0415
 
     return remote(ctx, url, token)
 
@@ -63,7 +63,7 @@ def sign(
     output_bytes: Annotated[int | None, typer.Option(help="Output kept per stream.")] = None,
 ) -> None:
     """Sign SCRIPT as NodeScript NAME vVERSION with KEY; the limits are signed with it."""
-    from powernode.cli.module_publish import _password  # noqa: PLC0415
+    from powernode.cli.module.publish import _password  # noqa: PLC0415
     from powernode.signing import read_private_key  # noqa: PLC0415
     from powernode.signing.nodescript import parse  # noqa: PLC0415
 

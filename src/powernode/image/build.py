@@ -28,7 +28,7 @@ from powernode.errors import ConfigError
 from powernode.image import initramfs
 from powernode.image.debs import Deb, fetch_all, newest_name, tool_version
 from powernode.image.kernel import extract, uncompressed_elf
-from powernode.toolchain.build_packages import DEBS_DIR, default_cache_dir
+from powernode.toolchain.build.packages import DEBS_DIR, default_cache_dir
 from powernode.verity.fsverity import fsverity_digest
 
 DEFAULT_EPOCH = 1_700_000_000  # when SOURCE_DATE_EPOCH is not set

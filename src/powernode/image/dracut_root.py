@@ -19,8 +19,8 @@ from pathlib import Path
 from powernode.image.bootlayout import MODULE_DIR
 from powernode.image.debs import Deb
 from powernode.run import run
-from powernode.toolchain.build_packages import mmdebstrap_argv
-from powernode.toolchain.build_sources import read_sources
+from powernode.toolchain.build.packages import mmdebstrap_argv
+from powernode.toolchain.build.sources import read_sources
 
 PACKAGES = ("dracut-core", "kmod", "fsverity", "zstd", "cpio")
 MODULES_D = "usr/lib/dracut/modules.d"

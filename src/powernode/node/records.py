@@ -1,7 +1,7 @@
 """Every request and answer of the node API (``/node_api/…``, docs/node-api.md) as a record.
 
 The agent sends and reads these; the platform's pydantic schemas
-(``platform/api/schemas_nodeapi.py``) describe the same bodies, and
+(``platform/api/schemas/nodeapi.py``) describe the same bodies, and
 ``tests/node/test_contract.py`` proves the two agree field for field against
 the OpenAPI document the platform serves. Each record is frozen and typed;
 :meth:`Record.from_json` refuses a document with an unknown or a missing

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from powernode.supply import sbom as cdx
-from powernode.toolchain.build_tree import ShippedFile
+from powernode.toolchain.build.tree import ShippedFile
 
 
 @dataclass(frozen=True, order=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from powernode.errors import ConfigError
-from powernode.toolchain.build_output import write_file
+from powernode.toolchain.build.output import write_file
 
 Ci = Literal["github", "gitea", "both"]
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from powernode.platform.api.deps import Reader, State
-from powernode.platform.api.schemas_desired import (
+from powernode.platform.api.schemas.desired import (
     DesiredModuleOut,
     DriftOut,
     TemplateCompositionOut,

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import JsonValue
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
-from powernode.platform.api.schemas_ingest import (
+from powernode.platform.api.schemas.ingest import (
     DeliveryOut,
     IngestOut,
     IngestRequest,

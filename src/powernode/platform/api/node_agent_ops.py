@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.patterns import JSON_INTEGER
-from powernode.platform.api.schemas_nodeapi import TaskOut
+from powernode.platform.api.schemas.nodeapi import TaskOut
 from powernode.platform.db import NodeScriptRow
 from powernode.platform.services import nodescripts
 from powernode.platform.services.nodeapi import tasks

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from powernode.platform import tlsserve
 from powernode.platform.api.deps import PlatformState, State
 from powernode.platform.api.problem_responses import RATE_LIMITED
-from powernode.platform.api.schemas_nodeapi import (
+from powernode.platform.api.schemas.nodeapi import (
     AckIn,
     DesiredModulesOut,
     EnrollIn,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query
 
 from powernode.platform.api.deps import State
 from powernode.platform.api.node_api import Node, _node_actor
-from powernode.platform.api.schemas_nodeapi import NodeScriptDocumentOut
+from powernode.platform.api.schemas.nodeapi import NodeScriptDocumentOut
 from powernode.platform.services import nodescripts
 
 router = APIRouter(tags=["node API"])

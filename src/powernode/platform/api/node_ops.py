@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
-from powernode.platform.api.schemas_nodeapi import (
+from powernode.platform.api.schemas.nodeapi import (
     BootstrapTokenIn,
     BootstrapTokenInfo,
     BootstrapTokenOut,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from powernode.platform.api.schemas_desired import TemplateCompositionOut
+from powernode.platform.api.schemas.desired import TemplateCompositionOut
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 from powernode.platform.problems import InvalidInputError, PlatformError
 from powernode.platform.services import templates

@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from powernode.platform.api.schemas_desired import DriftOut
+from powernode.platform.api.schemas.desired import DriftOut
 from powernode.platform.db import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.fleet import FleetEvent
 from powernode.platform.db.templates import NodeTemplate

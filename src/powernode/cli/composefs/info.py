@@ -16,7 +16,7 @@ import typer
 from powernode.cli.base import App
 from powernode.errors import ImageFormatError
 from powernode.verity.composefs.reader import Entry, EntryType, Image, open_image
-from powernode.verity.composefs.reader_dump import dump_line, ls_line, wants_content
+from powernode.verity.composefs.reader.dump import dump_line, ls_line, wants_content
 
 ImageArg = Annotated[Path, typer.Argument(help="A composefs or plain EROFS image file.")]
 RawOpt = Annotated[

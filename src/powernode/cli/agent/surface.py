@@ -3,7 +3,7 @@
 ``attach``, ``detach``, ``update``, ``sync`` are the ``modules`` group's
 commands under their seed names (``update`` is a reconcile with
 ``/node_api/modules``, like ``sync``); ``modules`` stays as their group.
-``verify``, ``version``, ``rotate``, ``exec`` live in :mod:`powernode.cli.agent_node`.
+``verify``, ``version``, ``rotate``, ``exec`` live in :mod:`powernode.cli.agent.node`.
 Nothing here is imported by ``--help`` but these loaders (bench/bench_cli_start.py).
 """
 
@@ -18,7 +18,7 @@ _SYNC = "One reconcile with GET /node_api/modules (or --desired FILE): pull, ver
 
 def _modules(name: str) -> Callable[[], Loaded]:
     def load() -> Loaded:
-        from powernode.cli import agent_modules  # noqa: PLC0415
+        from powernode.cli.agent import modules as agent_modules  # noqa: PLC0415
 
         command: Loaded = getattr(agent_modules, name)
         return command
@@ -28,7 +28,7 @@ def _modules(name: str) -> Callable[[], Loaded]:
 
 def _node(name: str) -> Callable[[], Loaded]:
     def load() -> Loaded:
-        from powernode.cli import agent_node  # noqa: PLC0415
+        from powernode.cli.agent import node as agent_node  # noqa: PLC0415
 
         command: Loaded = getattr(agent_node, name)
         return command

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.agent_modules import ConfigOpt, JsonOpt, RootOpt, StateOpt
+from powernode.cli.agent.modules import ConfigOpt, JsonOpt, RootOpt, StateOpt
 from powernode.errors import PowernodeError
 
 
@@ -21,7 +21,7 @@ def _emit(doc: object) -> None:
 
 
 def _fail(e: PowernodeError) -> typer.Exit:
-    from powernode.cli.agent_modules import _fail as modules_fail  # noqa: PLC0415
+    from powernode.cli.agent.modules import _fail as modules_fail  # noqa: PLC0415
 
     return modules_fail(e)
 
@@ -47,7 +47,7 @@ def verify(
 ) -> None:
     """Verify signature and digests; the exit status is the verdict (0 good, 1 bad)."""
     from powernode.agent.verifypath import verify_target  # noqa: PLC0415
-    from powernode.cli.agent_modules import _setup  # noqa: PLC0415
+    from powernode.cli.agent.modules import _setup  # noqa: PLC0415
 
     try:
         _, layout = _setup(config, state_dir, root)
@@ -187,7 +187,7 @@ def init(
 ) -> None:
     """Run a module's init action now (manifest init_actions); exit with its exit code."""
     from powernode.agent.initactions import run_named  # noqa: PLC0415
-    from powernode.cli.agent_modules import _setup  # noqa: PLC0415
+    from powernode.cli.agent.modules import _setup  # noqa: PLC0415
 
     try:
         _, layout = _setup(config, state_dir, root)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from powernode.errors import SourceTreeError
-from powernode.toolchain.build_entries import Entry
+from powernode.toolchain.build.entries import Entry
 from powernode.verity.composefs import erofs_layout as L
 from powernode.verity.composefs.tree import Node, Tree, object_name
 from powernode.verity.fsverity import FsVerityHasher

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tarfile
 
 from powernode.errors import SourceTreeError
-from powernode.toolchain.build_sources import parse_deb822
+from powernode.toolchain.build.sources import parse_deb822
 from powernode.toolchain.sbom import Package
 
 MAX_STATUS_BYTES = 64 << 20

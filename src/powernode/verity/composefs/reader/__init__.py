@@ -38,15 +38,15 @@ from powernode.verity.composefs.erofs_layout import (
     SLOT_SIZE,
     SUPERBLOCK_OFFSET,
 )
-from powernode.verity.composefs.reader_dir import DOT, DOTDOT, Dirent, parse_dirents
-from powernode.verity.composefs.reader_inode import (
+from powernode.verity.composefs.reader.dir import DOT, DOTDOT, Dirent, parse_dirents
+from powernode.verity.composefs.reader.inode import (
     FTYPE_OF_MODE,
     Inode,
     chunk_blocks,
     flat_data,
     parse_inode,
 )
-from powernode.verity.composefs.reader_super import (
+from powernode.verity.composefs.reader.super import (
     HINT,
     Blob,
     Header,
@@ -55,7 +55,7 @@ from powernode.verity.composefs.reader_super import (
     parse_header,
     parse_superblock,
 )
-from powernode.verity.composefs.reader_xattr import (
+from powernode.verity.composefs.reader.xattr import (
     composefs_info_xattrs,
     interpret,
     read_xattr_entries,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from powernode.cli.system_common import (
+from powernode.cli.system.common import (
     InstanceArg,
     JsonOpt,
     LimitOpt,

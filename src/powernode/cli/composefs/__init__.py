@@ -12,13 +12,13 @@ app = App(help="Write and read composefs images.")
 
 
 def _mkimage() -> Register:
-    from powernode.cli import composefs_mkimage  # noqa: PLC0415 - imported when it runs
+    from powernode.cli.composefs import mkimage as composefs_mkimage  # noqa: PLC0415 - imported when it runs
 
     return Register(composefs_mkimage.register)
 
 
 def _info() -> Register:
-    from powernode.cli import composefs_info  # noqa: PLC0415 - imported when it runs
+    from powernode.cli.composefs import info as composefs_info  # noqa: PLC0415 - imported when it runs
 
     return Register(composefs_info.register)
 

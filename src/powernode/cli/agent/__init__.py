@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from powernode.cli.agent_surface import register as register_surface
+from powernode.cli.agent.surface import register as register_surface
 from powernode.cli.base import App, Loaded, LogFormatOpt, configure_logging, run
 from powernode.errors import PowernodeError
 
@@ -218,7 +218,7 @@ def _print_summary(view: View) -> None:
 
 
 def _modules() -> Loaded:
-    from powernode.cli.agent_modules import app as modules  # noqa: PLC0415 - when it runs
+    from powernode.cli.agent.modules import app as modules  # noqa: PLC0415 - when it runs
 
     return modules
 

@@ -38,7 +38,7 @@ from powernode.verity.composefs.erofs_layout import (
     XATTR_IBODY_HEADER,
     XATTR_SHARED_ID,
 )
-from powernode.verity.composefs.reader_super import Blob, Superblock
+from powernode.verity.composefs.reader.super import Blob, Superblock
 
 # i_format bit 4: a compact non-directory has nlink 1 (i_nb is reused), or a
 # directory omits its "." dirent. Higher bits are not defined (EROFS_I_ALL).

@@ -39,11 +39,11 @@ from pathlib import Path
 
 from powernode.errors import CommandError, ConfigError, SourceTreeError
 from powernode.run import run
-from powernode.toolchain.build_dpkg import packages_from_status
-from powernode.toolchain.build_entries import MAX_ENTRIES, Entry
-from powernode.toolchain.build_failure import explain_failure
-from powernode.toolchain.build_sources import AptSources, read_sources
-from powernode.toolchain.build_tree import FileContent, hash_stream
+from powernode.toolchain.build.dpkg import packages_from_status
+from powernode.toolchain.build.entries import MAX_ENTRIES, Entry
+from powernode.toolchain.build.failure import explain_failure
+from powernode.toolchain.build.sources import AptSources, read_sources
+from powernode.toolchain.build.tree import FileContent, hash_stream
 from powernode.toolchain.sbom import Package
 
 log = logging.getLogger(__name__)

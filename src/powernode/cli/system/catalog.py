@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from powernode.cli.system_common import (
+from powernode.cli.system.common import (
     JsonOpt,
     LimitOpt,
     ModuleArg,

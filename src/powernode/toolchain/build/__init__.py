@@ -20,11 +20,11 @@ from pathlib import Path
 
 from powernode.publish.format import canonical_json
 from powernode.supply import sbom as cdx
-from powernode.toolchain import build_packages
-from powernode.toolchain.build_entries import Entry, check_parents, merge, rootfs_entries
-from powernode.toolchain.build_inputs import resolve_epoch, resolve_version
-from powernode.toolchain.build_output import check_out, staged_dir, write_file
-from powernode.toolchain.build_tree import FileContent, make_tree, read_host_file
+from powernode.toolchain.build import packages as build_packages
+from powernode.toolchain.build.entries import Entry, check_parents, merge, rootfs_entries
+from powernode.toolchain.build.inputs import resolve_epoch, resolve_version
+from powernode.toolchain.build.output import check_out, staged_dir, write_file
+from powernode.toolchain.build.tree import FileContent, make_tree, read_host_file
 from powernode.toolchain.localrepo import ROOTFS_NAME, ModuleRepo, load_repo
 from powernode.toolchain.sbom import Package, make_sbom
 from powernode.toolchain.selection import shipped_paths

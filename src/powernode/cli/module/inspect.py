@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from powernode.cli.composefs_info import ImageArg, load
+from powernode.cli.composefs.info import ImageArg, load
 from powernode.verity.composefs.reader import Entry, EntryType
 
 

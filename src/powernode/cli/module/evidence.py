@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from powernode.cli.base import App
-from powernode.cli.system_common import (
+from powernode.cli.system.common import (
     DEFAULT_URL,
     JsonOpt,
     Remote,

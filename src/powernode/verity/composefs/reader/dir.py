@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from powernode.verity.composefs.erofs_layout import BLOCK_SIZE, DIRENT, FT_SYMLINK, NAME_MAX
-from powernode.verity.composefs.reader_super import Blob
+from powernode.verity.composefs.reader.super import Blob
 
 DOT: Final = b"."
 DOTDOT: Final = b".."

@@ -16,37 +16,37 @@ app = App(help="Author, validate, compose and inspect modules.")
 
 
 def _manifest() -> Register:
-    from powernode.cli import module_manifest  # noqa: PLC0415
+    from powernode.cli.module import manifest as module_manifest  # noqa: PLC0415
 
     return Register(module_manifest.register)
 
 
 def _compose() -> Register:
-    from powernode.cli import module_compose  # noqa: PLC0415
+    from powernode.cli.module import compose as module_compose  # noqa: PLC0415
 
     return Register(module_compose.register)
 
 
 def _inspect() -> Register:
-    from powernode.cli import module_inspect  # noqa: PLC0415
+    from powernode.cli.module import inspect as module_inspect  # noqa: PLC0415
 
     return Register(module_inspect.register)
 
 
 def _publish() -> Register:
-    from powernode.cli import module_publish  # noqa: PLC0415
+    from powernode.cli.module import publish as module_publish  # noqa: PLC0415
 
     return Register(module_publish.register)
 
 
 def _build() -> Register:
-    from powernode.cli import module_build  # noqa: PLC0415
+    from powernode.cli.module import build as module_build  # noqa: PLC0415
 
     return Register(module_build.register)
 
 
 def _init() -> Register:
-    from powernode.cli import module_init  # noqa: PLC0415
+    from powernode.cli.module import init as module_init  # noqa: PLC0415
 
     return Register(module_init.register)
 

@@ -36,8 +36,8 @@ from powernode.verity.composefs.erofs_layout import (
     XATTR_INDEX_PREFIX,
     XATTR_SHARED_ID,
 )
-from powernode.verity.composefs.reader_inode import Inode
-from powernode.verity.composefs.reader_super import Blob, ReaderLimits, Superblock
+from powernode.verity.composefs.reader.inode import Inode
+from powernode.verity.composefs.reader.super import Blob, ReaderLimits, Superblock
 
 _LONG_PREFIX_BIT: Final = 0x80  # name_index refers to the long-prefix table
 _METACOPY_DIGEST_OFFSET: Final = 4
