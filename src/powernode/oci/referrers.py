@@ -29,7 +29,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import httpx
 
@@ -59,18 +59,18 @@ def fallback_tag(subject: Digest) -> str:
     return f"{subject.algorithm}-{subject.hex}"
 
 
-def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:  # Any: a JSON document
+def _descriptor(media_type: str, data: bytes) -> dict[str, object]:
     return {"mediaType": media_type, "digest": str(Digest.of_bytes(data)), "size": len(data)}
 
 
 def artifact_manifest(
-    subject: dict[str, Any],  # Any: a JSON descriptor
+    subject: dict[str, object],
     artifact_type: str,
     layer_media_type: str,
     layer: bytes,
     annotations: dict[str, str] | None = None,
 ) -> bytes:
-    doc: dict[str, Any] = {  # Any: a JSON document
+    doc: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": artifact_type,
@@ -83,7 +83,7 @@ def artifact_manifest(
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def subject_descriptor(registry: Registry, repository: str, digest: Digest) -> dict[str, Any]:
+def subject_descriptor(registry: Registry, repository: str, digest: Digest) -> dict[str, object]:
     """The descriptor of the manifest ``digest`` (fetched: its media type and size)."""
     m = registry.get_manifest(Reference(None, repository, None, digest))
     return {"mediaType": m.media_type, "digest": str(m.digest), "size": len(m.data)}
@@ -136,7 +136,9 @@ def _push_and_probe(registry: Registry, ref: Reference, manifest: bytes) -> bool
     return "OCI-Subject" in resp.headers
 
 
-def _read_tag_index(registry: Registry, repository: str, subject: Digest) -> list[dict[str, Any]]:
+def _read_tag_index(
+    registry: Registry, repository: str, subject: Digest
+) -> list[dict[str, object]]:
     try:
         m = registry.get_manifest(Reference(None, repository, fallback_tag(subject)))
     except NotFoundError:
@@ -155,7 +157,7 @@ def _add_to_tag(
     registry: Registry,
     repository: str,
     subject: Digest,
-    entry: dict[str, Any],  # Any: a JSON descriptor
+    entry: dict[str, object],
 ) -> None:
     for _ in range(TAG_ROUNDS):
         entries = _read_tag_index(registry, repository, subject)
@@ -176,9 +178,9 @@ def _add_to_tag(
 
 def referrers(
     registry: Registry, repository: str, subject: Digest, artifact_type: str | None = None
-) -> list[dict[str, Any]]:  # Any: JSON descriptors
+) -> list[dict[str, object]]:
     """The descriptors of the artifacts referring to ``subject``: the API, else the tag."""
-    found: list[dict[str, Any]] | None = None  # Any: JSON descriptors
+    found: list[dict[str, object]] | None = None
     if isinstance(registry, DistributionRegistry):
         found = _api_referrers(registry, repository, subject)
     if found is None:
@@ -190,7 +192,7 @@ def referrers(
 
 def _api_referrers(
     registry: DistributionRegistry, repository: str, subject: Digest
-) -> list[dict[str, Any]] | None:  # Any: JSON descriptors
+) -> list[dict[str, object]] | None:
     url: httpx.URL = registry.url(f"/v2/{repository}/referrers/{subject}")
     resp = registry.request("GET", url, key=f"{repository}:pull", headers={"Accept": OCI_INDEX})
     try:
@@ -205,8 +207,8 @@ def _api_referrers(
 
 
 def fetch(
-    registry: Registry, repository: str, descriptor: dict[str, Any], subject: Digest
-) -> tuple[dict[str, Any], bytes]:  # Any: the JSON manifest
+    registry: Registry, repository: str, descriptor: dict[str, object], subject: Digest
+) -> tuple[dict[str, object], bytes]:
     """(manifest, its single layer's bytes) of a referrer, checked to refer to ``subject``.
 
     The manifest is fetched by digest and the layer verified against its

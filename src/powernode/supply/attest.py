@@ -21,9 +21,10 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from powernode.errors import DataError, VerificationError
 from powernode.oci import referrers as refs
@@ -187,8 +188,8 @@ def attach_cosign_attestation(
     return registry.push_manifest(ref, json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
-def _blob(registry: Registry, repository: str, layer: dict[str, Any], i: int) -> bytes:  # Any: JSON
-    size = int(layer.get("size", -1))
+def _blob(registry: Registry, repository: str, layer: dict[str, object], i: int) -> bytes:
+    size = int(str(layer.get("size", -1)))
     if not 0 <= size <= refs.MAX_LAYER:
         raise DataError(f"attestation layer {i}: size {size} is out of bounds")
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +206,7 @@ def _candidates(
     out: list[tuple[str, bytes, dict[str, str]]] = []
     for d in refs.referrers(registry, repository, subject, refs.PROVENANCE_TYPE):
         doc, data = refs.fetch(registry, repository, d, subject)
-        ann = dict((doc.get("layers") or [{}])[0].get("annotations") or {})
+        ann = _layer_annotations(doc)
         out.append((f"referrer {d.get('digest')}", data, ann))
     try:
         att = json.loads(
@@ -254,3 +255,11 @@ def verify_provenance(
         why = "; ".join(refused) if refused else "none is attached"
         raise SignatureInvalidError(f"no provenance of {repository}@{subject} verifies: {why}")
     return good
+
+
+def _layer_annotations(doc: Mapping[str, object]) -> dict[str, str]:
+    """The first layer's annotations of a manifest (JSON), as text."""
+    layers = doc.get("layers")
+    first = layers[0] if isinstance(layers, list) and layers else {}
+    ann = first.get("annotations") if isinstance(first, dict) else None
+    return {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from packageurl import PackageURL
 
@@ -43,7 +42,7 @@ def statement_for_build(
     builder_id: str,
     locks: list[Path],
     source: tuple[str, str] | None,
-) -> dict[str, Any]:  # Any: a JSON document
+) -> dict[str, object]:
     """The in-toto statement for the artifact in ``out`` pushed as ``subject_name@digest``."""
     try:
         config = json.loads(_read(out / "module.json"))

@@ -19,7 +19,6 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from powernode.errors import VerificationError
 from powernode.signing.errors import SignatureInvalidError
@@ -49,7 +48,7 @@ class Envelope:
     payload: bytes
     signatures: tuple[tuple[str, bytes], ...]  # (keyid, raw signature)
 
-    def to_json(self) -> dict[str, Any]:  # Any: a JSON document
+    def to_json(self) -> dict[str, object]:
         return {
             "payloadType": self.payload_type,
             "payload": base64.b64encode(self.payload).decode(),
@@ -62,7 +61,7 @@ class Envelope:
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
 
-    def payload_json(self) -> dict[str, Any]:  # Any: a JSON document
+    def payload_json(self) -> dict[str, object]:
         try:
             doc = json.loads(self.payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:

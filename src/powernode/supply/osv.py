@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from debian.debian_support import Version
 
@@ -155,7 +155,7 @@ def parse_record(doc: object) -> Record:
     )
 
 
-def _list(value: object) -> list[Any]:  # Any: JSON values, each checked by the caller
+def _list(value: object) -> list[object]:
     """``value`` if it is a list, else empty (a malformed optional field matches nothing)."""
     return value if isinstance(value, list) else []
 
@@ -311,7 +311,7 @@ class FeedIndex:
         return sorted(out.values(), key=lambda m: (-RANK[m.severity], m.record_id, m.package))
 
 
-def record_json(rec: Record) -> dict[str, Any]:  # Any: a JSON document
+def record_json(rec: Record) -> dict[str, object]:
     """The kept fields as JSON (what the platform stores)."""
     return {
         "id": rec.id,

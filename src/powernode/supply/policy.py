@@ -19,8 +19,9 @@ not silently drop a rule).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
@@ -172,7 +173,7 @@ class RuleResult:
     rule: str
     passed: bool
     reason: str
-    evidence: list[dict[str, Any]] = field(default_factory=list)  # Any: JSON for the answer
+    evidence: Sequence[Mapping[str, object]] = field(default_factory=list)  # JSON for the answer
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ class Verdict:
     def failures(self) -> list[RuleResult]:
         return [r for r in self.rules if not r.passed]
 
-    def to_json(self) -> dict[str, Any]:  # Any: JSON for the answer
+    def to_json(self) -> dict[str, object]:
         return {
             "target": self.target,
             "policy": self.policy_source,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from powernode.supply.dsse import Envelope, EnvelopeError
 
@@ -34,8 +33,8 @@ class Dependency:
     digest: Mapping[str, str]  # {"sha256": "<hex>"}
     name: str | None = None
 
-    def to_json(self) -> dict[str, Any]:  # Any: a JSON document
-        out: dict[str, Any] = {"uri": self.uri}  # Any: JSON
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"uri": self.uri}
         if self.digest:
             out["digest"] = dict(self.digest)
         if self.name:
@@ -65,7 +64,7 @@ def statement(
     invocation_id: str | None = None,
     started_on: str | None = None,
     finished_on: str | None = None,
-) -> dict[str, Any]:  # Any: a JSON document
+) -> dict[str, object]:
     algo, _, hexpart = subject_digest.partition(":")
     if algo != "sha256" or len(hexpart) != 64:
         raise ProvenanceError(f"subject digest {subject_digest!r} is not sha256:<64 hex>")
@@ -78,7 +77,7 @@ def statement(
         )
         if v is not None
     }
-    run: dict[str, Any] = {"builder": {"id": builder_id}}  # Any: a JSON document
+    run: dict[str, object] = {"builder": {"id": builder_id}}
     if metadata:
         run["metadata"] = metadata
     return {

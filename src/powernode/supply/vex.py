@@ -15,7 +15,7 @@ subject.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 OPENVEX_CONTEXT = "https://openvex.dev/ns/v0.2.0"
 STATUSES: Final = frozenset({"not_affected", "affected", "fixed", "under_investigation"})
@@ -136,8 +136,8 @@ def decide(
 
 
 def document(
-    *, author: str, doc_id: str, timestamp: str, statements: list[dict[str, Any]]
-) -> dict[str, Any]:  # Any: a JSON document
+    *, author: str, doc_id: str, timestamp: str, statements: list[dict[str, object]]
+) -> dict[str, object]:
     return {
         "@context": OPENVEX_CONTEXT,
         "@id": doc_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -61,7 +61,7 @@ def _read(path: Path) -> bytes:
         raise typer.BadParameter(f"cannot read {path}: {e.strerror}", param_hint="FILE") from e
 
 
-def _json_file(path: Path) -> Any:  # Any: the parsed document
+def _json_file(path: Path) -> object:
     try:
         return json.loads(_read(path))
     except ValueError as e:
@@ -123,7 +123,12 @@ def attach(
         raise typer.BadParameter(
             f"{kind!r}: choose sbom, provenance, vex or signature", param_hint="--kind"
         )
-    body: dict[str, Any] = {"kind": kind, **({field: doc} if field else doc)}  # Any: JSON
+    if field is not None:
+        body: dict[str, object] = {"kind": kind, field: doc}
+    elif isinstance(doc, dict):
+        body = {"kind": kind, **doc}
+    else:
+        raise typer.BadParameter(f"{file}: a signature is a JSON object")
     out = _remote(ctx, url, token).call(
         "POST", f"/node_module_versions/{version_id}/evidence", body
     )
@@ -187,9 +192,9 @@ BATCH_BYTES = 768 * 1024
 BATCH_RECORDS = 5_000  # under the API's 10,000 records per request
 
 
-def _batches(records: list[Any]) -> list[list[Any]]:  # Any: OSV records as parsed
+def _batches(records: list[object]) -> list[list[object]]:
     """``records`` in runs whose JSON stays under :data:`BATCH_BYTES` (one at least)."""
-    out: list[list[Any]] = [[]]  # Any: as above
+    out: list[list[object]] = [[]]
     size = 0
     for r in records:
         n = len(json.dumps(r)) + 2

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, status
 from pydantic import ConfigDict, Field
@@ -23,7 +23,7 @@ from powernode.platform.services import evidence, promotion_policies, vulns
 from powernode.supply.policy import Policy
 
 router = APIRouter(tags=["supply-chain"])
-Doc = dict[str, Any]  # Any: a JSON document (checked by the service)
+Doc = dict[str, object]
 
 
 class SbomIn(In):
@@ -81,7 +81,7 @@ class FeedUrlIn(In):
 
 
 @router.get("/node_module_versions/{version_id}/evidence")
-def get_evidence(version_id: str, state: State, actor: Reader) -> dict[str, Any]:
+def get_evidence(version_id: str, state: State, actor: Reader) -> dict[str, object]:
     """Evidence, findings (VEX applied) and the policy verdict for staging, blessed, live."""
     with state.unit(actor, write=False) as ctx:
         return evidence.describe(ctx, version_id)
@@ -90,7 +90,7 @@ def get_evidence(version_id: str, state: State, actor: Reader) -> dict[str, Any]
 @router.post("/node_module_versions/{version_id}/evidence", status_code=status.HTTP_201_CREATED)
 def attach_evidence(
     version_id: str, body: EvidenceIn, state: State, actor: CurrentActor
-) -> dict[str, Any]:
+) -> dict[str, object]:
     fields = body.model_dump(exclude={"kind"})
     with state.unit(actor) as ctx:
         row = evidence.attach(ctx, version_id, body.kind, fields)
@@ -109,7 +109,7 @@ def attach_evidence(
 
 def _policy_routes(scope: Literal["module", "category"], path: str) -> None:
     @router.get(path, name=f"get_{scope}_policy")
-    def get_policy(name: str, state: State, actor: Reader) -> dict[str, Any]:
+    def get_policy(name: str, state: State, actor: Reader) -> dict[str, object]:
         with state.unit(actor, write=False) as ctx:
             found = promotion_policies.get_policy(ctx, scope, name)
         if found is None:
@@ -117,7 +117,9 @@ def _policy_routes(scope: Literal["module", "category"], path: str) -> None:
         return found
 
     @router.put(path, name=f"put_{scope}_policy")
-    def put_policy(name: str, body: PolicyIn, state: State, actor: CurrentActor) -> dict[str, Any]:
+    def put_policy(
+        name: str, body: PolicyIn, state: State, actor: CurrentActor
+    ) -> dict[str, object]:
         with state.unit(actor) as ctx:
             return promotion_policies.set_policy(
                 ctx, scope, name, body.policy.model_dump(exclude_none=True)
@@ -131,7 +133,7 @@ _policy_routes("category", "/node_module_categories/{name}/promotion_policy")
 @router.post("/vulnerability_feeds")
 def import_feed(
     body: FeedRecordsIn | FeedUrlIn, state: State, actor: CurrentActor
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Import OSV records (inline, or fetched from an allowed ``url``); re-match versions."""
     with state.unit(actor) as ctx:
         if isinstance(body, FeedUrlIn):

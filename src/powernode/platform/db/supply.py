@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -20,7 +19,7 @@ class PromotionPolicy(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     scope: Mapped[str] = mapped_column(String(16))  # "module" | "category"
     scope_id: Mapped[str] = mapped_column(ID)
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -38,11 +37,11 @@ class VersionEvidence(Base):
     kind: Mapped[str] = mapped_column(String(16))  # sbom | provenance | vex | signature
     digest: Mapped[str] = mapped_column(String(80))  # sha256 of the bytes as attached
     media_type: Mapped[str] = mapped_column(String(128))
-    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content: Mapped[dict[str, object]] = mapped_column(JSON)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     signer: Mapped[str | None] = mapped_column(Text)
     problem: Mapped[str | None] = mapped_column(Text)
-    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -54,7 +53,7 @@ class OsvRecord(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     modified: Mapped[str] = mapped_column(String(40))
     severity: Mapped[str] = mapped_column(String(16))
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

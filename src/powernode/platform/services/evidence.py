@@ -19,7 +19,8 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Final
 from urllib.parse import unquote
 
 from sqlalchemy import select
@@ -92,7 +93,7 @@ def _trust(module: NodeModule) -> TrustPolicy:
     )
 
 
-def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, Any]) -> VersionEvidence:
+def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, object]) -> VersionEvidence:
     """Verify and store one piece of evidence; 422 when it cannot be read at all."""
     ctx.actor.require(WRITE, "attaching evidence to a version")
     version = get_version(ctx, version_id)
@@ -141,8 +142,8 @@ def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, Any]) -> Versio
 
 
 def _examine(
-    version: NodeModuleVersion, kind: str, body: dict[str, Any]
-) -> tuple[bool, str | None, str | None, dict[str, Any]]:
+    version: NodeModuleVersion, kind: str, body: dict[str, object]
+) -> tuple[bool, str | None, str | None, dict[str, object]]:
     """(verified, signer, problem, summary) of one piece of evidence."""
     if kind == "sbom":
         try:
@@ -156,7 +157,7 @@ def _examine(
         env = dsse.parse(body.get("envelope"))
     except dsse.EnvelopeError as e:
         raise InvalidInputError(f"envelope: {e}", field="envelope") from None
-    summary: dict[str, Any] = {}
+    summary: dict[str, object] = {}
     try:
         if kind == "provenance":
             prov = provenance.parse(env)
@@ -174,8 +175,8 @@ def _examine(
 
 
 def _examine_signature(
-    version: NodeModuleVersion, body: dict[str, Any]
-) -> tuple[bool, str | None, str | None, dict[str, Any]]:
+    version: NodeModuleVersion, body: dict[str, object]
+) -> tuple[bool, str | None, str | None, dict[str, object]]:
     try:
         payload = base64.b64decode(str(body.get("payload", "")), validate=True)
         sig = base64.b64decode(str(body.get("signature", "")), validate=True)
@@ -260,17 +261,22 @@ def view(ctx: Ctx, version: NodeModuleVersion) -> pol.Evidence:
         if r.kind == "signature":
             sigs.append(
                 pol.SignatureSeen(
-                    r.id, r.verified, s.get("key"), s.get("identity"), s.get("issuer"), r.problem
+                    r.id,
+                    r.verified,
+                    _text(s, "key"),
+                    _text(s, "identity"),
+                    _text(s, "issuer"),
+                    r.problem,
                 )
             )
         elif r.kind == "provenance":
             provs.append(
                 pol.ProvenanceSeen(
-                    r.id, r.verified, r.signer, s.get("builder"), s.get("subject"), r.problem
+                    r.id, r.verified, r.signer, _text(s, "builder"), _text(s, "subject"), r.problem
                 )
             )
         elif r.kind == "sbom":
-            sboms.append(pol.SbomSeen(r.id, r.digest, int(s.get("components", 0))))
+            sboms.append(pol.SbomSeen(r.id, r.digest, int(str(s.get("components", 0)))))
         elif r.kind == "vex" and r.verified:
             env = dsse.parse(r.content.get("envelope"))
             statements.extend((r.id, st) for st in vex.parse(env.payload_json()))
@@ -330,7 +336,7 @@ def check_promotion(ctx: Ctx, version: NodeModuleVersion, target: str) -> pol.Ve
     return v
 
 
-def describe(ctx: Ctx, version_id: str) -> dict[str, Any]:
+def describe(ctx: Ctx, version_id: str) -> dict[str, object]:
     """Evidence, findings and the verdict for each state the policy names (the API's answer)."""
     version = get_version(ctx, version_id)
     rows = ctx.session.scalars(
@@ -373,3 +379,9 @@ def describe(ctx: Ctx, version_id: str) -> dict[str, Any]:
         ],
         "verdicts": {t: pol.evaluate(policy, source, t, ev).to_json() for t in pol.TARGETS},
     }
+
+
+def _text(summary: Mapping[str, object], key: str) -> str | None:
+    """A text field of a stored evidence summary (JSON), or None."""
+    value = summary.get(key)
+    return None if value is None else str(value)

@@ -6,8 +6,6 @@ passes (services/evidence.py evaluates it).
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 
 from powernode.platform.db import NodeModule, NodeModuleCategory, PromotionPolicy
@@ -29,7 +27,7 @@ def _scope_row(ctx: Ctx, scope: str, name: str) -> tuple[str, str]:
     raise InvalidInputError(f"scope {scope!r} is not module or category", field="scope")
 
 
-def set_policy(ctx: Ctx, scope: str, name: str, document: object) -> dict[str, Any]:
+def set_policy(ctx: Ctx, scope: str, name: str, document: object) -> dict[str, object]:
     """Store (replace) the policy of a module or category; 422 with the field if invalid."""
     ctx.actor.require(WRITE, "setting a promotion policy")
     scope_id, label = _scope_row(ctx, scope, name)
@@ -58,7 +56,7 @@ def set_policy(ctx: Ctx, scope: str, name: str, document: object) -> dict[str, A
     return {"scope": scope, "name": name, "policy": doc}
 
 
-def get_policy(ctx: Ctx, scope: str, name: str) -> dict[str, Any] | None:
+def get_policy(ctx: Ctx, scope: str, name: str) -> dict[str, object] | None:
     scope_id, _ = _scope_row(ctx, scope, name)
     row = ctx.session.scalar(
         select(PromotionPolicy).where(

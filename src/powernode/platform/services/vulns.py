@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import httpx
 from sqlalchemy import delete, select
@@ -45,7 +44,7 @@ URL_TIMEOUT = 60.0
 EVENT_KIND = "module_version.vulnerability"
 
 
-def import_url(ctx: Ctx, url: str, allowed: Sequence[str]) -> dict[str, Any]:
+def import_url(ctx: Ctx, url: str, allowed: Sequence[str]) -> dict[str, object]:
     """Fetch a feed (JSON, JSON lines or a zip of records) from ``url`` and import it.
 
     Only from a prefix in ``allowed`` (settings ``vulnerability_feed_urls``): the
@@ -87,7 +86,7 @@ def import_url(ctx: Ctx, url: str, allowed: Sequence[str]) -> dict[str, Any]:
     return import_documents(ctx, docs, source=url)
 
 
-def import_documents(ctx: Ctx, docs: Iterable[object], *, source: str) -> dict[str, Any]:
+def import_documents(ctx: Ctx, docs: Iterable[object], *, source: str) -> dict[str, object]:
     """Upsert OSV records, then re-match the versions they touch. 422 on any bad record."""
     ctx.actor.require(WRITE, "importing a vulnerability feed")
     try:
@@ -290,6 +289,6 @@ def _live_events(ctx: Ctx, version: NodeModuleVersion, new: list[osv.Match]) -> 
     return len(new)
 
 
-def list_findings(ctx: Ctx, version_id: str) -> list[dict[str, Any]]:
+def list_findings(ctx: Ctx, version_id: str) -> list[dict[str, object]]:
     ev = evidence.view(ctx, get_version(ctx, version_id))
     return [f.__dict__ for f in ev.findings]
