@@ -19,7 +19,11 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   ├── SigningSetupError (signing.errors)        signing cannot start
     │   └── WrongPassphraseError (signing.errors)     not the key's passphrase
     ├── DataError                                     untrusted input is wrong (never retry)
+    │   ├── BuildInputError (supply.build_provenance)  a build directory provenance cannot describe
     │   ├── CompositionError                          modules that cannot be stacked
+    │   ├── CvssError (supply.cvss)                   a CVSS vector that cannot be scored
+    │   ├── EnvelopeError (supply.dsse)               not a DSSE envelope
+    │   ├── FeedError (supply.osv)                    an OSV feed that cannot be read
     │   ├── FieldErrors (node.fields)                 fields that do not fit (also ValueError)
     │   ├── GlobError                                 a pattern that cannot be compiled
     │   ├── ImageFormatError                          a corrupt composefs/EROFS image
@@ -28,7 +32,11 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   ├── ManifestError                             manifest.yaml: every Problem found
     │   ├── NotFoundError (oci.errors)                no such manifest, blob or tag
     │   ├── PlatformRefused (agent.transport)         the platform refused a request
+    │   ├── PolicyError (supply.policy)               a promotion policy that does not validate
+    │   ├── ProvenanceError (supply.provenance)       not an in-toto SLSA statement
     │   ├── ResolutionError                           requirements with no solution
+    │   ├── SbomError (supply.sbom)                   an SBOM that does not validate
+    │   ├── SbomError (supply.sbom_read)              an SBOM that cannot be read
     │   ├── SourceTreeError                           a tree that cannot be an image
     │   ├── VerificationError                         not its digest or signature
     │   │   ├── CertificateError (signing.errors)     a certificate not valid
@@ -42,7 +50,8 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   │   ├── SignatureInvalidError (signing.errors)  a signature that fails
     │   │   └── TimestampError (signing.errors)       no trusted signing time
     │   ├── VerityFileError (verity.fsverity)         cannot hash a file (also OSError)
-    │   └── VersionError                              a version that cannot be parsed
+    │   ├── VersionError                              a version that cannot be parsed
+    │   └── VexError (supply.vex)                     not an OpenVEX document
     ├── DemoStepError (demo.steps)                    a step of the demo failed
     ├── DiskRefused (agent.volumes)                   a disk holds what volume-setup did not make
     ├── DriftError (demo.tutorial_node)               the node is not as the text says
@@ -59,6 +68,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   ├── AuthenticationError (platform.problems)   401
     │   ├── BusyError (platform.problems)             503, retry later
     │   ├── ConflictError (platform.problems)         409
+    │   │   ├── PolicyRefusedError (platform.services.evidence)  a promotion policy refused
     │   │   ├── ModuleInUseError (platform.services.catalog)  a module a node runs
     │   │   ├── ReplayError (platform.services.webhooks)  a delivery seen before
     │   │   ├── TransitionError (platform.problems)   not allowed from this state

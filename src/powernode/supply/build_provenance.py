@@ -15,13 +15,14 @@ from pathlib import Path
 
 from packageurl import PackageURL
 
+from powernode.errors import DataError
 from powernode.supply import provenance
 from powernode.supply.sbom import distro_qualifier
 
 MAX_INPUT = 64 * 1024 * 1024
 
 
-class BuildInputError(ValueError):
+class BuildInputError(DataError, ValueError):
     pass
 
 

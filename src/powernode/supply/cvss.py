@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Final
 
+from powernode.errors import DataError
+
 _AV: Final = {"N": 0.85, "A": 0.62, "L": 0.55, "P": 0.2}
 _AC: Final = {"L": 0.77, "H": 0.44}
 _PR_U: Final = {"N": 0.85, "L": 0.62, "H": 0.27}
@@ -17,7 +19,7 @@ _UI: Final = {"N": 0.85, "R": 0.62}
 _CIA: Final = {"H": 0.56, "L": 0.22, "N": 0.0}
 
 
-class CvssError(ValueError):
+class CvssError(DataError, ValueError):
     pass
 
 

@@ -20,7 +20,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from powernode.errors import VerificationError
+from powernode.errors import DataError, VerificationError
 from powernode.signing.errors import SignatureInvalidError
 from powernode.signing.keys import PrivateKey
 from powernode.signing.policy import SignatureCandidate, Signer, TrustPolicy
@@ -32,7 +32,7 @@ ENVELOPE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 MAX_ENVELOPE = 8 * 1024 * 1024
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(DataError, ValueError):
     """The envelope is not a DSSE envelope (shape, base64, JSON)."""
 
 

@@ -33,6 +33,7 @@ from typing import Final
 
 from debian.debian_support import Version
 
+from powernode.errors import DataError
 from powernode.supply.cvss import CvssError, base_score, rating
 
 LEVELS: Final = ("unknown", "none", "low", "medium", "high", "critical")
@@ -58,7 +59,7 @@ _NAMED_LEVELS: Final = {
 }
 
 
-class FeedError(ValueError):
+class FeedError(DataError, ValueError):
     """The feed cannot be read, or a record is not an OSV record."""
 
 

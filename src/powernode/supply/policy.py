@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from powernode.errors import DataError
 from powernode.platform.api.patterns import JSON_INTEGER
 
 Severity = Literal["critical", "high", "medium", "low", "unknown"]
@@ -33,7 +34,7 @@ TARGETS = ("staging", "blessed", "live")
 MAX_POLICY = 64 * 1024
 
 
-class PolicyError(ValueError):
+class PolicyError(DataError, ValueError):
     """The policy document is not valid; the message names the field."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from powernode.errors import DataError
 from powernode.supply.dsse import Envelope, EnvelopeError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -23,7 +24,7 @@ SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://powernode.dev/module-build/v1"
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(DataError, ValueError):
     """The statement is not an in-toto v1 statement with a SLSA v1 predicate."""
 
 

@@ -36,6 +36,7 @@ from debian.copyright import Error as CopyrightError
 from packageurl import PackageURL
 
 from powernode import __version__
+from powernode.errors import DataError
 
 NAMESPACE: Final = uuid.UUID("5b0f7c52-3c9e-4c41-9a57-2b6f1d9f0c11")  # powernode SBOM serials
 CODENAMES: Final = {"buster": "10", "bullseye": "11", "bookworm": "12", "trixie": "13"}
@@ -55,7 +56,7 @@ DEBIAN_TO_SPDX: Final = {
 MAX_COPYRIGHT = 1 << 20
 
 
-class SbomError(ValueError):
+class SbomError(DataError, ValueError):
     """The SBOM does not validate against CycloneDX 1.6."""
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from packageurl import PackageURL
 
+from powernode.errors import DataError
 from powernode.supply.osv import Pkg
 
 MAX_COMPONENTS = 200_000
 
 
-class SbomError(ValueError):
+class SbomError(DataError, ValueError):
     pass
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from powernode.errors import DataError
+
 OPENVEX_CONTEXT = "https://openvex.dev/ns/v0.2.0"
 STATUSES: Final = frozenset({"not_affected", "affected", "fixed", "under_investigation"})
 JUSTIFICATIONS: Final = frozenset(
@@ -31,7 +33,7 @@ JUSTIFICATIONS: Final = frozenset(
 WAIVING: Final = frozenset({"not_affected", "fixed"})
 
 
-class VexError(ValueError):
+class VexError(DataError, ValueError):
     """The document is not valid OpenVEX."""
 
 
