@@ -34,6 +34,7 @@ from powernode.platform.api import (
     node_ops,
     nodes,
     patterns,
+    rollouts,
     templates,
     versions,
 )
@@ -122,7 +123,7 @@ def create_app(
     # The node API first: routes are matched in order, and heartbeats are the
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
-    routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot)
+    routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot, rollouts)
     for router in (r.router for r in (*routers, node_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)

@@ -21,6 +21,7 @@ from powernode.platform.db.nodeapi import (
     NodeRateBucket,
 )
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
+from powernode.platform.db.rollouts import Rollout, RolloutState
 from powernode.platform.db.templates import NodeModuleAssignment, NodeTemplate
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "NodeTemplate",
     "PromotionApproval",
     "PromotionState",
+    "Rollout",
+    "RolloutState",
     "Task",
     "TaskState",
     "WebhookDelivery",

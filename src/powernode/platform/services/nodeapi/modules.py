@@ -25,6 +25,7 @@ from powernode.platform.db import NodeInstance, NodeModule, NodeModuleVersion
 from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.desired import desired_for, node_states
+from powernode.platform.services.rollouts import held_back
 
 
 def trust_policy(module: NodeModule) -> dict[str, str] | None:
@@ -54,7 +55,7 @@ def desired_modules(ctx: Ctx, instance_id: str) -> dict[str, Any]:
         Actor(f"instance:{instance.id}", None, frozenset({READ}), node.account),
         ctx.now,
     )
-    desired = desired_for(scoped, node.template, states)
+    desired = desired_for(scoped, node.template, states, held_back(scoped, instance))
     versions = {
         v.id: v
         for v in ctx.session.scalars(
