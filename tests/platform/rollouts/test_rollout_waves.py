@@ -12,7 +12,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from powernode.platform.db import AuditLogEntry, FleetEvent
+from powernode.platform.db import AuditLogEntry, FleetEvent, Rollout
+from powernode.platform.services.context import Actor, Ctx
+from powernode.platform.services.rollouts import cas
 from tests.platform.nodeapi.conftest import NodePlatform
 from tests.platform.rollouts.fleet import Fleet, digest, make_fleet, restart, rollout
 from tests.platform.test_preview import publish
@@ -95,7 +97,7 @@ def test_good_version_completes_through_pause_resume_and_a_restart(
     fleet = make_fleet(p)
     good = publish(p, "app", "3.0.0", files=["/etc/app.conf"], digest=digest("3.0.0"))
     rid = _start(p, good["id"], {**WAVES, "max_converging": 3, "soak_seconds": 1})
-    w1, w2, w3 = _waves(p, rid)
+    w1, w2, _ = _waves(p, rid)
     fleet.sync()  # tick: wave 1 admitted
     assert {i for i, v in fleet.served().items() if v == "3.0.0"} == w1
     # Pause: whatever the agents do, no further instance is served 3.0.0.
@@ -143,10 +145,6 @@ def test_a_stale_tick_advances_nothing(node_platform: NodePlatform) -> None:
     fleet = make_fleet(p, count=4)
     good = publish(p, "app", "3.0.0", files=["/etc/app.conf"], digest=digest("3.0.0"))
     rid = _start(p, good["id"], {"waves": [{"percent": 50}, {"percent": 50}]})
-    from powernode.platform.db import Rollout  # noqa: PLC0415
-    from powernode.platform.services.context import Actor, Ctx  # noqa: PLC0415
-    from powernode.platform.services.rollouts import cas  # noqa: PLC0415
-
     with Session(p.engine, expire_on_commit=False) as s:
         stale = s.get(Rollout, rid)
         assert stale is not None

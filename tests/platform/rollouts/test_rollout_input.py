@@ -1,0 +1,77 @@
+"""Bad rollout requests: a clear error each, and nothing written (no promotion either)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from powernode.platform.db import AuditLogEntry, FleetEvent, Rollout
+from powernode.platform.problems import InvalidInputError
+from powernode.platform.services.rollouts import validate_policy
+from tests.platform.nodeapi.conftest import NodePlatform
+from tests.platform.rollouts.fleet import digest, make_fleet
+from tests.platform.test_preview import publish
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"waves": [{"percent": 50}, {"percent": 40}]}, "percentages sum to 90, not 100"),
+    ({"waves": [{"percent": 100}], "max_failed": -1}, "policy.max_failed must be an integer >= 0"),
+    ({"waves": []}, "policy.waves must be a list of 1 to 100 waves"),
+    ({"waves": [{"instances": []}]}, "must be a non-empty list of instance ids (empty wave)"),
+    ({"waves": [{"labels": {"rack": "nowhere"}}]}, "selects no instance (empty wave)"),
+    ({"waves": [{"percent": 100}], "max_converging": 0}, "max_converging must be an integer >= 1"),
+    ({"waves": [{"percent": 100}], "speed": 3}, "unknown key(s) speed"),
+    ({"waves": [{"color": "red"}]}, "unknown selector 'color'"),
+    ({"waves": [{"percent": 100, "labels": {"a": "b"}}]}, "must be one of"),
+    ({"waves": [{"instances": ["no-such-instance"]}]}, "does not run a template"),
+]
+
+
+def _written(p: NodePlatform) -> tuple[int, int, int]:
+    with Session(p.engine) as s:
+        return (
+            s.scalar(select(func.count()).select_from(Rollout)) or 0,
+            s.scalar(select(func.count()).select_from(AuditLogEntry)) or 0,
+            s.scalar(select(func.count()).select_from(FleetEvent)) or 0,
+        )
+
+
+def test_bad_policies_and_versions_write_nothing(node_platform: NodePlatform) -> None:
+    p = node_platform
+    make_fleet(p, count=3)
+    new = publish(p, "app", "2.0.0", files=["/etc/app.conf"], digest=digest("2.0.0"))
+    first = publish(p, "other", "1.0.0", files=["/etc/o"], digest=digest("o"))
+    before = _written(p)
+    for policy, message in BAD:
+        r = p.call("POST", f"/node_module_versions/{new['id']}/rollouts", json={"policy": policy})
+        assert r.status_code == 422, (policy, r.text)
+        assert message in r.json()["detail"], (policy, r.json()["detail"])
+    one_wave = {"policy": {"waves": [{"percent": 100}]}}
+    r = p.call("POST", "/node_module_versions/nope/rollouts", json=one_wave)
+    assert r.status_code == 404, r.text
+    # A module with no live version yet: nodes outside a wave would have nothing.
+    r = p.call("POST", f"/node_module_versions/{first['id']}/rollouts",
+               json={"policy": {"waves": [{"percent": 100}]}})  # fmt: skip
+    assert r.status_code == 409, r.text
+    assert "has no live version yet" in r.json()["detail"]
+    assert _written(p) == before
+    for vid in (new["id"], first["id"]):
+        v = p.call("GET", f"/node_module_versions/{vid}", role="read").json()["version"]
+        assert v["promotion_state"] == "blessed"
+    # Without promote-live: 403, nothing written.
+    r = p.call("POST", f"/node_module_versions/{new['id']}/rollouts", role="write",
+               json={"policy": {"waves": [{"percent": 100}]}})  # fmt: skip
+    assert r.status_code == 403, r.text
+    assert _written(p) == before
+    assert p.call("POST", "/rollouts/nope/pause").status_code == 404
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_policy_defaults(db_url: str) -> None:
+    checked = validate_policy({"waves": [{"labels": {"rack": "a"}}, {"percent": 100}]})
+    assert checked["max_failed"] == 0 and checked["max_converging"] is None
+    assert checked["deadline_seconds"] == 600
+    with pytest.raises(InvalidInputError, match="pause_seconds"):
+        validate_policy({"waves": [{"percent": 100}], "pause_seconds": True})
