@@ -12,10 +12,10 @@ the command files registers their commands on it, in this order.
 
 from __future__ import annotations
 
-from powernode.cli import system_catalog, system_fleet, system_reports
+from powernode.cli import system_catalog, system_fleet, system_reports, system_rollouts
 from powernode.cli.system_common import DEFAULT_URL, Remote, app, check_url, user_words
 
 __all__ = ["DEFAULT_URL", "Remote", "app", "check_url", "user_words"]
 
 # Imported for their @app.command registrations.
-_COMMANDS = (system_catalog, system_fleet, system_reports)
+_COMMANDS = (system_catalog, system_fleet, system_reports, system_rollouts)
