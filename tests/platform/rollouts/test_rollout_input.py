@@ -75,3 +75,22 @@ def test_policy_defaults(db_url: str) -> None:
     assert checked["deadline_seconds"] == 600
     with pytest.raises(InvalidInputError, match="pause_seconds"):
         validate_policy({"waves": [{"percent": 100}], "pause_seconds": True})
+
+
+def test_promote_to_live_can_carry_the_rollout(node_platform: NodePlatform) -> None:
+    p = node_platform
+    fleet = make_fleet(p, count=2)
+    new = publish(p, "app", "2.0.0", files=["/etc/app.conf"], digest=digest("2.0.0"))
+    waves = {"waves": [{"percent": 50}, {"percent": 50}]}
+    path = f"/node_module_versions/{new['id']}/promote"
+    r = p.call("POST", path, json={"to": "retired", "rollout": waves})
+    assert r.status_code == 422, r.text
+    assert "rollout applies to a promotion to live" in r.json()["detail"]
+    r = p.call("POST", path, json={"to": "live", "rollout": waves, "rollout_template": "base"})
+    assert r.status_code == 200, r.text
+    assert r.json()["version"]["promotion_state"] == "live"
+    (rollout,) = p.call("GET", "/rollouts", role="read").json()["rollouts"]
+    assert rollout["version_id"] == new["id"] and rollout["state"] == "running"
+    assert set(fleet.served().values()) == {"1.0.0"}  # live, but no wave admitted yet
+    fleet.sync()
+    assert sorted(fleet.served().values()) == ["1.0.0", "2.0.0"]

@@ -120,6 +120,11 @@ class VersionCreate(In):
 class PromoteRequest(In):
     to: PromotionState
     note: str = Text
+    # Any: a rollout policy, checked by services/rollouts.validate_policy (docs/rollouts.md).
+    rollout: dict[str, Any] | None = Field(
+        default=None, description="to live only: go live in waves under this rollout policy"
+    )
+    rollout_template: str | None = Field(default=None, description="the rollout's one template")
 
 
 class DemoteRequest(In):
