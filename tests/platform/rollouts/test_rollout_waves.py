@@ -163,3 +163,35 @@ def test_a_stale_tick_advances_nothing(node_platform: NodePlatform) -> None:
             .where(FleetEvent.kind == "rollout.admitted")
         )
         assert admitted == 1
+
+
+def test_assignment_in_waves(node_platform: NodePlatform) -> None:
+    """Assigning a module to a template in waves: instances outside a wave do not get it."""
+    p = node_platform
+    fleet = make_fleet(p, count=6)
+    publish(p, "extra", "1.0.0", files=["/etc/extra.conf"], state="live", digest=digest("x"))
+    body = {"module_name": "extra", "rollout": {"waves": [{"percent": 50}, {"percent": 50}]}}
+    r = p.call("POST", "/node_templates/base/assignments", json=body)
+    assert r.status_code == 201, r.text
+    (doc,) = p.call("GET", "/rollouts", role="read").json()["rollouts"]
+    assert doc["kind"] == "assignment" and doc["previous_version_id"] is None
+    w1, w2 = (set(w["instances"]) for w in doc["waves"])
+
+    def having() -> set[str]:
+        out = set()
+        for c in fleet.nodes:
+            names = {m["name"] for m in p.node(c, "GET", "/modules").json()["modules"]}
+            if "extra" in names:
+                out.add(c.instance_id)
+        return out
+
+    assert having() == set()
+    fleet.sync()
+    assert having() == w1
+    for _ in range(MAX_ROUNDS):
+        fleet.sync()
+        if rollout(p, doc["id"])["state"] == "completed":
+            break
+    assert rollout(p, doc["id"])["state"] == "completed"
+    assert having() == w1 | w2
+    assert {fleet.running[i]["extra"] for i in w1 | w2} == {digest("x")}

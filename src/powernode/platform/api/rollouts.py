@@ -34,7 +34,9 @@ class RolloutOut(BaseModel):
     id: str
     module_id: str
     version_id: str
-    previous_version_id: str
+    previous_version_id: str | None = Field(description="null for an assignment rollout")
+    kind: str = Field(description="version (promotion to live) or assignment")
+    template_id: str | None = Field(description="set when the rollout covers one template")
     state: str
     current_wave: int = Field(description="1-based; wave_count + 1 once every wave is done")
     wave_count: int
@@ -60,6 +62,8 @@ class RolloutOut(BaseModel):
             module_id=r.module_id,
             version_id=r.version_id,
             previous_version_id=r.previous_version_id,
+            kind=r.kind,
+            template_id=r.template_id,
             state=r.state,
             current_wave=r.current_wave + 1,
             wave_count=r.wave_count,

@@ -140,6 +140,10 @@ class AssignRequest(In):
     module_name: str = Name
     metadata: dict[str, object] = Field(default_factory=dict)
     effective_priority: PriorityValue | None = None
+    # Any: a rollout policy, checked by services/rollouts.validate_policy (docs/rollouts.md).
+    rollout: dict[str, Any] | None = Field(
+        default=None, description="the template's instances get the module in these waves"
+    )
 
 
 class AssignmentUpdate(In):

@@ -38,8 +38,13 @@ class Rollout(Base):
     version_id: Mapped[str] = mapped_column(
         ID, ForeignKey("node_module_versions.id", ondelete="CASCADE"), index=True
     )
-    previous_version_id: Mapped[str] = mapped_column(
+    # None for an assignment rollout: a node outside a wave runs no version of the module.
+    previous_version_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("node_module_versions.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16), default="version")  # version | assignment
+    template_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("node_templates.id", ondelete="CASCADE")
     )
     state: Mapped[str] = mapped_column(String(16), default=RolloutState.RUNNING.value)
     policy: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)

@@ -223,6 +223,10 @@ def _compute(
         .all()
     )
     entries, by_key = _entries(r for r in rows if r.id not in held_back)
+    # An assignment a rollout has not brought to this node yet: every version held back.
+    kept = {r.module.name for r in rows if r.id not in held_back}
+    withheld = {r.module.name for r in rows if r.id in held_back} - kept
+    assignments = {n: a for n, a in assignments.items() if n not in withheld}
     roots = [Requirement(OWNER, name) for name in sorted(assignments)]
     priorities = {name: resolved_priority(a) for name, a in assignments.items()}
     label = f"template {template.name}"

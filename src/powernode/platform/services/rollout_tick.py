@@ -63,7 +63,9 @@ def _num(policy: dict[str, object], key: str, default: int) -> int:
     return value if isinstance(value, int) else default
 
 
-def _drift_free(ctx: Ctx, instance: NodeInstance) -> bool:
+def _converged(ctx: Ctx, instance: NodeInstance, module: str, digest: str | None) -> bool:
+    """The instance runs what it is served (drift false), the rollout's module included,
+    at ``digest`` (a version rollout) or at whatever version it is served (assignment)."""
     desired = desired_for(
         ctx,
         instance.node.template,
@@ -72,6 +74,8 @@ def _drift_free(ctx: Ctx, instance: NodeInstance) -> bool:
     )
     wanted = {m.name: (m.composefs_digest, m.version_string) for m in desired.modules}
     running = {str(k): str(v) for k, v in (instance.running_module_digests or {}).items()}
+    if module not in wanted or (digest is not None and running.get(module) != digest):
+        return False
     return all(m.status == "ok" for m in compare(wanted, running))
 
 
@@ -133,8 +137,8 @@ def _advance(scoped: Ctx, ctx: Ctx, r: Rollout) -> bool:
         beat = inst.last_heartbeat_at
         admitted = _at(n["admitted_at"])
         if n["state"] == "admitted" and beat is not None and beat >= admitted:
-            running = (inst.running_module_digests or {}).get(module.name)
-            if running == version.composefs_digest and _drift_free(scoped, inst):
+            digest = version.composefs_digest if r.kind == "version" else None
+            if _converged(scoped, inst, module.name, digest):
                 n.update(state="converged", converged_at=beat.isoformat())
         if n["state"] == "converged" and beat is not None and beat - _at(n["converged_at"]) >= soak:
             n["state"] = "succeeded"

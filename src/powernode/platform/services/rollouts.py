@@ -36,176 +36,35 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, or_, select, update
 
 from powernode.core.semver import Version
 from powernode.platform.db import (
     FleetEvent,
-    InstanceStatus,
-    Node,
     NodeInstance,
+    NodeModule,
     NodeModuleAssignment,
     NodeModuleVersion,
     PromotionState,
     Rollout,
     RolloutState,
 )
-from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
-from powernode.platform.services import audit, promotion
-from powernode.platform.services.catalog import get_version
+from powernode.platform.problems import ConflictError, NotFoundError
+from powernode.platform.services import audit, promotion, templates
+from powernode.platform.services.catalog import get_module, get_version
 from powernode.platform.services.context import PROMOTE_LIVE, READ, WRITE, Ctx
+from powernode.platform.services.rollout_policy import candidates, resolve_waves, validate_policy
 from powernode.platform.services.templates import get_template
 
 log = logging.getLogger(__name__)
 
 R = RolloutState
 SERVING: Final = frozenset({"admitted", "converged", "succeeded"})
-ENDED: Final = frozenset({InstanceStatus.TERMINATED.value, InstanceStatus.FAILED.value})
-POLICY_KEYS: Final = frozenset(
-    {"waves", "pause_seconds", "soak_seconds", "deadline_seconds", "max_converging", "max_failed"}
-)
-MAX_WAVES = 100
 
 
 class RolloutStateError(ConflictError):
     slug = "rollout-state"
     title = "Rollout is not in a state that allows this"
-
-
-def _int(policy: Mapping[str, object], key: str, default: int | None, low: int) -> int | None:
-    value = policy.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise InvalidInputError(
-            f"policy.{key} must be an integer >= {low}, got {value!r}", field=f"policy.{key}"
-        )
-    return value
-
-
-def validate_policy(policy: Mapping[str, object]) -> dict[str, object]:
-    """The policy with defaults filled in, or InvalidInputError saying what is wrong."""
-    unknown = sorted(set(policy) - POLICY_KEYS)
-    if unknown:
-        raise InvalidInputError(
-            f"policy has unknown key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(POLICY_KEYS))}",
-            field="policy",
-        )
-    waves = policy.get("waves")
-    if not isinstance(waves, list) or not waves or len(waves) > MAX_WAVES:
-        raise InvalidInputError(
-            f"policy.waves must be a list of 1 to {MAX_WAVES} waves", field="policy.waves"
-        )
-    percents = 0
-    seen_percent = False
-    for i, wave in enumerate(waves, 1):
-        where = f"policy.waves[{i}]"
-        if not isinstance(wave, dict) or len(wave) != 1:
-            raise InvalidInputError(
-                f"{where} must be one of {{percent: N}}, {{labels: {{k: v}}}}, "
-                "{instances: [ids]}",
-                field=where,
-            )
-        ((kind, value),) = wave.items()
-        if kind == "percent":
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 100:
-                raise InvalidInputError(
-                    f"{where}.percent must be 1..100, got {value!r}", field=where
-                )
-            percents += value
-            seen_percent = True
-        elif kind == "labels":
-            if not isinstance(value, dict) or not value:
-                raise InvalidInputError(f"{where}.labels must be a non-empty mapping", field=where)
-        elif kind == "instances":
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(isinstance(x, str) for x in value)
-            ):
-                raise InvalidInputError(
-                    f"{where}.instances must be a non-empty list of instance ids (empty wave)",
-                    field=where,
-                )
-        else:
-            raise InvalidInputError(
-                f"{where}: unknown selector {kind!r}; use percent, labels or instances", field=where
-            )
-    if seen_percent and percents != 100:
-        raise InvalidInputError(
-            f"policy.waves percentages sum to {percents}, not 100", field="policy.waves"
-        )
-    return {
-        "waves": waves,
-        "pause_seconds": _int(policy, "pause_seconds", 0, 0),
-        "soak_seconds": _int(policy, "soak_seconds", 0, 0),
-        "deadline_seconds": _int(policy, "deadline_seconds", 600, 1),
-        "max_converging": _int(policy, "max_converging", None, 1),
-        "max_failed": _int(policy, "max_failed", 0, 0),
-    }
-
-
-def _candidates(ctx: Ctx, module_id: str, template_id: str | None) -> list[NodeInstance]:
-    """Live instances whose template has the module assigned (optionally one template)."""
-    q = (
-        select(NodeInstance)
-        .join(NodeInstance.node)
-        .join(NodeModuleAssignment, NodeModuleAssignment.template_id == NodeInstance.template_id)
-        .where(
-            Node.account == ctx.actor.account,
-            NodeModuleAssignment.module_id == module_id,
-            NodeInstance.status.not_in(ENDED),
-        )
-        .order_by(NodeInstance.id)
-    )
-    if template_id is not None:
-        q = q.where(NodeInstance.template_id == template_id)
-    return list(ctx.session.scalars(q).unique())
-
-
-def resolve_waves(policy: Mapping[str, object], instances: list[NodeInstance]) -> list[list[str]]:
-    """Each wave's instance ids; InvalidInputError for a wave that selects nothing."""
-    waves = policy["waves"]
-    assert isinstance(waves, list)
-    known = {i.id: i for i in instances}
-    taken: set[str] = set()
-    out: list[list[str]] = [[] for _ in waves]
-    for n, wave in enumerate(waves):
-        if "instances" in wave:
-            for iid in wave["instances"]:
-                if iid not in known:
-                    raise InvalidInputError(
-                        f"policy.waves[{n + 1}]: instance {iid} does not run a template "
-                        "with this module assigned",
-                        field=f"policy.waves[{n + 1}]",
-                    )
-                if iid not in taken:
-                    out[n].append(iid)
-                    taken.add(iid)
-        elif "labels" in wave:
-            want = wave["labels"]
-            for i in instances:
-                meta = i.node.node_metadata or {}
-                if i.id not in taken and all(meta.get(k) == v for k, v in want.items()):
-                    out[n].append(i.id)
-                    taken.add(i.id)
-    rest = [i.id for i in instances if i.id not in taken]
-    cumulative, start = 0, 0
-    for n, wave in enumerate(waves):
-        if "percent" in wave:
-            cumulative += wave["percent"]
-            end = round(len(rest) * cumulative / 100)
-            out[n] = rest[start:end]
-            start = end
-    for n, ids in enumerate(out):
-        if not ids:
-            raise InvalidInputError(
-                f"policy.waves[{n + 1}] selects no instance (empty wave); "
-                f"{len(instances)} instance(s) run this module's templates",
-                field=f"policy.waves[{n + 1}]",
-            )
-    return out
 
 
 def previous_live(ctx: Ctx, version: NodeModuleVersion) -> NodeModuleVersion:
@@ -251,8 +110,58 @@ def start(
     version = get_version(ctx, version_id)
     template_id = get_template(ctx, template_ref).id if template_ref else None
     previous = previous_live(ctx, version)
-    waves = resolve_waves(checked, _candidates(ctx, version.module_id, template_id))
+    waves = resolve_waves(checked, candidates(ctx, version.module_id, template_id))
     promotion.promote(ctx, version.id, PromotionState.LIVE.value, note=note)
+    return _create(ctx, "version", version, previous, template_id, checked, waves, note)
+
+
+def start_assignment(
+    ctx: Ctx,
+    template_ref: str,
+    module_name: str,
+    policy: Mapping[str, object],
+    *,
+    metadata: dict[str, object] | None = None,
+    effective_priority_override: int | None = None,
+) -> tuple[NodeModuleAssignment, Rollout]:
+    """Assign a module to a template; its instances get it wave by wave."""
+    ctx.actor.require(WRITE, "assigning a module in waves")
+    checked = validate_policy(policy)
+    template = get_template(ctx, template_ref)
+    module = get_module(ctx, module_name)
+    live = ctx.session.scalars(
+        select(NodeModuleVersion).where(
+            NodeModuleVersion.module_id == module.id,
+            NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+        )
+    ).all()
+    if not live:
+        raise ConflictError(
+            f"{module.name} has no live version: nothing to roll out", module=module.name
+        )
+    version = max(live, key=lambda v: Version.parse(v.version_string))
+    waves = resolve_waves(checked, candidates(ctx, None, template.id))
+    assignment = templates.assign_module(
+        ctx,
+        template.id,
+        module.name,
+        metadata=metadata,
+        effective_priority_override=effective_priority_override,
+    )
+    rollout = _create(ctx, "assignment", version, None, template.id, checked, waves, "")
+    return assignment, rollout
+
+
+def _create(  # noqa: PLR0917
+    ctx: Ctx,
+    kind: str,
+    version: NodeModuleVersion,
+    previous: NodeModuleVersion | None,
+    template_id: str | None,
+    checked: dict[str, object],
+    waves: list[list[str]],
+    note: str,
+) -> Rollout:
     nodes: dict[str, dict[str, object]] = {
         iid: {"wave": n, "state": "pending"} for n, ids in enumerate(waves) for iid in ids
     }
@@ -260,7 +169,9 @@ def start(
         account=ctx.actor.account,
         module_id=version.module_id,
         version_id=version.id,
-        previous_version_id=previous.id,
+        previous_version_id=previous.id if previous else None,
+        kind=kind,
+        template_id=template_id,
         state=R.RUNNING.value,
         policy={**checked, "template_id": template_id},
         nodes=nodes,
@@ -273,18 +184,19 @@ def start(
     )
     ctx.session.add(rollout)
     ctx.session.flush()
+    replacing = f"replacing {previous.version_string}" if previous else "newly assigned"
     summary = (
         f"{version.module.name} {version.version_string}: rollout in {len(waves)} wave(s) "
-        f"({', '.join(str(len(w)) for w in waves)} instance(s)) replacing {previous.version_string}"
+        f"({', '.join(str(len(w)) for w in waves)} instance(s)) {replacing}"
     )
-    event(ctx, "rollout.started", rollout, waves=[len(w) for w in waves])
+    event(ctx, "rollout.started", rollout, rollout_kind=kind, waves=[len(w) for w in waves])
     audit.record(
         ctx,
         action="rollout.start",
         target_type="rollout",
         target_id=rollout.id,
         summary=summary,
-        detail={"policy": checked, "note": note},
+        detail={"kind": kind, "policy": checked, "note": note},
     )
     return rollout
 
@@ -304,23 +216,51 @@ def listing(ctx: Ctx, limit: int = 100) -> list[Rollout]:
 
 
 def held_back(ctx: Ctx, instance: NodeInstance) -> frozenset[str]:
-    """Version ids this instance must not be served now (its wave has not admitted it)."""
+    """Version ids this instance must not be served now (its wave has not admitted it).
+
+    A version rollout counts while its version is live (a demotion or retirement
+    ends it); an assignment rollout holds back every version of the module on
+    its template's instances until it completes, and nothing once aborted (the
+    abort removed the assignment). Only the newest rollout per version counts.
+    """
     rows = ctx.session.execute(
-        select(Rollout.version_id, Rollout.state, Rollout.nodes, Rollout.created_at)
+        select(
+            Rollout.version_id,
+            Rollout.module_id,
+            Rollout.kind,
+            Rollout.template_id,
+            Rollout.state,
+            Rollout.nodes,
+        )
         .join(NodeModuleVersion, NodeModuleVersion.id == Rollout.version_id)
         .where(
             Rollout.account == instance.node.account,
             Rollout.state != R.COMPLETED.value,
-            NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+            or_(
+                Rollout.kind == "assignment",
+                NodeModuleVersion.promotion_state == PromotionState.LIVE.value,
+            ),
         )
-        .order_by(Rollout.created_at)
+        .order_by(Rollout.created_at, Rollout.id)
     ).all()
-    latest = {version_id: (state, nodes) for version_id, state, nodes, _ in rows}
-    out = set()
-    for version_id, (state, nodes) in latest.items():
-        entry = nodes.get(instance.id)
-        if state == R.ABORTED.value or entry is None or entry.get("state") not in SERVING:
-            out.add(version_id)
+    latest = {(row.kind, row.version_id, row.template_id): row for row in rows}
+    out: set[str] = set()
+    modules: set[str] = set()
+    for row in latest.values():
+        entry = row.nodes.get(instance.id)
+        serving = entry is not None and entry.get("state") in SERVING
+        if row.kind == "assignment":
+            ours = row.template_id == instance.template_id and row.state != R.ABORTED.value
+            if ours and not serving:
+                modules.add(row.module_id)
+        elif row.state == R.ABORTED.value or not serving:
+            out.add(row.version_id)
+    if modules:
+        out.update(
+            ctx.session.scalars(
+                select(NodeModuleVersion.id).where(NodeModuleVersion.module_id.in_(modules))
+            )
+        )
     return frozenset(out)
 
 
@@ -379,9 +319,16 @@ def resume(ctx: Ctx, rollout_id: str) -> Rollout:
 
 
 def abort(ctx: Ctx, rollout_id: str) -> Rollout:
-    """Every instance back to the previous version: the new one is demoted live -> blessed."""
+    """Every instance back to the previous version: the new one is demoted live -> blessed.
+
+    An assignment rollout's abort removes the assignment instead."""
     active = frozenset({R.RUNNING.value, R.PAUSED.value, R.HALTED.value})
     r = _act(ctx, rollout_id, "abort", active, R.ABORTED, reason="aborted by " + ctx.actor.name)
+    if r.kind == "assignment":
+        module = ctx.session.get(NodeModule, r.module_id)
+        if r.template_id is not None and module is not None:
+            templates.unassign_module(ctx, r.template_id, module.name)
+        return r
     version = ctx.session.get(NodeModuleVersion, r.version_id)
     if version is not None and version.promotion_state == PromotionState.LIVE.value:
         promotion.promote(
