@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from powernode.platform.db import AuditLogEntry, FleetEvent, Rollout
 from powernode.platform.problems import InvalidInputError
 from powernode.platform.services.rollouts import validate_policy
+from powernode.platform.worker import IngestWorker
 from tests.platform.nodeapi.conftest import NodePlatform
 from tests.platform.rollouts.fleet import digest, make_fleet
 from tests.platform.test_preview import publish
@@ -94,3 +95,24 @@ def test_promote_to_live_can_carry_the_rollout(node_platform: NodePlatform) -> N
     assert set(fleet.served().values()) == {"1.0.0"}  # live, but no wave admitted yet
     fleet.sync()
     assert sorted(fleet.served().values()) == ["1.0.0", "2.0.0"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_worker_round_ticks_and_a_silent_node_fails_its_deadline(
+    node_platform: NodePlatform,
+) -> None:
+    p = node_platform
+    fleet = make_fleet(p, count=2)
+    new = publish(p, "app", "2.0.0", files=["/etc/app.conf"], digest=digest("2.0.0"))
+    policy = {"waves": [{"percent": 100}], "deadline_seconds": 60, "max_failed": 0}
+    r = p.call("POST", f"/node_module_versions/{new['id']}/rollouts", json={"policy": policy})
+    rid = r.json()["rollout"]["id"]
+    worker = IngestWorker(sessionmaker(p.engine), None, clock=p.clock)
+    assert worker.run_once().rollouts == 1  # both admitted
+    assert worker.run_once().rollouts == 0  # nothing to do until a node reports
+    p.clock.advance(61)  # nobody heartbeats: past the deadline
+    assert worker.run_once().rollouts == 1
+    doc = p.call("GET", f"/rollouts/{rid}", role="read").json()["rollout"]
+    assert doc["state"] == "halted"
+    assert doc["waves"][0]["counts"] == {"failed": 2}
+    assert set(fleet.served().values()) == {"1.0.0"}
