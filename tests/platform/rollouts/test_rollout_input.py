@@ -18,11 +18,17 @@ from tests.platform.test_preview import publish
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"waves": [{"percent": 50}, {"percent": 40}]}, "percentages sum to 90, not 100"),
-    ({"waves": [{"percent": 100}], "max_failed": -1}, "policy.max_failed must be an integer >= 0"),
+    (
+        {"waves": [{"percent": 100}], "max_failed": -1},
+        "policy.max_failed must be an integer >= 0 and <= 1000000",
+    ),
     ({"waves": []}, "policy.waves must be a list of 1 to 100 waves"),
     ({"waves": [{"instances": []}]}, "must be a non-empty list of instance ids (empty wave)"),
     ({"waves": [{"labels": {"rack": "nowhere"}}]}, "selects no instance (empty wave)"),
-    ({"waves": [{"percent": 100}], "max_converging": 0}, "max_converging must be an integer >= 1"),
+    (
+        {"waves": [{"percent": 100}], "max_converging": 0},
+        "max_converging must be an integer >= 1 and",
+    ),
     ({"waves": [{"percent": 100}], "speed": 3}, "unknown key(s) speed"),
     ({"waves": [{"color": "red"}]}, "unknown selector 'color'"),
     ({"waves": [{"percent": 100, "labels": {"a": "b"}}]}, "must be one of"),
@@ -76,6 +82,8 @@ def test_policy_defaults(db_url: str) -> None:
     assert checked["deadline_seconds"] == 600
     with pytest.raises(InvalidInputError, match="pause_seconds"):
         validate_policy({"waves": [{"percent": 100}], "pause_seconds": True})
+    with pytest.raises(InvalidInputError, match="soak_seconds must be an integer >= 0 and <="):
+        validate_policy({"waves": [{"percent": 100}], "soak_seconds": 10**30})
 
 
 def test_promote_to_live_can_carry_the_rollout(node_platform: NodePlatform) -> None:

@@ -26,13 +26,21 @@ POLICY_KEYS: Final = frozenset(
 MAX_WAVES = 100
 
 
-def _int(policy: Mapping[str, object], key: str, default: int | None, low: int) -> int | None:
+# Seconds and counts above these are typing mistakes (and would overflow a timedelta).
+MAX_SECONDS: Final = 30 * 24 * 3600
+MAX_COUNT: Final = 1_000_000
+
+
+def _int(
+    policy: Mapping[str, object], key: str, default: int | None, low: int, high: int
+) -> int | None:
     value = policy.get(key, default)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise InvalidInputError(
-            f"policy.{key} must be an integer >= {low}, got {value!r}", field=f"policy.{key}"
+            f"policy.{key} must be an integer >= {low} and <= {high}, got {value!r}",
+            field=f"policy.{key}",
         )
     return value
 
@@ -92,11 +100,11 @@ def validate_policy(policy: Mapping[str, object]) -> dict[str, object]:
         )
     return {
         "waves": waves,
-        "pause_seconds": _int(policy, "pause_seconds", 0, 0),
-        "soak_seconds": _int(policy, "soak_seconds", 0, 0),
-        "deadline_seconds": _int(policy, "deadline_seconds", 600, 1),
-        "max_converging": _int(policy, "max_converging", None, 1),
-        "max_failed": _int(policy, "max_failed", 0, 0),
+        "pause_seconds": _int(policy, "pause_seconds", 0, 0, MAX_SECONDS),
+        "soak_seconds": _int(policy, "soak_seconds", 0, 0, MAX_SECONDS),
+        "deadline_seconds": _int(policy, "deadline_seconds", 600, 1, MAX_SECONDS),
+        "max_converging": _int(policy, "max_converging", None, 1, MAX_COUNT),
+        "max_failed": _int(policy, "max_failed", 0, 0, MAX_COUNT),
     }
 
 
