@@ -10,29 +10,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from powernode.platform.db import AuditLogEntry, FleetEvent, Rollout
 from powernode.platform.problems import InvalidInputError
-from powernode.platform.services.rollouts import validate_policy
+from powernode.platform.services.rollout_policy import PolicyMismatchError, validate_policy
 from powernode.platform.worker import IngestWorker
 from tests.platform.nodeapi.conftest import NodePlatform
 from tests.platform.rollouts.fleet import digest, make_fleet
 from tests.platform.test_preview import publish
 
-BAD: list[tuple[dict[str, Any], str]] = [
-    ({"waves": [{"percent": 50}, {"percent": 40}]}, "percentages sum to 90, not 100"),
-    (
-        {"waves": [{"percent": 100}], "max_failed": -1},
-        "policy.max_failed must be an integer >= 0 and <= 1000000",
-    ),
-    ({"waves": []}, "policy.waves must be a list of 1 to 100 waves"),
-    ({"waves": [{"instances": []}]}, "must be a non-empty list of instance ids (empty wave)"),
-    ({"waves": [{"labels": {"rack": "nowhere"}}]}, "selects no instance (empty wave)"),
-    (
-        {"waves": [{"percent": 100}], "max_converging": 0},
-        "max_converging must be an integer >= 1 and",
-    ),
-    ({"waves": [{"percent": 100}], "speed": 3}, "unknown key(s) speed"),
-    ({"waves": [{"color": "red"}]}, "unknown selector 'color'"),
-    ({"waves": [{"percent": 100, "labels": {"a": "b"}}]}, "must be one of"),
-    ({"waves": [{"instances": ["no-such-instance"]}]}, "does not run a template"),
+BAD: list[tuple[dict[str, Any], int, str]] = [
+    ({"waves": [{"percent": 50}, {"percent": 40}]}, 409, "percentages sum to 90, not 100"),
+    ({"waves": [{"percent": 100}], "max_failed": -1}, 422, "max_failed: Input should be greater"),
+    ({"waves": []}, 422, "body.policy.waves: List should have at least 1 item"),
+    ({"waves": [{"instances": []}]}, 422, "instances: List should have at least 1 item"),
+    ({"waves": [{"labels": {"rack": "nowhere"}}]}, 409, "selects no instance (empty wave)"),
+    ({"waves": [{"percent": 100}], "max_converging": 0}, 422, "max_converging"),
+    ({"waves": [{"percent": 100}], "speed": 3}, 422, "speed: Extra inputs are not permitted"),
+    ({"waves": [{"color": "red"}]}, 422, "color"),
+    ({"waves": [{"percent": 100, "labels": {"a": "b"}}]}, 422, "Extra inputs are not permitted"),
+    ({"waves": [{"instances": ["no-such-instance"]}]}, 409, "does not run a template"),
 ]
 
 
@@ -51,9 +45,9 @@ def test_bad_policies_and_versions_write_nothing(node_platform: NodePlatform) ->
     new = publish(p, "app", "2.0.0", files=["/etc/app.conf"], digest=digest("2.0.0"))
     first = publish(p, "other", "1.0.0", files=["/etc/o"], digest=digest("o"))
     before = _written(p)
-    for policy, message in BAD:
+    for policy, code, message in BAD:
         r = p.call("POST", f"/node_module_versions/{new['id']}/rollouts", json={"policy": policy})
-        assert r.status_code == 422, (policy, r.text)
+        assert r.status_code == code, (policy, r.text)
         assert message in r.json()["detail"], (policy, r.json()["detail"])
     one_wave = {"policy": {"waves": [{"percent": 100}]}}
     r = p.call("POST", "/node_module_versions/nope/rollouts", json=one_wave)
@@ -84,6 +78,11 @@ def test_policy_defaults(db_url: str) -> None:
         validate_policy({"waves": [{"percent": 100}], "pause_seconds": True})
     with pytest.raises(InvalidInputError, match="soak_seconds must be an integer >= 0 and <="):
         validate_policy({"waves": [{"percent": 100}], "soak_seconds": 10**30})
+    # What the API's schema refuses first, the service refuses too (CLI, MCP, tests).
+    with pytest.raises(InvalidInputError, match="empty wave"):
+        validate_policy({"waves": [{"instances": []}]})
+    with pytest.raises(PolicyMismatchError, match="sum to 50"):
+        validate_policy({"waves": [{"percent": 50}]})
 
 
 def test_promote_to_live_can_carry_the_rollout(node_platform: NodePlatform) -> None:

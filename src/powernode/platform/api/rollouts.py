@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from powernode.platform.api.deps import CurrentActor, Reader, State
-from powernode.platform.api.schemas import In, Text
+from powernode.platform.api.schemas import In, RolloutPolicy, Text
 from powernode.platform.db import Rollout
 from powernode.platform.services import rollouts
 
@@ -18,8 +18,7 @@ router = APIRouter(tags=["rollouts"])
 
 
 class RolloutRequest(In):
-    # Any: the policy is checked by services/rollouts.validate_policy, one error per fault.
-    policy: dict[str, Any] = Field(description="waves, pause/soak/deadline seconds, budgets")
+    policy: RolloutPolicy = Field(description="waves, pause/soak/deadline seconds, budgets")
     template: str | None = Field(default=None, description="only this template's instances")
     note: str = Text
 
@@ -83,7 +82,9 @@ def start(
 ) -> dict[str, RolloutOut]:
     """Promote the version to live in waves (the promotion and the rollout are one transaction)."""
     with state.unit(actor) as ctx:
-        r = rollouts.start(ctx, version_id, body.policy, template_ref=body.template, note=body.note)
+        r = rollouts.start(
+            ctx, version_id, body.policy.model_dump(), template_ref=body.template, note=body.note
+        )
         return {"rollout": RolloutOut.of(r)}
 
 

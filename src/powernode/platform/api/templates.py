@@ -42,7 +42,7 @@ def assign_module(
                 ctx,
                 template,
                 body.module_name,
-                body.rollout,
+                body.rollout.model_dump(),
                 metadata=body.metadata,
                 effective_priority_override=body.effective_priority,
             )

@@ -39,7 +39,11 @@ def promote(
             if body.to is not PromotionState.LIVE:
                 raise InvalidInputError("rollout applies to a promotion to live", field="rollout")
             r = rollouts.start(
-                ctx, version_id, body.rollout, template_ref=body.rollout_template, note=body.note
+                ctx,
+                version_id,
+                body.rollout.model_dump(),
+                template_ref=body.rollout_template,
+                note=body.note,
             )
             return {"version": VersionOut.of(catalog.get_version(ctx, r.version_id))}
         v = promotion.promote(ctx, version_id, body.to.value, note=body.note)

@@ -16,8 +16,16 @@ from powernode.platform.db import (
     NodeInstance,
     NodeModuleAssignment,
 )
-from powernode.platform.problems import InvalidInputError
+from powernode.platform.problems import ConflictError, InvalidInputError
 from powernode.platform.services.context import Ctx
+
+
+class PolicyMismatchError(ConflictError):
+    """A well-formed policy that does not fit: percentages, waves selecting nothing."""
+
+    slug = "rollout-policy"
+    title = "Rollout policy does not fit the fleet"
+
 
 ENDED: Final = frozenset({InstanceStatus.TERMINATED.value, InstanceStatus.FAILED.value})
 POLICY_KEYS: Final = frozenset(
@@ -95,7 +103,7 @@ def validate_policy(policy: Mapping[str, object]) -> dict[str, object]:
                 f"{where}: unknown selector {kind!r}; use percent, labels or instances", field=where
             )
     if seen_percent and percents != 100:
-        raise InvalidInputError(
+        raise PolicyMismatchError(
             f"policy.waves percentages sum to {percents}, not 100", field="policy.waves"
         )
     return {
@@ -127,7 +135,7 @@ def candidates(ctx: Ctx, module_id: str | None, template_id: str | None) -> list
 
 
 def resolve_waves(policy: Mapping[str, object], instances: list[NodeInstance]) -> list[list[str]]:
-    """Each wave's instance ids; InvalidInputError for a wave that selects nothing."""
+    """Each wave's instance ids; PolicyMismatchError (409) for a wave that selects nothing."""
     waves = policy["waves"]
     assert isinstance(waves, list)
     known = {i.id: i for i in instances}
@@ -137,7 +145,7 @@ def resolve_waves(policy: Mapping[str, object], instances: list[NodeInstance]) -
         if "instances" in wave:
             for iid in wave["instances"]:
                 if iid not in known:
-                    raise InvalidInputError(
+                    raise PolicyMismatchError(
                         f"policy.waves[{n + 1}]: instance {iid} does not run a template "
                         "with this module assigned",
                         field=f"policy.waves[{n + 1}]",
@@ -162,7 +170,7 @@ def resolve_waves(policy: Mapping[str, object], instances: list[NodeInstance]) -
             start = end
     for n, ids in enumerate(out):
         if not ids:
-            raise InvalidInputError(
+            raise PolicyMismatchError(
                 f"policy.waves[{n + 1}] selects no instance (empty wave); "
                 f"{len(instances)} instance(s) run this module's templates",
                 field=f"policy.waves[{n + 1}]",
