@@ -92,8 +92,8 @@ def test_promote_to_live_can_carry_the_rollout(node_platform: NodePlatform) -> N
     waves = {"waves": [{"percent": 50}, {"percent": 50}]}
     path = f"/node_module_versions/{new['id']}/promote"
     r = p.call("POST", path, json={"to": "retired", "rollout": waves})
-    assert r.status_code == 422, r.text
-    assert "rollout applies to a promotion to live" in r.json()["detail"]
+    assert r.status_code == 409, r.text
+    assert "a rollout applies to a promotion to live, not to retired" in r.json()["detail"]
     r = p.call("POST", path, json={"to": "live", "rollout": waves, "rollout_template": "base"})
     assert r.status_code == 200, r.text
     assert r.json()["version"]["promotion_state"] == "live"

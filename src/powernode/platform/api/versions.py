@@ -13,7 +13,7 @@ from powernode.platform.api.schemas import (
     VersionOut,
 )
 from powernode.platform.db import PromotionState
-from powernode.platform.problems import InvalidInputError
+from powernode.platform.problems import ConflictError
 from powernode.platform.services import catalog, promotion, rollouts
 
 router = APIRouter(tags=["versions"])
@@ -37,7 +37,10 @@ def promote(
     with state.unit(actor) as ctx:
         if body.rollout is not None:
             if body.to is not PromotionState.LIVE:
-                raise InvalidInputError("rollout applies to a promotion to live", field="rollout")
+                raise ConflictError(
+                    f"a rollout applies to a promotion to live, not to {body.to.value}",
+                    requested_state=body.to.value,
+                )
             r = rollouts.start(
                 ctx,
                 version_id,
