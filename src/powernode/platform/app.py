@@ -37,6 +37,7 @@ from powernode.platform.api import (
     node_ops,
     nodes,
     patterns,
+    rollouts,
     templates,
     versions,
 )
@@ -127,7 +128,18 @@ def create_app(
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     app.include_router(node_api_scripts.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
-    routers = (modules, versions, templates, desired, nodes, audit, ingest, netboot, evidence)
+    routers = (
+        modules,
+        versions,
+        templates,
+        desired,
+        nodes,
+        audit,
+        ingest,
+        netboot,
+        evidence,
+        rollouts,
+    )
     for router in (r.router for r in (*routers, node_ops, node_agent_ops)):
         app.include_router(router, prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     app.include_router(metrics.router, responses=PROBLEM_RESPONSES)

@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from powernode.errors import ConfigError, DataError, PowernodeError, TransportError
 from powernode.platform.db import IngestState, ModuleIngest, NodeModule, NodeModuleVersion
-from powernode.platform.services import ingest, sensors
+from powernode.platform.services import ingest, rollout_tick, sensors
 from powernode.platform.services.artifacts import ArtifactSource, IngestedArtifact
-from powernode.platform.services.context import Ctx
+from powernode.platform.services.context import Actor, Ctx
 from powernode.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RoundReport:
     rejected: int = 0
     failed: int = 0
     warnings: int = 0
+    rollouts: int = 0  # rollouts advanced (services/rollout_tick.py)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class IngestWorker:
             report.warnings = len(
                 sensors.staging_sensor(s, self.clock(), self.limits.staging_max_age)
             )
+        with self.sessions.begin() as s:
+            actor = Actor("platform:rollouts", None, frozenset())
+            report.rollouts = rollout_tick.tick(Ctx(s, actor, self.clock()))
         return report
 
     def poll(self) -> int:

@@ -12,10 +12,10 @@ the command files registers their commands on it, in this order.
 
 from __future__ import annotations
 
-from powernode.cli.system import catalog, fleet, reports
+from powernode.cli.system import catalog, fleet, reports, rollouts
 from powernode.cli.system.common import DEFAULT_URL, Remote, app, check_url, user_words
 
 __all__ = ["DEFAULT_URL", "Remote", "app", "check_url", "user_words"]
 
 # Imported for their @app.command registrations.
-_COMMANDS = (catalog, fleet, reports)
+_COMMANDS = (catalog, fleet, reports, rollouts)

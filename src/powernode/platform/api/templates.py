@@ -12,7 +12,7 @@ from powernode.platform.api.schemas import (
     TemplateDetailOut,
     TemplateOut,
 )
-from powernode.platform.services import templates
+from powernode.platform.services import rollouts, templates
 
 router = APIRouter(tags=["templates"])
 
@@ -37,6 +37,16 @@ def assign_module(
     template: str, body: AssignRequest, state: State, actor: CurrentActor
 ) -> dict[str, AssignmentOut]:
     with state.unit(actor) as ctx:
+        if body.rollout is not None:  # in waves (services/rollouts.py); GET /rollouts shows it
+            a, _ = rollouts.start_assignment(
+                ctx,
+                template,
+                body.module_name,
+                body.rollout.model_dump(),
+                metadata=body.metadata,
+                effective_priority_override=body.effective_priority,
+            )
+            return {"assignment": AssignmentOut.of(a)}
         a = templates.assign_module(
             ctx,
             template,

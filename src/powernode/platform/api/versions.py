@@ -13,7 +13,8 @@ from powernode.platform.api.schemas import (
     VersionOut,
 )
 from powernode.platform.db import PromotionState
-from powernode.platform.services import catalog, promotion
+from powernode.platform.problems import ConflictError
+from powernode.platform.services import catalog, promotion, rollouts
 
 router = APIRouter(tags=["versions"])
 
@@ -28,8 +29,26 @@ def get_version(version_id: str, state: State, actor: Reader) -> dict[str, Versi
 def promote(
     version_id: str, body: PromoteRequest, state: State, actor: CurrentActor
 ) -> dict[str, VersionOut]:
-    """Move to ``to`` if the transition table allows it (``live`` may need an approval)."""
+    """Move to ``to`` if the transition table allows it (``live`` may need an approval).
+
+    With ``rollout`` (to ``live`` only) the version goes live in waves: see
+    ``POST /node_module_versions/{id}/rollouts``, which this then is.
+    """
     with state.unit(actor) as ctx:
+        if body.rollout is not None:
+            if body.to is not PromotionState.LIVE:
+                raise ConflictError(
+                    f"a rollout applies to a promotion to live, not to {body.to.value}",
+                    requested_state=body.to.value,
+                )
+            r = rollouts.start(
+                ctx,
+                version_id,
+                body.rollout.model_dump(),
+                template_ref=body.rollout_template,
+                note=body.note,
+            )
+            return {"version": VersionOut.of(catalog.get_version(ctx, r.version_id))}
         v = promotion.promote(ctx, version_id, body.to.value, note=body.note)
         return {"version": VersionOut.of(v)}
 

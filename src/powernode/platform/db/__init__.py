@@ -22,6 +22,7 @@ from powernode.platform.db.nodeapi import (
 )
 from powernode.platform.db.nodes import InstanceStatus, Node, NodeInstance
 from powernode.platform.db.nodescripts import NodeScriptRow
+from powernode.platform.db.rollouts import Rollout, RolloutState
 from powernode.platform.db.supply import (
     OsvAffected,
     OsvRecord,
@@ -57,6 +58,8 @@ __all__ = [
     "PromotionApproval",
     "PromotionPolicy",
     "PromotionState",
+    "Rollout",
+    "RolloutState",
     "Task",
     "TaskState",
     "VersionEvidence",

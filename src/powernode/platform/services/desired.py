@@ -184,19 +184,32 @@ def desired_set(
 
 
 def desired_for(
-    ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES
+    ctx: Ctx,
+    template: NodeTemplate,
+    allowed_states: frozenset[str] = DEFAULT_ALLOWED_STATES,
+    held_back: frozenset[str] = frozenset(),
 ) -> DesiredSet:
-    """The desired set, from the cache when nothing it depends on has changed."""
-    key = desired_cache.cache_key(ctx, template, allowed_states)
+    """The desired set, from the cache when nothing it depends on has changed.
+
+    ``held_back``: version ids never chosen for this node — a rollout's new
+    version on a node no wave has reached yet (services/rollouts.py), so the
+    resolver picks the version before it.
+    """
+    key = desired_cache.cache_key(ctx, template, allowed_states, held_back)
     found = desired_cache.CACHE.get(key)
     if found is not None:
         return found
-    computed = _compute(ctx, template, allowed_states)
+    computed = _compute(ctx, template, allowed_states, held_back)
     desired_cache.CACHE.put(key, computed)
     return computed
 
 
-def _compute(ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str]) -> DesiredSet:
+def _compute(
+    ctx: Ctx,
+    template: NodeTemplate,
+    allowed_states: frozenset[str],
+    held_back: frozenset[str] = frozenset(),
+) -> DesiredSet:
     assignments: dict[str, NodeModuleAssignment] = {a.module.name: a for a in template.assignments}
     # One query for every version with its module, category and parent (no N+1).
     rows = (
@@ -209,7 +222,11 @@ def _compute(ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str]) -
         .unique()
         .all()
     )
-    entries, by_key = _entries(rows)
+    entries, by_key = _entries(r for r in rows if r.id not in held_back)
+    # An assignment a rollout has not brought to this node yet: every version held back.
+    kept = {r.module.name for r in rows if r.id not in held_back}
+    withheld = {r.module.name for r in rows if r.id in held_back} - kept
+    assignments = {n: a for n, a in assignments.items() if n not in withheld}
     roots = [Requirement(OWNER, name) for name in sorted(assignments)]
     priorities = {name: resolved_priority(a) for name, a in assignments.items()}
     label = f"template {template.name}"

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MAX_ENTRIES = 64
 
-CacheKey = tuple[str, str, str, frozenset[str], str]
+CacheKey = tuple[str, str, str, frozenset[str], frozenset[str], str]
 
 
 def fingerprint(ctx: Ctx, template: NodeTemplate) -> str:
@@ -105,11 +105,17 @@ class DesiredCache:
 CACHE = DesiredCache()
 
 
-def cache_key(ctx: Ctx, template: NodeTemplate, allowed_states: frozenset[str]) -> CacheKey:
+def cache_key(
+    ctx: Ctx,
+    template: NodeTemplate,
+    allowed_states: frozenset[str],
+    held_back: frozenset[str] = frozenset(),
+) -> CacheKey:
     return (
         ctx.actor.account,
         template.id,
         template.name,
         allowed_states,
+        held_back,
         fingerprint(ctx, template),
     )

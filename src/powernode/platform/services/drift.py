@@ -32,6 +32,7 @@ from powernode.platform.services.desired import (
     node_states,
 )
 from powernode.platform.services.nodes import get_instance
+from powernode.platform.services.rollouts import held_back
 from powernode.platform.services.templates import get_template
 
 Status = Literal["ok", "missing", "unexpected", "digest_differs"]
@@ -112,7 +113,8 @@ def instance_drift(
     template = get_template(ctx, instance.template_id)
     if allowed_states is None:
         allowed_states = node_states(instance.node.node_metadata)
-    desired = desired_for(ctx, template, allowed_states)
+    # What this instance is served: a rollout may hold its new version back (rollouts.py).
+    desired = desired_for(ctx, template, allowed_states, held_back(ctx, instance))
     return desired, _report(instance, desired)
 
 

@@ -117,9 +117,41 @@ class VersionCreate(In):
     file_list: list[str] = Field(default_factory=list, max_length=200_000)
 
 
+class PercentWave(In):
+    percent: Annotated[int, Field(ge=1, le=100), JSON_INTEGER]
+
+
+class LabelWave(In):
+    labels: dict[str, str] = Field(min_length=1, max_length=64, description="node metadata")
+
+
+class InstanceWave(In):
+    instances: list[str] = Field(min_length=1, max_length=100_000)
+
+
+Seconds = Annotated[int, Field(ge=0, le=2_592_000), JSON_INTEGER]
+Count = Annotated[int, Field(ge=0, le=1_000_000), JSON_INTEGER]
+
+
+class RolloutPolicy(In):
+    """docs/rollouts.md; what the schema cannot say (percentages summing to 100, a wave
+    selecting at least one instance) is a 409 from services/rollout_policy.py."""
+
+    waves: list[PercentWave | LabelWave | InstanceWave] = Field(min_length=1, max_length=100)
+    pause_seconds: Seconds = 0
+    soak_seconds: Seconds = 0
+    deadline_seconds: Annotated[int, Field(ge=1, le=2_592_000), JSON_INTEGER] = 600
+    max_converging: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER] | None = None
+    max_failed: Count = 0
+
+
 class PromoteRequest(In):
     to: PromotionState
     note: str = Text
+    rollout: RolloutPolicy | None = Field(
+        default=None, description="to live only: go live in waves under this rollout policy"
+    )
+    rollout_template: str | None = Field(default=None, description="the rollout's one template")
 
 
 class DemoteRequest(In):
@@ -135,6 +167,9 @@ class AssignRequest(In):
     module_name: str = Name
     metadata: dict[str, object] = Field(default_factory=dict)
     effective_priority: PriorityValue | None = None
+    rollout: RolloutPolicy | None = Field(
+        default=None, description="the template's instances get the module in these waves"
+    )
 
 
 class AssignmentUpdate(In):

@@ -28,6 +28,7 @@ from powernode.platform.problems import AuthenticationError, ConflictError
 from powernode.platform.services.context import READ, Actor, Ctx
 from powernode.platform.services.desired import desired_for, node_states
 from powernode.platform.services.instance_facts import assignment_metadata, instance_facts
+from powernode.platform.services.rollouts import held_back
 
 
 def trust_policy(module: NodeModule) -> TrustPolicy | None:
@@ -57,7 +58,7 @@ def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
         Actor(f"instance:{instance.id}", None, frozenset({READ}), node.account),
         ctx.now,
     )
-    desired = desired_for(scoped, node.template, states)
+    desired = desired_for(scoped, node.template, states, held_back(scoped, instance))
     versions = {
         v.id: v
         for v in ctx.session.scalars(

@@ -1,7 +1,7 @@
 """Supply chain: promotion policies, version evidence, OSV records and findings.
 
-Revision ID: 0008_supply_chain
-Revises: 0007_instance_identity
+Revision ID: 0009_supply_chain
+Revises: 0008_nodescripts
 Create Date: 2026-12-07
 
 Issue 18: promotion is gated by declarative policies over the evidence a
