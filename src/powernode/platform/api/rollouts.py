@@ -41,8 +41,7 @@ class RolloutOut(BaseModel):
     wave_count: int
     next_wave_at: datetime | None
     reason: str
-    # Any: the validated policy as stored (see RolloutRequest).
-    policy: dict[str, Any]
+    policy: dict[str, Any]  # Any: the validated policy as stored (see RolloutRequest)
     waves: list[WaveOut]
     created_by: str
     created_at: datetime
