@@ -29,7 +29,7 @@ demo)
     pkgs=(mmdebstrap)
     ;;
 test)
-    pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
+    pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql haproxy
         chromium)
     ;;
 *)
