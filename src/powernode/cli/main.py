@@ -49,6 +49,12 @@ def _mcp() -> Loaded:
     return app
 
 
+def _fleet() -> Loaded:
+    from powernode.cli.fleet import app  # noqa: PLC0415
+
+    return app
+
+
 def _verity() -> Loaded:
     from powernode.cli.verity import app  # noqa: PLC0415
 
@@ -70,6 +76,7 @@ app.add_lazy(
 )
 app.add_lazy("system", _system, "Operate the fleet through the platform API.")
 app.add_lazy("mcp", _mcp, "The MCP server: fleet operations for assistants.")
+app.add_lazy("fleet", _fleet, "Fleet scale: a local scaled deployment and the fleet simulator.")
 app.add_lazy("verity", _verity, "fs-verity digests, computed in userspace.")
 app.add_lazy("composefs", _composefs, "Write and read composefs images.")
 
