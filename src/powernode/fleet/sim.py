@@ -20,6 +20,7 @@ import multiprocessing
 import queue
 import random
 import shutil
+import ssl
 import statistics
 import tempfile
 import time
@@ -62,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 def _operator(cfg: SimConfig) -> httpx.Client:
     return httpx.Client(
         base_url=cfg.url + OPERATOR_API,
-        verify=str(cfg.platform_ca),
+        verify=ssl.create_default_context(cafile=str(cfg.platform_ca)),
         headers={"Authorization": f"Bearer {cfg.token}"},
         timeout=60,
     )
