@@ -92,7 +92,10 @@ def main() -> None:
     if bindir is None:
         print("PostgreSQL not installed: skipped")
         return
-    with tempfile.TemporaryDirectory() as tmp, pgcluster.temp_cluster(bindir, durable=True) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        pgcluster.temp_cluster(bindir, durable=True) as server,
+    ):
         root = Path(tmp)
         url = pgcluster.create_database(server, "bench")
         with platform_process(url, root / "data") as platform:

@@ -15,6 +15,7 @@ Size: ``POWERNODE_FLEET_TEST_NODES`` (default 1,000 as in the issue),
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -126,7 +127,7 @@ def test_kill_an_api_process_and_a_worker_under_load(database: str, tmp_path: Pa
             minutes=MINUTES,
             tick=TICK,
             processes=2,
-            node=NodeConfig(rotate_every=TICK * 2.5),
+            node=NodeConfig(rotate_every=TICK * 2.5, events_per_beat=1.0, modules_seconds=TICK),
         )
         out: list[Summary] = []
         errors: list[BaseException] = []
@@ -152,6 +153,7 @@ def test_kill_an_api_process_and_a_worker_under_load(database: str, tmp_path: Pa
         assert not errors, errors
         summary = out[0]
 
+    print(json.dumps(summary.to_json(), indent=1))
     assert summary.enroll_failures == []
     assert summary.enrolled == NODES
     assert summary.rotations > 0

@@ -81,6 +81,9 @@ def simulate(
     rotate_every: Annotated[
         float, typer.Option("--rotate-every", min=0, help="Rotate every N s (0: at 75 % of life).")
     ] = 0.0,
+    events_per_beat: Annotated[
+        float, typer.Option("--events-per-beat", min=0, max=500, help="Events a node sends.")
+    ] = 0.2,
     database: Annotated[
         str, typer.Option("--database", help="postgresql://… to report the database size.")
     ] = "",
@@ -101,7 +104,9 @@ def simulate(
         minutes=minutes,
         tick=tick,
         processes=processes,
-        node=NodeConfig(rotate_every=rotate_every, collect_ids=False),
+        node=NodeConfig(
+            rotate_every=rotate_every, events_per_beat=events_per_beat, collect_ids=False
+        ),
     )
     summary = simulate(cfg, echo=typer.echo, db_size=size)
     doc = summary.to_json()

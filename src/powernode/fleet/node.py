@@ -6,7 +6,7 @@ What runs is the agent's own code: :class:`~powernode.agent.transport.NodeClient
 when :func:`~powernode.agent.rotation.rotation_due` (or, to see rotations in a
 run of minutes, when ``rotate_every`` seconds have passed). A beat follows
 ``Runtime._beat``: outcomes, rotation, heartbeat, lease, outcomes, events, and
-the desired set (``GET /node_api/modules``) every ``modules_every`` beats.
+the desired set (``GET /node_api/modules``) every ``modules_seconds``.
 Events and outcomes stay pending until the platform took them, as the
 agent's spool keeps them.
 """
@@ -94,9 +94,11 @@ class TimingTransport(httpx.BaseTransport):
 
 @dataclass
 class NodeConfig:
-    events_per_beat: int = 2
-    lease_max: int = 4
-    modules_every: int = 1  # beats between desired-set syncs
+    # An agent in steady state sends few events of its own (task outcomes, rotations,
+    # module and drift changes): one every five beats unless a run says otherwise.
+    events_per_beat: float = 0.2
+    lease_max: int = 4  # the agent's default (agent/config.py)
+    modules_seconds: float = 60.0  # the agent's modules_sync_seconds default
     rotate_every: float = 0.0  # seconds; 0: only when the certificate is 75 % through its life
     collect_ids: bool = True
 
@@ -114,6 +116,8 @@ class SimNode:
     client: NodeClient | None = None
     instance_id: str = ""
     beats: int = 0
+    event_credit: float = 0.0
+    next_modules: float = 0.0
     rotations: int = 0
     rotated_at: float = 0.0
     pending_events: list[dict[str, Any]] = field(default_factory=list)
@@ -145,7 +149,7 @@ class SimNode:
                 token,
                 platform_ca_pem=self.platform_ca.read_bytes(),
                 now=datetime.now(UTC),
-                instance_hint=self.name,
+                instance_hint="",  # the token names the instance
             )
         self.instance_id = info.instance_id
         self.client = self._client(with_cert=True)
@@ -176,10 +180,13 @@ class SimNode:
             )
             self._event("task.completed", {"task_id": task.id, "kind": task.kind})
         self._report_outcomes()
-        for _ in range(self.config.events_per_beat):
+        self.event_credit += self.config.events_per_beat
+        while self.event_credit >= 1.0:
+            self.event_credit -= 1.0
             self._event("sim.tick", {"beat": self.beats})
         self._flush_events()
-        if self.beats % max(1, self.config.modules_every) == 0:
+        if time.monotonic() >= self.next_modules:
+            self.next_modules = time.monotonic() + self.config.modules_seconds
             self._call("modules", client.modules)
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
