@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from powernode.cli.main import app
 from powernode.fleet.cluster import cpu_seconds, haproxy_config
 from powernode.fleet.node import route_of
-from powernode.fleet.sim import LiveTable, percentile, route_figures
+from powernode.fleet.sim import LiveTable, Report, percentile, route_figures
 
 
 def test_routes_are_one_row_per_endpoint() -> None:
@@ -44,10 +44,10 @@ def test_haproxy_passes_tcp_through_and_checks_every_api_process() -> None:
 def test_the_live_table_folds_the_shards() -> None:
     lines: list[str] = []
     table = LiveTable(10, lines.append, lambda: 5_000_000)
-    table.take((0, "enrolled", 4, None))
-    table.take((1, "enrolled", 6, None))
-    table.take((0, "window", {"status/heartbeat": [0.01, 0.02]}, ({"status/heartbeat": 2}, {})))
-    table.take((1, "window", {"status/heartbeat": [0.03]}, ({"status/heartbeat": 1}, {"x": 1})))
+    table.take(Report(0, enrolled=4))
+    table.take(Report(1, enrolled=6))
+    table.take(Report(0, None, {"status/heartbeat": [0.01, 0.02]}, {"status/heartbeat": 2}))
+    table.take(Report(1, None, {"status/heartbeat": [0.03]}, {"status/heartbeat": 1}, {"x": 1}))
     table.print()
     text = lines[0]
     assert "nodes enrolled 10/10" in text

@@ -17,10 +17,11 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import httpx
 
@@ -29,6 +30,8 @@ from powernode.agent.enroll import enroll
 from powernode.agent.rotation import rotate, rotation_due
 from powernode.agent.transport import NodeClient, tls_context
 from powernode.errors import PowernodeError
+
+T = TypeVar("T")
 
 
 def route_of(path: str) -> str:
@@ -120,8 +123,8 @@ class SimNode:
     next_modules: float = 0.0
     rotations: int = 0
     rotated_at: float = 0.0
-    pending_events: list[dict[str, Any]] = field(default_factory=list)
-    pending_outcomes: list[dict[str, Any]] = field(default_factory=list)
+    pending_events: list[dict[str, object]] = field(default_factory=list)
+    pending_outcomes: list[dict[str, object]] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
     delivered_count: int = 0
     leased: list[tuple[str, int]] = field(default_factory=list)
@@ -155,7 +158,7 @@ class SimNode:
         self.client = self._client(with_cert=True)
         self.rotated_at = time.monotonic()
 
-    def _call(self, route: str, fn: Any) -> Any:  # Any: the client method's own answer
+    def _call(self, route: str, fn: Callable[[], T]) -> T | None:
         try:
             return fn()
         except PowernodeError as e:
@@ -189,7 +192,7 @@ class SimNode:
             self.next_modules = time.monotonic() + self.config.modules_seconds
             self._call("modules", client.modules)
 
-    def _event(self, kind: str, payload: dict[str, Any]) -> None:
+    def _event(self, kind: str, payload: dict[str, object]) -> None:
         now = rfc3339(datetime.now(UTC))
         event = {"id": str(uuid.uuid4()), "kind": kind, "severity": "info", "occurred_at": now}
         self.pending_events.append({**event, "payload": payload})
@@ -201,7 +204,7 @@ class SimNode:
             del self.pending_events[: len(batch)]
             self.delivered_count += len(batch)
             if self.config.collect_ids:
-                self.delivered.extend(e["id"] for e in batch)
+                self.delivered.extend(str(e["id"]) for e in batch)
 
     def _report_outcomes(self) -> None:
         assert self.client is not None

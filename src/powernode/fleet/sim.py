@@ -24,9 +24,10 @@ import ssl
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import httpx
 
@@ -34,6 +35,24 @@ from powernode.fleet.node import NodeConfig, SimNode, Stats
 
 OPERATOR_API = "/api/v1/system"
 REPORT_SECONDS = 2.0
+
+
+Echo = Callable[[str], object]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a shard tells the live table: its enrolled count, or its last window."""
+
+    shard: int
+    enrolled: int | None = None
+    window: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class LiveQueue(Protocol):
+    def put(self, item: Report) -> None: ...
 
 
 @dataclass
@@ -71,7 +90,7 @@ def _operator(cfg: SimConfig) -> httpx.Client:
 
 def _mint(op: httpx.Client, cfg: SimConfig, hostname: str) -> tuple[str, str]:
     """A node, its instance, a task or more for it, and a bootstrap token: (instance, token)."""
-    body: dict[str, Any] = {"hostname": hostname, "node_template_id": cfg.template}
+    body: dict[str, object] = {"hostname": hostname, "node_template_id": cfg.template}
     for attempt in range(5):  # an API process restarting under us: the operator retries too
         try:
             r = op.post("/nodes", json=body)
@@ -110,7 +129,7 @@ class ShardResult:
     instance_ids: list[str]
 
 
-def run_shard(cfg: SimConfig, shard: int, indices: list[int], live: Any) -> ShardResult:
+def run_shard(cfg: SimConfig, shard: int, indices: list[int], live: LiveQueue) -> ShardResult:
     """One process's nodes, from enrollment to drain (``live``: a queue for the table)."""
     root = Path(tempfile.mkdtemp(prefix=f"powernode-fleet-{shard}-"))
     try:
@@ -120,7 +139,7 @@ def run_shard(cfg: SimConfig, shard: int, indices: list[int], live: Any) -> Shar
 
 
 async def _shard(
-    cfg: SimConfig, shard: int, indices: list[int], live: Any, root: Path
+    cfg: SimConfig, shard: int, indices: list[int], live: LiveQueue, root: Path
 ) -> ShardResult:
     stats = Stats()
     loop = asyncio.get_running_loop()
@@ -143,7 +162,7 @@ async def _shard(
     for got in await asyncio.gather(*(loop.run_in_executor(pool, enroll_one, i) for i in indices)):
         if got is not None:
             nodes.append(got)
-    live.put((shard, "enrolled", len(nodes), None))
+    live.put(Report(shard, enrolled=len(nodes)))
     deadline = time.monotonic() + cfg.minutes * 60
     rng = random.Random(shard)  # noqa: S311 - jitter, not a secret
 
@@ -158,7 +177,7 @@ async def _shard(
         while time.monotonic() < deadline:
             await asyncio.sleep(REPORT_SECONDS)
             counts = {r: sum(s.values()) for r, s in stats.statuses.items()}
-            live.put((shard, "window", stats.take_window(), (counts, dict(stats.failures))))
+            live.put(Report(shard, None, stats.take_window(), counts, dict(stats.failures)))
 
     await asyncio.gather(report(), *(run_node(n) for n in nodes))
     await asyncio.gather(*(loop.run_in_executor(pool, n.drain) for n in nodes))
@@ -201,7 +220,7 @@ class Summary:
     def failed_requests(self) -> int:
         return sum(self.failures.values()) + len(self.enroll_failures)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         doc = asdict(self)
         for bulky in ("event_ids", "leased", "instance_ids"):
             doc.pop(bulky)
@@ -231,7 +250,7 @@ def route_figures(
 class LiveTable:
     """Folds the shards' reports into one table, printed every few seconds."""
 
-    def __init__(self, nodes: int, echo: Any, db_size: Any) -> None:  # Any: callables
+    def __init__(self, nodes: int, echo: Echo, db_size: Callable[[], int]) -> None:
         self.nodes = nodes
         self.echo = echo
         self.db_size = db_size
@@ -241,14 +260,13 @@ class LiveTable:
         self.window: dict[str, list[float]] = {}
         self.last = time.monotonic()
 
-    def take(self, item: tuple[int, str, Any, Any]) -> None:
-        shard, kind, a, b = item
-        if kind == "enrolled":
-            self.enrolled[shard] = a
-        else:
-            for route, values in a.items():
-                self.window.setdefault(route, []).extend(values)
-            self.counts[shard], self.failures[shard] = b
+    def take(self, item: Report) -> None:
+        if item.enrolled is not None:
+            self.enrolled[item.shard] = item.enrolled
+            return
+        for route, values in item.window.items():
+            self.window.setdefault(route, []).extend(values)
+        self.counts[item.shard], self.failures[item.shard] = item.counts, item.failures
 
     def print(self) -> None:
         now = time.monotonic()
@@ -277,8 +295,12 @@ class LiveTable:
 
 
 def simulate(
-    cfg: SimConfig, *, echo: Any = print, db_size: Any = lambda: 0, every: float = 10.0
-) -> Summary:  # Any: callables
+    cfg: SimConfig,
+    *,
+    echo: Echo = print,
+    db_size: Callable[[], int] = lambda: 0,
+    every: float = 10.0,
+) -> Summary:
     """Run the fleet; prints the live table every ``every`` seconds; returns the totals."""
     cfg.run_id = cfg.run_id or f"{random.getrandbits(32):08x}"
     shards = max(1, min(cfg.processes, cfg.nodes))
@@ -331,7 +353,7 @@ def simulate(
     )
 
 
-def db_size_dict(db_size: Any) -> int:  # Any: a callable
+def db_size_dict(db_size: Callable[[], int]) -> int:
     try:
         return int(db_size())
     except Exception:
