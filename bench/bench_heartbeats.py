@@ -113,7 +113,8 @@ def main() -> None:
             )
             print(
                 f"\nheartbeats: {args.agents} agents, mTLS, keep-alive, {args.seconds:.0f} s, "
-                f"one uvicorn process, PostgreSQL; client: {client}"
+                f"one uvicorn process, PostgreSQL (durable: fsync, synchronous_commit on); "
+                f"client: {client}"
             )
             print(HEADER)
             print(ref.line())
