@@ -18,6 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,11 +29,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from powernode.fleet.cluster import Cluster
+from powernode.fleet.cluster import Cluster, spare_port
 from powernode.fleet.node import NodeConfig, SimNode, Stats
 from powernode.fleet.sim import SimConfig, Summary, _mint, _operator, simulate
 from powernode.platform.db import FleetEvent, NodeInstance
@@ -186,3 +191,33 @@ def test_the_cluster_refuses_without_haproxy_or_api(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="at least one API process"):
         Cluster("postgresql://x", tmp_path, apis=0).start()
     assert not (tmp_path / "haproxy.cfg").exists()
+
+
+def test_the_single_command_starts_and_stops_the_deployment(database: str, tmp_path: Path) -> None:
+    port, data = spare_port(), tmp_path / "data"
+    exe = Path(sys.executable).parent / "powernode"
+    argv = [str(exe), "fleet", "cluster", "--api", "2", "--workers", "1"]
+    argv += ["--port", str(port), "--data-dir", str(data), "--database", database]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert f"platform at https://127.0.0.1:{port}" in first, first + proc.stdout.read()
+        ca = ssl.create_default_context(cafile=str(data / "pki" / "platform-ca.pem"))
+        with httpx.Client(verify=ca, timeout=30) as c:
+            for _ in range(4):  # leastconn over both processes, each answers
+                assert c.get(f"https://127.0.0.1:{port}/healthz").status_code == 200
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) == 4, children  # 2 API processes, 1 worker, haproxy
+        pids = [int(x) for x in children]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
