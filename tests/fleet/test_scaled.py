@@ -214,7 +214,7 @@ def test_the_single_command_starts_and_stops_the_deployment(database: str, tmp_p
         pids = [int(x) for x in children]
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        proc.communicate(timeout=60)  # drains and closes the pipe
     assert proc.returncode == 0
     for pid in pids:
         assert (
