@@ -28,10 +28,11 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from powernode.fleet.cluster import Cluster, spare_port
@@ -42,6 +43,8 @@ from powernode.platform.db.session import make_engine
 from powernode.platform.services.context import SCOPES, Actor, Ctx
 from powernode.platform.services.tokens import create_token
 from tests.platform import pgcluster
+from tests.platform.conftest import ROLES
+from tests.platform.test_preview import assign, publish
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -221,3 +224,50 @@ def test_the_single_command_starts_and_stops_the_deployment(database: str, tmp_p
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
+
+
+class _Via:
+    """test_preview's ``publish``/``assign`` through one real API process (HTTPS)."""
+
+    def __init__(self, url: str, ca: Path, tokens: dict[str, str], engine: Engine) -> None:
+        self.client = httpx.Client(
+            base_url=url + "/api/v1/system",
+            verify=ssl.create_default_context(cafile=str(ca)),
+            timeout=60,
+        )
+        self.tokens = tokens
+        self.engine = engine
+
+    def call(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"}
+        return self.client.request(method, path, headers=headers, **kw)
+
+
+def test_a_desired_set_changed_through_one_process_is_served_by_the_other(
+    database: str, tmp_path: Path
+) -> None:
+    with Cluster(database, tmp_path / "data", apis=2, workers=0) as c:
+        engine = make_engine(database)
+        with Session(engine) as s:
+            ctx = Ctx(s, Actor("test-setup", None, frozenset(SCOPES)), datetime.now(UTC))
+            tokens = {role: create_token(ctx, role, sc)[1] for role, sc in ROLES.items()}
+            s.commit()
+        direct = [f"https://127.0.0.1:{c.api_port(i)}" for i in range(2)]
+        via0 = _Via(direct[0], c.platform_ca, tokens, engine)
+        stats = Stats()
+        node = SimNode("desired", tmp_path / "pki", direct[1], c.platform_ca, stats, NodeConfig())
+        try:
+            cfg = SimConfig(direct[0], c.platform_ca, tokens["admin"])
+            with _operator(cfg) as op:
+                node.enroll(_mint(op, cfg, "desired")[1])
+            assert node.client is not None
+            before = json.dumps(node.client.modules())  # process 1: cached there now
+            assert "fleet-mod" not in before
+            publish(via0, "fleet-mod", files=["/x"], state="live")  # process 0
+            assign(via0, "base", "fleet-mod")
+            after = json.dumps(node.client.modules())  # process 1, the next request
+            assert "fleet-mod" in after
+        finally:
+            node.drain()
+            via0.client.close()
+            engine.dispose()
