@@ -92,7 +92,10 @@ def main() -> None:
     if bindir is None:
         print("PostgreSQL not installed: skipped")
         return
-    with tempfile.TemporaryDirectory() as tmp, pgcluster.temp_cluster(bindir) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        pgcluster.temp_cluster(bindir, durable=True) as server,
+    ):
         root = Path(tmp)
         url = pgcluster.create_database(server, "bench")
         with platform_process(url, root / "data") as platform:
@@ -110,7 +113,8 @@ def main() -> None:
             )
             print(
                 f"\nheartbeats: {args.agents} agents, mTLS, keep-alive, {args.seconds:.0f} s, "
-                f"one uvicorn process, PostgreSQL; client: {client}"
+                f"one uvicorn process, PostgreSQL (durable: fsync, synchronous_commit on); "
+                f"client: {client}"
             )
             print(HEADER)
             print(ref.line())

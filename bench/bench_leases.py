@@ -206,7 +206,10 @@ def main() -> None:
         print("PostgreSQL not installed: skipped")
         return
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, pgcluster.temp_cluster(bindir) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        pgcluster.temp_cluster(bindir, durable=True) as server,
+    ):
         root = Path(tmp)
         url = pgcluster.create_database(server, "bench")
         with platform_process(url, root / "data") as platform:
@@ -243,7 +246,8 @@ def main() -> None:
         reference = done / seconds
     print(
         f"\ntask leases: {args.tasks} no-op tasks, {args.lessees} concurrent lessees over "
-        f"{args.instances} instance(s), one uvicorn process over mTLS, PostgreSQL"
+        f"{args.instances} instance(s), one uvicorn process over mTLS, "
+        "PostgreSQL (durable: fsync and synchronous_commit on, both sides)"
     )
     print(f"  {'':40} {'tasks/s':>9} {'ratio':>7} {'double (clients)':>17} {'bad rows (DB)':>14}")
     print(f"  {'Procrastinate 32-concurrency worker':40} {reference:9.0f}")

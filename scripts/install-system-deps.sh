@@ -32,9 +32,11 @@ test)
     # qemu-system-x86, ipxe-qemu, busybox-static, kmod (depmod), e2fsprogs (mkfs.ext4 -O
     # verity), cpio, zstd (the kernel's payload): the kernel-initrd image, the QEMU
     # provider and netboot, booted under QEMU (issue 15). fdisk (sfdisk):
-    # powernode-agent volume-setup, tested on loop devices.
+    # powernode-agent volume-setup, tested on loop devices. haproxy: the scaled
+    # deployment (powernode fleet cluster, tests/fleet).
     pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
-        chromium qemu-system-x86 ipxe-qemu busybox-static kmod e2fsprogs cpio zstd fdisk)
+        chromium qemu-system-x86 ipxe-qemu busybox-static kmod e2fsprogs cpio zstd fdisk
+        haproxy)
     ;;
 *)
     echo "usage: $0 demo|test" >&2

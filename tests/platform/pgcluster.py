@@ -35,8 +35,12 @@ def _spare_port() -> int:
 
 
 @contextmanager
-def temp_cluster(bindir: Path) -> Iterator[str]:
-    """Yields ``postgresql://postgres@127.0.0.1:PORT``; stops and removes the cluster after."""
+def temp_cluster(bindir: Path, *, durable: bool = False) -> Iterator[str]:
+    """Yields ``postgresql://postgres@127.0.0.1:PORT``; stops and removes the cluster after.
+
+    ``durable``: PostgreSQL's own defaults (fsync, synchronous_commit and
+    full_page_writes on), for benchmarks; the tests run without them for speed.
+    """
     root = Path(tempfile.mkdtemp(prefix="powernode-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -48,10 +52,9 @@ def temp_cluster(bindir: Path) -> Iterator[str]:
     try:
         run([*as_user, bindir / "initdb", "-D", data, "--auth=trust", "-U", "postgres",
              "--no-sync", "-E", "UTF8", "--locale=C"], timeout=120)  # fmt: skip
-        opts = (
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         run([*as_user, bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-t", "60",
              "-o", opts, "start"], timeout=90)  # fmt: skip
         try:

@@ -68,6 +68,12 @@ def _image() -> Loaded:
     return app
 
 
+def _fleet() -> Loaded:
+    from powernode.cli.fleet import app  # noqa: PLC0415
+
+    return app
+
+
 def _verity() -> Loaded:
     from powernode.cli.verity import app  # noqa: PLC0415
 
@@ -95,6 +101,7 @@ app.add_lazy(
     "Supply-chain evidence and verdicts, promotion policies, the vulnerability feed.",
 )
 app.add_lazy("mcp", _mcp, "The MCP server: fleet operations for assistants.")
+app.add_lazy("fleet", _fleet, "Fleet scale: a local scaled deployment and the fleet simulator.")
 app.add_lazy("verity", _verity, "fs-verity digests, computed in userspace.")
 app.add_lazy("image", _image, "Build the node's boot artifacts from Debian packages.")
 app.add_lazy("composefs", _composefs, "Write and read composefs images.")

@@ -1,0 +1,1 @@
+"""Fleet scale: the scaled deployment on one host and the fleet simulator (issue 19)."""
