@@ -186,10 +186,12 @@ def test_missing_image_files_start_nothing_and_write_nothing(
 ) -> None:
     empty = tmp_path / "no-image"
     empty.mkdir()
-    (empty / "kernel").write_bytes(b"")
+    (empty / "vmlinux").write_bytes(b"")
     state = tmp_path / "state"
     provider = LocalQemuProvider(qemu_config(empty, state, 9))
-    with pytest.raises(ProviderError, match=r"lacks initrd.*powernode image build"):
+    with pytest.raises(
+        ProviderError, match=r"lacks initramfs.cpio or initrd.*powernode image build"
+    ):
         provider.provision(ProvisionRequest(str(uuid.uuid4()), "n", "h", "t", "pnb_x"))
     assert not state.exists()
     # Through the platform: 502 with the reason, and no instance row, token or VM.
@@ -203,7 +205,7 @@ def test_missing_image_files_start_nothing_and_write_nothing(
     finally:
         p.provider.config = original
     assert r.status_code == 502, r.text
-    assert "lacks initrd" in r.json()["detail"]
+    assert "lacks initramfs.cpio or initrd" in r.json()["detail"]
     assert _rows(p) == before
 
 
@@ -246,7 +248,7 @@ def test_auto_accel_probes_once_and_boots(
     provider = LocalQemuProvider(config)
     iid = str(uuid.uuid4())
     provider.provision(ProvisionRequest(iid, "n", "h", "t", "pnb_test"))
-    chosen = provider.accel(pvh_image / "kernel")
+    chosen = provider.accel(pvh_image / "vmlinux")
     assert chosen in ("kvm", "tcg")
     if not qemu_accel.kvm_usable():
         assert chosen == "tcg"
@@ -257,7 +259,7 @@ def test_auto_accel_probes_once_and_boots(
             raise AssertionError("probed again")
 
         monkeypatch.setattr(qemu_accel, "probe_kvm", no_probe)
-        assert LocalQemuProvider(config).accel(pvh_image / "kernel") == chosen
+        assert LocalQemuProvider(config).accel(pvh_image / "vmlinux") == chosen
     args = Path(f"/proc/{provider.pid(iid)}/cmdline").read_bytes().split(b"\0")
     assert args[args.index(b"-accel") + 1].decode() == chosen
     deadline = time.monotonic() + 120

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from powernode.image.contract import PERSIST_LABEL
 from powernode.platform.problems import (
     ConflictError,
     InvalidInputError,
@@ -171,7 +172,7 @@ class LocalQemuProvider:
                 "-O",
                 "verity",
                 "-L",
-                "powernode-persist",
+                PERSIST_LABEL,
                 "-U",
                 iid,
                 str(disk),

@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from powernode.image.contract import FWCFG_SEED_ITEM
+
 # fw-cfg item names (docs/qemu-provider.md), the ones the agent's identity cascade and
 # the 90powernode initramfs read. QEMU wants the "opt/" prefix for user items; the
 # reverse-DNS part keeps them apart from anybody else's.
 FWCFG_INSTANCE_UUID = "opt/com.powernode/instance_uuid"
-FWCFG_SEED = "opt/com.powernode/seed.tar"
+FWCFG_SEED = FWCFG_SEED_ITEM
 
 _POLL_SECONDS = 0.05
 
