@@ -93,6 +93,11 @@ def test_a_foreign_token_is_recorded_on_the_instance_the_node_claims(
     before = p.snapshot()
     _problem(p.enroll_raw("pnb_foreign", csr_pem(), instance_id=iid), 401, "unknown")
     _only_a_refusal_event(p, before, iid, "bootstrap token unknown")
+    # the agent names itself in the CSR's CN (its claimed identity)
+    before = p.snapshot()
+    _problem(p.enroll_raw("pnb_foreign", csr_pem(cn=iid)), 401, "unknown")
+    after = p.snapshot()
+    assert len(after["fleet_events"]) == len(before["fleet_events"]) + 1
 
 
 @pytest.mark.parametrize("where", ["body", "csr"])

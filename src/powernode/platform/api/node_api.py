@@ -92,7 +92,7 @@ def enroll(body: EnrollIn, state: State) -> EnrollOut:
     except (AuthenticationError, PermissionDeniedError, ConflictError) as e:
         # The refusal rolled back; the event that says so is its own transaction.
         with state.unit(Actor("enroll", None, frozenset())) as ctx:
-            enrolling.record_refusal(ctx.session, e, body.instance_id, now=ctx.now)
+            enrolling.record_refusal(ctx.session, e, body.instance_id, body.csr_pem, now=ctx.now)
         raise
     return EnrollOut(
         instance_id=instance.id,

@@ -196,7 +196,12 @@ def enroll(
 
 
 def record_refusal(
-    session: Session, error: PlatformError, claimed_instance: str | None, *, now: datetime
+    session: Session,
+    error: PlatformError,
+    claimed_instance: str | None,
+    csr_pem: str,
+    *,
+    now: datetime,
 ) -> str | None:
     """A fleet event ``instance.enroll_refused`` for a refused enroll (its own transaction).
 
@@ -205,6 +210,7 @@ def record_refusal(
     instance the event was recorded on.
     """
     named = error.extra.get("instance_id")
+    claimed_instance = claimed_instance or _csr_hint(csr_pem)
     for candidate in (named, claimed_instance):
         if not isinstance(candidate, str):
             continue
