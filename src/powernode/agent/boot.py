@@ -38,7 +38,12 @@ from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.state import ModuleSpec
 from powernode.agent.modules.store import digest_hex
 from powernode.agent.modules.union import serving_union
-from powernode.agent.transport import NodeClient, tls_context
+from powernode.agent.transport import (
+    NodeClient,
+    PlatformRefused,
+    PlatformUntrusted,
+    tls_context,
+)
 from powernode.errors import ConfigError, DataError, PowernodeError
 
 CLAIM_DIR = Path("/run/powernode")
@@ -46,6 +51,8 @@ SEED_DIR = Path("/etc/powernode/seed")
 SEED_FORMAT = "powernode-seed/1"
 GENERATION = 1  # the union the initramfs mounts (bootlayout.BootLayout.generation)
 MAX_FILE = 1 << 16
+BOOT_REFUSED = 3  # the exit status: init scripts and the unit do not restart it
+INIT_DIR = Path(__file__).parent / "init"  # inittab, rc.sysinit, agent-run, the unit
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SET_LINE = re.compile(r"^(-?[0-9]+) ([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9a-f]{64})$")
@@ -176,7 +183,9 @@ def _enroll(cfg: AgentConfig, claim: Claim, seed_dir: Path, say: Say) -> str:
                 now=clock.now(),
                 instance_hint=claim.instance_id,
             )
-    except PowernodeError as e:
+    except (PlatformRefused, PlatformUntrusted) as e:
+        # 4xx or a platform that is not ours: a retry cannot change the answer. Unreachable
+        # (PlatformUnreachable) is not caught: the caller exits 1 and is restarted.
         raise BootError(f"enrollment refused: {e}") from e
     say(f"enrolled as instance {info.instance_id} with the seed bundle's bootstrap token")
     return "now"

@@ -110,7 +110,7 @@ def boot(
     """First boot after the initramfs: identity, enroll with the seed's token, record the
     mounted set, then run ``service`` (docs/boot.md)."""
     from powernode.agent.assemble import node_layout, run_service  # noqa: PLC0415
-    from powernode.agent.boot import first_boot  # noqa: PLC0415
+    from powernode.agent.boot import BOOT_REFUSED, BootError, first_boot  # noqa: PLC0415
 
     _logging(verbose, log_format)
     cfg = _config(config, state_dir=state_dir)
@@ -122,6 +122,9 @@ def boot(
         )
         cfg = dataclasses.replace(cfg, platform_url=report.platform_url)
         code = run_service(cfg)
+    except BootError as e:  # refused: retrying cannot help (agent/init/agent-run)
+        typer.echo(f"powernode-agent boot: {e}", err=True)
+        raise typer.Exit(BOOT_REFUSED) from e
     except PowernodeError as e:
         typer.echo(f"powernode-agent boot: {e}", err=True)
         raise typer.Exit(1) from e
