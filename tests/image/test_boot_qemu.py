@@ -14,7 +14,9 @@ mounts the composefs lowers with ``verity=require``. The composed root's
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -200,4 +202,37 @@ def test_first_boot_imports_a_9p_seed_and_a_reboot_uses_the_persist_store(
     assert "module set: the persist store's last good set" in c, c
     assert "verity: enabled on 0 file(s)" in c, c  # enabled on the first boot, kept on disk
     assert "root composed on /sysroot: app base (verity=require)" in c, c
+    assert "ROOT-INIT: up, hello=app" in c, c
+
+
+def test_the_providers_split_seed_token_over_fw_cfg_and_module_set_over_9p(
+    kernel_initrd: Path, busybox: bytes, tmp_path: Path
+) -> None:
+    """What LocalQemuProvider hands a new instance: the secret part (seed.json, token) as a
+    tar over fw-cfg and the module set with its store over virtio-9p. The set comes from
+    the share; the token is bound into the root with the rest of the fw-cfg seed."""
+    _require_qemu()
+    share = tmp_path / "share"
+    m_base, m_app, _ = _modules(tmp_path, busybox, share / "store")
+    (share / "modules.set").write_text(module_set([m_base, m_app]))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (
+            ("seed.json", b'{"format": "powernode-seed/1"}'),
+            ("bootstrap-token", b"pnb_x"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    disk = persist_disk(empty, tmp_path / "persist.img")
+    instance = new_id()
+    got = boot(
+        kernel_initrd, disk, tmp_path, seed=buf.getvalue(), seed_dir=share, instance_id=instance
+    )
+    c = got.console
+    assert "module set: seed bundle over virtio-9p powernode-seed" in c, c
+    assert "root composed on /sysroot: app base (verity=require)" in c, c
+    assert "seed bundle bound at /etc/powernode/seed" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c

@@ -93,7 +93,7 @@ def test_netboot_without_an_image_is_a_clear_404(platform: Platform) -> None:
         r = platform.raw("GET", f"/api/v1/system/netboot/{iid}/{item}")  # no token
         assert r.status_code == 404, r.text
         assert "serves no netboot image" in r.json()["detail"]
-        assert "lacks kernel, initrd" in r.json()["detail"]
+        assert "lacks vmlinux or vmlinuz or kernel; initramfs.cpio or initrd" in r.json()["detail"]
     assert platform.snapshot() == before
 
 
@@ -115,3 +115,32 @@ def test_a_failed_provision_leaves_no_machine(
     (started,) = platform.provider.provisioned
     assert platform.provider.terminated == [f"recorded-{started.instance_id}"]
     assert platform.snapshot() == before
+
+
+def test_the_provider_boots_an_image_build_directory(tmp_path: Path) -> None:
+    from powernode.platform.services import boot_image
+
+    d = tmp_path / "img"
+    d.mkdir()
+    for name in ("vmlinux", "vmlinuz", "initramfs.cpio"):
+        (d / name).write_bytes(name.encode())
+    (d / "cmdline").write_text("console=ttyS0 quiet\n")
+    image = boot_image.load(d)
+    # PVH ELF for QEMU (faster under TCG), the bzImage for netboot.
+    assert (image.kernel.name, image.netboot_kernel) == ("vmlinux", d / "vmlinuz")
+    assert image.initrd == d / "initramfs.cpio" and image.cmdline == "console=ttyS0 quiet"
+    (d / "vmlinux").unlink()
+    assert boot_image.load(d).kernel == d / "vmlinuz"
+    (d / "vmlinuz").unlink()
+    with pytest.raises(Exception, match="lacks vmlinux or vmlinuz or kernel:"):
+        boot_image.load(d)
+
+
+def test_one_persist_label_for_the_image_and_the_provider() -> None:
+    from powernode.image.bootlayout import boot_layout
+    from powernode.image.contract import LABEL_MAX, PERSIST_LABEL
+    from powernode.platform.services import qemu_provider
+
+    assert boot_layout().persist_label == PERSIST_LABEL
+    assert len(PERSIST_LABEL.encode()) <= LABEL_MAX  # mkfs.ext4 truncates longer ones
+    assert qemu_provider.PERSIST_LABEL is PERSIST_LABEL

@@ -24,6 +24,7 @@ from powernode.agent.identity.config import IdentityConfig
 from powernode.agent.identity.fwcfg import ITEM_NAME
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.state import ModuleSpec
+from powernode.image.contract import FWCFG_SEED_ITEM, P9_SEED_TAG, PERSIST_LABEL
 from powernode.mount.overlay import overlay_options
 from powernode.node.layout import UNION_SOURCE, Verity
 
@@ -72,7 +73,7 @@ def boot_layout() -> BootLayout:
     layout = NodeLayout(root=Path("/sysroot"), state=state)  # run: the agent's default
     fixed = overlay_options([Path("/x")]).split(",", 1)[1]
     return BootLayout(
-        persist_label="pn-persist",  # ext4 labels hold 16 bytes
+        persist_label=PERSIST_LABEL,
         persist_mnt="/" + state.relative_to("/").parts[0],
         state_dir=str(state),
         objects_dir=str(layout.store.objects_dir),
@@ -89,8 +90,8 @@ def boot_layout() -> BootLayout:
         verity_default="auto",
         identity_sources=" ".join(SOURCES),
         fwcfg_id_item=ITEM_NAME,
-        fwcfg_seed_item="opt/com.powernode/seed.tar",
-        p9_tag="powernode-seed",
+        fwcfg_seed_item=FWCFG_SEED_ITEM,
+        p9_tag=P9_SEED_TAG,
         seed_target="/etc/powernode/seed",
     )
 

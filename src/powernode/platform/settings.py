@@ -98,6 +98,8 @@ class Settings(BaseModel):
     qemu_firmware: Path | None = None
     qemu_binary: str = ""
     qemu_persist_disk_mb: int = Field(default=1024, ge=16, le=1 << 22)
+    # A module store (publish.store.ModuleStore layout) the first module sets come from.
+    qemu_boot_store: Path | None = None
     # The platform's URL as a guest sees it (empty: http(s)://10.0.2.2:<port>, QEMU user
     # networking's address of the host) and the CA it pins (empty: the embedded platform CA
     # when tls is on, else none).
@@ -137,6 +139,10 @@ class Settings(BaseModel):
     @property
     def effective_image_dir(self) -> Path:
         return self.image_dir or self.data_dir / "images" / "kernel-initrd" / "amd64"
+
+    @property
+    def effective_qemu_boot_store(self) -> Path:
+        return self.qemu_boot_store or self.data_dir / "store"
 
     @property
     def effective_qemu_state_dir(self) -> Path:

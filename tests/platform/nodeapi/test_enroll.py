@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -20,6 +21,17 @@ def _problem(r: object, status: int, *words: str) -> None:
     detail = r.json()["detail"]  # type: ignore[attr-defined]
     for w in words:
         assert w in detail, detail
+
+
+def _only_a_refusal_event(p: NodePlatform, before: dict[str, Any], iid: str, word: str) -> None:
+    """Nothing changed but one ``instance.enroll_refused`` event on ``iid``, saying why."""
+    after = p.snapshot()
+    new = [e for e in after.pop("fleet_events") if e not in before["fleet_events"]]
+    assert after == {k: v for k, v in before.items() if k != "fleet_events"}
+    assert [(e[1], iid in e) for e in new] == [("instance.enroll_refused", True)], new
+    events = p.call("GET", f"/node_instances/{iid}/events").json()["events"]
+    refused = [e for e in events if e["kind"] == "instance.enroll_refused"]
+    assert len(refused) == 1 and word in refused[0]["payload"]["reason"], refused
 
 
 def test_enroll_issues_a_certificate_naming_the_instance(node_platform: NodePlatform) -> None:
@@ -52,7 +64,7 @@ def test_reused_token_is_refused_and_changes_nothing(node_platform: NodePlatform
     assert p.enroll_raw(token, csr_pem()).status_code == 201
     before = p.snapshot()
     _problem(p.enroll_raw(token, csr_pem()), 401, "already used", "create-bootstrap-token")
-    assert p.snapshot() == before
+    _only_a_refusal_event(p, before, iid, "already used")
 
 
 def test_expired_token_is_refused_and_changes_nothing(node_platform: NodePlatform) -> None:
@@ -62,14 +74,30 @@ def test_expired_token_is_refused_and_changes_nothing(node_platform: NodePlatfor
     p.clock.advance(61)
     before = p.snapshot()
     _problem(p.enroll_raw(token, csr_pem()), 401, "expired at", iid)
-    assert p.snapshot() == before
+    _only_a_refusal_event(p, before, iid, "expired at")
 
 
 def test_unknown_token_is_refused(node_platform: NodePlatform) -> None:
     p = node_platform
     before = p.snapshot()
     _problem(p.enroll_raw("pnb_nope", csr_pem()), 401, "unknown")
-    assert p.snapshot() == before
+    assert p.snapshot() == before  # no instance to record it on
+
+
+def test_a_foreign_token_is_recorded_on_the_instance_the_node_claims(
+    node_platform: NodePlatform,
+) -> None:
+    """A seed bundle from another platform: its token is unknown here; the node names itself."""
+    p = node_platform
+    iid = p.instance()
+    before = p.snapshot()
+    _problem(p.enroll_raw("pnb_foreign", csr_pem(), instance_id=iid), 401, "unknown")
+    _only_a_refusal_event(p, before, iid, "bootstrap token unknown")
+    # the agent names itself in the CSR's CN (its claimed identity)
+    before = p.snapshot()
+    _problem(p.enroll_raw("pnb_foreign", csr_pem(cn=iid)), 401, "unknown")
+    after = p.snapshot()
+    assert len(after["fleet_events"]) == len(before["fleet_events"]) + 1
 
 
 @pytest.mark.parametrize("where", ["body", "csr"])
@@ -83,7 +111,7 @@ def test_token_for_another_instance_is_refused(node_platform: NodePlatform, wher
     else:
         r = p.enroll_raw(token_b, csr_pem(cn=a))
     _problem(r, 403, a, b)
-    assert p.snapshot() == before
+    _only_a_refusal_event(p, before, b, f"names instance {a}")
 
 
 def test_foreign_key_type_csr_is_refused(node_platform: NodePlatform) -> None:
@@ -108,7 +136,7 @@ def test_terminated_instance_cannot_enroll(node_platform: NodePlatform) -> None:
     assert p.call("POST", f"/node_instances/{iid}/terminate").status_code == 200
     before = p.snapshot()
     _problem(p.enroll_raw(token, csr_pem()), 409, "terminated")
-    assert p.snapshot() == before
+    _only_a_refusal_event(p, before, iid, "terminated")
 
 
 def test_rotate_issues_a_new_certificate_for_the_caller(node_platform: NodePlatform) -> None:

@@ -152,10 +152,12 @@ def initramfs(tree: Path, dest: Path) -> Path:
 
 
 def image_dir(dest: Path, *, pvh: bool) -> Path:
-    """kernel (vmlinux for QEMU's PVH entry, or vmlinuz for iPXE), initrd, cmdline."""
+    """An image build directory: vmlinuz, vmlinux (when ``pvh``), initramfs.cpio, cmdline."""
     tree = kernel_tree()
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tree / ("vmlinux" if pvh else "vmlinuz"), dest / "kernel")
-    initramfs(tree, dest / "initrd")
+    shutil.copyfile(tree / "vmlinuz", dest / "vmlinuz")
+    if pvh:
+        shutil.copyfile(tree / "vmlinux", dest / "vmlinux")
+    initramfs(tree, dest / "initramfs.cpio")
     (dest / "cmdline").write_text(CMDLINE + "\n")
     return dest

@@ -62,8 +62,8 @@ def test_script_names_kernel_initrd_and_identity_and_no_secret(
     ]
     assert "pnb_" not in r.text
     assert "pnt_" not in r.text
-    assert _get(p, f"{iid}/kernel").content == (netboot_image / "kernel").read_bytes()
-    assert _get(p, f"{iid}/initrd").content == (netboot_image / "initrd").read_bytes()
+    assert _get(p, f"{iid}/kernel").content == (netboot_image / "vmlinuz").read_bytes()
+    assert _get(p, f"{iid}/initrd").content == (netboot_image / "initramfs.cpio").read_bytes()
 
 
 def test_unknown_malformed_and_ended_instances_get_the_same_404(

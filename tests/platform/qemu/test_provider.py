@@ -186,10 +186,12 @@ def test_missing_image_files_start_nothing_and_write_nothing(
 ) -> None:
     empty = tmp_path / "no-image"
     empty.mkdir()
-    (empty / "kernel").write_bytes(b"")
+    (empty / "vmlinux").write_bytes(b"")
     state = tmp_path / "state"
     provider = LocalQemuProvider(qemu_config(empty, state, 9))
-    with pytest.raises(ProviderError, match=r"lacks initrd.*powernode image build"):
+    with pytest.raises(
+        ProviderError, match=r"lacks initramfs.cpio or initrd.*powernode image build"
+    ):
         provider.provision(ProvisionRequest(str(uuid.uuid4()), "n", "h", "t", "pnb_x"))
     assert not state.exists()
     # Through the platform: 502 with the reason, and no instance row, token or VM.
@@ -203,7 +205,7 @@ def test_missing_image_files_start_nothing_and_write_nothing(
     finally:
         p.provider.config = original
     assert r.status_code == 502, r.text
-    assert "lacks initrd" in r.json()["detail"]
+    assert "lacks initramfs.cpio or initrd" in r.json()["detail"]
     assert _rows(p) == before
 
 
@@ -246,7 +248,7 @@ def test_auto_accel_probes_once_and_boots(
     provider = LocalQemuProvider(config)
     iid = str(uuid.uuid4())
     provider.provision(ProvisionRequest(iid, "n", "h", "t", "pnb_test"))
-    chosen = provider.accel(pvh_image / "kernel")
+    chosen = provider.accel(pvh_image / "vmlinux")
     assert chosen in ("kvm", "tcg")
     if not qemu_accel.kvm_usable():
         assert chosen == "tcg"
@@ -257,7 +259,7 @@ def test_auto_accel_probes_once_and_boots(
             raise AssertionError("probed again")
 
         monkeypatch.setattr(qemu_accel, "probe_kvm", no_probe)
-        assert LocalQemuProvider(config).accel(pvh_image / "kernel") == chosen
+        assert LocalQemuProvider(config).accel(pvh_image / "vmlinux") == chosen
     args = Path(f"/proc/{provider.pid(iid)}/cmdline").read_bytes().split(b"\0")
     assert args[args.index(b"-accel") + 1].decode() == chosen
     deadline = time.monotonic() + 120
@@ -265,3 +267,40 @@ def test_auto_accel_probes_once_and_boots(
         assert time.monotonic() < deadline, provider.console(iid, 1 << 20).decode()
         time.sleep(0.25)
     provider.terminate(iid)
+
+
+def test_a_first_module_set_is_shared_over_9p_and_removed_by_terminate(
+    pvh_image: Path, tmp_path: Path, vm_reaper: Callable[[Path], None]
+) -> None:
+    """The instance's desired set goes into ``seed-p9/`` (modules.set + store), QEMU shares it
+    read-only under the initramfs's tag; a module missing from the boot store is refused
+    before anything is written."""
+    from powernode.image.bootlayout import boot_layout
+    from powernode.platform.services.boot_set import BootModule
+    from tests.image.guest import make_module
+
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "hello").write_bytes(b"hello " * 1000)
+    store = tmp_path / "boot-store"
+    m = make_module(src, "system-base", 10, store)
+    state = tmp_path / "state"
+    vm_reaper(state)
+    config = replace(qemu_config(pvh_image, state, 9), boot_store=store)
+    provider = LocalQemuProvider(config)
+    ghost = BootModule("ghost", 1, "sha256:" + "ab" * 32)
+    iid = str(uuid.uuid4())
+    with pytest.raises(ProviderError, match=r"lacks .*ghost"):
+        provider.provision(ProvisionRequest(iid, "n", "h", "t", "pnb_test", (ghost,)))
+    assert not (state / iid).exists()
+    provider.provision(
+        ProvisionRequest(iid, "n", "h", "t", "pnb_test", (BootModule(m.name, 10, m.digest),))
+    )
+    share = state / iid / "seed-p9"
+    assert f"10 system-base {m.hex}" in (share / "modules.set").read_text()
+    assert (share / "store" / "images" / f"{m.hex}.cfs").is_file()
+    args = Path(f"/proc/{provider.pid(iid)}/cmdline").read_bytes().split(b"\0")
+    virtfs = args[args.index(b"-virtfs") + 1].decode()
+    assert f"path={share}," in virtfs and f"mount_tag={boot_layout().p9_tag}," in virtfs
+    provider.terminate(iid)
+    assert not share.exists() and (state / iid / "console.log").exists()

@@ -9,6 +9,7 @@ Only this module prints or exits; errors go to stderr with exit status 1.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -95,6 +96,38 @@ def service(
         code = run_service(_config(config, state_dir=state_dir, platform_url=platform_url))
     except PowernodeError as e:
         raise _fail(e) from e
+    raise typer.Exit(code)
+
+
+@app.command()
+def boot(
+    *,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    verbose: VerboseOpt = False,
+    log_format: str = LogFormatOpt,
+) -> None:
+    """First boot after the initramfs: identity, enroll with the seed's token, record the
+    mounted set, then run ``service`` (docs/boot.md)."""
+    from powernode.agent.assemble import node_layout, run_service  # noqa: PLC0415
+    from powernode.agent.boot import BOOT_REFUSED, BootError, first_boot  # noqa: PLC0415
+
+    _logging(verbose, log_format)
+    cfg = _config(config, state_dir=state_dir)
+    try:
+        report = first_boot(
+            cfg,
+            node_layout(cfg),
+            lambda line: typer.echo(f"powernode-agent boot: {line}", err=True),
+        )
+        cfg = dataclasses.replace(cfg, platform_url=report.platform_url)
+        code = run_service(cfg)
+    except BootError as e:  # refused: retrying cannot help (agent/init/agent-run)
+        typer.echo(f"powernode-agent boot: {e}", err=True)
+        raise typer.Exit(BOOT_REFUSED) from e
+    except PowernodeError as e:
+        typer.echo(f"powernode-agent boot: {e}", err=True)
+        raise typer.Exit(1) from e
     raise typer.Exit(code)
 
 

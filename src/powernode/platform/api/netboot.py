@@ -41,7 +41,15 @@ def _file(instance_id: str, state: State, name: str) -> FileResponse:
     with Session(state.engine) as session:
         netboot.live_instance(session, instance_id)
     image = _image(state)
-    path = image.kernel if name == "kernel" else image.initrd
+    if name == "kernel":
+        if image.netboot_kernel is None:
+            raise NotFoundError(
+                "this platform's image has no bzImage (vmlinuz) to netboot: iPXE cannot boot "
+                "the PVH vmlinux"
+            )
+        path = image.netboot_kernel
+    else:
+        path = image.initrd
     return FileResponse(path, media_type="application/octet-stream", filename=name)
 
 

@@ -39,6 +39,7 @@ from powernode.platform.api.schemas.nodeapi import (
     RotateOut,
 )
 from powernode.platform.pki import NodePeer
+from powernode.platform.problems import AuthenticationError, ConflictError, PermissionDeniedError
 from powernode.platform.services.context import READ, Actor
 from powernode.platform.services.nodeapi import enroll as enrolling
 from powernode.platform.services.nodeapi import events, modules, ratelimit, tasks
@@ -78,16 +79,22 @@ def _node_actor(peer: NodePeer) -> Actor:
 @router.post("/enroll", status_code=status.HTTP_201_CREATED)
 def enroll(body: EnrollIn, state: State) -> EnrollOut:
     """A bootstrap token and an Ed25519 CSR → the node's client certificate (no client cert)."""
-    with state.unit(Actor("enroll", None, frozenset())) as ctx:
-        instance, issued = enrolling.enroll(
-            ctx.session,
-            state.node_ca,
-            body.bootstrap_token,
-            body.csr_pem,
-            now=ctx.now,
-            lifetime=cert_lifetime(state),
-            claimed_instance=body.instance_id,
-        )
+    try:
+        with state.unit(Actor("enroll", None, frozenset())) as ctx:
+            instance, issued = enrolling.enroll(
+                ctx.session,
+                state.node_ca,
+                body.bootstrap_token,
+                body.csr_pem,
+                now=ctx.now,
+                lifetime=cert_lifetime(state),
+                claimed_instance=body.instance_id,
+            )
+    except (AuthenticationError, PermissionDeniedError, ConflictError) as e:
+        # The refusal rolled back; the event that says so is its own transaction.
+        with state.unit(Actor("enroll", None, frozenset())) as ctx:
+            enrolling.record_refusal(ctx.session, e, body.instance_id, body.csr_pem, now=ctx.now)
+        raise
     return EnrollOut(
         instance_id=instance.id,
         certificate_pem=issued.certificate_pem,

@@ -6,16 +6,26 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from powernode.core.priority import Variety, stack_rank
 from powernode.platform.db import FleetEvent, InstanceStatus, Node, NodeInstance
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
 from powernode.platform.services import audit
 from powernode.platform.services.context import PROMOTE_LIVE, WRITE, Ctx
-from powernode.platform.services.desired import TEST_NODE_KEY, is_test_node
+from powernode.platform.services.desired import (
+    TEST_NODE_KEY,
+    desired_for,
+    is_test_node,
+    node_states,
+)
 from powernode.platform.services.providers import InstanceProvider, ProvisionRequest
 from powernode.platform.services.templates import get_template
+
+if TYPE_CHECKING:
+    from powernode.platform.services.boot_set import BootModule
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +152,14 @@ def provision_instance(
 
         token = enroll.create_bootstrap_token(ctx, instance.id, ttl)[1]
     instance.provider_ref = provider.provision(
-        ProvisionRequest(instance.id, node.id, node.hostname, node.template.name, token)
+        ProvisionRequest(
+            instance.id,
+            node.id,
+            node.hostname,
+            node.template.name,
+            token,
+            first_module_set(ctx, node) if token is not None else (),
+        )
     )
     if started is not None:
         started.append(instance.provider_ref)
@@ -272,3 +289,16 @@ def reconcile_instances(ctx: Ctx, provider: InstanceProvider) -> list[str]:
         provider.terminate(instance.provider_ref)
         lost.append(instance.id)
     return lost
+
+
+def first_module_set(ctx: Ctx, node: Node) -> tuple[BootModule, ...]:
+    """The node's desired set as the initramfs boots it (services/boot_set.py)."""
+    # boot_set reads composefs images (and the agent's formats): only when provisioning
+    from powernode.platform.services.boot_set import BootModule  # noqa: PLC0415
+
+    desired = desired_for(ctx, node.template, node_states(node.node_metadata))
+    return tuple(
+        BootModule(m.name, stack_rank(m.priority, Variety(m.variety)), m.composefs_digest)
+        for m in desired.modules
+        if m.composefs_digest
+    )

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from powernode.platform.services.boot_set import BootModule
     from powernode.platform.settings import Settings
 
 
@@ -26,6 +27,9 @@ class ProvisionRequest:
     # A single-use enrollment token minted for this instance (services/nodeapi/enroll.py),
     # when the provider asks for one (``bootstrap_ttl``): it goes into the seed bundle.
     bootstrap_token: str | None = None
+    # The instance's desired set at provisioning (services/boot_set.py): its first module
+    # set, which a provider that boots an initramfs hands over with the seed.
+    modules: tuple[BootModule, ...] = ()
 
 
 class InstanceProvider(Protocol):
@@ -97,6 +101,7 @@ def provider_of(settings: Settings) -> InstanceProvider:
             firmware=settings.qemu_firmware,
             binary=settings.qemu_binary,
             persist_disk_mb=settings.qemu_persist_disk_mb,
+            boot_store=settings.effective_qemu_boot_store,
             bootstrap_ttl=timedelta(seconds=settings.bootstrap_token_ttl_seconds),
         )
     )

@@ -6,6 +6,7 @@ Per instance, a directory ``<state_dir>/<instance id>/`` (mode 0700)::
     qemu.pid      the VM's pid (QEMU's -pidfile; it runs -daemonize)
     persist.raw   the persist disk: raw ext4 made with ``mkfs.ext4 -O verity``
     seed.tar      the seed bundle handed over fw-cfg (0600: it holds the token; seed_bundle.py)
+    seed-p9/      the first module set and its store, shared over virtio-9p (boot_set.py)
     console.log   the serial console (kept after terminate)
     qemu.log      QEMU's own stderr
 
@@ -28,13 +29,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from powernode.image.contract import PERSIST_LABEL
 from powernode.platform.problems import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     ProviderError,
 )
-from powernode.platform.services import boot_image, qemu_accel, qemu_vm
+from powernode.platform.services import boot_image, boot_set, qemu_accel, qemu_vm
 from powernode.platform.services.providers import ProvisionRequest
 from powernode.platform.services.seed_bundle import Seed
 
@@ -60,6 +62,7 @@ class QemuConfig:
     firmware: Path | None = None
     binary: str = ""  # empty: qemu-system-<arch>
     persist_disk_mb: int = 1024
+    boot_store: Path | None = None  # where first module sets come from (boot_set.py)
     extra_args: tuple[str, ...] = ()
     bootstrap_ttl: timedelta = timedelta(hours=1)
     stop_timeout: float = 10.0
@@ -131,6 +134,10 @@ class LocalQemuProvider:
         # Every check before the first write: bad input leaves nothing behind.
         image = boot_image.load(self.config.image_dir)
         self._tools()
+        if request.modules:
+            if self.config.boot_store is None:
+                raise ProviderError(f"instance {iid}: a module set to boot but no boot store")
+            boot_set.check(request.modules, self.config.boot_store)
         accel = self.accel(image.kernel)
         d = self.instance_dir(iid)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -171,7 +178,7 @@ class LocalQemuProvider:
                 "-O",
                 "verity",
                 "-L",
-                "powernode-persist",
+                PERSIST_LABEL,
                 "-U",
                 iid,
                 str(disk),
@@ -203,6 +210,7 @@ class LocalQemuProvider:
             persist_disk=disk,
             console_log=d / "console.log",
             firmware=self.config.firmware,
+            seed_share=self._share(request, d),
             extra_args=self.config.extra_args,
         )
         # -daemonize: QEMU returns once the machine is set up (or with the reason it could
@@ -231,6 +239,15 @@ class LocalQemuProvider:
         log.info("instance %s: QEMU pid %d (%s)", iid, pid, accel)
         return iid
 
+    def _share(self, request: ProvisionRequest, d: Path) -> Path | None:
+        """The first module set and its store for the virtio-9p share (None: none to give)."""
+        if not request.modules or self.config.boot_store is None:
+            return None
+        share = d / "seed-p9"
+        n = boot_set.write_share(request.modules, self.config.boot_store, share)
+        log.info("instance %s: first module set, %d file(s) shared", request.instance_id, n)
+        return share
+
     def _pid(self, d: Path) -> int | None:
         try:
             return int((d / "qemu.pid").read_text().strip())
@@ -247,6 +264,7 @@ class LocalQemuProvider:
         for n in names:
             with contextlib.suppress(FileNotFoundError):
                 (d / n).unlink()
+        shutil.rmtree(d / "seed-p9", ignore_errors=True)
         if not keep_console:
             with contextlib.suppress(OSError):
                 d.rmdir()

@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from powernode.image.contract import FWCFG_SEED_ITEM, P9_SEED_TAG
+
 # fw-cfg item names (docs/qemu-provider.md), the ones the agent's identity cascade and
 # the 90powernode initramfs read. QEMU wants the "opt/" prefix for user items; the
 # reverse-DNS part keeps them apart from anybody else's.
 FWCFG_INSTANCE_UUID = "opt/com.powernode/instance_uuid"
-FWCFG_SEED = "opt/com.powernode/seed.tar"
+FWCFG_SEED = FWCFG_SEED_ITEM
 
 _POLL_SECONDS = 0.05
 
@@ -44,6 +46,8 @@ class VmSpec:
     persist_disk: Path
     console_log: Path
     firmware: Path | None = None
+    # the first module set and its store, shared read-only over virtio-9p (boot_set.py)
+    seed_share: Path | None = None
     extra_args: tuple[str, ...] = ()
 
 
@@ -89,6 +93,11 @@ def argv(spec: VmSpec) -> list[str]:
     ]
     if spec.firmware is not None:
         args += ["-bios", str(spec.firmware)]
+    if spec.seed_share is not None:
+        args += [
+            "-virtfs",
+            f"local,path={spec.seed_share},mount_tag={P9_SEED_TAG},security_model=none,readonly=on",
+        ]
     return [*args, *spec.extra_args]
 
 

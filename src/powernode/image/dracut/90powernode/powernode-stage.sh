@@ -99,28 +99,41 @@ mount_persist() {
     say "persist: $dev on $PN_PERSIST_MNT"
 }
 
-find_seed() { # unpack a seed bundle (fw-cfg, then virtio-9p) into $PN_RUN_DIR/seed
-    seed="$PN_RUN_DIR/seed"
+find_seed() { # the seed bundle: fw-cfg (a tar, unpacked) and/or virtio-9p (mounted read-only)
+    # The provider hands the small secret part (seed.json, token, CA) over fw-cfg and the
+    # module set with its store over virtio-9p (docs/decisions.md); either may carry both.
+    # SEED_SET_DIR: the one holding modules.set (and store/), fw-cfg's first.
+    seed="$PN_RUN_DIR/seed" found=1 SEED_SET_DIR=""
     f="$PN_SYS/firmware/qemu_fw_cfg/by_name/$PN_FWCFG_SEED_ITEM/raw"
     if [ -r "$f" ]; then
         mkdir -p "$seed"
         tar -x -f "$f" -C "$seed" || stop "seed bundle over fw-cfg ($PN_FWCFG_SEED_ITEM): not a tar archive"
-        say "module set: seed bundle over fw-cfg $PN_FWCFG_SEED_ITEM"
-        return 0
+        found=0
     fi
     if grep -qs "^$PN_P9_TAG\$" "$PN_SYS"/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag 2>/dev/null \
         || grep -qs "$PN_P9_TAG" "$PN_SYS"/bus/virtio/devices/*/mount_tag 2>/dev/null; then
-        mkdir -p "$seed"
-        mount -t 9p -o trans=virtio,version=9p2000.L,ro "$PN_P9_TAG" "$seed" \
+        p9="$seed"
+        [ "$found" = 0 ] && p9="$PN_RUN_DIR/seed-p9"
+        mkdir -p "$p9"
+        mount -t 9p -o trans=virtio,version=9p2000.L,ro "$PN_P9_TAG" "$p9" \
             || stop "seed bundle over virtio-9p ($PN_P9_TAG): cannot mount"
-        say "module set: seed bundle over virtio-9p $PN_P9_TAG"
-        return 0
+        found=0
     fi
-    return 1
+    if [ -f "$seed/modules.set" ]; then
+        SEED_SET_DIR=$seed
+    elif [ -f "$PN_RUN_DIR/seed-p9/modules.set" ]; then
+        SEED_SET_DIR="$PN_RUN_DIR/seed-p9"
+    fi
+    if [ -n "$SEED_SET_DIR" ]; then
+        how="virtio-9p $PN_P9_TAG"
+        [ "$SEED_SET_DIR" = "$seed" ] && [ -r "$f" ] && how="fw-cfg $PN_FWCFG_SEED_ITEM"
+        say "module set: seed bundle over $how"
+    fi
+    return $found
 }
 
 import_seed() { # the seed's store/ into the persist store: objects and images by name
-    src="$PN_RUN_DIR/seed/store"
+    src="$SEED_SET_DIR/store"
     [ -d "$src" ] || return 0
     mkdir -p "$PN_IMAGES_DIR" "$PN_OBJECTS_DIR"
     # what the store holds is kept (named by digest, and read-only once verity is on);
@@ -244,10 +257,13 @@ stage_compose() {
         mount --make-private "$PN_RUN_DIR"
     fi
     candidate="" last_good=""
-    if find_seed && [ -f "$PN_RUN_DIR/seed/modules.set" ]; then
+    if find_seed && [ -n "$SEED_SET_DIR" ]; then
         [ "$persist" = yes ] || stop "a seed bundle needs the persist partition ($PN_PERSIST_LABEL) for its store"
         import_seed
+        mkdir -p "$PN_RUN_DIR/seed"
+        [ -f "$PN_RUN_DIR/seed/modules.set" ] || cp "$SEED_SET_DIR/modules.set" "$PN_RUN_DIR/seed/modules.set"
         candidate="$PN_RUN_DIR/seed/modules.set"
+        if [ "$SEED_SET_DIR" != "$PN_RUN_DIR/seed" ]; then umount "$SEED_SET_DIR" 2>/dev/null || true; fi
     fi
     if [ "$persist" = yes ] && [ -f "$PN_BOOT_SET" ]; then
         last_good="$PN_BOOT_SET"

@@ -48,6 +48,7 @@ from powernode.platform.problems import (
     ConflictError,
     InvalidInputError,
     PermissionDeniedError,
+    PlatformError,
     RateLimitedError,
 )
 from powernode.platform.services import audit
@@ -192,6 +193,47 @@ def enroll(
     )
     log.info("instance %s enrolled (certificate %s)", instance.id, issued.serial)
     return instance, issued
+
+
+def record_refusal(
+    session: Session,
+    error: PlatformError,
+    claimed_instance: str | None,
+    csr_pem: str,
+    *,
+    now: datetime,
+) -> str | None:
+    """A fleet event ``instance.enroll_refused`` for a refused enroll (its own transaction).
+
+    On the instance the token is for, else on the one the request claims, when it
+    exists; the reason is the refusal's detail (it never holds the token). Returns the
+    instance the event was recorded on.
+    """
+    named = error.extra.get("instance_id")
+    claimed_instance = claimed_instance or _csr_hint(csr_pem)
+    for candidate in (named, claimed_instance):
+        if not isinstance(candidate, str):
+            continue
+        instance = session.get(NodeInstance, candidate)
+        if instance is None:
+            continue
+        session.add(
+            FleetEvent(
+                kind="instance.enroll_refused",
+                node_id=instance.node_id,
+                instance_id=instance.id,
+                payload={
+                    "reason": error.detail,
+                    "problem": error.slug,
+                    "claimed_instance": claimed_instance,
+                    "token_instance": named if isinstance(named, str) else None,
+                },
+                occurred_at=now,
+            )
+        )
+        log.info("instance %s: enrollment refused: %s", instance.id, error.detail)
+        return str(instance.id)
+    return None
 
 
 def _record(
