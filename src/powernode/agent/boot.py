@@ -231,10 +231,7 @@ def first_boot(
         record_mounted(layout, mounted)
     except ConfigError as e:
         raise BootError(str(e)) from e
-    say(
-        "root verified: "
-        + " ".join(f"{n}@{m.hex[:12]}" for n, m in sorted(mounted.items()))
-    )
+    say("root verified: " + " ".join(f"{n}@{m.hex[:12]}" for n, m in sorted(mounted.items())))
     url = cfg.platform_url
     if not url and (seed_dir / "seed.json").is_file():
         url = read_seed(seed_dir).platform_url

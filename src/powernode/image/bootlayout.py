@@ -14,7 +14,6 @@ without Python or jq reads it: :func:`render_module_set` writes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,12 +22,15 @@ from powernode.agent.identity.cascade import SOURCES
 from powernode.agent.identity.config import IdentityConfig
 from powernode.agent.identity.fwcfg import ITEM_NAME
 from powernode.agent.modules.layout import NodeLayout
-from powernode.agent.modules.state import ModuleSpec
-from powernode.image.contract import FWCFG_SEED_ITEM, P9_SEED_TAG, PERSIST_LABEL
+from powernode.image.contract import (  # noqa: F401 - render_module_set: re-exported
+    FWCFG_SEED_ITEM,
+    P9_SEED_TAG,
+    PERSIST_LABEL,
+    SET_HEADER,
+    render_module_set,
+)
 from powernode.mount.overlay import overlay_options
 from powernode.node.layout import UNION_SOURCE, Verity
-
-SET_HEADER = "# powernode module set v1: <priority> <name> <composefs sha256 hex>"
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,6 @@ def render_layout_sh(layout: BootLayout | None = None) -> str:
             raise ValueError(f"{f.name}: a quote in {value!r}")
         lines.append(f"PN_{f.name.upper()}='{value}'")
     return "\n".join(lines) + "\n"
-
-
-def render_module_set(specs: Iterable[ModuleSpec]) -> str:
-    """``modules.set`` for ``specs``: the text the initramfs reads."""
-    rows = sorted(specs, key=lambda s: (-s.priority, s.name))
-    body = "".join(f"{s.priority} {s.name} {s.digest.removeprefix('sha256:')}\n" for s in rows)
-    return SET_HEADER + "\n" + body
 
 
 MODULE_DIR = Path(__file__).parent / "dracut" / "90powernode"

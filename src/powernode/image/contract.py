@@ -10,6 +10,9 @@ boots them, netboot serves them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 # ext4 labels hold 16 bytes: a longer one is silently truncated by mkfs.ext4 and
 # then no longer matches what the initramfs looks for.
 PERSIST_LABEL = "pn-persist"
@@ -24,3 +27,25 @@ KERNEL_PVH = "vmlinux"  # the uncompressed ELF: QEMU's -kernel starts its PVH en
 KERNEL_BZIMAGE = "vmlinuz"  # what firmware and iPXE boot
 INITRAMFS = "initramfs.cpio"
 CMDLINE = "cmdline"
+
+
+SET_HEADER = "# powernode module set v1: <priority> <name> <composefs sha256 hex>"
+
+
+class SetEntry(Protocol):
+    """One module of a boot set: the agent's ModuleSpec and the platform's BootModule."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def digest(self) -> str: ...  # sha256:<hex>
+    @property
+    def priority(self) -> int: ...
+
+
+def render_module_set(specs: Iterable[SetEntry]) -> str:
+    """``modules.set`` for ``specs``: the text the initramfs reads (a shell reads it: one
+    module a line, ``<priority> <name> <composefs hex digest>``, highest first)."""
+    rows = sorted(specs, key=lambda s: (-s.priority, s.name))
+    body = "".join(f"{s.priority} {s.name} {s.digest.removeprefix('sha256:')}\n" for s in rows)
+    return SET_HEADER + "\n" + body

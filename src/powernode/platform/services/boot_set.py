@@ -2,7 +2,7 @@
 
 docs/decisions.md ("A new node's first module set"): the provider writes the
 instance's desired set as ``modules.set`` (the initramfs's format,
-:func:`powernode.image.bootlayout.render_module_set`) and the composefs images
+:func:`powernode.image.contract.render_module_set`) and the composefs images
 and objects it needs as ``store/{images,objects}`` into a per-instance
 directory that QEMU shares read-only with tag ``powernode-seed``. The bootstrap
 token and CA stay in the small fw-cfg seed tar. 90powernode imports the store
@@ -22,9 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from powernode.agent.modules.state import ModuleSpec
 from powernode.errors import ImageFormatError
-from powernode.image.bootlayout import render_module_set
+from powernode.image.contract import render_module_set
 from powernode.platform.problems import ProviderError
 from powernode.verity.composefs.reader import Image
 
@@ -96,6 +95,5 @@ def write_share(modules: tuple[BootModule, ...], store: Path, dest: Path) -> int
             if not target.exists():
                 _place(store / "objects" / o, target)
                 n += 1
-    specs = [ModuleSpec(m.name, m.digest, m.priority) for m in modules]
-    (dest / "modules.set").write_text(render_module_set(specs))
+    (dest / "modules.set").write_text(render_module_set(modules))
     return n
