@@ -14,6 +14,7 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     PowernodeError
     ├── ApiError (client)                             the platform refused an operator call
     │   └── OperatorError (demo.operator)             the demo operator's call failed
+    ├── BootError (agent.boot)                        the first boot cannot go on (exit 3)
     ├── CommandError                                  an external command failed
     ├── ConfigError                                   bad settings or command-line values
     │   ├── SigningSetupError (signing.errors)        signing cannot start
@@ -68,7 +69,9 @@ that is also a builtin error for its callers (ValueError, OSError) says so.
     │   ├── AuthenticationError (platform.problems)   401
     │   ├── BusyError (platform.problems)             503, retry later
     │   ├── ConflictError (platform.problems)         409
+    │   │   ├── PolicyMismatchError (platform.services.rollout_policy)  too few nodes for it
     │   │   ├── PolicyRefusedError (platform.services.evidence)  a promotion policy refused
+    │   │   ├── RolloutStateError (platform.services.rollouts)  not allowed in the rollout's state
     │   │   ├── ModuleInUseError (platform.services.catalog)  a module a node runs
     │   │   ├── ReplayError (platform.services.webhooks)  a delivery seen before
     │   │   ├── TransitionError (platform.problems)   not allowed from this state
