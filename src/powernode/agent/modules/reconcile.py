@@ -62,6 +62,8 @@ class DesiredModule:
     priority: int  # effective priority: higher is stacked above
     reference: str = ""  # "<registry>/<owner>/<name>:<version>" or "…@sha256:<manifest>"
     policy: object = None  # trust policy: the platform's document (a mapping), or a policy
+    # instance variety only: what its templates' placeholders name (agent/placeholders.py)
+    facts: Mapping[str, str] | None = field(default=None, compare=False)
 
     def spec(self) -> ModuleSpec:
         return ModuleSpec(self.name, self.digest, self.priority, self.version, self.reference)
@@ -317,7 +319,8 @@ def _sync(
         return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
     try:
         target = {d.name: d.spec() for d in desired}
-        result = apply(layout, target, composition=composition)
+        facts = {d.name: d.facts for d in desired if d.facts is not None}
+        result = apply(layout, target, composition=composition, facts=facts)
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
     _init_actions(layout, actions)
