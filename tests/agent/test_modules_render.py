@@ -24,6 +24,7 @@ from powernode.signing import public_key_pem
 from tests.agent.test_migration import KEY
 from tests.agent.test_modules_registry import Node, node
 from tests.agent.test_modules_support import big
+from tests.publish.artifacts import make_artifact
 
 __all__ = ["node"]
 
@@ -41,8 +42,6 @@ def publish(
     templates: list[str] | None = None,
     variety: str = "instance",
 ) -> dict[str, Any]:
-    from tests.publish.artifacts import make_artifact  # noqa: PLC0415
-
     files = {
         "etc/motd": motd.encode() + big("padding"),  # an object in the store
         "etc/site/id.conf": SMALL.encode(),
