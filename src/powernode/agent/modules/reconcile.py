@@ -33,6 +33,7 @@ from powernode.errors import (
     VerificationError,
 )
 from powernode.node import records
+from powernode.node.fields import JSON
 from powernode.node.store import ModuleStore, image_digest
 from powernode.oci.refs import parse_reference
 
@@ -268,6 +269,8 @@ class SyncReport:
     changed: bool
     generation: int
     refusals: tuple[Refusal, ...] = field(default=())
+    # init actions that failed after the union changed (agent/initactions.py failures())
+    init_failures: tuple[Mapping[str, JSON], ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -323,8 +326,8 @@ def _sync(
         result = apply(layout, target, composition=composition, facts=facts)
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
-    _init_actions(layout, actions)
-    return SyncReport(tuple(actions), result.changed, result.generation)
+    failed = _init_actions(layout, actions)
+    return SyncReport(tuple(actions), result.changed, result.generation, init_failures=failed)
 
 
 def _migrate(
@@ -350,10 +353,11 @@ def _migrate(
     return before_apply(layout, state, upgrades)
 
 
-def _init_actions(layout: NodeLayout, actions: Sequence[Action]) -> None:
-    """agent/initactions.py: each module's actions for what just happened to it."""
-    from powernode.agent.initactions import after_apply  # noqa: PLC0415
+def _init_actions(layout: NodeLayout, actions: Sequence[Action]) -> tuple[Mapping[str, JSON], ...]:
+    """agent/initactions.py: each module's actions for what just happened to it; the failed."""
+    from powernode.agent.initactions import after_apply, failures  # noqa: PLC0415
 
     changes = [(a.kind, a.module) for a in actions if a.kind in ("attach", "upgrade", "detach")]
-    if changes:
-        after_apply(layout, changes)
+    if not changes:
+        return ()
+    return tuple(failures(after_apply(layout, changes)))
