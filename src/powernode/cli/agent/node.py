@@ -1,4 +1,4 @@
-"""``powernode-agent verify | version | rotate | exec``: the node commands of seed 000.
+"""``powernode-agent verify | version | rotate | exec | init | commit``: seed 000's node commands.
 
 Thin, as the other agent commands: parse, call :mod:`powernode.agent`, print.
 Exit status: 0 good, 1 refused or failed (``verify``: the verdict).
@@ -201,3 +201,37 @@ def init(
         typer.echo(result["stderr"], nl=False, err=True)
     code = result["exit_code"]
     raise typer.Exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+
+
+def commit(
+    module: Annotated[str, typer.Argument(help="An attached instance-variety module.")],
+    *,
+    version: Annotated[str, typer.Option("--version", help="The new version's number.")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact directory to write (new).")],
+    source_date_epoch: Annotated[
+        int, typer.Option("--source-date-epoch", help="Timestamps of the build.")
+    ] = 0,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build an instance-variety module's persistent changes as a new version (artifact dir)."""
+    from powernode.agent.commit import commit as commit_module  # noqa: PLC0415
+    from powernode.cli.agent.modules import _setup  # noqa: PLC0415
+
+    try:
+        _, layout = _setup(config, state_dir, root)
+        done = commit_module(
+            layout, module, version=version, out=out, source_date_epoch=source_date_epoch
+        )
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit(done.to_dict())
+    else:
+        d = done.delta
+        typer.echo(
+            f"{done.module} {done.version}: {done.composefs_digest} in {done.out} "
+            f"({len(d.changed)} changed, {len(d.deleted)} deleted, {len(d.opaque)} replaced)"
+        )

@@ -68,6 +68,10 @@ COMMANDS: dict[str, tuple[Callable[[], Loaded], str]] = {  # each help: its comm
         _node("init"),
         "Run a module's init action now (manifest init_actions); exit with its exit code.",
     ),
+    "commit": (
+        _node("commit"),
+        "Build an instance-variety module's persistent changes as a new version (artifact dir).",
+    ),
     "rotate": (
         _node("rotate"),
         "Rotate the node certificate now: new key, POST /node_api/certificates/rotate, install.",
