@@ -130,3 +130,35 @@ def test_commit_of_a_module_not_of_the_instance_variety_is_refused(node: Node) -
         app, ["commit", "ghost", "--version", "1.0.1", "--out", str(out), *where]
     )
     assert result.exit_code == 1 and "module 'ghost' is not attached" in result.stderr
+
+
+def test_commit_pushes_a_version_signed_by_the_node(node: Node) -> None:
+    from powernode.agent.certstore import CertStore
+    from powernode.agent.commit import push_signed
+    from powernode.agent.lifecycle import ManualClock
+    from powernode.agent.modules.trust import PolicyReader
+    from powernode.errors import VerificationError
+    from powernode.publish.verify import verify_artifact
+    from powernode.signing import generate_private_key
+    from tests.agent.fakeplatform import FakePlatform
+    from tests.agent.test_certstore import INSTANCE, NOW, _install_first
+
+    publish(node, "instance")
+    (node.layout.root / "etc/site/new.conf").write_text("made on the node\n")
+    out = node.tmp / "out"
+    done = commit(node.layout, "site", version="1.0.1-node.1", out=out)
+    pki = CertStore(node.tmp / "pki")
+    with pytest.raises(ConfigError, match="not enrolled"):
+        push_signed(pki, out, f"oci:{node.tmp / 'made'}:acme/site:1.0.1-node.1")
+    _install_first(pki, FakePlatform(ManualClock(NOW)))
+    pushed = push_signed(pki, out, f"oci:{node.tmp / 'made'}:acme/site:1.0.1-node.1")
+    assert pushed.instance_id == INSTANCE
+    reg = LayoutRegistry(node.tmp / "made")
+    ref = parse_reference("acme/site:1.0.1-node.1")
+    policy = PolicyReader()(pushed.trust_policy, "node-made")
+    verified = verify_artifact(reg, ref, policy)
+    assert str(verified.composefs_digest) == done.composefs_digest
+    assert str(verified.manifest_digest) == pushed.manifest_digest
+    other = {"cosign_public_key": public_key_pem(generate_private_key()).decode()}
+    with pytest.raises(VerificationError):
+        verify_artifact(reg, ref, PolicyReader()(other, "another key"))

@@ -18,8 +18,14 @@ agent keeps the facts of those: ``<state>/agent/facts.json``) is committed;
 any other is refused and nothing is written. A node without a persistent
 upper has nothing to commit: refused likewise.
 
-Not yet: signing with the node's key under a node-made trust policy, the push
-and the platform's ingest as ``built`` attributed to the instance.
+With a target (``--push oci:DIR:TAG`` or ``registry/repo:tag``), the artifact is
+pushed and signed with the node's own key (``<state>/pki/key.pem``, Ed25519),
+the signature annotated ``dev.powernode.made-by: node`` and
+``dev.powernode.instance: <instance id>`` (from the node's certificate); the
+trust policy of node-made versions is the node's public key, printed with the
+result (``{"cosign_public_key": …}``), which the platform holds from the
+node's enrollment certificate. Not yet: the platform's ingest of such a
+version as ``built``, attributed to the instance.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from powernode.agent.certstore import CertStore
 from powernode.agent.modules.integrity import object_digest_fd, verify_module
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.render import load_facts
@@ -216,3 +223,44 @@ def commit(
             repo, out, version=version, source_date_epoch=source_date_epoch, packages=False
         )
     return Committed(module, built.version, out, built.composefs_digest, delta)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    reference: str
+    manifest_digest: str
+    instance_id: str
+    trust_policy: dict[str, str]  # the node-made versions' policy: the node's public key
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "reference": self.reference,
+            "manifest_digest": self.manifest_digest,
+            "instance_id": self.instance_id,
+            "trust_policy": dict(self.trust_policy),
+        }
+
+
+MADE_BY = "dev.powernode.made-by"
+INSTANCE = "dev.powernode.instance"
+
+
+def push_signed(pki: CertStore, artifact: Path, target: str) -> Pushed:
+    """Push ``artifact`` to ``target`` and sign it with the node's key (annotated)."""
+    from powernode.publish import push_artifact, sign_artifact  # noqa: PLC0415 - on use
+    from powernode.publish.target import open_target  # noqa: PLC0415 - on use
+    from powernode.signing import public_key_pem  # noqa: PLC0415 - on use
+
+    creds = pki.load()  # ConfigError when not enrolled: a node-made version names its node
+    key = pki.load_key()
+    registry, ref = open_target(target)
+    try:
+        digest = push_artifact(registry, ref, artifact)
+        annotations = {MADE_BY: "node", INSTANCE: creds.info.instance_id}
+        sign_artifact(registry, ref, key, annotations=annotations)
+    finally:
+        close = getattr(registry, "close", None)
+        if close is not None:
+            close()
+    policy = {"cosign_public_key": public_key_pem(key).decode()}
+    return Pushed(target, str(digest), creds.info.instance_id, policy)

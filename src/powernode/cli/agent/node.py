@@ -211,25 +211,36 @@ def commit(
     source_date_epoch: Annotated[
         int, typer.Option("--source-date-epoch", help="Timestamps of the build.")
     ] = 0,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push", help="oci:DIR:TAG or registry/repo:tag: push, sign with the node key."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     root: RootOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an instance-variety module's persistent changes as a new version (artifact dir)."""
+    from powernode.agent.certstore import CertStore  # noqa: PLC0415
     from powernode.agent.commit import commit as commit_module  # noqa: PLC0415
+    from powernode.agent.commit import push_signed  # noqa: PLC0415
     from powernode.cli.agent.modules import _setup  # noqa: PLC0415
 
     try:
-        _, layout = _setup(config, state_dir, root)
+        cfg, layout = _setup(config, state_dir, root)
         done = commit_module(
             layout, module, version=version, out=out, source_date_epoch=source_date_epoch
         )
+        pushed = push_signed(CertStore(cfg.pki_dir), out, push) if push else None
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        _emit(done.to_dict())
+        _emit({**done.to_dict(), "pushed": pushed.to_dict() if pushed else None})
     else:
+        if pushed is not None:
+            typer.echo(f"pushed {pushed.reference} {pushed.manifest_digest}, signed by the node")
         d = done.delta
         typer.echo(
             f"{done.module} {done.version}: {done.composefs_digest} in {done.out} "
