@@ -121,7 +121,7 @@ def capture(upper: Path, file_spec: tuple[str, ...], mask: tuple[str, ...]) -> D
     return Delta(tuple(changed), tuple(deleted), tuple(opaque))
 
 
-def _content(image: Image, e: Entry, objects_dir: Path) -> bytes:
+def read_entry(image: Image, e: Entry, objects_dir: Path) -> bytes:
     if e.payload is None:
         return image.read_inline(e) if e.size else b""
     obj = objects_dir / os.fsdecode(e.payload)
@@ -151,7 +151,7 @@ def extract(image: Image, objects_dir: Path, rootfs: Path) -> None:
         elif e.type is EntryType.SYMLINK:
             os.symlink(e.symlink or b"", dest)
         elif e.type is EntryType.FILE:
-            dest.write_bytes(_content(image, e, objects_dir))
+            dest.write_bytes(read_entry(image, e, objects_dir))
         else:
             continue  # devices, fifos, sockets: not carried into a node-made version
         if e.type is not EntryType.SYMLINK:

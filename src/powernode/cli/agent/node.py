@@ -246,3 +246,45 @@ def commit(
             f"{done.module} {done.version}: {done.composefs_digest} in {done.out} "
             f"({len(d.changed)} changed, {len(d.deleted)} deleted, {len(d.opaque)} replaced)"
         )
+
+
+def puppet(
+    action: Annotated[str, typer.Argument(help="apply")],
+    module: Annotated[str, typer.Argument(help="An attached module shipping the manifest.")],
+    path: Annotated[
+        str | None,
+        typer.Argument(help="The manifest in the module (default /etc/puppet/manifests/M.pp)."),
+    ] = None,
+    *,
+    noop: Annotated[bool, typer.Option("--noop", help="Report what would change.")] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """puppet apply a module's manifest; its report becomes fleet events (exit 1 if it failed)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from powernode.agent.puppet import apply  # noqa: PLC0415
+    from powernode.agent.spool import Spool  # noqa: PLC0415
+    from powernode.cli.agent.modules import _setup  # noqa: PLC0415
+    from powernode.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        if action != "apply":
+            raise ConfigError(f"puppet {action!r}: the one action is 'apply'")
+        cfg, layout = _setup(config, state_dir, root)
+        run = apply(layout, module, path, noop=noop)
+        spool = Spool(cfg.spool_file, max_events=cfg.spool_max_events)
+        try:
+            for kind, severity, payload in run.events:
+                spool.append(kind, severity, payload, datetime.now(UTC))
+        finally:
+            spool.close()
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit({"status": run.status, "exit_code": run.exit_code, "events": run.events})
+    else:
+        typer.echo(f"puppet apply {run.module} {run.manifest}: {run.status} (exit {run.exit_code})")
+    raise typer.Exit(0 if run.ok else 1)
