@@ -53,6 +53,22 @@ def test_actions_run_on_attach_upgrade_detach_and_on_demand(node: Node) -> None:
     assert not (node.layout.root / "opt/app/version").exists()
 
 
+def test_a_failing_action_becomes_a_fleet_event(node: Node) -> None:
+    actions = {
+        "ok": {"script": "true", "on": ["attach"]},
+        "boom": {"script": "echo broken config >&2; exit 4", "on": ["attach"]},
+    }
+    report = sync(node, publish(node, "1.0.0", [], actions))
+    assert report.changed and not report.refusals  # the union stays as reconciled
+    (failure,) = report.init_failures
+    assert failure["module"] == "app" and failure["action"] == "boom"
+    assert failure["event"] == "attach" and failure["exit_code"] == 4
+    assert failure["stderr"] == "broken config\n" and failure["timed_out"] is False
+    events = [(k, s, p) for k, s, p in node.events if k == "module.init_failed"]
+    assert events == [("module.init_failed", "warning", dict(failure))]
+    assert (node.layout.root / "opt/app/version").exists()
+
+
 @pytest.mark.parametrize(
     ("actions", "message"),
     [

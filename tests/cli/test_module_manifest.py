@@ -60,7 +60,7 @@ def test_invalid_file_prints_every_problem_to_stderr_and_exits_1(repo: Path) -> 
         "'\\[' for a literal '[')",
         f"{f}:4:1: colour: unknown key 'colour'; known keys: allow, dependencies, "
         "description, display_name, file_spec, init_actions, license, mask, migrations, name, "
-        "package_spec, protected_spec, schema_version",
+        "package_spec, protected_spec, schema_version, templates",
         f"{f}: invalid: 3 problems",
     ]
     assert "valid manifest of module 'good'" in r.stdout  # the good one is still reported

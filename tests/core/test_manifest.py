@@ -607,7 +607,7 @@ def test_load_manifest_names_the_file(tmp_path: Path) -> None:
         load_manifest(path)
     assert str(e.value) == f"{path}:3:1: bogus: unknown key 'bogus'; known keys: " + (
         "allow, dependencies, description, display_name, file_spec, init_actions, license, mask, "
-        "migrations, name, package_spec, protected_spec, schema_version"
+        "migrations, name, package_spec, protected_spec, schema_version, templates"
     )
     assert path.read_text() == "schema_version: 1\nname: a\nbogus: 1\n"  # never rewritten
 
@@ -657,7 +657,7 @@ def test_from_dict_validates_and_names_the_source() -> None:
     assert [str(p) for p in e.value.problems] == [
         "artifact/manifest.json: identity: unknown key 'identity'; known keys: allow, "
         "dependencies, description, display_name, file_spec, init_actions, license, mask, "
-        "migrations, name, package_spec, protected_spec, schema_version",
+        "migrations, name, package_spec, protected_spec, schema_version, templates",
         "artifact/manifest.json: name: 'Bad' is not a lowercase slug: a-z, 0-9 and '-', not "
         "starting with '-', at most 63 characters",
     ]
@@ -690,6 +690,7 @@ def test_shipped_schema_is_valid_draft_2020_12() -> None:
     assert set(schema["properties"]) == set(parse(CANONICAL).manifest.to_dict()) | {
         "migrations",
         "init_actions",
+        "templates",
     }
 
 

@@ -11,7 +11,10 @@ attached), ``detach``; ``powernode-agent init MODULE ACTION`` runs one on
 demand. They run after the union changed (detach: after the module left it),
 in the module's state directory, confined as NodeScripts are (agent/confine.py);
 the module's signature covers them (they come in its config). A failing
-action is logged (not yet evented); the union stays as reconciled.
+action (a non-zero exit, a timeout, one that cannot start, an
+``init_actions`` the agent cannot read) is logged and becomes a
+``module.init_failed`` fleet event (:func:`failures`, emitted by the module
+service); the union stays as reconciled.
 
 Before them, on attach and upgrade, the module's AppArmor profiles are loaded
 where the kernel has AppArmor (agent/apparmor.py).
@@ -33,7 +36,7 @@ from powernode.agent.apparmor import load_profiles
 from powernode.agent.migration import state_dir
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.nodescripts import execute
-from powernode.errors import ConfigError, DataError
+from powernode.errors import ConfigError, DataError, PowernodeError
 from powernode.node.fields import JSON
 from powernode.signing.nodescript import DEFAULT_LIMITS, NodeScript
 
@@ -136,7 +139,7 @@ def run_named(layout: NodeLayout, module: str, name: str) -> dict[str, JSON]:
 def after_apply(
     layout: NodeLayout, changes: Sequence[tuple[str, str]], emit: object = None
 ) -> list[dict[str, JSON]]:
-    """Run the actions of each ``(event, module)``; failures logged, never raised."""
+    """Run the actions of each ``(event, module)``; failures logged and returned, never raised."""
     results: list[dict[str, JSON]] = []
     for event, module in changes:
         if event in ("attach", "upgrade"):
@@ -146,13 +149,40 @@ def after_apply(
         except (ConfigError, DataError) as e:
             if not isinstance(e, ConfigError):
                 log.error("module %s: init actions not run: %s", module, e)
+                results.append({"module": module, "action": "", "event": event, "error": str(e)})
             continue
         for action in actions.values():
             if event not in action.on:
                 continue
-            result = run_action(layout, module, action, event)
+            try:
+                result = run_action(layout, module, action, event)
+            except PowernodeError as e:
+                result = {"module": module, "action": action.name, "event": event,
+                          "error": str(e)}  # fmt: skip
             results.append(result)
-            if result["exit_code"] != 0 or result["timed_out"]:
-                log.error("module %s: init action %s (%s) failed: exit %s", module,
-                          action.name, event, result["exit_code"])  # fmt: skip
+            if result.get("error") or result.get("exit_code") != 0 or result.get("timed_out"):
+                log.error("module %s: init action %s (%s) failed: exit %s %s", module,
+                          action.name, event, result.get("exit_code"),
+                          result.get("error", ""))  # fmt: skip
     return results
+
+
+FAILURE_TAIL = 2000  # bytes of stderr an event carries
+
+
+def failures(results: Sequence[Mapping[str, JSON]]) -> list[dict[str, JSON]]:
+    """The failed init actions among :func:`after_apply`'s results, as the payloads of
+    ``module.init_failed`` events: module, action, event, exit_code, timed_out, error and
+    the end of stderr."""
+    out: list[dict[str, JSON]] = []
+    for r in results:
+        if "action" not in r or "event" not in r:
+            continue  # an AppArmor profile's result
+        if not (r.get("error") or r.get("exit_code") != 0 or r.get("timed_out")):
+            continue
+        keys = ("module", "action", "event", "exit_code", "timed_out", "error")
+        payload: dict[str, JSON] = {k: r[k] for k in keys if k in r}
+        if "stderr" in r:
+            payload["stderr"] = str(r["stderr"])[-FAILURE_TAIL:]
+        out.append(payload)
+    return out

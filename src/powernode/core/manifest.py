@@ -90,6 +90,9 @@ class Manifest:
     migrations: tuple[Mapping[str, object], ...] = field(default=(), hash=False)
     # Init actions (agent/initactions.py): name -> {script | unit+action, on, timeout_seconds}.
     init_actions: Mapping[str, object] = field(default_factory=dict, hash=False)
+    # Instance variety: files whose ${instance.*}/${metadata.*} placeholders the agent
+    # renders at attach time (agent/modules/render.py).
+    templates: tuple[str, ...] = ()
     registration_hints: Mapping[str, str] = field(default_factory=lambda: _frozen({}), hash=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +128,7 @@ class Manifest:
             # only when declared: manifests without migrations keep their bytes
             **({"migrations": [dict(m) for m in self.migrations]} if self.migrations else {}),
             **({"init_actions": dict(self.init_actions)} if self.init_actions else {}),
+            **({"templates": list(self.templates)} if self.templates else {}),
         }
 
     def to_json(self) -> bytes:
@@ -427,6 +431,7 @@ def _build(doc: Mapping[str, object], hints: Mapping[str, str]) -> Manifest:
         allow_setuid=allow.get("setuid") is True,
         migrations=_mappings(doc.get("migrations")),
         init_actions=_mapping(doc.get("init_actions")),
+        templates=_strings(doc.get("templates")),
         registration_hints=hints,
     )
 

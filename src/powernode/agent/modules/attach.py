@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from powernode.agent.modules.integrity import VerifiedImage, verify_module
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
+from powernode.agent.modules.render import Renders, load_facts, save_facts, templates_of
 from powernode.agent.modules.state import (
     AttachState,
     ModuleSpec,
@@ -28,7 +29,7 @@ from powernode.agent.modules.state import (
 )
 from powernode.agent.modules.union import restack, serving_union
 from powernode.core.composition import Composition
-from powernode.errors import ConfigError
+from powernode.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,39 @@ def record_refusals(layout: NodeLayout, refusals: Sequence[Refusal]) -> None:
         _record_refusals(layout, layout.state_file.load(), refusals)
 
 
+Facts = Mapping[str, Mapping[str, str]]  # module -> its placeholder facts (instance variety)
+
+
+def _renders(layout: NodeLayout, target: Mapping[str, ModuleSpec], facts: Facts) -> Renders:
+    """What to render per module (:mod:`.render`): its manifest's templates and its facts."""
+    from powernode.agent.initactions import load_manifest  # noqa: PLC0415 - no import cycle
+
+    out = {}
+    problems = []
+    for name in sorted(facts):
+        if name not in target:
+            continue
+        try:
+            manifest = load_manifest(layout, name)
+        except ConfigError:
+            continue  # no config on record (attached from the store as it is): nothing declared
+        try:
+            templates = templates_of(manifest, f"module {name}: manifest field 'templates'")
+        except DataError as e:
+            problems.append(Refusal(name, target[name].digest, "placeholder", str(e)))
+            continue
+        if templates:
+            out[name] = (templates, facts[name])
+    if problems:
+        raise ModuleRefused(problems)
+    return out
+
+
+def _facts_for(layout: NodeLayout, target: Mapping[str, ModuleSpec], facts: Facts | None) -> Facts:
+    chosen = load_facts(layout.agent_dir) if facts is None else facts
+    return {n: dict(f) for n, f in chosen.items() if n in target}
+
+
 def _apply_locked(
     layout: NodeLayout,
     state: AttachState,
@@ -95,20 +129,26 @@ def _apply_locked(
     *,
     deep: bool,
     composition: Composition | None = None,
+    facts: Facts | None = None,
 ) -> AttachResult:
     stored = load_composition(layout.agent_dir)
     new_composition = composition is not None and composition != stored
     composition = composition if composition is not None else stored
-    same = state.mounted == _wanted_digests(target) and not new_composition
+    wanted_facts = _facts_for(layout, target, facts)
+    new_facts = wanted_facts != _facts_for(layout, target, None)
+    same = state.mounted == _wanted_digests(target) and not new_composition and not new_facts
     if same and (not target or serving_union(layout)):
         if dict(state.modules) != dict(target):  # e.g. a version label changed, same content
             previous = next_previous(state, target)
             layout.state_file.save(replace(state.with_modules(target), previous=previous))
         return AttachResult(state.generation, _ordered(target), changed=False)
     try:
+        renders = _renders(layout, target, wanted_facts)
         with _verified(layout, _ordered(target), deep=deep, partial=False) as (verified, _):
             generation = state.generation + 1
-            mounted = restack(layout, verified, generation, composition=composition)
+            mounted = restack(
+                layout, verified, generation, composition=composition, renders=renders
+            )
     except ModuleRefused as e:
         _record_refusals(layout, state, e.refusals)
         log.warning("%s", e)
@@ -116,6 +156,8 @@ def _apply_locked(
     refusals = {n: r for n, r in state.refusals.items() if n not in target}
     if new_composition and composition is not None:
         save_composition(layout.agent_dir, composition)
+    if wanted_facts != load_facts(layout.agent_dir):
+        save_facts(layout.agent_dir, wanted_facts)
     previous = next_previous(state, target)
     layout.state_file.save(AttachState(dict(target), generation, mounted, refusals, previous))
     return AttachResult(generation, _ordered(target), changed=True)
@@ -127,16 +169,19 @@ def apply(
     *,
     deep: bool = False,
     composition: Composition | None = None,
+    facts: Facts | None = None,
 ) -> AttachResult:
     """Make exactly ``target`` (by module name) the attached set; ModuleRefused if any fails.
 
     ``composition`` (the desired set's, from the platform) decides winners the
     priority order alone would get wrong; it is kept for later restacks and
-    restarts (``None``: keep the one stored, if any).
+    restarts (``None``: keep the one stored, if any). ``facts`` (module ->
+    placeholder facts, for the instance-variety modules) render their
+    templates (:mod:`.render`); kept likewise.
     """
     with layout.state_file.locked():
         state = layout.state_file.load()
-        return _apply_locked(layout, state, target, deep=deep, composition=composition)
+        return _apply_locked(layout, state, target, deep=deep, composition=composition, facts=facts)
 
 
 def attach(layout: NodeLayout, module: ModuleSpec, *, deep: bool = False) -> AttachResult:
@@ -159,6 +204,29 @@ def detach(layout: NodeLayout, name: str) -> AttachResult:
         return _apply_locked(layout, state, target, deep=False)
 
 
+def _restore_stack(
+    layout: NodeLayout,
+    state: AttachState,
+    verified: list[tuple[VerifiedImage, int]],
+    generation: int,
+    *,
+    composition: Composition | None,
+    refusals: list[Refusal],
+) -> tuple[str, ...]:
+    """Restack what verified with the stored facts; a module whose templates no longer
+    render is left out (added to ``refusals``) and the rest are stacked once more."""
+    facts = _facts_for(layout, state.modules, None)
+    try:
+        renders = _renders(layout, state.modules, facts)
+        return restack(layout, verified, generation, composition=composition, renders=renders)
+    except ModuleRefused as e:
+        refusals.extend(e.refusals)
+        out = {r.module for r in e.refusals}
+        kept = [(v, p) for v, p in verified if v.module not in out]
+        renders = _renders(layout, state.modules, {n: f for n, f in facts.items() if n not in out})
+        return restack(layout, kept, generation, composition=composition, renders=renders)
+
+
 def restore(layout: NodeLayout) -> AttachResult:
     """On agent start: remount what was attached, verifying every module deeply again.
 
@@ -172,7 +240,9 @@ def restore(layout: NodeLayout) -> AttachResult:
         with _verified(layout, ordered, deep=True, partial=True) as (verified, refusals):
             generation = state.generation + 1
             composition = load_composition(layout.agent_dir)
-            mounted = restack(layout, verified, generation, composition=composition)
+            mounted = _restore_stack(
+                layout, state, verified, generation, composition=composition, refusals=refusals
+            )
         kept: dict[str, tuple[Refusal, ...]] = {}
         for name in {r.module for r in refusals}:
             kept[name] = tuple(r for r in refusals if r.module == name)

@@ -21,11 +21,12 @@ path of the composition is checked here, before anything is written
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from powernode.agent.modules.reconcile import DesiredModule
 from powernode.agent.pathcheck import check_composition_paths
+from powernode.agent.placeholders import facts_from
 from powernode.core.composition import Composition
 from powernode.errors import ConfigError, DataError
 from powernode.node import records
@@ -62,11 +63,15 @@ def parse_desired(
             raise DataError(f"{source}: composition: {e}") from e
         check_composition_paths(composition, f"{source}: composition")
     modules = []
+    whole = answer.to_json()
     for i, item in enumerate(answer.modules):
         try:
-            modules.append(DesiredModule.from_record(item))
+            module = DesiredModule.from_record(item)
         except (DataError, ConfigError) as e:
             raise DataError(f"{source}: modules[{i}]: {e}") from e
+        if item.variety == "instance":  # its templates render from these (modules/render.py)
+            module = replace(module, facts=facts_from(whole, item.to_json()))
+        modules.append(module)
     names = [m.name for m in modules]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -33,6 +33,7 @@ from powernode.errors import (
     VerificationError,
 )
 from powernode.node import records
+from powernode.node.fields import JSON
 from powernode.node.store import ModuleStore, image_digest
 from powernode.oci.refs import parse_reference
 
@@ -62,6 +63,8 @@ class DesiredModule:
     priority: int  # effective priority: higher is stacked above
     reference: str = ""  # "<registry>/<owner>/<name>:<version>" or "…@sha256:<manifest>"
     policy: object = None  # trust policy: the platform's document (a mapping), or a policy
+    # instance variety only: what its templates' placeholders name (agent/placeholders.py)
+    facts: Mapping[str, str] | None = field(default=None, compare=False)
 
     def spec(self) -> ModuleSpec:
         return ModuleSpec(self.name, self.digest, self.priority, self.version, self.reference)
@@ -266,6 +269,8 @@ class SyncReport:
     changed: bool
     generation: int
     refusals: tuple[Refusal, ...] = field(default=())
+    # init actions that failed after the union changed (agent/initactions.py failures())
+    init_failures: tuple[Mapping[str, JSON], ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -317,11 +322,12 @@ def _sync(
         return SyncReport(tuple(actions), False, state.generation, tuple(refusals))
     try:
         target = {d.name: d.spec() for d in desired}
-        result = apply(layout, target, composition=composition)
+        facts = {d.name: d.facts for d in desired if d.facts is not None}
+        result = apply(layout, target, composition=composition, facts=facts)
     except ModuleRefused as e:
         return SyncReport(tuple(actions), False, state.generation, e.refusals)
-    _init_actions(layout, actions)
-    return SyncReport(tuple(actions), result.changed, result.generation)
+    failed = _init_actions(layout, actions)
+    return SyncReport(tuple(actions), result.changed, result.generation, init_failures=failed)
 
 
 def _migrate(
@@ -347,10 +353,11 @@ def _migrate(
     return before_apply(layout, state, upgrades)
 
 
-def _init_actions(layout: NodeLayout, actions: Sequence[Action]) -> None:
-    """agent/initactions.py: each module's actions for what just happened to it."""
-    from powernode.agent.initactions import after_apply  # noqa: PLC0415
+def _init_actions(layout: NodeLayout, actions: Sequence[Action]) -> tuple[Mapping[str, JSON], ...]:
+    """agent/initactions.py: each module's actions for what just happened to it; the failed."""
+    from powernode.agent.initactions import after_apply, failures  # noqa: PLC0415
 
     changes = [(a.kind, a.module) for a in actions if a.kind in ("attach", "upgrade", "detach")]
-    if changes:
-        after_apply(layout, changes)
+    if not changes:
+        return ()
+    return tuple(failures(after_apply(layout, changes)))

@@ -26,6 +26,7 @@ Reason = Literal[
     "signature",  # the artifact's signature does not satisfy the trust policy
     "artifact-digest",  # the pulled artifact is not the composefs digest desired
     "migration",  # a data migration of the upgrade failed (agent/migration.py)
+    "placeholder",  # a template of an instance-variety module did not render (render.py)
 ]
 
 # What to do, per reason: the operator reads these in the event and in `status`.
@@ -43,6 +44,8 @@ _ADVICE: dict[str, str] = {
     "artifact-digest": "the registry served a different artifact than the platform expects",
     "migration": "the old version still serves, its state as it was: fix the migration "
     "and publish a new version",
+    "placeholder": "set the fact the template names (the instance's, or the assignment's "
+    "metadata on the platform), or fix the template and publish a new version",
 }
 
 

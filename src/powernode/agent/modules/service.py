@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[str, str, dict[str, JSON]], None]  # kind, severity, payload
 SYNCED = "module.synced"
+INIT_FAILED = "module.init_failed"  # an init action failed after the union changed
 
 
 def _key(r: Refusal) -> tuple[str, str, str, str]:
@@ -55,6 +56,7 @@ def report_dict(report: SyncReport) -> dict[str, Any]:  # Any: JSON
             for a in report.actions
         ],
         "refusals": [r.to_dict() for r in report.refusals],
+        "init_failures": [dict(f) for f in report.init_failures],
     }
 
 
@@ -104,8 +106,10 @@ class ModuleService:
             self._refused(report.refusals)
             if report.changed:
                 payload = report_dict(report)
-                del payload["refusals"]
+                del payload["refusals"], payload["init_failures"]
                 self._emit(SYNCED, "info", payload)
+            for failure in report.init_failures:
+                self._emit(INIT_FAILED, "warning", dict(failure))
         return report
 
     def sync_with(self, client: NodeClient) -> dict[str, Any]:  # Any: JSON

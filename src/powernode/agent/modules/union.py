@@ -33,6 +33,7 @@ from pathlib import Path
 from powernode.agent.modules.integrity import VerifiedImage
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.masks import build_mask_layer, plan_fixes
+from powernode.agent.modules.render import Renders, build_render_layer
 from powernode.core.composition import Composition
 from powernode.errors import MountError, SyscallError
 from powernode.linux import MS_PRIVATE, measure_verity, move_mount
@@ -170,8 +171,13 @@ def restack(
     generation: int,
     *,
     composition: Composition | None = None,
+    renders: Renders | None = None,
 ) -> tuple[str, ...]:
     """Mount ``layers`` (verified image, priority) as generation ``generation`` and serve it.
+
+    ``renders`` (module -> templates, facts) adds a render layer just above
+    each module named (:mod:`.render`); a template that does not render
+    raises ModuleRefused before anything is swapped.
 
     Returns the composefs hex digests of the union, top first. With no layers
     the union is taken off the root. On any failure before the swap, what was
@@ -190,7 +196,23 @@ def restack(
         _drop_generation(layout, generation)
     stack = MountStack()
     try:
-        lowers = [stack.image(v.mount_source, gen / "layers" / v.module) for v, _ in ordered]
+        lowers = []
+        for v, _ in ordered:
+            if renders and v.module in renders:
+                templates, facts = renders[v.module]
+                image = Image.from_bytes(v.read(), source=str(v.path))
+                rendered = gen / "rendered" / v.module
+                build_render_layer(
+                    rendered,
+                    v.module,
+                    v.digest,
+                    image=image,
+                    objects_dir=layout.store.objects_dir,
+                    templates=templates,
+                    facts=facts,
+                )
+                lowers.append(rendered)
+            lowers.append(stack.image(v.mount_source, gen / "layers" / v.module))
         fixes = plan_fixes(composition, [v.module for v, _ in ordered]) if composition else []
         if fixes:
             images = [

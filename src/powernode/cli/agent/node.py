@@ -1,4 +1,4 @@
-"""``powernode-agent verify | version | rotate | exec``: the node commands of seed 000.
+"""``powernode-agent verify | version | rotate | exec | init | commit``: seed 000's node commands.
 
 Thin, as the other agent commands: parse, call :mod:`powernode.agent`, print.
 Exit status: 0 good, 1 refused or failed (``verify``: the verdict).
@@ -201,3 +201,90 @@ def init(
         typer.echo(result["stderr"], nl=False, err=True)
     code = result["exit_code"]
     raise typer.Exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+
+
+def commit(
+    module: Annotated[str, typer.Argument(help="An attached instance-variety module.")],
+    *,
+    version: Annotated[str, typer.Option("--version", help="The new version's number.")],
+    out: Annotated[Path, typer.Option("--out", help="Artifact directory to write (new).")],
+    source_date_epoch: Annotated[
+        int, typer.Option("--source-date-epoch", help="Timestamps of the build.")
+    ] = 0,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push", help="oci:DIR:TAG or registry/repo:tag: push, sign with the node key."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build an instance-variety module's persistent changes as a new version (artifact dir)."""
+    from powernode.agent.certstore import CertStore  # noqa: PLC0415
+    from powernode.agent.commit import commit as commit_module  # noqa: PLC0415
+    from powernode.agent.commit import push_signed  # noqa: PLC0415
+    from powernode.cli.agent.modules import _setup  # noqa: PLC0415
+
+    try:
+        cfg, layout = _setup(config, state_dir, root)
+        done = commit_module(
+            layout, module, version=version, out=out, source_date_epoch=source_date_epoch
+        )
+        pushed = push_signed(CertStore(cfg.pki_dir), out, push) if push else None
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit({**done.to_dict(), "pushed": pushed.to_dict() if pushed else None})
+    else:
+        if pushed is not None:
+            typer.echo(f"pushed {pushed.reference} {pushed.manifest_digest}, signed by the node")
+        d = done.delta
+        typer.echo(
+            f"{done.module} {done.version}: {done.composefs_digest} in {done.out} "
+            f"({len(d.changed)} changed, {len(d.deleted)} deleted, {len(d.opaque)} replaced)"
+        )
+
+
+def puppet(
+    action: Annotated[str, typer.Argument(help="apply")],
+    module: Annotated[str, typer.Argument(help="An attached module shipping the manifest.")],
+    path: Annotated[
+        str | None,
+        typer.Argument(help="The manifest in the module (default /etc/puppet/manifests/M.pp)."),
+    ] = None,
+    *,
+    noop: Annotated[bool, typer.Option("--noop", help="Report what would change.")] = False,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    root: RootOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """puppet apply a module's manifest; its report becomes fleet events (exit 1 if it failed)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from powernode.agent.puppet import apply  # noqa: PLC0415
+    from powernode.agent.spool import Spool  # noqa: PLC0415
+    from powernode.cli.agent.modules import _setup  # noqa: PLC0415
+    from powernode.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        if action != "apply":
+            raise ConfigError(f"puppet {action!r}: the one action is 'apply'")
+        cfg, layout = _setup(config, state_dir, root)
+        run = apply(layout, module, path, noop=noop)
+        spool = Spool(cfg.spool_file, max_events=cfg.spool_max_events)
+        try:
+            for kind, severity, payload in run.events:
+                spool.append(kind, severity, payload, datetime.now(UTC))
+        finally:
+            spool.close()
+    except PowernodeError as e:
+        raise _fail(e) from e
+    if as_json:
+        _emit({"status": run.status, "exit_code": run.exit_code, "events": run.events})
+    else:
+        typer.echo(f"puppet apply {run.module} {run.manifest}: {run.status} (exit {run.exit_code})")
+    raise typer.Exit(0 if run.ok else 1)

@@ -68,6 +68,14 @@ COMMANDS: dict[str, tuple[Callable[[], Loaded], str]] = {  # each help: its comm
         _node("init"),
         "Run a module's init action now (manifest init_actions); exit with its exit code.",
     ),
+    "commit": (
+        _node("commit"),
+        "Build an instance-variety module's persistent changes as a new version (artifact dir).",
+    ),
+    "puppet": (
+        _node("puppet"),
+        "puppet apply a module's manifest; its report becomes fleet events (exit 1 if it failed).",
+    ),
     "rotate": (
         _node("rotate"),
         "Rotate the node certificate now: new key, POST /node_api/certificates/rotate, install.",
