@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
@@ -47,6 +48,8 @@ from powernode.signing.policy import SignatureCandidate, Signer, TrustPolicy
 from powernode.supply import dsse, provenance, vex
 from powernode.supply import policy as pol
 from powernode.supply.sbom_read import SbomError, packages_of
+
+log = logging.getLogger(__name__)
 
 KINDS: Final = ("sbom", "provenance", "vex", "signature")
 MEDIA: Final = {
@@ -291,6 +294,22 @@ def record_ingest_signature(ctx: Ctx, version: NodeModuleVersion, art: IngestedA
             created_at=ctx.now,
         )
     )
+
+
+def record_registry_evidence(ctx: Ctx, version: NodeModuleVersion, art: IngestedArtifact) -> None:
+    """Verify and store the evidence ingest found among the artifact's referrers.
+
+    The same path as the API's: a tampered or foreign-signed attestation is
+    stored unverified with its reason; one that cannot be read at all is
+    skipped and logged (it changes nothing).
+    """
+    for found in art.evidence:
+        try:
+            store(ctx, version, found.kind, found.body, art.keyless, source="registry")
+        except InvalidInputError as e:
+            log.warning("%s: %s skipped: %s", version.artifact_ref, found.source, e.detail)
+    for reason in art.evidence_skipped:
+        log.info("%s: %s", version.artifact_ref, reason)
 
 
 def view(ctx: Ctx, version: NodeModuleVersion) -> pol.Evidence:
