@@ -207,7 +207,7 @@ def _candidates(
     out: list[tuple[str, bytes, dict[str, str]]] = []
     for d in refs.referrers(registry, repository, subject, refs.PROVENANCE_TYPE):
         doc, data = refs.fetch(registry, repository, d, subject)
-        ann = _layer_annotations(doc)
+        ann = _annotations(doc)
         out.append((f"referrer {d.get('digest')}", data, ann))
     try:
         att = json.loads(
@@ -258,6 +258,13 @@ def verify_provenance(
     return good
 
 
+def _annotations(doc: Mapping[str, object]) -> dict[str, str]:
+    """A referrer's annotations: the manifest's (refs.attach), then its layer's (cosign)."""
+    top = doc.get("annotations")
+    out = {str(k): str(v) for k, v in top.items()} if isinstance(top, dict) else {}
+    return out | _layer_annotations(doc)
+
+
 def _layer_annotations(doc: Mapping[str, object]) -> dict[str, str]:
     """The first layer's annotations of a manifest (JSON), as text."""
     layers = doc.get("layers")
@@ -303,7 +310,7 @@ def collect_evidence(
             continue
         try:
             doc, data = refs.fetch(registry, repository, d, subject)
-            ann = _layer_annotations(doc)
+            ann = _annotations(doc)
             if kind == "signature":
                 body: dict[str, object] = {
                     "payload": base64.b64encode(data).decode(),
