@@ -132,3 +132,31 @@ def test_keyless_module_without_platform_roots_stores_unverified(
     ev = attach(platform, vid, keyless_provenance(FakeCA(), fixed_now))
     assert ev["verified"] is False
     assert "cosign_roots_file" in ev["problem"]
+
+
+def test_keyless_vex_is_verified_and_applied(
+    platform: Platform, fixed_now: datetime, tmp_path: Path
+) -> None:
+    ca = FakeCA()
+    trust_roots(platform, ca, tmp_path)
+    vid = keyless_version(platform, fixed_now)
+    attach(platform, vid, {"kind": "sbom", "document": fx.sbom()})
+    record = fx.osv_record("DEBIAN-CVE-2026-3001", "redis", "5:7.0.15-1~deb12u2", severity="HIGH")
+    r = platform.call("POST", "/vulnerability_feeds", json={"records": [record]})
+    assert r.status_code == 200, r.text
+    key = generate_private_key()
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    hour = timedelta(hours=1)
+    cert = ca.leaf(key, not_before=fixed_now - hour, not_after=fixed_now + hour)
+    body = {
+        "kind": "vex",
+        "envelope": fx.vex_envelope(key, "DEBIAN-CVE-2026-3001"),
+        "certificate": pem(cert).decode(),
+        "chain": ca.chain_pem.decode(),
+    }
+    ev = attach(platform, vid, body)
+    assert ev["verified"] is True and ev["summary"]["identity"] == WORKFLOW
+    got = platform.call("GET", f"/node_module_versions/{vid}/evidence", role="read").json()
+    [finding] = got["findings"]
+    assert finding["osv_id"] == "DEBIAN-CVE-2026-3001"
+    assert finding["waived_by"] and finding["waived_by"].startswith("not_affected")
