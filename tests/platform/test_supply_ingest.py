@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from powernode.cli.module.evidence import app as supply_app
@@ -35,10 +37,12 @@ from powernode.signing.keys import (
     public_key_pem,
     write_key_pair,
 )
+from powernode.signing.policy import UnsafeValidityAtNow
 from powernode.supply import attest, dsse
 from tests.oci.registry_fixture import RunningRegistry, oci_registry
 from tests.platform.conftest import Platform
 from tests.publish.artifacts import make_artifact, small_files
+from tests.signing.testca import WORKFLOW, FakeCA, pem
 from tests.supply import fixtures as fx
 
 __all__ = ["oci_registry"]  # the fixture
@@ -131,3 +135,65 @@ def test_ingest_records_the_evidence_among_the_referrers(
     for to in ("staging", "blessed"):
         r = platform.call("POST", f"/node_module_versions/{vid}/promote", json={"to": to})
         assert r.status_code == 200, r.text
+
+
+def test_ingest_verifies_keyless_evidence_by_identity(
+    platform: Platform, oci_registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """A keyless module: artifact and provenance signed by CI certificates; one by another
+    identity is stored unverified."""
+    ca = FakeCA()
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+
+    def signer(uri: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+        key = generate_private_key()
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key, pem(ca.leaf(key, uri=uri, not_before=now - hour, not_after=now + hour))
+
+    name = f"kl-{uuid.uuid4().hex[:8]}"
+    body = {
+        "name": name,
+        "category_slug": "userland",
+        "cosign_identity_regexp": r"https://github\.com/acme/.*",
+        "cosign_issuer_regexp": r"https://token\.actions\.githubusercontent\.com",
+    }
+    assert platform.call("POST", "/node_modules", json=body).status_code == 201
+    repo = f"default/modules/{name}"
+    out = make_artifact(tmp_path / "out", small_files(), name=name, version="0.1.0")
+    config = json.loads((out / "module.json").read_bytes())
+    config["manifest"] = {"name": name, "schema_version": 1}
+    (out / "module.json").write_bytes(canonical_json(config))
+    (out / "manifest.json").write_bytes(canonical_json(config["manifest"]))
+    key, cert = signer(WORKFLOW)
+    with DistributionRegistry(oci_registry.url) as reg:
+        ref = parse_reference(f"{repo}:v0.1.0")
+        digest = push_artifact(reg, ref, out)
+        sign_artifact(reg, ref, key, certificate_pem=cert, chain_pem=ca.chain_pem)
+        for k, c in (signer(WORKFLOW), signer("https://github.com/mallory/x@refs/heads/m")):
+            env = dsse.parse(json.dumps(fx.provenance_envelope(k, digest=str(digest))))
+            refs.attach(
+                reg,
+                repo,
+                digest,
+                artifact_type=refs.PROVENANCE_TYPE,
+                layer_media_type=refs.DSSE_LAYER,
+                layer=env.to_bytes(),
+                annotations={
+                    attest.CERT_ANNOTATION: c.decode(),
+                    attest.CHAIN_ANNOTATION: ca.chain_pem.decode(),
+                },
+            )
+    source = PublishArtifactSource(
+        oci_registry.url, ca.root_pem, lambda: datetime.now(UTC), UnsafeValidityAtNow()
+    )
+    report = IngestWorker(platform.app.state.platform.sessions, source).run_once()
+    assert report.built == 1, report
+    [v] = platform.call("GET", f"/node_modules/{name}/versions", role="read").json()["versions"]
+    got = platform.call("GET", f"/node_module_versions/{v['id']}/evidence", role="read").json()
+    provs = sorted(
+        (e for e in got["evidence"] if e["kind"] == "provenance"), key=lambda e: e["verified"]
+    )
+    assert [p["verified"] for p in provs] == [False, True]
+    assert "mallory" in provs[0]["problem"]
+    assert provs[1]["summary"]["identity"] == WORKFLOW
