@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from powernode.platform.db import FleetEvent
+from powernode.platform.db import FleetEvent, NodeInstance
 from tests.platform.conftest import Platform
 from tests.platform.problems import assert_problem
+from tests.platform.test_drift import instance
 from tests.platform.test_supply_policy import KEY, attach, move, set_policy, staged_version
 from tests.supply import fixtures as fx
 
@@ -101,6 +102,48 @@ def test_new_finding_for_a_live_version_raises_an_event_and_flips_the_verdict(
     assert (out["changed"], out["findings_removed"]) == (1, 1)
     again = platform.call("GET", f"/node_module_versions/{vid}/evidence").json()
     assert again["findings"] == [] and again["verdicts"]["live"]["allowed"] is True
+
+
+def test_new_finding_for_a_version_a_node_runs_raises_an_event(
+    platform: Platform, fixed_now: Any
+) -> None:
+    """Not live (staging), but a node's heartbeat says it runs it: the event all the same."""
+    vid = staged_version(platform, fixed_now)
+    set_policy(platform, POLICY_LIVE)
+    attach(platform, vid, kind="sbom", document=fx.sbom())
+    first = fx.osv_record("DEBIAN-CVE-2026-2101", "redis", "5:7.0.15-1~deb12u2", severity="HIGH")
+    out = feed(platform, [first])
+    assert (out["findings_added"], out["events"]) == (1, 0)  # runs nowhere, not live
+    assert events(platform) == []
+
+    iid = instance(platform, "redis-vuln-1")
+    other = instance(platform, "redis-vuln-2")
+    running = "sha256:" + "cd" * 32  # the composefs digest staged_version records
+    with platform.engine.begin() as c:
+        c.execute(
+            update(NodeInstance)
+            .where(NodeInstance.id == iid)
+            .values(running_module_digests={"my-redis": running})
+        )
+        c.execute(
+            update(NodeInstance)
+            .where(NodeInstance.id == other)
+            .values(running_module_digests={"my-redis": "sha256:" + "00" * 32})
+        )
+    second = fx.osv_record(
+        "DEBIAN-CVE-2026-2102", "redis", "5:7.0.15-1~deb12u2", cvss=fx.CRITICAL_CVSS
+    )
+    out = feed(platform, [first, second])
+    assert (out["findings_added"], out["events"]) == (1, 1)
+    [ev] = events(platform)
+    assert ev.severity == "critical"
+    assert ev.payload["message"] == (
+        "version my-redis 0.1.0 (running on 1 node(s)) now has a critical finding: "
+        "DEBIAN-CVE-2026-2102 in redis-server 5:7.0.15-1~deb12u1"
+    )
+    assert ev.payload["running_instances"] == [iid]
+    assert ev.payload["promotion_state"] == "staging"
+    assert ev.payload["policy_allows_live"] is False
 
 
 def test_withdrawn_record_affects_nothing(platform: Platform, fixed_now: Any) -> None:

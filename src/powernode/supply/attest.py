@@ -18,6 +18,7 @@ signature images. :func:`verify_provenance` reads both places;
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tempfile
@@ -206,7 +207,7 @@ def _candidates(
     out: list[tuple[str, bytes, dict[str, str]]] = []
     for d in refs.referrers(registry, repository, subject, refs.PROVENANCE_TYPE):
         doc, data = refs.fetch(registry, repository, d, subject)
-        ann = _layer_annotations(doc)
+        ann = _annotations(doc)
         out.append((f"referrer {d.get('digest')}", data, ann))
     try:
         att = json.loads(
@@ -257,9 +258,78 @@ def verify_provenance(
     return good
 
 
+def _annotations(doc: Mapping[str, object]) -> dict[str, str]:
+    """A referrer's annotations: the manifest's (refs.attach), then its layer's (cosign)."""
+    top = doc.get("annotations")
+    out = {str(k): str(v) for k, v in top.items()} if isinstance(top, dict) else {}
+    return out | _layer_annotations(doc)
+
+
 def _layer_annotations(doc: Mapping[str, object]) -> dict[str, str]:
     """The first layer's annotations of a manifest (JSON), as text."""
     layers = doc.get("layers")
     first = layers[0] if isinstance(layers, list) and layers else {}
     ann = first.get("annotations") if isinstance(first, dict) else None
     return {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}
+
+
+MAX_REFERRERS: Final = 64
+_KINDS: Final = {
+    refs.PROVENANCE_TYPE: "provenance",
+    refs.VEX_TYPE: "vex",
+    refs.SBOM_TYPE: "sbom",
+    refs.SIGNATURE_TYPE: "signature",
+}
+
+
+@dataclass(frozen=True)
+class FoundEvidence:
+    """One referrer of a subject, as the platform's evidence API takes it (not yet verified)."""
+
+    kind: str  # sbom, provenance, vex, signature
+    body: dict[str, object]
+    source: str  # "referrer sha256:…"
+
+
+def collect_evidence(
+    registry: Registry, repository: str, subject: Digest
+) -> tuple[list[FoundEvidence], list[str]]:
+    """(evidence, skipped) among ``subject``'s referrers: one lookup, the tag schema's fallback.
+
+    Nothing is trusted here: the platform verifies each body as it verifies
+    one attached through its API. A referrer that is not JSON, or of another
+    artifact type, is skipped with its reason; at most MAX_REFERRERS are read.
+    """
+    found: list[FoundEvidence] = []
+    skipped: list[str] = []
+    for d in refs.referrers(registry, repository, subject)[:MAX_REFERRERS]:
+        kind = _KINDS.get(str(d.get("artifactType")))
+        where = f"referrer {d.get('digest')}"
+        if kind is None:
+            skipped.append(f"{where}: artifact type {d.get('artifactType')!r} is not evidence")
+            continue
+        try:
+            doc, data = refs.fetch(registry, repository, d, subject)
+            ann = _annotations(doc)
+            if kind == "signature":
+                body: dict[str, object] = {
+                    "payload": base64.b64encode(data).decode(),
+                    "signature": ann.get(SIGNATURE_ANNOTATION, ""),
+                }
+            else:
+                parsed = json.loads(data)
+                if not isinstance(parsed, dict):
+                    raise DataError("the document is not a JSON object")
+                body = {"document" if kind == "sbom" else "envelope": parsed}
+            for key, name in (
+                ("certificate", CERT_ANNOTATION),
+                ("chain", CHAIN_ANNOTATION),
+                ("bundle", BUNDLE_ANNOTATION),
+            ):
+                if ann.get(name):
+                    body[key] = ann[name]
+        except (DataError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            skipped.append(f"{where}: {e}")
+            continue
+        found.append(FoundEvidence(kind, body, where))
+    return found, skipped

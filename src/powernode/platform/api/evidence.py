@@ -20,6 +20,7 @@ from powernode.platform.api.deps import CurrentActor, Reader, State
 from powernode.platform.api.schemas import In
 from powernode.platform.problems import NotFoundError
 from powernode.platform.services import evidence, promotion_policies, vulns
+from powernode.platform.services.evidence_trust import keyless_roots
 from powernode.supply.policy import Policy
 
 router = APIRouter(tags=["supply-chain"])
@@ -31,12 +32,20 @@ class SbomIn(In):
     document: Doc  # CycloneDX JSON
 
 
-class EnvelopeIn(In):
+class _Keyless(In):
+    """Signed keylessly: the signing certificate, its chain (PEM) and cosign's bundle."""
+
+    certificate: str | None = Field(default=None, max_length=16384)
+    chain: str | None = Field(default=None, max_length=65536)
+    bundle: str | None = Field(default=None, max_length=65536)
+
+
+class EnvelopeIn(_Keyless):
     kind: Literal["provenance", "vex"]
     envelope: Doc  # a DSSE envelope
 
 
-class SignatureIn(In):
+class SignatureIn(_Keyless):
     kind: Literal["signature"]
     payload: str = Field(max_length=65536)  # cosign simple-signing payload, base64
     signature: str = Field(max_length=4096)  # base64
@@ -91,9 +100,14 @@ def get_evidence(version_id: str, state: State, actor: Reader) -> dict[str, obje
 def attach_evidence(
     version_id: str, body: EvidenceIn, state: State, actor: CurrentActor
 ) -> dict[str, object]:
-    fields = body.model_dump(exclude={"kind"})
+    dumped = body.model_dump(exclude={"kind"})
+    fields = {k: v for k, v in dumped.items() if v is not None}  # the documents keep their nulls
+    s = state.settings
+    keyless = keyless_roots(
+        s.cosign_roots_file, s.cosign_tlog_keys_file, s.cosign_insecure_ignore_tlog
+    )
     with state.unit(actor) as ctx:
-        row = evidence.attach(ctx, version_id, body.kind, fields)
+        row = evidence.attach(ctx, version_id, body.kind, fields, keyless)
         return {
             "evidence": {
                 "id": row.id,

@@ -7,7 +7,9 @@ digests (docs/artifact.md, docs/signing.md). :class:`ArtifactSource` is that
 seam; ``verify`` returns an :class:`IngestedArtifact` or raises
 (``VerificationError`` and other ``DataError``: the tag is rejected for good;
 ``TransportError``/``ConfigError``: the registry or the platform is at fault,
-the ingest is retried).
+the ingest is retried). The adapter also reads the manifest's referrers (one
+lookup, the referrers tag schema as fallback) and hands the evidence found to
+ingest, which verifies and stores it as the evidence API does.
 
 :class:`PublishArtifactSource` is the production adapter over the publishing
 package (:func:`powernode.publish.verify.verify_artifact` and
@@ -20,14 +22,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from powernode.errors import ConfigError, DataError
+from powernode.oci.distribution import DistributionRegistry
 from powernode.oci.refs import parse_reference
 from powernode.oci.registry import Registry, open_registry
+from powernode.platform.services.evidence_trust import KeylessRoots
 from powernode.publish.verify import VerifiedArtifact, verify_artifact
 from powernode.signing.policy import (
     KeylessPolicy,
@@ -36,6 +40,7 @@ from powernode.signing.policy import (
     TrustPolicy,
     signing_time_from,
 )
+from powernode.supply.attest import FoundEvidence, collect_evidence
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,11 @@ class IngestedArtifact:
     signer_key: str | None = None
     signer_identity: str | None = None
     signer_issuer: str | None = None
+    # Evidence among the manifest's referrers (not yet verified), what was skipped and
+    # why, and the keyless roots to verify it with (issue 18: ingest pulls evidence).
+    evidence: tuple[FoundEvidence, ...] = ()
+    evidence_skipped: tuple[str, ...] = ()
+    keyless: KeylessRoots | None = None
 
 
 class ArtifactSource(Protocol):
@@ -130,7 +140,12 @@ class PublishArtifactSource:
         return open_registry(self.registry)
 
     def list_tags(self, repository: str) -> list[str]:
-        return list(self._open().list_tags(repository))
+        registry = self._open()
+        try:
+            return list(registry.list_tags(repository))
+        finally:
+            if isinstance(registry, DistributionRegistry):
+                registry.close()
 
     def _policy(self, trust: ModuleTrust) -> TrustPolicy:
         if trust.public_key_pem is not None:
@@ -159,8 +174,22 @@ class PublishArtifactSource:
 
     def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
         ref = parse_reference(f"{repository}:{tag}")
-        verified = verify_artifact(self._open(), ref, self._policy(trust))
-        return self._ingested(verified, repository)
+        registry = self._open()
+        try:
+            verified = verify_artifact(registry, ref, self._policy(trust))
+            found, skipped = collect_evidence(registry, repository, verified.manifest_digest)
+        finally:
+            if isinstance(registry, DistributionRegistry):
+                registry.close()
+        keyless = None
+        if self.roots_pem is not None and self.signing_time is not None:
+            keyless = KeylessRoots(self.roots_pem, self.signing_time)
+        return replace(
+            self._ingested(verified, repository),
+            evidence=tuple(found),
+            evidence_skipped=tuple(skipped),
+            keyless=keyless,
+        )
 
     def _ingested(self, verified: VerifiedArtifact, repository: str) -> IngestedArtifact:
         if not isinstance(verified.config.get("manifest"), dict):

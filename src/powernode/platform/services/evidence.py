@@ -1,7 +1,8 @@
 """A version's supply-chain evidence, its promotion policy and the policy's verdict.
 
 Evidence (SBOM, provenance, VEX, signatures) is attached to a version and
-verified once, on attach, against the module's trust (its cosign public key):
+verified once, on attach, against the module's trust (its cosign public key,
+or its keyless identity and issuer: services/evidence_trust.py):
 what verification found is stored with it (``verified``, ``signer``,
 ``problem``), so an unsigned or tampered attestation is kept as what it is
 and a verdict can say why it does not count. Findings come from
@@ -19,7 +20,9 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Final
 from urllib.parse import unquote
 
@@ -37,13 +40,16 @@ from powernode.platform.services import audit
 from powernode.platform.services.artifacts import IngestedArtifact
 from powernode.platform.services.catalog import get_version
 from powernode.platform.services.context import WRITE, Ctx
+from powernode.platform.services.evidence_trust import KeylessRoots, module_trust
 from powernode.platform.services.promotion_policies import policy_for
-from powernode.signing.errors import KeyFormatError, SigningSetupError
+from powernode.signing.errors import KeyFormatError
 from powernode.signing.keys import key_fingerprint, load_public_key
-from powernode.signing.policy import PublicKeyPolicy, SignatureCandidate, TrustPolicy
+from powernode.signing.policy import SignatureCandidate, Signer, TrustPolicy
 from powernode.supply import dsse, provenance, vex
 from powernode.supply import policy as pol
 from powernode.supply.sbom_read import SbomError, packages_of
+
+log = logging.getLogger(__name__)
 
 KINDS: Final = ("sbom", "provenance", "vex", "signature")
 MEDIA: Final = {
@@ -81,22 +87,32 @@ def _module_key(module: NodeModule) -> str | None:
         return None
 
 
-def _trust(module: NodeModule) -> TrustPolicy:
-    if module.cosign_public_key:
-        try:
-            return PublicKeyPolicy(module.cosign_public_key.encode())
-        except SigningSetupError as e:
-            raise VerificationError(f"the module's public key is unusable: {e}") from None
-    raise VerificationError(
-        f"module {module.name} has no cosign public key; evidence signed keylessly is "
-        "verified by the registry ingest only (not yet by this API)"
-    )
+def attach(
+    ctx: Ctx,
+    version_id: str,
+    kind: str,
+    body: dict[str, object],
+    keyless: KeylessRoots | None = None,
+) -> VersionEvidence:
+    """Verify and store one piece of evidence; 422 when it cannot be read at all.
 
-
-def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, object]) -> VersionEvidence:
-    """Verify and store one piece of evidence; 422 when it cannot be read at all."""
+    ``keyless``: the platform's roots, for a module whose trust is keyless
+    (the envelope's or signature's ``certificate``, ``chain`` and ``bundle``).
+    """
     ctx.actor.require(WRITE, "attaching evidence to a version")
-    version = get_version(ctx, version_id)
+    return store(ctx, get_version(ctx, version_id), kind, body, keyless)
+
+
+def store(
+    ctx: Ctx,
+    version: NodeModuleVersion,
+    kind: str,
+    body: dict[str, object],
+    keyless: KeylessRoots | None,
+    *,
+    source: str = "api",
+) -> VersionEvidence:
+    """Verify and store ``body`` on ``version`` (the API's and ingest's common path)."""
     if kind not in KINDS:
         raise InvalidInputError(f"kind {kind!r} is not one of {', '.join(KINDS)}", field="kind")
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -110,7 +126,8 @@ def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, object]) -> Ver
     )
     if old is not None:
         return old
-    verified, signer, problem, summary = _examine(version, kind, body)
+    trust = _Trust(version.module, keyless, ctx.now)
+    verified, signer, problem, summary = _examine(version, kind, body, trust)
     row = VersionEvidence(
         version_id=version.id,
         kind=kind,
@@ -132,7 +149,13 @@ def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, object]) -> Ver
         target_id=version.id,
         summary=f"{kind} attached to {version.module.name} {version.version_string}"
         + ("" if verified else f" (not verified: {problem})"),
-        detail={"evidence_id": row.id, "kind": kind, "digest": digest, "verified": verified},
+        detail={
+            "evidence_id": row.id,
+            "kind": kind,
+            "digest": digest,
+            "verified": verified,
+            "source": source,
+        },
     )
     if kind == "sbom":
         from powernode.platform.services import vulns  # noqa: PLC0415 (vulns imports us)
@@ -141,8 +164,30 @@ def attach(ctx: Ctx, version_id: str, kind: str, body: dict[str, object]) -> Ver
     return row
 
 
+class _Trust:
+    """The module's trust policy, built on first use (a module without one fails then)."""
+
+    def __init__(self, module: NodeModule, keyless: KeylessRoots | None, now: datetime) -> None:
+        self.module, self.keyless, self.now = module, keyless, now
+
+    def policy(self) -> TrustPolicy:
+        return module_trust(self.module, self.keyless, self.now)
+
+
+def _pem(body: Mapping[str, object], key: str) -> bytes | None:
+    value = body.get(key)
+    return value.encode() if isinstance(value, str) and value else None
+
+
+def _signed_summary(signer: Signer) -> dict[str, object]:
+    out: dict[str, object] = {"key": signer.key_fingerprint}
+    if signer.identity is not None:
+        out |= {"identity": signer.identity, "issuer": signer.issuer}
+    return out
+
+
 def _examine(
-    version: NodeModuleVersion, kind: str, body: dict[str, object]
+    version: NodeModuleVersion, kind: str, body: dict[str, object], trust: _Trust
 ) -> tuple[bool, str | None, str | None, dict[str, object]]:
     """(verified, signer, problem, summary) of one piece of evidence."""
     if kind == "sbom":
@@ -152,7 +197,7 @@ def _examine(
             raise InvalidInputError(f"document: {e}", field="document") from None
         return True, None, None, {"components": n, "packages": len(pkgs)}
     if kind == "signature":
-        return _examine_signature(version, body)
+        return _examine_signature(version, body, trust)
     try:
         env = dsse.parse(body.get("envelope"))
     except dsse.EnvelopeError as e:
@@ -168,14 +213,20 @@ def _examine(
     except (provenance.ProvenanceError, vex.VexError, dsse.EnvelopeError) as e:
         raise InvalidInputError(f"envelope payload: {e}", field="envelope") from None
     try:
-        signer = dsse.verify(env, _trust(version.module))
+        signer = dsse.verify(
+            env,
+            trust.policy(),
+            certificate_pem=_pem(body, "certificate"),
+            chain_pem=_pem(body, "chain"),
+            bundle=str(body["bundle"]) if body.get("bundle") else None,
+        )
     except VerificationError as e:
         return False, None, str(e), summary
-    return True, str(signer), None, summary | {"key": signer.key_fingerprint}
+    return True, str(signer), None, summary | _signed_summary(signer)
 
 
 def _examine_signature(
-    version: NodeModuleVersion, body: dict[str, object]
+    version: NodeModuleVersion, body: dict[str, object], trust: _Trust
 ) -> tuple[bool, str | None, str | None, dict[str, object]]:
     try:
         payload = base64.b64decode(str(body.get("payload", "")), validate=True)
@@ -192,12 +243,19 @@ def _examine_signature(
     if named != subject_digest(version):
         return False, None, f"signs {named}, not {subject_digest(version)}", summary
     try:
-        signer = _trust(version.module).verify(
-            SignatureCandidate("signature", payload, sig, None, None)
+        signer = trust.policy().verify(
+            SignatureCandidate(
+                "signature",
+                payload,
+                sig,
+                _pem(body, "certificate"),
+                _pem(body, "chain"),
+                str(body["bundle"]) if body.get("bundle") else None,
+            )
         )
     except VerificationError as e:
         return False, None, str(e), summary
-    return True, str(signer), None, summary | {"key": signer.key_fingerprint}
+    return True, str(signer), None, summary | _signed_summary(signer)
 
 
 def record_ingest_signature(ctx: Ctx, version: NodeModuleVersion, art: IngestedArtifact) -> None:
@@ -236,6 +294,22 @@ def record_ingest_signature(ctx: Ctx, version: NodeModuleVersion, art: IngestedA
             created_at=ctx.now,
         )
     )
+
+
+def record_registry_evidence(ctx: Ctx, version: NodeModuleVersion, art: IngestedArtifact) -> None:
+    """Verify and store the evidence ingest found among the artifact's referrers.
+
+    The same path as the API's: a tampered or foreign-signed attestation is
+    stored unverified with its reason; one that cannot be read at all is
+    skipped and logged (it changes nothing).
+    """
+    for found in art.evidence:
+        try:
+            store(ctx, version, found.kind, found.body, art.keyless, source="registry")
+        except InvalidInputError as e:
+            log.warning("%s: %s skipped: %s", version.artifact_ref, found.source, e.detail)
+    for reason in art.evidence_skipped:
+        log.info("%s: %s", version.artifact_ref, reason)
 
 
 def view(ctx: Ctx, version: NodeModuleVersion) -> pol.Evidence:

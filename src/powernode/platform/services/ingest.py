@@ -211,6 +211,7 @@ def record_built(ctx: Ctx, job: ModuleIngest, art: IngestedArtifact) -> NodeModu
         except (ConflictError, InvalidInputError) as e:
             raise DataError(e.detail) from e
     evidence.record_ingest_signature(ctx, version, art)
+    evidence.record_registry_evidence(ctx, version, art)
     job.state, job.reason, job.version_id = S.BUILT.value, "", version.id
     job.artifact_ref, job.updated_at = art.artifact_ref, ctx.now
     log.info(

@@ -5,8 +5,9 @@ Import (:func:`import_documents`, :func:`import_url`) upserts records by id
 indexes each by package name (``osv_affected``). Then every version with an
 SBOM whose packages a changed record names is re-matched
 (:func:`rematch_versions`): findings are added and removed to agree with the
-feed, and a new finding on a ``live`` version — what the fleet runs — writes
-a fleet event ``module_version.vulnerability`` ("live version X now has a
+feed, and a new finding on a version the fleet runs — ``live``, or reported
+running by a node's heartbeat (``running_module_digests``) — writes a fleet
+event ``module_version.vulnerability`` ("live version X now has a
 critical finding"), with whether the module's policy would still let it go
 live. Nothing is rebuilt: the verdict is computed from the stored evidence
 and findings whenever it is asked for.
@@ -22,6 +23,8 @@ from sqlalchemy import delete, select
 
 from powernode.platform.db import (
     FleetEvent,
+    Node,
+    NodeInstance,
     NodeModuleVersion,
     OsvAffected,
     OsvRecord,
@@ -37,6 +40,7 @@ from powernode.supply import osv
 from powernode.supply.sbom_read import SbomError, packages_of
 
 log = logging.getLogger(__name__)
+MAX_LISTED_INSTANCES = 50
 
 CHUNK = 500
 MAX_URL_BYTES = 512 * 1024 * 1024
@@ -214,6 +218,7 @@ def index_for(ctx: Ctx, names: Sequence[str]) -> osv.FeedIndex:
 def rematch_versions(ctx: Ctx, versions: Sequence[NodeModuleVersion]) -> dict[str, int]:
     """Bring each version's findings in line with the feed; events for live versions."""
     added = removed = events = 0
+    pending: list[tuple[NodeModuleVersion, list[osv.Match]]] = []
     for version in versions:
         pkgs = packages(ctx, version)
         index = index_for(ctx, sorted({n for p in pkgs for n in (p.name, p.source) if n}))
@@ -255,22 +260,66 @@ def rematch_versions(ctx: Ctx, versions: Sequence[NodeModuleVersion]) -> dict[st
                     m.summary,
                 )
         ctx.session.flush()
-        if new and version.promotion_state == PromotionState.LIVE.value:
-            events += _live_events(ctx, version, new)
+        if new:
+            pending.append((version, new))
+    running = running_on(ctx, [v for v, _ in pending]) if pending else {}
+    for version, new in pending:
+        on = running.get(version.id, [])
+        if on or version.promotion_state == PromotionState.LIVE.value:
+            events += _live_events(ctx, version, new, on)
     return {"findings_added": added, "findings_removed": removed, "events": events}
 
 
-def _live_events(ctx: Ctx, version: NodeModuleVersion, new: list[osv.Match]) -> int:
+def running_on(ctx: Ctx, versions: Sequence[NodeModuleVersion]) -> dict[str, list[str]]:
+    """version id → the ids of the instances (not terminated) that report running it.
+
+    What nodes report in their heartbeat (``running_module_digests``: module
+    name → composefs digest), within the module's account: a version that is
+    not ``live`` but still runs somewhere is the fleet's concern all the same.
+    """
+    wanted = {
+        (v.module.account, v.module.name, v.composefs_digest): v.id
+        for v in versions
+        if v.composefs_digest
+    }
+    out: dict[str, list[str]] = {}
+    if not wanted:
+        return out
+    rows = ctx.session.execute(
+        select(NodeInstance.id, Node.account, NodeInstance.running_module_digests)
+        .join(Node, Node.id == NodeInstance.node_id)
+        .where(NodeInstance.terminated_at.is_(None))
+        .order_by(NodeInstance.id)
+    )
+    for instance_id, account, running in rows:
+        for name, digest in (running or {}).items():
+            vid = wanted.get((account, str(name), str(digest)))
+            if vid is not None:
+                out.setdefault(vid, []).append(instance_id)
+    return out
+
+
+def _live_events(
+    ctx: Ctx, version: NodeModuleVersion, new: list[osv.Match], running: list[str]
+) -> int:
     still = evidence.verdict(ctx, version, PromotionState.LIVE.value)
+    label = f"{version.module.name} {version.version_string}"
+    where = (
+        f"live version {label}"
+        if version.promotion_state == PromotionState.LIVE.value
+        else f"version {label} (running on {len(running)} node(s))"
+    )
     for m in new:
-        label = f"{version.module.name} {version.version_string}"
         ctx.session.add(
             FleetEvent(
                 kind=EVENT_KIND,
                 severity="critical" if m.severity in {"critical", "high"} else "warning",
                 payload={
-                    "message": f"live version {label} now has a {m.severity} finding: "
+                    "message": f"{where} now has a {m.severity} finding: "
                     f"{m.record_id} in {m.package} {m.version}",
+                    "promotion_state": version.promotion_state,
+                    "running_instances": running[:MAX_LISTED_INSTANCES],
+                    "running_count": len(running),
                     "version_id": version.id,
                     "module": version.module.name,
                     "version_string": version.version_string,
