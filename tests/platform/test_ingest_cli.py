@@ -31,6 +31,7 @@ def test_worker_once_runs_the_sensor_without_a_registry(
         "rejected": 0,
         "failed": 0,
         "warnings": 1,
+        "rollouts": 0,
     }
 
 
