@@ -76,7 +76,7 @@ VIOLATIONS = [
     # a module only the CLI uses: a violation elsewhere in a format also breaks the
     # contracts of the runtimes that import it (forbidden imports are transitive)
     ("formats", "verity/composefs/reader/dump.py", "import powernode.platform.problems"),
-    ("toolchain", "toolchain/sbom.py", "import powernode.platform.problems"),
+    ("toolchain", "toolchain/probe.py", "import powernode.platform.problems"),
     ("operator-client", "client.py", "import powernode.platform.settings"),
     ("cli", "demo/fleet.py", "import powernode.cli.base"),
     # a new module of node/ that nothing imports: the others import node/, so a violation
