@@ -20,14 +20,20 @@ from tests.platform.nodeapi.conftest import Creds, NodePlatform
 from tests.platform.nodeapi.test_modules import _stack
 from tests.platform.nodeapi.test_tasks import _enqueue
 
+Sent = tuple[str, Any]  # Any: the DBAPI parameters (a mapping, a sequence, or a list of them)
+
 
 @contextmanager
-def counting(p: NodePlatform) -> Iterator[list[str]]:
-    seen: list[str] = []
+def counting(p: NodePlatform) -> Iterator[list[Sent]]:
+    seen: list[Sent] = []
 
-    def count(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:  # Any: DBAPI objects
+    def count(  # Any: DBAPI objects
+        _c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool
+    ) -> None:
         if not statement.lstrip().upper().startswith("BEGIN"):
-            seen.append(statement)
+            # executemany sends a list of parameter sets (insertmanyvalues one, flattened)
+            batch = many and isinstance(params, list | tuple) and params
+            seen.append((statement, params[0] if batch else params))
 
     engine = p.state.engine
     event.listen(engine, "before_cursor_execute", count)
@@ -37,7 +43,7 @@ def counting(p: NodePlatform) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-def _count(p: NodePlatform, go: Callable[[], None]) -> list[str]:
+def _count(p: NodePlatform, go: Callable[[], None]) -> list[Sent]:
     with counting(p) as seen:
         go()
     return list(seen)
@@ -64,12 +70,12 @@ PINNED = {
 }
 
 
-def test_statements_per_hot_request(node_platform: NodePlatform) -> None:
-    p = node_platform
+def hot_requests(p: NodePlatform) -> dict[str, list[Sent]]:
+    """Each hot request once, on a platform with two modules assigned; its statements."""
     _stack(p)
     creds = p.enroll()
     _warm(p, creds)
-    counts: dict[str, list[str]] = {}
+    counts: dict[str, list[Sent]] = {}
 
     body = {"boot_id": "b", "agent_version": "1", "load": [0.1, 0.2, 0.3]}
     p.state.heartbeats.flush()
@@ -117,7 +123,12 @@ def test_statements_per_hot_request(node_platform: NodePlatform) -> None:
     )
     p.node(creds, "GET", "/modules").raise_for_status()
     counts["desired set"] = _count(p, lambda: p.node(creds, "GET", "/modules").raise_for_status())
+    return counts
+
+
+def test_statements_per_hot_request(node_platform: NodePlatform) -> None:
+    counts = hot_requests(node_platform)
     got = {k: len(v) for k, v in counts.items()}
-    detail = "\n".join(f"{k}: {s[:160]}" for k, v in counts.items() for s in v)
+    detail = "\n".join(f"{k}: {s[:160]}" for k, v in counts.items() for s, _ in v)
     print(got, "\n" + detail)
     assert got == PINNED, detail
