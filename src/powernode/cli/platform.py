@@ -197,7 +197,14 @@ def _worker(settings: Settings, sessions: sessionmaker[Session]) -> IngestWorker
             settings.cosign_tlog_keys_file,
             insecure_ignore_tlog=settings.cosign_insecure_ignore_tlog,
         )
-    return IngestWorker(sessions, source, poll_seconds=settings.ingest_poll_seconds)
+    from powernode.platform.services.retention import RetentionPolicy  # noqa: PLC0415
+
+    return IngestWorker(
+        sessions,
+        source,
+        poll_seconds=settings.ingest_poll_seconds,
+        retention=RetentionPolicy.from_settings(settings),
+    )
 
 
 @app.command()
@@ -221,7 +228,11 @@ def worker(
     with _database_errors(None):
         settings = _settings(config, database, data_dir)
     with _database_errors(settings):
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_overflow,
+        )
     try:
         with _database_errors(settings):
             upgrade(engine)
@@ -263,7 +274,11 @@ def migrate(
     with _database_errors(None):
         settings = _settings(config, database, data_dir)
     with _database_errors(settings):
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_overflow,
+        )
     try:
         with _database_errors(settings):
             before = ",".join(current_revisions(engine)) or None
@@ -303,7 +318,11 @@ def token_create(
     with _database_errors(None):
         settings = _settings(config, database, data_dir)
     with _database_errors(settings):
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_overflow,
+        )
     try:
         with _database_errors(settings):
             upgrade(engine)

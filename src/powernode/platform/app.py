@@ -85,7 +85,11 @@ def create_app(
     node_policy: NodeApiPolicy | None = None,
 ) -> FastAPI:
     """Build the app; migrates the database first when ``settings.migrate_on_start``."""
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_overflow,
+    )
     if settings.migrate_on_start:
         upgrade(engine)
     node_policy = node_policy or node_policy_of(settings)

@@ -81,6 +81,24 @@ class Settings(BaseModel):
     node_events_per_second: float = Field(default=100.0, ge=0, le=1_000_000)
     node_events_burst: float = Field(default=10_000.0, ge=500, le=10_000_000)
 
+    # Connections each process keeps open to PostgreSQL, and how many more it may open
+    # under a burst (db/session.py; docs/deploy.md "Connection pools"). SQLite ignores both.
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    db_pool_overflow: int = Field(default=20, ge=0, le=1000)
+    # Retention (services/retention.py, docs/deploy.md "Retention"), run by the worker:
+    # rows older than *_days go (0: kept whatever their age), and past *_max_rows the
+    # oldest go (0: no cap). Deleted in batches of retention_batch_size rows, each its
+    # own short transaction, so writers wait at most one batch.
+    retention_events_days: float = Field(default=30.0, ge=0, le=36_500)
+    retention_events_max_rows: int = Field(default=0, ge=0)
+    retention_audit_days: float = Field(default=365.0, ge=0, le=36_500)
+    retention_audit_max_rows: int = Field(default=0, ge=0)
+    retention_deliveries_days: float = Field(default=30.0, ge=0, le=36_500)
+    retention_deliveries_max_rows: int = Field(default=0, ge=0)
+    retention_batch_size: int = Field(default=1000, ge=10, le=100_000)
+    # Batches per table per worker round (the rest waits for the next round).
+    retention_max_batches: int = Field(default=100, ge=1, le=100_000)
+
     # Where instances run (services/providers.py, docs/qemu-provider.md): "recording"
     # starts nothing; "qemu" boots each instance's kernel-initrd under QEMU on this host.
     provider: Literal["recording", "qemu"] = "recording"
@@ -122,6 +140,24 @@ class Settings(BaseModel):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as e:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from e
+        return value
+
+    @field_validator("retention_events_days", "retention_audit_days", "retention_deliveries_days")
+    @classmethod
+    def _check_retention_days(cls, value: float) -> float:
+        # A row younger than a day may still be needed: an agent resends its unacknowledged
+        # events (their ids refuse duplicates), a webhook's delivery row refuses its replay.
+        if 0 < value < 1:
+            raise ValueError(f"{value} days: keep rows at least 1 day, or 0 to keep them all")
+        return value
+
+    @field_validator(
+        "retention_events_max_rows", "retention_audit_max_rows", "retention_deliveries_max_rows"
+    )
+    @classmethod
+    def _check_retention_rows(cls, value: int) -> int:
+        if 0 < value < 1000:
+            raise ValueError(f"{value} rows: keep at least 1,000 rows, or 0 for no cap")
         return value
 
     @property

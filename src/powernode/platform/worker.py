@@ -30,14 +30,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from fastapi import FastAPI
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import CursorResult, Engine, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from powernode.errors import ConfigError, DataError, PowernodeError, TransportError
 from powernode.platform.db import IngestState, ModuleIngest, NodeModule, NodeModuleVersion
-from powernode.platform.services import ingest, rollout_tick, sensors
+from powernode.platform.services import ingest, retention, rollout_tick, sensors
 from powernode.platform.services.artifacts import ArtifactSource, IngestedArtifact
 from powernode.platform.services.context import Actor, Ctx
+from powernode.platform.services.retention import RetentionPolicy
 from powernode.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class RoundReport:
     failed: int = 0
     warnings: int = 0
     rollouts: int = 0  # rollouts advanced (services/rollout_tick.py)
+    purged: int = 0  # rows deleted by retention (services/retention.py)
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,10 @@ class IngestWorker:
         poll_seconds: float = 60.0,
         limits: WorkerLimits = WorkerLimits(),
         name: str | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.sessions = sessions
+        self.retention = retention
         self.source = source
         self.clock = clock
         self.poll_seconds = poll_seconds
@@ -108,6 +112,9 @@ class IngestWorker:
         with self.sessions.begin() as s:
             actor = Actor("platform:rollouts", None, frozenset())
             report.rollouts = rollout_tick.tick(Ctx(s, actor, self.clock()))
+        if self.retention is not None:
+            engine: Engine = self.sessions.kw["bind"]
+            report.purged = sum(retention.purge(engine, self.retention, self.clock()).values())
         return report
 
     def poll(self) -> int:

@@ -81,12 +81,17 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-POOL_SIZE = 20  # connections kept open to PostgreSQL per process
-POOL_OVERFLOW = 20  # more, opened under a burst and closed when returned
+POOL_SIZE = 20  # connections kept open to PostgreSQL per process (settings: db_pool_size)
+POOL_OVERFLOW = 20  # more, opened under a burst and closed when returned (db_pool_overflow)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; creates the SQLite file's directory when missing."""
+def make_engine(
+    url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = POOL_OVERFLOW
+) -> Engine:
+    """An engine for ``url``; creates the SQLite file's directory when missing.
+
+    ``pool_size`` and ``max_overflow`` size the PostgreSQL pool of this process
+    (docs/deploy.md "Connection pools"); SQLite ignores them."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -101,7 +106,7 @@ def make_engine(url: str) -> Engine:
     # closed on return and opened again under load (a PostgreSQL backend start
     # per request, bench/bench_leases.py). pre_ping keeps a restarted database
     # from failing the first requests after it returns.
-    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
 def is_busy(error: OperationalError) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import cast
 
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from powernode.core.priority import Variety, stack_rank
 from powernode.node.fields import JSON
@@ -45,7 +46,8 @@ def trust_policy(module: NodeModule) -> TrustPolicy | None:
 
 def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
     """The answer of ``GET /node_api/modules`` for ``instance_id`` (taken from its certificate)."""
-    instance = ctx.session.get(NodeInstance, instance_id)
+    # The node (and its template, joined by the model) in the same statement.
+    instance = ctx.session.get(NodeInstance, instance_id, options=[joinedload(NodeInstance.node)])
     if instance is None:
         raise AuthenticationError(
             f"instance {instance_id} named by the certificate no longer exists"
@@ -62,9 +64,10 @@ def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
     versions = {
         v.id: v
         for v in ctx.session.scalars(
-            select(NodeModuleVersion).where(
-                NodeModuleVersion.id.in_([m.version_id for m in desired.modules])
-            )
+            # Each version's module (its trust policy) in the same statement: no query per module.
+            select(NodeModuleVersion)
+            .options(joinedload(NodeModuleVersion.module))
+            .where(NodeModuleVersion.id.in_([m.version_id for m in desired.modules]))
         )
     }
     metadata = assignment_metadata(
