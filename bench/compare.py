@@ -42,9 +42,10 @@ SINGLE_NOISE = 0.10
 @dataclass(frozen=True)
 class Figure:
     label: str
-    pattern: str  # group 1 is the number
+    pattern: str  # group 1 is the number; with per_1000: group 2 / group 1 * 1000
     unit: str
     higher_is_better: bool
+    per_1000: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class Spec:
     root: bool = False
 
 
-def _fig(label: str, pattern: str, unit: str, higher: bool = False) -> Figure:
-    return Figure(label, pattern, unit, higher)
+def _fig(label: str, pattern: str, unit: str, higher: bool = False, per: bool = False) -> Figure:
+    return Figure(label, pattern, unit, higher, per)
 
 
 # The headline first; the rest are printed too (the bench's own ratio to its
@@ -93,6 +94,12 @@ BENCHES: dict[str, Spec] = {
         figures=(
             _fig("heartbeats/s", r"^\s+heartbeat\s+(\d+)\s", "/s", True),
             _fig("p99", r"^\s+heartbeat\s+\d+\s+[\d.]+\s+([\d.]+)", "ms"),
+            _fig(
+                "server CPU per heartbeat",
+                r"^\s+heartbeat\s+(\d+)\s+\S+\s+\S+\s+\S+\s+([\d.]+)",
+                "ms",
+                per=True,
+            ),
             _fig(
                 "ratio to bare endpoint", r"^\s+heartbeat\s+\d+\s+\S+\s+\S+\s+([\d.]+)", "x", True
             ),
@@ -189,8 +196,17 @@ BENCHES: dict[str, Spec] = {
         rounds=1,
         needs=("pg_ctl",),
         figures=(
-            _fig("lease max=1 tasks/s", r"^\s+node API max=1, \S+\s+(\d+)\s", "/s", True),
-            _fig("lease max=10 tasks/s", r"^\s+node API max=10, \S+\s+(\d+)\s", "/s", True),
+            _fig(
+                "lease max=1 tasks/s", r"^\s+node API max=1, one ack per task\s+(\d+)\s", "/s", True
+            ),
+            _fig(
+                "lease max=10b tasks/s",
+                r"^\s+node API max=10, outcomes batched\s+(\d+)\s",
+                "/s",
+                True,
+            ),
+            _fig("server CPU per task, max=1", r"round batch1: .* ([\d.]+) ms per task", "ms"),
+            _fig("server CPU per task, max=10b", r"round batch10b: .* ([\d.]+) ms per task", "ms"),
             _fig(
                 "Procrastinate (reference)",
                 r"^\s+Procrastinate 32-concurrency worker\s+(\d+)",
@@ -204,18 +220,36 @@ BENCHES: dict[str, Spec] = {
         rounds=1,
         figures=(
             _fig(
-                "instance drift req/s (first DB)",
+                "instance drift req/s (SQLite)",
                 r"^\s+instance drift \(30 modules\)\s+([\d.]+)",
                 "/s",
                 True,
             ),
             _fig(
-                "template drift req/s (first DB)",
+                "template drift req/s (SQLite)",
                 r"^\s+template drift \(20 instances\)\s+([\d.]+)",
                 "/s",
                 True,
             ),
-            _fig("list versions req/s (first DB)", r"^\s+list versions\s+([\d.]+)", "/s", True),
+            _fig(
+                "instance drift vs healthz (SQLite)",
+                r"^\s+instance drift \(30 modules\)\s+\S+\s+\S+\s+\S+\s+([\d.]+)",
+                "x",
+                True,
+            ),
+            _fig(
+                "instance drift req/s (PostgreSQL)",
+                r"^PostgreSQL:.*\n(?:.*\n)*?\s+instance drift \(30 modules\)\s+([\d.]+)",
+                "/s",
+                True,
+            ),
+            _fig(
+                "template drift req/s (PostgreSQL)",
+                r"^PostgreSQL:.*\n(?:.*\n)*?\s+template drift \(20 instances\)\s+([\d.]+)",
+                "/s",
+                True,
+            ),
+            _fig("list versions req/s (SQLite)", r"^\s+list versions\s+([\d.]+)", "/s", True),
         ),
     ),
     "bench_console": Spec(args=("--requests", "10"), rounds=1, needs=("pg_ctl",), timeout=900.0),
@@ -236,7 +270,9 @@ def parse(spec: Spec, out: str) -> dict[str, float]:
     found: dict[str, float] = {}
     for fig in spec.figures:
         m = re.search(fig.pattern, out, re.MULTILINE)
-        if m:
+        if m and fig.per_1000:  # e.g. server CPU (cores) / requests per second = CPU s per request
+            found[fig.label] = round(float(m.group(2)) / float(m.group(1)) * 1000, 3)
+        elif m:
             found[fig.label] = float(next(g for g in m.groups() if g is not None))
     return found
 
