@@ -171,6 +171,12 @@ BENCHES: dict[str, Spec] = {
                 "/s",
                 True,
             ),
+            _fig(
+                "max=10b / Procrastinate (same run)",
+                r"^\s+node API max=10, outcomes batched\s+\d+\s+([\d.]+)",
+                "x",
+                True,
+            ),
             _fig("server CPU per task, max=1", r"round batch1: .* ([\d.]+) ms per task", "ms"),
             _fig("server CPU per task, max=10b", r"round batch10b: .* ([\d.]+) ms per task", "ms"),
             _fig(
