@@ -10,9 +10,10 @@ attach state after verifying each module again (``ModuleService.start``).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from powernode.agent.modules.layout import NodeLayout
-from powernode.agent.modules.union import serving_union, teardown
+if TYPE_CHECKING:
+    from powernode.agent.modules.layout import NodeLayout
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ def unmount_on_stop(layout: NodeLayout, reason: str) -> bool:
     """Unmount the union when ``reason`` is a signal; whether anything was served."""
     if reason not in SIGNALS:
         return False
+    # The module stack only when it is torn down: the agent's idle memory (bench_agent_rss).
+    from powernode.agent.modules.union import serving_union, teardown  # noqa: PLC0415
+
     served = serving_union(layout)
     try:
         teardown(layout)

@@ -25,14 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from powernode.errors import ConfigError, DataError
-from powernode.oci.distribution import DistributionRegistry
 from powernode.oci.refs import parse_reference
-from powernode.oci.registry import Registry, open_registry
 from powernode.platform.services.evidence_trust import KeylessRoots
-from powernode.publish.verify import VerifiedArtifact, verify_artifact
 from powernode.signing.policy import (
     KeylessPolicy,
     PublicKeyPolicy,
@@ -40,7 +37,13 @@ from powernode.signing.policy import (
     TrustPolicy,
     signing_time_from,
 )
-from powernode.supply.attest import FoundEvidence, collect_evidence
+
+if TYPE_CHECKING:
+    # The registry client and verifier load httpx and the signing stack: imported on
+    # the first ingest, not with the app (bench/bench_platform_start.py).
+    from powernode.oci.registry import Registry
+    from powernode.publish.verify import VerifiedArtifact
+    from powernode.supply.attest import FoundEvidence
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,8 @@ class PublishArtifactSource:
         return cls(registry, roots, clock, signing_time_from(tlog_keys_file, insecure_ignore_tlog))
 
     def _open(self) -> Registry:
+        from powernode.oci.registry import open_registry  # noqa: PLC0415 - on first use
+
         return open_registry(self.registry)
 
     def list_tags(self, repository: str) -> list[str]:
@@ -144,8 +149,7 @@ class PublishArtifactSource:
         try:
             return list(registry.list_tags(repository))
         finally:
-            if isinstance(registry, DistributionRegistry):
-                registry.close()
+            _close(registry)
 
     def _policy(self, trust: ModuleTrust) -> TrustPolicy:
         if trust.public_key_pem is not None:
@@ -173,14 +177,16 @@ class PublishArtifactSource:
         )
 
     def verify(self, repository: str, tag: str, trust: ModuleTrust) -> IngestedArtifact:
+        from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - on first use
+        from powernode.supply.attest import collect_evidence  # noqa: PLC0415 - on first use
+
         ref = parse_reference(f"{repository}:{tag}")
         registry = self._open()
         try:
             verified = verify_artifact(registry, ref, self._policy(trust))
             found, skipped = collect_evidence(registry, repository, verified.manifest_digest)
         finally:
-            if isinstance(registry, DistributionRegistry):
-                registry.close()
+            _close(registry)
         keyless = None
         if self.roots_pem is not None and self.signing_time is not None:
             keyless = KeylessRoots(self.roots_pem, self.signing_time)
@@ -208,3 +214,11 @@ class PublishArtifactSource:
             signer_identity=verified.signer.identity,
             signer_issuer=verified.signer.issuer,
         )
+
+
+def _close(registry: Registry) -> None:
+    """Close a distribution registry's connections (an OCI layout holds none)."""
+    from powernode.oci.distribution import DistributionRegistry  # noqa: PLC0415
+
+    if isinstance(registry, DistributionRegistry):
+        registry.close()

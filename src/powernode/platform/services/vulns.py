@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-import httpx
 from sqlalchemy import delete, select
 
 from powernode.platform.db import (
@@ -63,6 +62,8 @@ def import_url(ctx: Ctx, url: str, allowed: Sequence[str]) -> dict[str, object]:
             "to the settings' vulnerability_feed_urls, or send the records inline "
             "(powernode supply import-feed FILE)"
         )
+    import httpx  # noqa: PLC0415 - only a URL import loads the HTTP client (app start)
+
     try:
         with (
             httpx.Client(timeout=URL_TIMEOUT, follow_redirects=False) as client,
