@@ -190,6 +190,7 @@ def _publish_live(api: Api, engine: Any, digest: str) -> None:  # Any: sqlalchem
     api.ok("POST", "/node_templates/base/assignments", json={"module_name": "system-base"})
 
 
+@pytest.mark.timeout(3600)  # the system-base build (~15 min here) and a TCG boot
 def test_a_node_boots_to_a_heartbeat_without_drift(platform: tuple[Api, str, Path]) -> None:
     api, digest, _state = platform
     api.ok("POST", "/nodes", json={"hostname": "smoke-1", "node_template_id": "base"})
