@@ -13,7 +13,9 @@ is provisioned through the API, then only the API is read: the console
 
 from __future__ import annotations
 
+import os
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,16 +27,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 
 from powernode.platform.app import create_app
 from powernode.platform.db.session import make_engine
+from powernode.platform.pki_server import load_or_create_server_identity
 from powernode.platform.services import catalog
 from powernode.platform.services.context import SCOPES, Actor, Ctx
 from powernode.platform.services.qemu_provider import LocalQemuProvider, QemuConfig
 from powernode.platform.services.tokens import create_token
 from powernode.platform.settings import Settings
+from powernode.platform.tlsserve import build_server
 from powernode.toolchain.build import build_module
 from tests.conftest import require_tool
 from tests.package_cache import EPOCH, session_cache
@@ -54,12 +57,17 @@ PHASES = (
     ("switch_root", "powernode: switch_root"),
     ("agent started", "powernode-agent boot:"),
 )
+GUEST_HOST = "10.0.2.2"
 BOOT_BUDGET = 1200.0  # s: TCG on a loaded 2-core host; python's first imports are slow
 
 
 @pytest.fixture(scope="module")
 def system_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built system-base artifact directory."""
+    """The built system-base artifact directory (``POWERNODE_SMOKE_SYSTEM_BASE``: one built
+    already by this fixture or ``powernode module build``, to iterate on the boot alone)."""
+    given = os.environ.get("POWERNODE_SMOKE_SYSTEM_BASE")
+    if given:
+        return Path(given)
     require_tool("mmdebstrap")
     work = tmp_path_factory.mktemp("system-base")
     subprocess.run(
@@ -92,11 +100,12 @@ def import_artifact(artifact: Path, store: Path) -> str:
 
 
 class Api:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, ca: Path) -> None:
         self.client = httpx.Client(
             base_url=url + "/api/v1/system",
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
+            verify=ssl.create_default_context(cafile=str(ca)),
         )
 
     def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:  # Any: httpx kwargs
@@ -119,9 +128,19 @@ def platform(
     store = data / "store"
     digest = import_artifact(system_base, store)
     port = free_port()
+    # The node API is mutual TLS: the server certificate names the address the guest
+    # dials (10.0.2.2, QEMU user networking) besides the test's 127.0.0.1.
+    pki = data / "pki"
+    cert, key, ca = load_or_create_server_identity(
+        pki, ["127.0.0.1", "localhost", GUEST_HOST], now=datetime.now(UTC)
+    )
     settings = Settings(
         data_dir=data,
         port=port,
+        tls=True,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        guest_ca_file=ca,
         provider="qemu",
         image_dir=kernel_initrd,
         qemu_state_dir=state,
@@ -131,7 +150,8 @@ def platform(
         QemuConfig(
             image_dir=kernel_initrd,
             state_dir=state,
-            platform_url=f"http://10.0.2.2:{port}",
+            platform_url=f"https://{GUEST_HOST}:{port}",
+            ca_pem=ca.read_text(),
             accel="tcg",  # FACTS.md: /dev/kvm here hangs a stock kernel
             memory_mb=1024,
             persist_disk_mb=1024,
@@ -145,7 +165,7 @@ def platform(
         ctx = Ctx(s, ADMIN, datetime.now(UTC))
         token = create_token(ctx, "smoke", list(SCOPES))[1]
         s.commit()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = build_server(app, settings, access_log=False, log_level="warning")
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:
@@ -153,7 +173,7 @@ def platform(
         while not srv.started:
             assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
             time.sleep(0.05)
-        api = Api(f"http://127.0.0.1:{port}", token)
+        api = Api(f"https://127.0.0.1:{port}", token, ca)
         _publish_live(api, engine, digest)
         yield api, digest, state
     finally:
