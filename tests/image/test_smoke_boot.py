@@ -48,7 +48,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.tool]
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_BASE = ROOT / "examples" / "modules" / "system-base"
 ADMIN = Actor("smoke-setup", None, frozenset(SCOPES))
-STEPS = ("candidate", "blessed", "live")
+STEPS = ("staging", "blessed", "live")
 # (phase, console marker), in boot order; the console is read through the API
 PHASES = (
     ("kernel", "Linux version"),
@@ -176,6 +176,7 @@ def platform(
         api = Api(f"https://127.0.0.1:{port}", token, ca)
         _publish_live(api, engine, digest)
         yield api, digest, state
+        api.client.close()
     finally:
         stop_all(state)
         srv.should_exit = True
