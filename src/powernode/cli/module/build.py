@@ -73,6 +73,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--cache-dir", help="Package tree cache [~/.cache/powernode/build]."),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        python_wheel: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--python-wheel",
+                help="A local wheel to install into /usr/lib/python3/dist-packages (repeatable).",
+            ),
+        ] = None,
     ) -> None:
         """Build an artifact: packages + rootfs/, filtered by file_spec/mask, reproducibly."""
         err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -88,6 +95,7 @@ def register(app: typer.Typer) -> None:
                 mirror=mirror,
                 cache_dir=cache_dir,
                 dry_run=dry_run,
+                python_wheels=tuple(python_wheel or ()),
             )
         except ManifestError as e:
             for p in e.problems:

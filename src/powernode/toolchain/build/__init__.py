@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from powernode.publish.format import canonical_json
 from powernode.supply import sbom as cdx
 from powernode.toolchain.build import packages as build_packages
+from powernode.toolchain.build import pywheels
 from powernode.toolchain.build.entries import Entry, check_parents, merge, rootfs_entries
 from powernode.toolchain.build.inputs import resolve_epoch, resolve_version
 from powernode.toolchain.build.output import check_out, staged_dir, write_file
@@ -95,6 +97,7 @@ def build_module(
     mirror: str | None = None,
     cache_dir: Path | None = None,
     dry_run: bool = False,
+    python_wheels: Sequence[Path] = (),
 ) -> BuildResult:
     """Build the module repo at ``repo`` into the artifact directory ``out`` (must not exist).
 
@@ -102,6 +105,9 @@ def build_module(
     says ``"package_source": null`` and ``"packages": []``. A dry run writes
     manifest.json, file-list.txt and package-list.txt only; it uses a cached
     package tree when there is one and never runs mmdebstrap.
+    ``python_wheels`` (and the repo's ``python-requirements.txt``) are installed
+    into ``/usr/lib/python3/dist-packages`` between the packages and rootfs/
+    (``pywheels``; not in a dry run).
     Raises ManifestError (file:line:column), ConfigError (version, epoch,
     out), SourceTreeError (the tree, mmdebstrap failing).
     """
@@ -123,7 +129,13 @@ def build_module(
                 )
             )
         overlay = rootfs_entries(loaded.path / ROOTFS_NAME, epoch=epoch)
-        merged = merge(pkg_tree.entries if pkg_tree else (), overlay)
+        base: list[Entry] = list(pkg_tree.entries) if pkg_tree else []
+        if not dry_run and pywheels.wanted(loaded.path, python_wheels):
+            pywheels.check_python({e.path for e in base})
+            py_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pn-py.")))
+            pywheels.install(loaded.path, python_wheels, py_root / "root", epoch=epoch)
+            base = merge(base, rootfs_entries(py_root / "root", epoch=epoch))
+        merged = merge(base, overlay)
         check_parents(merged)
         plan = _Plan(loaded, ver, epoch, select_entries(merged, loaded), pkg_tree)
         with staged_dir(out) as tmp:
