@@ -1,6 +1,6 @@
 """The first real boot: power-on to a heartbeat with ``drift: false``, watched from the platform.
 
-kernel-initrd is built; ``system-base`` (examples/modules/system-base: Debian's python3,
+kernel-initrd is built; ``system-base`` (examples/boot/system-base: Debian's python3,
 busybox init, the agent's locked wheels and this tree's own wheel) is built by the module
 toolchain and its artifact imported into the platform's ``qemu_boot_store``; its version is
 recorded as the ingest worker records a verified one (no registry here: the node boots the
@@ -57,7 +57,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEM_BASE = ROOT / "examples" / "modules" / "system-base"
+SYSTEM_BASE = ROOT / "examples" / "boot" / "system-base"
 ADMIN = Actor("smoke-setup", None, frozenset(SCOPES))
 STEPS = ("staging", "blessed", "live")
 # (phase, console marker), in boot order; the console is read through the API

@@ -13,7 +13,7 @@ from powernode.errors import SourceTreeError
 from powernode.toolchain.build import pywheels
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEM_BASE = ROOT / "examples" / "modules" / "system-base"
+SYSTEM_BASE = ROOT / "examples" / "boot" / "system-base"
 
 
 def test_a_module_without_the_build_interpreters_python_is_refused() -> None:
