@@ -261,11 +261,11 @@ def test_a_desired_set_changed_through_one_process_is_served_by_the_other(
             with _operator(cfg) as op:
                 node.enroll(_mint(op, cfg, "desired")[1])
             assert node.client is not None
-            before = json.dumps(node.client.modules())  # process 1: cached there now
+            before = json.dumps(node.client.modules().to_json())  # process 1: cached there now
             assert "fleet-mod" not in before
             publish(via0, "fleet-mod", files=["/x"], state="live")  # process 0
             assign(via0, "base", "fleet-mod")
-            after = json.dumps(node.client.modules())  # process 1, the next request
+            after = json.dumps(node.client.modules().to_json())  # process 1, the next request
             assert "fleet-mod" in after
         finally:
             node.drain()

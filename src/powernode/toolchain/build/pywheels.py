@@ -112,7 +112,7 @@ def _entry_scripts(dist_info: Path, bindir: Path) -> None:
 
 def _compile(site: Path, dest: Path, epoch: int) -> None:
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0"}
-    argv = [sys.executable, "-m", "compileall", "-q", "-j", "1",
-            "--invalidation-mode", "unchecked-hash", "-s", str(dest), "-p", "/", str(site)]  # fmt: skip
+    argv = [sys.executable, "-m", "compileall", "-q", "-j", "1", "--invalidation-mode",
+            "unchecked-hash", "-s", str(dest), "-p", "/", str(site)]  # fmt: skip
     # a few wheels ship files that do not compile under this version (templates, py2 leftovers)
     subprocess.run(argv, check=False, capture_output=True, env=env, timeout=PIP_TIMEOUT)
