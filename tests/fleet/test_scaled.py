@@ -263,7 +263,8 @@ def test_a_desired_set_changed_through_one_process_is_served_by_the_other(
             assert node.client is not None
             before = json.dumps(node.client.modules().to_json())  # process 1: cached there now
             assert "fleet-mod" not in before
-            publish(via0, "fleet-mod", files=["/x"], state="live")  # process 0
+            # a real digest shape: the node contract parses it (node/records.py)
+            publish(via0, "fleet-mod", files=["/x"], state="live", digest="sha256:" + "ab" * 32)
             assign(via0, "base", "fleet-mod")
             after = json.dumps(node.client.modules().to_json())  # process 1, the next request
             assert "fleet-mod" in after
