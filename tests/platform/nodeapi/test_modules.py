@@ -94,7 +94,20 @@ def test_version_without_digest_is_a_conflict_naming_it(node_platform: NodePlatf
         c.execute(update(NodeModuleVersion).values(composefs_digest=None))
     r = p.node(creds, "GET", "/modules")
     assert r.status_code == 409
-    assert "has no composefs digest" in r.json()["detail"]
+    assert "has no valid composefs digest" in r.json()["detail"]
+
+
+def test_version_with_a_malformed_digest_is_a_conflict_not_a_crash(
+    node_platform: NodePlatform,
+) -> None:
+    p = node_platform
+    _stack(p)
+    creds = p.enroll()
+    with p.engine.begin() as c:
+        c.execute(update(NodeModuleVersion).values(composefs_digest="sha256:not-hex"))
+    r = p.node(creds, "GET", "/modules")
+    assert r.status_code == 409
+    assert "'sha256:not-hex'" in r.json()["detail"]
 
 
 def test_write_token_cannot_put_an_unapproved_version_on_the_fleet(

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from powernode.core.priority import Variety, stack_rank
+from powernode.errors import DataError
 from powernode.node.fields import JSON
 from powernode.node.records import DesiredModule, DesiredModules, TrustPolicy
 from powernode.oci.digest import Digest
@@ -76,18 +77,21 @@ def desired_modules(ctx: Ctx, instance_id: str) -> DesiredModules:
     entries = []
     for m in desired.modules:
         v = versions[m.version_id]
-        if not m.composefs_digest:
+        try:
+            digest = Digest.parse(m.composefs_digest or "")
+        except DataError:
             raise ConflictError(
-                f"module {m.name} version {m.version_string} has no composefs digest, so no "
-                "node can verify it; ingest it again or demote it",
+                f"module {m.name} version {m.version_string} has no valid composefs digest "
+                f"({m.composefs_digest!r}), so no node can verify it; ingest it again or "
+                "demote it",
                 module=m.name,
                 version=m.version_string,
-            )
+            ) from None
         entries.append(
             DesiredModule(
                 name=m.name,
                 version=m.version_string,
-                composefs_digest=Digest.parse(m.composefs_digest),
+                composefs_digest=digest,
                 # One integer carrying (priority, variety): the agent stacks by it
                 # (core.priority.stack_rank); the operator's number is m.priority.
                 effective_priority=stack_rank(m.priority, Variety(m.variety)),
