@@ -1,10 +1,10 @@
 # The two front-door commands: `make demo` and `make test`.
 #
-# Python packages come only from the hashed lock files requirements*.lock
+# Python packages come only from the hashed lock files requirements*.txt
 # (pip --require-hashes); `make lock` re-resolves them deliberately.
-#   requirements-demo.lock   the package with its runtime extras (platform): `make demo`
-#   requirements.lock    that plus the test and lint tools: `make test`, `make unit`
-#   requirements-agent.lock  a node's agent alone (no platform extra)
+#   requirements-demo.txt   the package with its runtime extras (platform): `make demo`
+#   requirements.txt    that plus the test and lint tools: `make test`, `make unit`
+#   requirements-agent.txt  a node's agent alone (no platform extra)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -21,13 +21,13 @@ $(BIN)/python:
 
 # The project itself goes in without build isolation, so its build backend is the
 # locked setuptools, not whatever pip would fetch.
-$(DEMO_STAMP): requirements-demo.lock pyproject.toml | $(BIN)/python
-	$(PIP) install --require-hashes --no-deps -r requirements-demo.lock
+$(DEMO_STAMP): requirements-demo.txt pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes --no-deps -r requirements-demo.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DEV_STAMP): requirements.lock pyproject.toml | $(BIN)/python
-	$(PIP) install --require-hashes --no-deps -r requirements.lock
+$(DEV_STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(PIP) install --require-hashes --no-deps -r requirements.txt
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@ $(DEMO_STAMP)
 
@@ -70,11 +70,11 @@ bench: system-deps $(DEV_STAMP)
 # demo and agent are resolved inside dev's pins, so one package has one version.
 lock: $(DEV_STAMP)
 	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml requirements-build.in --extra platform --extra mcp \
-		--extra dev -o requirements.lock
+		--extra dev -o requirements.txt
 	$(UV_COMPILE) pyproject.toml requirements-build.in --extra platform \
-		-c requirements.lock -o requirements-demo.lock
-	$(UV_COMPILE) pyproject.toml requirements-build.in -c requirements.lock \
-		-o requirements-agent.lock
+		-c requirements.txt -o requirements-demo.txt
+	$(UV_COMPILE) pyproject.toml requirements-build.in -c requirements.txt \
+		-o requirements-agent.txt
 
 # Build information for `powernode-agent version` (git SHA, build date), before a wheel.
 buildinfo:

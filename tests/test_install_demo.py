@@ -20,7 +20,7 @@ from tests.test_lock import ROOT, applies_here, parse_lock, project
 pytestmark = pytest.mark.slow
 
 # The default ports of the daemons the test set's packages bring.
-LOCK_FILES = ("requirements-demo.lock", "requirements.lock", "requirements-build.in")
+LOCK_FILES = ("requirements-demo.txt", "requirements.txt", "requirements-build.in")
 DAEMON_PORTS = {"postgresql": 5432, "docker-registry": 5000}
 
 
@@ -61,7 +61,7 @@ def test_demo_install_is_exactly_the_demo_lock(demo_venv: Path) -> None:
     }
     installed.pop("pip", None)
     assert installed.pop("powernode")
-    text = (ROOT / "requirements-demo.lock").read_text()
+    text = (ROOT / "requirements-demo.txt").read_text()
     here = applies_here(text)  # not colorama or tzdata: Windows-only pins
     expected = {n: v for n, (v, _) in parse_lock(text).items() if n in here}
     assert installed == expected

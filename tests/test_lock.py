@@ -1,4 +1,4 @@
-"""The hashed lock files (requirements*.lock) agree with pyproject.toml.
+"""The hashed lock files (requirements*.txt) agree with pyproject.toml.
 
 What `make` installs comes from the locks only (pip --require-hashes), so a lock
 that no longer satisfies pyproject.toml would test other code than the one
@@ -66,9 +66,9 @@ def project() -> dict[str, list[Requirement]]:
 
 
 LOCKS = {
-    "requirements-agent.lock": ("base", "build"),
-    "requirements-demo.lock": ("base", "platform", "build"),
-    "requirements.lock": ("base", "platform", "mcp", "dev", "build"),
+    "requirements-agent.txt": ("base", "build"),
+    "requirements-demo.txt": ("base", "platform", "build"),
+    "requirements.txt": ("base", "platform", "mcp", "dev", "build"),
 }
 
 
@@ -96,8 +96,8 @@ def test_lock_satisfies_pyproject(lock_name: str) -> None:
 
 def test_locks_agree_on_every_version() -> None:
     """demo and agent are resolved inside dev's pins: one package, one version."""
-    dev = parse_lock((ROOT / "requirements.lock").read_text())
-    for other in ("requirements-demo.lock", "requirements-agent.lock"):
+    dev = parse_lock((ROOT / "requirements.txt").read_text())
+    for other in ("requirements-demo.txt", "requirements-agent.txt"):
         for name, (version, _) in parse_lock((ROOT / other).read_text()).items():
             assert dev[name][0] == version, f"{other} pins {name}=={version}, dev {dev[name][0]}"
 
@@ -106,7 +106,7 @@ def test_demo_lock_holds_no_dev_tool() -> None:
     sets = project()
     runtime = {canonicalize_name(r.name) for s in ("base", "platform", "build") for r in sets[s]}
     dev_only = {canonicalize_name(r.name) for r in sets["dev"]} - runtime
-    demo = parse_lock((ROOT / "requirements-demo.lock").read_text())
+    demo = parse_lock((ROOT / "requirements-demo.txt").read_text())
     assert dev_only, "the dev extra names tools the demo does not run"
     assert not dev_only & demo.keys(), f"dev tools in the demo lock: {dev_only & demo.keys()}"
 
@@ -117,7 +117,7 @@ def test_lock_is_closed_under_installed_requirements() -> None:
     Read from the installed distributions' metadata: the test environment is
     installed from dev.txt, so a pin that pulls in something unlocked shows here.
     """
-    lock = parse_lock((ROOT / "requirements.lock").read_text())
+    lock = parse_lock((ROOT / "requirements.txt").read_text())
     env = default_environment()
     missing = []
     for name in lock:
@@ -131,12 +131,12 @@ def test_lock_is_closed_under_installed_requirements() -> None:
                 continue
             if canonicalize_name(req.name) not in lock:
                 missing.append(f"{name} needs {req}")
-    assert not missing, f"requirements.lock is not closed, run `make lock`: {missing}"
+    assert not missing, f"requirements.txt is not closed, run `make lock`: {missing}"
 
 
 def test_a_changed_pyproject_makes_the_lock_stale() -> None:
     """The check above can fail: a bound the lock does not satisfy is reported."""
-    lock = parse_lock((ROOT / "requirements.lock").read_text())
+    lock = parse_lock((ROOT / "requirements.txt").read_text())
     version = lock["cryptography"][0]
     problems = stale(lock, [Requirement(f"cryptography>{version}"), Requirement("not-a-pkg")])
     assert problems == [

@@ -53,7 +53,7 @@ def provenance_statement(builder: str = BUILDER, digest: str = DIGEST) -> dict[s
         subject_digest=digest,
         builder_id=builder,
         dependencies=[
-            provenance.Dependency("file:requirements.lock", {"sha256": "11" * 32}, "lock"),
+            provenance.Dependency("file:requirements.txt", {"sha256": "11" * 32}, "lock"),
             provenance.Dependency(purl(*PACKAGES[0]), {"sha256": "22" * 32}),
             provenance.Dependency("git+https://git.test/my-redis", {"sha256": "33" * 32}, "source"),
         ],

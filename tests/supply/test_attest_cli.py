@@ -28,7 +28,7 @@ def test_attest_a_built_artifact(tmp_path: Path) -> None:
     config["package_source"] = {"suite": "bookworm", "tool": "mmdebstrap"}
     (out / "module.json").write_text(json.dumps(config))
     (out / "package-list.txt").write_text("\n".join(config["packages"]) + "\n")
-    lock = tmp_path / "requirements.lock"
+    lock = tmp_path / "requirements.txt"
     lock.write_text("cryptography==44.0.0\n")
     key = generate_private_key()
     write_key_pair(tmp_path / "cosign.key", tmp_path / "cosign.pub", key, "pw", params=FAST)

@@ -59,4 +59,4 @@ def test_system_base_ships_the_agents_init_files_and_its_locked_requirements() -
         assert shipped.stat().st_mode & 0o111
     assert (rootfs / "usr" / "sbin" / "init").readlink() == Path("/usr/bin/busybox")
     req = SYSTEM_BASE / pywheels.REQUIREMENTS_NAME
-    assert req.resolve() == (ROOT / "requirements-agent.lock").resolve()
+    assert req.resolve() == (ROOT / "requirements-agent.txt").resolve()
