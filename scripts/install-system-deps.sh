@@ -74,7 +74,8 @@ if [ ! -e "$policy" ]; then
     chmod 755 "$policy"
     made_policy=1
 fi
-cleanup() { [ "$made_policy" = 1 ] && rm -f "$policy"; }
+# (an `if`, not `&&`: the trap's last status would become the script's exit status)
+cleanup() { if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 
 echo "installing Debian packages: ${missing[*]}"
