@@ -31,13 +31,14 @@ demo)
 test)
     # qemu-system-x86, ipxe-qemu, busybox-static, kmod (depmod), e2fsprogs (mkfs.ext4 -O
     # verity), cpio, zstd (the kernel's payload): the kernel-initrd image, the QEMU
-    # provider and netboot, booted under QEMU (issue 15). fdisk (sfdisk):
+    # provider and netboot, booted under QEMU (issue 15); gcc + libc6-dev build the
+    # initramfs's static pn-verity-enable (src/powernode/image/helpers/). fdisk (sfdisk):
     # powernode-agent volume-setup, tested on loop devices. haproxy: the scaled
     # deployment (powernode fleet cluster, tests/fleet). puppet (~42 MB with its ruby,
     # no recommends): powernode-agent puppet apply.
     pkgs=(mmdebstrap fsverity erofs-utils attr docker-registry apache2-utils skopeo postgresql
         chromium qemu-system-x86 ipxe-qemu busybox-static kmod e2fsprogs cpio zstd fdisk
-        haproxy puppet)
+        haproxy puppet gcc libc6-dev)
     ;;
 *)
     echo "usage: $0 demo|test" >&2

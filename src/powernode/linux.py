@@ -17,6 +17,7 @@ import ctypes
 import fcntl
 import functools
 import os
+import platform
 import struct
 from pathlib import Path
 
@@ -35,6 +36,8 @@ MOVE_MOUNT_BENEATH = 0x200  # Linux >= 6.5
 AT_FDCWD = -100
 # move_mount(2) has the same number on every architecture with the generic table.
 SYS_MOVE_MOUNT = 429
+# pivot_root(2) predates it: x86_64's own table, the generic one elsewhere (arm64, riscv64).
+SYS_PIVOT_ROOT = {"x86_64": 155}.get(platform.machine(), 41)
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
@@ -94,6 +97,13 @@ def move_mount(source: Path, target: Path, *, beneath: bool = False) -> None:
     if rc != 0:
         detail = f"{source} -> {target}{' (beneath)' if beneath else ''}"
         raise MountCallError("move_mount", ctypes.get_errno(), detail)
+
+
+def pivot_root(new_root: Path, put_old: Path) -> None:
+    """pivot_root(2): every process whose root or cwd is the old root moves to ``new_root``."""
+    rc = libc().syscall(SYS_PIVOT_ROOT, os.fsencode(new_root), os.fsencode(put_old))
+    if rc != 0:
+        raise MountCallError("pivot_root", ctypes.get_errno(), f"{new_root} (old: {put_old})")
 
 
 def syncfs(fd: int) -> None:

@@ -14,9 +14,7 @@ mounts the composefs lowers with ``verity=require``. The composed root's
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -103,7 +101,7 @@ def test_boot_composes_root_with_verity_and_tamper_reads_eio(
     assert f"powernode: identity {instance} from fwcfg" in c, c
     assert "identity: cmdline: no powernode.id=" in c
     assert "module set: seed bundle over fw-cfg" in c
-    assert re.search(r"verity: enabled on \d+ file", c), c
+    assert re.search(r"verity: enabled [1-9]\d*, already 0", c), c
     assert "root composed on /sysroot: app base (verity=require)" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c
     assert "ROOT-INIT: tampered unreadable:" in c and "Input/output error" in c, c
@@ -191,48 +189,49 @@ def test_first_boot_imports_a_9p_seed_and_a_reboot_uses_the_persist_store(
     assert "root composed on /sysroot: app base (verity=require)" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c
     (tmp_path / "console.log").unlink()
-    # the same seed again (a provider passes it on every boot): the store keeps what it has
+    # the same seed again (a provider passes it on every boot): applied once, so the boot
+    # takes the persist store's last good set (which the agent keeps current)
     again = boot(
         kernel_initrd, disk, tmp_path, seed_dir=seed, extra_cmdline=f"powernode.id={instance}"
     )
-    assert "root composed on /sysroot: app base (verity=require)" in again.console, again.console
+    c = again.console
+    assert "module set: the seed bundle's set was applied on an earlier boot" in c, c
+    assert "module set: the persist store's last good set" in c, c
+    assert "root composed on /sysroot: app base (verity=require)" in c, c
     (tmp_path / "console.log").unlink()
     second = boot(kernel_initrd, disk, tmp_path, extra_cmdline=f"powernode.id={instance}")
     c = second.console
     assert "module set: the persist store's last good set" in c, c
-    assert "verity: enabled on 0 file(s)" in c, c  # enabled on the first boot, kept on disk
+    assert "verity: enabled 0, already " in c, c  # enabled on the first boot, kept on disk
     assert "root composed on /sysroot: app base (verity=require)" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c
 
 
-def test_the_providers_split_seed_token_over_fw_cfg_and_module_set_over_9p(
+def test_the_providers_seed_over_fw_cfg_and_first_set_on_the_persist_disk(
     kernel_initrd: Path, busybox: bytes, tmp_path: Path
 ) -> None:
-    """What LocalQemuProvider hands a new instance: the secret part (seed.json, token) as a
-    tar over fw-cfg and the module set with its store over virtio-9p. The set comes from
-    the share; the token is bound into the root with the rest of the fw-cfg seed."""
+    """What LocalQemuProvider hands a new instance: the seed bundle (seed.json, token, the
+    first set's modules.set) as a tar over fw-cfg, and that set's images and objects already
+    in the node's store on the persist disk it formats (boot_set.write_persist_tree): the
+    initramfs copies nothing, enables fs-verity on the store in one process and composes."""
+    from powernode.image.contract import PERSIST_STORE
+    from powernode.platform.services.boot_set import BootModule, write_persist_tree
+    from powernode.platform.services.seed_bundle import Seed
+
     _require_qemu()
-    share = tmp_path / "share"
-    m_base, m_app, _ = _modules(tmp_path, busybox, share / "store")
-    (share / "modules.set").write_text(module_set([m_base, m_app]))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in (
-            ("seed.json", b'{"format": "powernode-seed/1"}'),
-            ("bootstrap-token", b"pnb_x"),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    disk = persist_disk(empty, tmp_path / "persist.img")
+    store = tmp_path / "boot-store"
+    m_base, m_app, _ = _modules(tmp_path, busybox, store)
     instance = new_id()
-    got = boot(
-        kernel_initrd, disk, tmp_path, seed=buf.getvalue(), seed_dir=share, instance_id=instance
-    )
+    modules = tuple(BootModule(m.name, m.priority, m.digest) for m in (m_base, m_app))
+    set_text, n = write_persist_tree(modules, store, tmp_path / "tree")
+    assert n > 2
+    seed = Seed(instance, "https://10.0.2.2:1", "", "pnb_x", set_text).to_tar()
+    # persist_disk takes the state directory's tree; the provider's is rooted at the disk
+    disk = persist_disk(tmp_path / "tree" / PERSIST_STORE, tmp_path / "persist.img")
+    got = boot(kernel_initrd, disk, tmp_path, seed=seed, instance_id=instance)
     c = got.console
-    assert "module set: seed bundle over virtio-9p powernode-seed" in c, c
+    assert "module set: seed bundle over fw-cfg opt/com.powernode/seed.tar" in c, c
+    assert re.search(rf"verity: enabled {n}, already 0", c), c
     assert "root composed on /sysroot: app base (verity=require)" in c, c
     assert "seed bundle bound at /etc/powernode/seed" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c

@@ -45,6 +45,32 @@ def test_create_provision_get_terminate(platform: Platform) -> None:
     )
 
 
+def test_reboot_power_cycles_through_the_provider_with_an_event_and_audit(
+    platform: Platform,
+) -> None:
+    """POST …/reboot: the provider's reboot with the instance's reference, an
+    ``instance.rebooted`` event and an audit entry; a reader is refused, an ended instance
+    is a 409, an unknown one a 404, and a refusal changes nothing."""
+    node(platform)
+    inst = platform.call("POST", "/node_instances", json={"node_id": "redis-test-1"}).json()
+    iid = inst["instance"]["id"]
+    before = platform.snapshot()
+    assert_problem(platform.call("POST", f"/node_instances/{iid}/reboot", role="read"), 403)
+    assert_problem(platform.call("POST", "/node_instances/nope/reboot"), 404)
+    assert platform.snapshot() == before and platform.provider.rebooted == []
+    r = platform.call("POST", f"/node_instances/{iid}/reboot")
+    assert r.status_code == 200, r.text
+    assert r.json()["instance"]["id"] == iid
+    assert platform.provider.rebooted == [f"recorded-{iid}"]
+    after = platform.snapshot()
+    assert [e for e in after["fleet_events"] if "instance.rebooted" in e]
+    assert [a for a in after["audit_log"] if "instance.reboot" in a]
+    platform.call("POST", f"/node_instances/{iid}/terminate")
+    ended = platform.snapshot()
+    assert_problem(platform.call("POST", f"/node_instances/{iid}/reboot"), 409, "terminated")
+    assert platform.snapshot() == ended and len(platform.provider.rebooted) == 1
+
+
 def test_list_and_get_nodes(platform: Platform) -> None:
     node(platform, "b-node")
     node(platform, "a-node", "hardened")

@@ -89,6 +89,31 @@ def test_invalid_sbom_is_refused() -> None:
         sbom.validate(json.dumps(doc).encode())
 
 
+def test_unique_items_is_checked_by_hash_with_json_schema_equality() -> None:
+    """The schema's uniqueItems (jsonschema compares every pair: minutes for a module's 10,000
+    files) is checked by hashing, with JSON Schema's equality: 1 == 1.0, true != 1, key
+    order free. Both the library's validator and ours refuse a duplicated file component."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    doc = json.loads(make())
+    doc["components"].append(dict(reversed(list(doc["components"][-1].items()))))
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc)) is not None
+    with pytest.raises(sbom.SbomError, match="non-unique"):
+        sbom.validate(json.dumps(doc).encode())
+    key = sbom._canonical
+    assert key([1, {"a": 2.0, "b": True}]) == key([1.0, {"b": True, "a": 2}])
+    assert key(True) != key(1) and key("1") != key(1)
+
+
+def test_a_large_sbom_validates() -> None:
+    """5,000 files: every one a distinct component (behaviour; bench/ holds no timing)."""
+    files = [sbom.FileEntry(f"/usr/lib/f{i:05d}", f"{i:064x}") for i in range(5_000)]
+    data = make(files=files)
+    sbom.validate(data)
+    assert sum(1 for c in json.loads(data)["components"] if c["type"] == "file") == 5_000
+
+
 @pytest.mark.parametrize(
     ("suite", "qualifier"),
     [("bookworm", "debian-12"), ("debian-12", "debian-12"), ("12", "debian-12"), (None, None)],

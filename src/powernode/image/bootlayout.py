@@ -21,11 +21,13 @@ from powernode.agent.config import DEFAULT_STATE_DIR
 from powernode.agent.identity.cascade import SOURCES
 from powernode.agent.identity.config import IdentityConfig
 from powernode.agent.identity.fwcfg import ITEM_NAME
+from powernode.agent.modules.attach import BOOT_SET
 from powernode.agent.modules.layout import NodeLayout
 from powernode.image.contract import (  # noqa: F401 - render_module_set: re-exported
     FWCFG_SEED_ITEM,
     P9_SEED_TAG,
     PERSIST_LABEL,
+    PERSIST_STORE,
     SET_HEADER,
     render_module_set,
 )
@@ -74,13 +76,16 @@ def boot_layout() -> BootLayout:
     state = Path(DEFAULT_STATE_DIR)
     layout = NodeLayout(root=Path("/sysroot"), state=state)  # run: the agent's default
     fixed = overlay_options([Path("/x")]).split(",", 1)[1]
+    persist_mnt = "/" + state.relative_to("/").parts[0]
+    if str(state.relative_to(persist_mnt)) != PERSIST_STORE:
+        raise ValueError(f"the agent's state {state} is not {PERSIST_STORE} on {persist_mnt}")
     return BootLayout(
         persist_label=PERSIST_LABEL,
-        persist_mnt="/" + state.relative_to("/").parts[0],
+        persist_mnt=persist_mnt,
         state_dir=str(state),
         objects_dir=str(layout.store.objects_dir),
         images_dir=str(layout.store.images_dir),
-        boot_set=str(layout.agent_dir / "boot.set"),
+        boot_set=str(layout.agent_dir / BOOT_SET),
         persist_upper=str(state / "upper"),
         identity_file=str(IdentityConfig().identity_file),
         run_dir=str(layout.run_dir),

@@ -86,8 +86,14 @@ def _kernel_initrd(inputs: BuildInputs) -> tuple[Artifacts, dict[str, object]]:
     kernel_name = newest_name(a.kernel_package, memo)
     names = [kernel_name, "busybox-static", "fsverity", "libfsverity0", "libssl3", "libc6"]
     kernel_deb, busybox, fsverity, *libs = fetch_all(names, a.name, debs_dir, memo)
+    helpers = tuple((n, initramfs.compile_helper(src)) for n, src in initramfs.HELPERS.items())
     userland = initramfs.Userland(
-        busybox=busybox, fsverity=fsverity, libs=tuple(libs), triplet=a.triplet, loader=a.loader
+        busybox=busybox,
+        fsverity=fsverity,
+        libs=tuple(libs),
+        triplet=a.triplet,
+        loader=a.loader,
+        helpers=helpers,
     )
     req = initramfs.read_module_setup()
     kernel = extract(kernel_deb, tuple(req.kernel_modules), inputs.cache / "image")
@@ -113,6 +119,14 @@ def _kernel_initrd(inputs: BuildInputs) -> tuple[Artifacts, dict[str, object]]:
             "modules": [m.name for m in kernel.modules],
         },
         "dracut_module": "90powernode",
+        "helpers": {
+            n: {
+                "source_sha256": hashlib.sha256(initramfs.HELPERS[n].read_bytes()).hexdigest(),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "gcc_flags": list(initramfs.GCC_FLAGS),
+            }
+            for n, data in helpers
+        },
         "cmdline": cmdline,
     }
     return files, info
@@ -129,6 +143,7 @@ def _tools() -> dict[str, str]:
         "dpkg-deb": tool_version(["dpkg-deb", "--version"]),
         "depmod": tool_version(["depmod", "--version"]),
         "zstd": tool_version(["zstd", "--version"]),
+        "gcc": tool_version(["gcc", "--version"]),
     }
 
 

@@ -19,6 +19,11 @@ PERSIST_LABEL = "pn-persist"
 LABEL_MAX = 16
 assert len(PERSIST_LABEL.encode()) <= LABEL_MAX
 
+# Where the node's module store lives inside the persist filesystem (bootlayout checks it
+# against the agent's state directory): the provider writes a new instance's first set
+# there when it formats the disk.
+PERSIST_STORE = "var/lib/powernode"
+
 FWCFG_SEED_ITEM = "opt/com.powernode/seed.tar"
 P9_SEED_TAG = "powernode-seed"
 

@@ -24,6 +24,13 @@ from powernode.image.kernel import Kernel, depmod_files
 from powernode.run import run
 
 INIT = Path(__file__).parent / "init.sh"
+# Our own small programs, built from source with Debian's gcc (static, stripped, no build
+# id: the same compiler gives the same bytes). pn-verity-enable enables fs-verity on a
+# whole store in one process (busybox has no applet; `fsverity enable` takes one file).
+HELPERS = {"pn-verity-enable": Path(__file__).parent / "helpers" / "pn-verity-enable.c"}
+GCC_FLAGS = (
+    "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-Wl,--build-id=none",
+)  # fmt: skip
 # Programs not in busybox, with the package they come from
 EXTRA_PROGRAMS = {"fsverity": "usr/bin/fsverity"}
 
@@ -79,6 +86,7 @@ class Userland:
     libs: tuple[Deb, ...]  # libfsverity0, libssl3 (libcrypto), libc6
     triplet: str  # x86_64-linux-gnu
     loader: str  # lib64/ld-linux-x86-64.so.2
+    helpers: tuple[tuple[str, bytes], ...] = ()  # (name, static binary): usr/bin/<name>
 
 
 def _resolve(members: dict[str, tuple[int, bytes]], path: str) -> bytes:
@@ -114,6 +122,23 @@ def _lib_entries(userland: Userland) -> list[cpio.CpioEntry]:
         cpio.symlink(userland.loader, f"/lib/{userland.triplet}/{Path(userland.loader).name}")
     )
     return out
+
+
+def compile_helper(source: Path, gcc: str = "gcc") -> bytes:
+    """``source`` built as a static binary; ConfigError when there is no compiler."""
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if shutil.which(gcc) is None:
+        raise ConfigError(
+            f"{gcc} is not installed: it builds {source.name} for the initramfs "
+            "(Debian: gcc libc6-dev)"
+        )
+    with tempfile.TemporaryDirectory(prefix="pn-helper-") as d:
+        out = Path(d) / source.stem
+        # -ffile-prefix-map: nothing of where the tree lives gets into the binary
+        run([gcc, *GCC_FLAGS, f"-ffile-prefix-map={source.parent}=.", "-o", str(out), str(source)])
+        return out.read_bytes()
 
 
 def applets(busybox: bytes) -> set[str] | None:
@@ -154,6 +179,7 @@ def entries(
         *(cpio.directory(d) for d in ("proc", "sys", "run", "sysroot", "persist", "tmp")),
     ]
     out += _lib_entries(userland)
+    out += [cpio.regular(f"usr/bin/{name}", data, 0o755) for name, data in userland.helpers]
     layout_sh = render_layout_sh()
     for src, dest, mode in req.files:
         data = Path(src).read_bytes()

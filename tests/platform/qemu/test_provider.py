@@ -39,6 +39,7 @@ from powernode.platform.services.qemu_provider import LocalQemuProvider
 from powernode.platform.services.qemu_vm import wait_gone
 from powernode.platform.services.tokens import hash_secret
 from powernode.platform.settings import Settings
+from tests.conftest import require_tool
 from tests.platform.qemu.conftest import QemuPlatform, qemu_config, vms_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
@@ -269,16 +270,21 @@ def test_auto_accel_probes_once_and_boots(
     provider.terminate(iid)
 
 
-def test_a_first_module_set_is_shared_over_9p_and_removed_by_terminate(
+def test_a_first_module_set_is_on_the_persist_disk_and_in_the_seed(
     pvh_image: Path, tmp_path: Path, vm_reaper: Callable[[Path], None]
 ) -> None:
-    """The instance's desired set goes into ``seed-p9/`` (modules.set + store), QEMU shares it
-    read-only under the initramfs's tag; a module missing from the boot store is refused
-    before anything is written."""
-    from powernode.image.bootlayout import boot_layout
+    """The instance's desired set: its images and objects in the store on the persist disk
+    the provider formats (read back with debugfs), its ``modules.set`` in the fw-cfg seed
+    tar; a module missing from the boot store is refused before anything is written."""
+    import io
+    import subprocess
+    import tarfile
+
+    from powernode.image.contract import PERSIST_STORE
     from powernode.platform.services.boot_set import BootModule
     from tests.image.guest import make_module
 
+    require_tool("debugfs")
     src = tmp_path / "src"
     (src / "etc").mkdir(parents=True)
     (src / "etc" / "hello").write_bytes(b"hello " * 1000)
@@ -296,11 +302,22 @@ def test_a_first_module_set_is_shared_over_9p_and_removed_by_terminate(
     provider.provision(
         ProvisionRequest(iid, "n", "h", "t", "pnb_test", (BootModule(m.name, 10, m.digest),))
     )
-    share = state / iid / "seed-p9"
-    assert f"10 system-base {m.hex}" in (share / "modules.set").read_text()
-    assert (share / "store" / "images" / f"{m.hex}.cfs").is_file()
-    args = Path(f"/proc/{provider.pid(iid)}/cmdline").read_bytes().split(b"\0")
-    virtfs = args[args.index(b"-virtfs") + 1].decode()
-    assert f"path={share}," in virtfs and f"mount_tag={boot_layout().p9_tag}," in virtfs
+    with tarfile.open(fileobj=io.BytesIO((state / iid / "seed.tar").read_bytes())) as tar:
+        member = tar.extractfile("modules.set")
+        assert member is not None
+        assert f"10 system-base {m.hex}" in member.read().decode()
+    disk = state / iid / "persist.raw"
+
+    def ls(path: str) -> str:
+        argv = ["debugfs", "-R", f"ls -p /{PERSIST_STORE}/{path}", str(disk)]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    assert f"/{m.hex}.cfs/" in ls("images")
+    assert ls("objects").count("/") > 0 and not (state / iid / "persist-tree").exists()
+    assert not any(a.startswith(b"local,path=") for a in _args(provider, iid))  # no 9p share
     provider.terminate(iid)
-    assert not share.exists() and (state / iid / "console.log").exists()
+    assert not disk.exists() and (state / iid / "console.log").exists()
+
+
+def _args(provider: LocalQemuProvider, iid: str) -> list[bytes]:
+    return Path(f"/proc/{provider.pid(iid)}/cmdline").read_bytes().split(b"\0")

@@ -29,9 +29,12 @@ from powernode.agent.modules.state import (
 )
 from powernode.agent.modules.union import restack, serving_union
 from powernode.core.composition import Composition
+from powernode.durable import write_bytes
 from powernode.errors import ConfigError, DataError
+from powernode.image.contract import render_module_set
 
 log = logging.getLogger(__name__)
+BOOT_SET = "boot.set"  # the initramfs's last good set (image.bootlayout renders the same path)
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,16 @@ def _apply_locked(
         save_facts(layout.agent_dir, wanted_facts)
     previous = next_previous(state, target)
     layout.state_file.save(AttachState(dict(target), generation, mounted, refusals, previous))
+    keep_boot_set(layout, target)
     return AttachResult(generation, _ordered(target), changed=True)
+
+
+def keep_boot_set(layout: NodeLayout, target: Mapping[str, ModuleSpec]) -> None:
+    """On a node the initramfs composed (it wrote ``boot.set``): the set now served becomes
+    the last good set the next boot composes, so a reboot keeps what the node converged to."""
+    path = layout.agent_dir / BOOT_SET
+    if path.is_file():
+        write_bytes(path, render_module_set(target.values()).encode())
 
 
 def apply(

@@ -36,7 +36,7 @@ from powernode.agent.modules.masks import build_mask_layer, plan_fixes
 from powernode.agent.modules.render import Renders, build_render_layer
 from powernode.core.composition import Composition
 from powernode.errors import MountError, SyscallError
-from powernode.linux import MS_PRIVATE, measure_verity, move_mount
+from powernode.linux import MS_BIND, MS_PRIVATE, MS_REC, measure_verity, move_mount, pivot_root
 from powernode.mount.kernel import MS_NODEV, MS_RDONLY, mount, umount
 from powernode.mount.overlay import MountStack, Upper, overlay_options
 from powernode.node import layout as names
@@ -228,8 +228,12 @@ def restack(
         data = overlay_options(lowers, [layout.store.objects_dir], upper=upper, verity=verity)
         flags = MS_NODEV | (0 if upper is not None else MS_RDONLY)
         mount(UNION_SOURCE, staging, "overlay", flags, data)
-        layout.root.mkdir(parents=True, exist_ok=True)
-        move_mount(staging, layout.root, beneath=had_union)
+        if layout.root == Path("/"):
+            _swap_root(staging)  # the node's own root: nothing is stacked on "/" itself
+            had_union = False
+        else:
+            layout.root.mkdir(parents=True, exist_ok=True)
+            move_mount(staging, layout.root, beneath=had_union)
     except BaseException as e:
         with contextlib.suppress(MountError):
             if (top := top_mount(gen / "union")) is not None and top.source == UNION_SOURCE:
@@ -250,6 +254,49 @@ def restack(
     digests = tuple(v.digest.removeprefix("sha256:") for v, _ in ordered)
     log.info("union generation %d on %s: %s", generation, layout.root, digests)
     return digests
+
+
+def _carried_mounts(table: list[MountInfo]) -> list[Path]:
+    """The mounts on the running root that the new root must carry: each mount point not
+    below another one (``/proc``, ``/dev``, ``/persist``, ``/etc/powernode/seed``…); the
+    ones below travel with them (a recursive bind)."""
+    points = sorted({Path(m.mount_point) for m in table if m.mount_point != "/"})
+    out: list[Path] = []
+    for p in points:
+        if not any(p.is_relative_to(q) for q in out):
+            out.append(p)
+    return out
+
+
+def _swap_root(staging: Path) -> None:
+    """Make the union at ``staging`` the root of every process on the node (a live upgrade).
+
+    A mount stacked on "/" is invisible to processes already rooted there (the kernel
+    starts every lookup at the process's root, under anything stacked on it), and the
+    kernel refuses to move a mount beneath a caller's root; pivot_root(2) moves the root
+    and cwd of every process in the mount namespace at once. First the mounts on the old
+    root are bound into the new one at the same paths (a path the new root lacks is left
+    out and logged); then ``pivot_root(".", ".")`` stacks the old root on the new one and
+    a lazy unmount detaches it, with what it still holds, once the last user lets go.
+    """
+    for point in _carried_mounts(mount_table()):
+        if point.is_relative_to(staging):
+            continue
+        target = staging / point.relative_to("/")
+        if not target.is_dir():
+            log.warning("new root: %s has no %s; that mount is not carried over", staging, point)
+            continue
+        mount(point, target, "", MS_BIND | MS_REC)
+    cwd = os.getcwd()
+    os.chdir(staging)
+    try:
+        pivot_root(Path("."), Path("."))
+    except BaseException:
+        os.chdir(cwd)
+        raise
+    umount(Path("."), detach=True)
+    os.chdir("/")
+    log.info("the node's root is now the union built at %s (pivot_root)", staging)
 
 
 def teardown(layout: NodeLayout) -> None:

@@ -207,6 +207,19 @@ def terminate_instance(
     show(remote(ctx, url, token).call("POST", f"/node_instances/{instance_id}/terminate"), as_json)
 
 
+@app.command("reboot-instance")
+def reboot_instance(
+    ctx: typer.Context,
+    instance_id: InstanceArg,
+    *,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Power-cycle an instance's machine (same disks and identity)."""
+    show(remote(ctx, url, token).call("POST", f"/node_instances/{instance_id}/reboot"), as_json)
+
+
 @app.command("instance-console")
 def instance_console(
     ctx: typer.Context,

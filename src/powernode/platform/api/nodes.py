@@ -66,6 +66,15 @@ def terminate_instance(
         return {"instance": InstanceOut.of(i)}
 
 
+@router.post("/node_instances/{instance_id}/reboot")
+def reboot_instance(instance_id: str, state: State, actor: CurrentActor) -> dict[str, InstanceOut]:
+    """Power-cycle the instance's machine: the same disks and identity (its persist store
+    keeps its modules and certificate); an ``instance.rebooted`` event."""
+    with state.unit(actor) as ctx:
+        i = nodes.reboot_instance(ctx, state.provider, instance_id)
+        return {"instance": InstanceOut.of(i)}
+
+
 MAX_CONSOLE_TAIL = 1 << 20
 
 

@@ -239,6 +239,33 @@ def terminate_instance(ctx: Ctx, provider: InstanceProvider, instance_id: str) -
     return instance
 
 
+def reboot_instance(ctx: Ctx, provider: InstanceProvider, instance_id: str) -> NodeInstance:
+    """Power-cycle the instance's machine (same disks, same identity); audited, an event."""
+    ctx.actor.require(WRITE, "rebooting an instance")
+    instance = get_instance(ctx, instance_id)
+    if instance.status in _ENDED:
+        raise ConflictError(
+            f"instance {instance_id} is {instance.status}: nothing to reboot",
+            status_now=instance.status,
+        )
+    if instance.provider != provider.name or not instance.provider_ref:
+        raise ConflictError(
+            f"instance {instance_id} was provisioned by provider {instance.provider!r}, "
+            f"but this platform runs {provider.name!r}; reboot it there"
+        )
+    provider.reboot(instance.provider_ref)
+    _event(ctx, "instance.rebooted", instance.node, instance, status=instance.status)
+    audit.record(
+        ctx,
+        action="instance.reboot",
+        target_type="node_instance",
+        target_id=instance.id,
+        summary=f"rebooted instance {instance.id} of {instance.hostname} (power cycle)",
+        detail={},
+    )
+    return instance
+
+
 def instance_console(
     ctx: Ctx, provider: InstanceProvider, instance_id: str, max_bytes: int
 ) -> bytes:

@@ -45,6 +45,9 @@ class InstanceProvider(Protocol):
     def terminate(self, provider_ref: str) -> None:
         """Stop and remove the machine; idempotent."""
 
+    def reboot(self, provider_ref: str) -> None:
+        """Power-cycle the machine, keeping its disks and identity."""
+
     def is_running(self, provider_ref: str) -> bool | None:
         """Whether the machine still runs; None when the provider cannot tell."""
 
@@ -59,6 +62,7 @@ class RecordingProvider:
     name: str = "recording"
     provisioned: list[ProvisionRequest] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
+    rebooted: list[str] = field(default_factory=list)
 
     @property
     def bootstrap_ttl(self) -> timedelta | None:
@@ -70,6 +74,9 @@ class RecordingProvider:
 
     def terminate(self, provider_ref: str) -> None:
         self.terminated.append(provider_ref)
+
+    def reboot(self, provider_ref: str) -> None:
+        self.rebooted.append(provider_ref)
 
     def is_running(self, provider_ref: str) -> bool | None:
         return None

@@ -4,9 +4,10 @@ Per instance, a directory ``<state_dir>/<instance id>/`` (mode 0700)::
 
     claim         created with O_EXCL before anything else: the instance's one VM
     qemu.pid      the VM's pid (QEMU's -pidfile; it runs -daemonize)
-    persist.raw   the persist disk: raw ext4 made with ``mkfs.ext4 -O verity``
-    seed.tar      the seed bundle handed over fw-cfg (0600: it holds the token; seed_bundle.py)
-    seed-p9/      the first module set and its store, shared over virtio-9p (boot_set.py)
+    persist.raw   the persist disk: raw ext4 made with ``mkfs.ext4 -O verity``, holding the
+                  first module set's images and objects in the node's store (boot_set.py)
+    seed.tar      the seed bundle handed over fw-cfg (0600: it holds the token and the
+                  first set's ``modules.set``; seed_bundle.py)
     console.log   the serial console (kept after terminate)
     qemu.log      QEMU's own stderr
 
@@ -19,12 +20,14 @@ platform finds its VMs through ``qemu.pid``: a pid counts only while its
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +46,21 @@ from powernode.platform.services.seed_bundle import Seed
 log = logging.getLogger(__name__)
 
 _MAX_CONSOLE_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def _locked(d: Path) -> Iterator[None]:
+    """The instance's VM lock (flock on its claim): one reboot or terminate at a time, in
+    this process or another platform process on the host."""
+    try:
+        fd = os.open(d / "claim", os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFoundError(f"instance {d.name} has no VM on this platform") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -166,32 +184,14 @@ class LocalQemuProvider:
     ) -> str:
         iid = request.instance_id
         disk = d / "persist.raw"
-        with disk.open("wb") as f:
-            f.truncate(self.config.persist_disk_mb << 20)
-        mkfs = subprocess.run(
-            [
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-b",
-                "4096",
-                "-O",
-                "verity",
-                "-L",
-                PERSIST_LABEL,
-                "-U",
-                iid,
-                str(disk),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if mkfs.returncode != 0:
-            raise ProviderError(f"mkfs.ext4 of {disk} failed: {mkfs.stderr.strip()}")
+        modules_set = self._format_persist(request, d, disk)
         seed_file = d / "seed.tar"
         seed = Seed(
-            iid, self.config.platform_url, self.config.ca_pem, request.bootstrap_token or ""
+            iid,
+            self.config.platform_url,
+            self.config.ca_pem,
+            request.bootstrap_token or "",
+            modules_set,
         )
         fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -210,13 +210,19 @@ class LocalQemuProvider:
             persist_disk=disk,
             console_log=d / "console.log",
             firmware=self.config.firmware,
-            seed_share=self._share(request, d),
             extra_args=self.config.extra_args,
         )
         # -daemonize: QEMU returns once the machine is set up (or with the reason it could
         # not be) and the VM is nobody's child: it outlives a platform restart, leaves no
         # zombie, and QEMU writes the pidfile itself.
         args = [*qemu_vm.argv(spec), "-daemonize", "-pidfile", str(d / "qemu.pid")]
+        (d / "qemu.argv").write_text(json.dumps(args) + "\n")  # what reboot starts again
+        self._launch(d, args)
+        log.info("instance %s: QEMU pid %s (%s)", iid, self._pid(d), accel)
+        return iid
+
+    def _launch(self, d: Path, args: list[str]) -> None:
+        iid = d.name
         try:
             run = subprocess.run(
                 args,
@@ -236,17 +242,53 @@ class LocalQemuProvider:
         if run.returncode != 0 or pid is None:
             tail = (run.stdout + run.stderr)[-2000:].strip()
             raise ProviderError(f"QEMU failed to start instance {iid} ({run.returncode}): {tail}")
-        log.info("instance %s: QEMU pid %d (%s)", iid, pid, accel)
-        return iid
 
-    def _share(self, request: ProvisionRequest, d: Path) -> Path | None:
-        """The first module set and its store for the virtio-9p share (None: none to give)."""
-        if not request.modules or self.config.boot_store is None:
-            return None
-        share = d / "seed-p9"
-        n = boot_set.write_share(request.modules, self.config.boot_store, share)
-        log.info("instance %s: first module set, %d file(s) shared", request.instance_id, n)
-        return share
+    def reboot(self, provider_ref: str) -> None:
+        """Power-cycle the VM: stop it (bounded) and start it again with the same disk, seed
+        and identity; the console keeps both boots, a line marking where one ends."""
+        d = self.instance_dir(provider_ref)
+        try:
+            args = json.loads((d / "qemu.argv").read_text())
+        except FileNotFoundError:
+            raise NotFoundError(f"instance {provider_ref} has no VM on this platform") from None
+        with _locked(d):
+            pid = self._pid(d)
+            if pid is not None and not qemu_vm.stop(pid, provider_ref, self.config.stop_timeout):
+                raise ProviderError(f"QEMU pid {pid} of instance {provider_ref} did not stop")
+            with contextlib.suppress(FileNotFoundError):
+                (d / "qemu.pid").unlink()
+            with (d / "console.log").open("a") as f:
+                f.write("\npowernode-platform: power cycle (reboot) of this instance\n")
+            self._launch(d, args)
+        log.info("instance %s: rebooted, QEMU pid %s", provider_ref, self._pid(d))
+
+    def _format_persist(self, request: ProvisionRequest, d: Path, disk: Path) -> str:
+        """The persist disk, formatted with the first module set's store in it (when the
+        request has a set); returns that set's ``modules.set`` text ("" for none)."""
+        with disk.open("wb") as f:
+            f.truncate(self.config.persist_disk_mb << 20)
+        tree = d / "persist-tree"
+        modules_set, n = "", 0
+        if request.modules and self.config.boot_store is not None:
+            modules_set, n = boot_set.write_persist_tree(
+                request.modules, self.config.boot_store, tree
+            )
+        argv = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "verity", "-L", PERSIST_LABEL]
+        argv += ["-U", request.instance_id, "-E", "root_owner=0:0"]
+        if n:
+            argv += ["-d", str(tree)]
+        try:
+            mkfs = subprocess.run(
+                [*argv, str(disk)], capture_output=True, text=True, check=False, timeout=600
+            )
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+        if mkfs.returncode != 0:
+            raise ProviderError(f"mkfs.ext4 of {disk} failed: {mkfs.stderr.strip()}")
+        if n:
+            log.info("instance %s: first module set, %d file(s) on its persist disk",
+                     request.instance_id, n)  # fmt: skip
+        return modules_set
 
     def _pid(self, d: Path) -> int | None:
         try:
@@ -258,13 +300,13 @@ class LocalQemuProvider:
         pid = self._pid(d)
         if pid is not None:
             qemu_vm.stop(pid, d.name, self.config.stop_timeout)
-        names = ["qemu.pid", "persist.raw", "seed.tar"]
+        names = ["qemu.pid", "persist.raw", "seed.tar", "qemu.argv"]
+        shutil.rmtree(d / "persist-tree", ignore_errors=True)
         if not keep_console:
             names += ["console.log", "qemu.log", "claim"]
         for n in names:
             with contextlib.suppress(FileNotFoundError):
                 (d / n).unlink()
-        shutil.rmtree(d / "seed-p9", ignore_errors=True)
         if not keep_console:
             with contextlib.suppress(OSError):
                 d.rmdir()
@@ -274,10 +316,11 @@ class LocalQemuProvider:
         d = self.instance_dir(provider_ref)
         if not d.is_dir():
             return
-        pid = self._pid(d)
-        if pid is not None and not qemu_vm.stop(pid, provider_ref, self.config.stop_timeout):
-            raise ProviderError(f"QEMU pid {pid} of instance {provider_ref} did not stop")
-        self._cleanup(d, keep_console=True)
+        with _locked(d):
+            pid = self._pid(d)
+            if pid is not None and not qemu_vm.stop(pid, provider_ref, self.config.stop_timeout):
+                raise ProviderError(f"QEMU pid {pid} of instance {provider_ref} did not stop")
+            self._cleanup(d, keep_console=True)
 
     def is_running(self, provider_ref: str) -> bool | None:
         d = self.instance_dir(provider_ref)

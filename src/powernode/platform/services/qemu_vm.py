@@ -72,8 +72,11 @@ def argv(spec: VmSpec) -> list[str]:
         "none",
         "-monitor",
         "none",
+        # append: a reboot (the provider starts QEMU again) keeps the earlier boots' lines
+        "-chardev",
+        f"file,id=console,path={spec.console_log},append=on",
         "-serial",
-        f"file:{spec.console_log}",
+        "chardev:console",
         "-kernel",
         str(spec.kernel),
         "-initrd",

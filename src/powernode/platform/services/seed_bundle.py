@@ -9,9 +9,11 @@ fw-cfg as ``opt/com.powernode/seed.tar`` (docs/qemu-provider.md)::
     bootstrap-token   the single-use enrollment token (pnb_…), for
                       ``powernode-agent enroll --token-file``
 
-The initramfs also reads ``modules.set`` and ``store/`` from a bundle when
-they are there (a bundle carrying its module set); the provider's bundle
-has none: the agent asks the platform. The archive is byte-identical for
+    modules.set       the first module set (the qemu provider: its images and objects
+                      are on the persist disk it formatted, services/boot_set.py)
+
+The initramfs also reads ``store/`` from a bundle when it is there (a bundle
+carrying its own store, e.g. over virtio-9p). The archive is byte-identical for
 the same input (sorted, owner 0:0, mtime 0).
 """
 
@@ -31,6 +33,7 @@ class Seed:
     platform_url: str
     ca_pem: str
     bootstrap_token: str
+    modules_set: str = ""  # render_module_set's text; empty: none
 
     def manifest(self) -> str:
         body = {
@@ -47,6 +50,8 @@ class Seed:
         }
         if self.ca_pem:
             files["platform-ca.pem"] = (self.ca_pem, 0o644)
+        if self.modules_set:
+            files["modules.set"] = (self.modules_set, 0o644)
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name in sorted(files):

@@ -19,7 +19,7 @@ installkernel() {
 
 install() {
     inst_multiple sh cat cp mv rm mkdir sed grep sort tr cut head tail find tar sync \
-        mount umount findfs switch_root fsverity dirname
+        mount umount findfs switch_root fsverity dirname cmp
     inst_simple "$moddir/powernode-layout.sh" /usr/lib/powernode/initrd/powernode-layout.sh
     inst_script "$moddir/powernode-stage.sh" /usr/lib/powernode/initrd/powernode-stage.sh
     inst_hook cmdline 20 "$moddir/hook-identity.sh"

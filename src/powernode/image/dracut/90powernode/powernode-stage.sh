@@ -162,13 +162,23 @@ verity_supported() { # FS_IOC_MEASURE_VERITY on the store: ENODATA or success = 
 
 enable_verity() { # FS_IOC_ENABLE_VERITY on every object and image that lacks it
     mkdir -p "$PN_OBJECTS_DIR" "$PN_IMAGES_DIR"
-    n=0
+    if command -v pn-verity-enable >/dev/null 2>&1; then
+        # one process for the whole store (powernode's initramfs builds it: one exec per
+        # object costs minutes under TCG); it counts what already had verity
+        out=$(pn-verity-enable "$PN_OBJECTS_DIR" "$PN_IMAGES_DIR" 2>&1) || { say "verity: $out"; return 1; }
+        say "verity: $out"
+        return 0
+    fi
+    n=0 already=0
     for f in $(find "$PN_OBJECTS_DIR" "$PN_IMAGES_DIR" -type f ! -name '.*' | sort); do
-        fsverity measure "$f" >/dev/null 2>&1 && continue
-        fsverity enable "$f" >/dev/null || { say "verity: cannot enable on $f"; return 1; }
+        if ! err=$(fsverity enable "$f" 2>&1); then
+            case "$err" in *"File exists"*) already=$((already + 1)); continue ;; esac
+            say "verity: cannot enable on $f: $err"
+            return 1
+        fi
         n=$((n + 1))
     done
-    say "verity: enabled on $n file(s)"
+    say "verity: enabled $n, already $already"
 }
 
 verity_option() {
@@ -256,13 +266,21 @@ stage_compose() {
         mount -t tmpfs -o "nodev,mode=700,size=$PN_TMPFS_SIZE" tmpfs "$PN_RUN_DIR"
         mount --make-private "$PN_RUN_DIR"
     fi
-    candidate="" last_good=""
+    candidate="" last_good="" seed_set=""
+    # a seed's set is applied once: the boot after it (the same fw-cfg bundle is still
+    # there) takes the last good set the agent keeps current, unless the seed's set changed
+    applied="$(dirname "$PN_BOOT_SET")/seed.set"
     if find_seed && [ -n "$SEED_SET_DIR" ]; then
         [ "$persist" = yes ] || stop "a seed bundle needs the persist partition ($PN_PERSIST_LABEL) for its store"
         import_seed
         mkdir -p "$PN_RUN_DIR/seed"
         [ -f "$PN_RUN_DIR/seed/modules.set" ] || cp "$SEED_SET_DIR/modules.set" "$PN_RUN_DIR/seed/modules.set"
-        candidate="$PN_RUN_DIR/seed/modules.set"
+        seed_set="$PN_RUN_DIR/seed/modules.set"
+        if [ -f "$PN_BOOT_SET" ] && [ -f "$applied" ] && cmp -s "$seed_set" "$applied"; then
+            say "module set: the seed bundle's set was applied on an earlier boot"
+        else
+            candidate=$seed_set
+        fi
         if [ "$SEED_SET_DIR" != "$PN_RUN_DIR/seed" ]; then umount "$SEED_SET_DIR" 2>/dev/null || true; fi
     fi
     if [ "$persist" = yes ] && [ -f "$PN_BOOT_SET" ]; then
@@ -286,6 +304,9 @@ stage_compose() {
     if [ "$candidate" != "$PN_BOOT_SET" ]; then
         mkdir -p "$(dirname "$PN_BOOT_SET")"
         cp "$candidate" "$PN_BOOT_SET.tmp" && sync && mv "$PN_BOOT_SET.tmp" "$PN_BOOT_SET" && sync
+    fi
+    if [ "$candidate" = "$seed_set" ]; then
+        cp "$seed_set" "$applied.tmp" && mv "$applied.tmp" "$applied" && sync
     fi
     cp "$candidate" "$PN_CLAIM_DIR/boot.set"
     say "root composed on $NEWROOT: $(ordered "$candidate" | cut -d ' ' -f 2 | tr '\n' ' ')(verity=$verity)"
