@@ -75,7 +75,7 @@ def record_commit(
     module = ctx.session.scalar(
         select(NodeModule)
         .where(NodeModule.account == node.account, NodeModule.name == name)
-        .with_for_update()
+        .with_for_update(of=NodeModule)  # not the joined category (outer join)
     )
     if module is None:
         raise NotFoundError(f"module {name!r} does not exist")
