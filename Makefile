@@ -52,7 +52,7 @@ typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict src
 
 unit: $(DEV_STAMP)
-	$(BIN)/pytest -m "not mount and not slow and not tool"
+	$(BIN)/pytest -m "not mount and not cgroup and not slow and not tool"
 
 test: system-deps $(DEV_STAMP) lint typecheck
 	$(BIN)/pytest

@@ -42,5 +42,5 @@ def root_required() -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("mount") is not None:
+        if item.get_closest_marker("mount") or item.get_closest_marker("cgroup"):
             item.fixturenames.insert(0, "root_required")

@@ -24,8 +24,13 @@ the signature annotated ``dev.powernode.made-by: node`` and
 ``dev.powernode.instance: <instance id>`` (from the node's certificate); the
 trust policy of node-made versions is the node's public key, printed with the
 result (``{"cosign_public_key": …}``), which the platform holds from the
-node's enrollment certificate. Not yet: the platform's ingest of such a
-version as ``built``, attributed to the instance.
+node's enrollment certificate. The push is verified under that policy, then
+announced to the platform (``POST /node_api/module_versions``, :func:`announce`)
+with a statement signed by the same key (signing/nodecommit.py); the platform
+records the version as ``built``, attributed to the instance, after checking
+the statement against the key of the certificate the node presented, and that
+the module is instance-variety and assigned to the node's template
+(platform/services/nodeapi/commits.py). It is never promoted by this.
 """
 
 from __future__ import annotations
@@ -35,15 +40,21 @@ import os
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from powernode.agent.certstore import CertStore
 from powernode.agent.modules.integrity import object_digest_fd, verify_module
 from powernode.agent.modules.layout import NodeLayout
 from powernode.agent.modules.render import load_facts
 from powernode.errors import ConfigError, DataError
+from powernode.node.fields import JSON
+from powernode.node.records import CommitAnswer, CommitRequest
 from powernode.verity.composefs.reader import Entry, EntryType, Image
+
+if TYPE_CHECKING:
+    from powernode.agent.transport import NodeClient
 
 _OPAQUE = b"trusted.overlay.opaque"
 
@@ -231,6 +242,9 @@ class Pushed:
     manifest_digest: str
     instance_id: str
     trust_policy: dict[str, str]  # the node-made versions' policy: the node's public key
+    pinned: str = ""  # repository@manifest digest, as verified after the push
+    manifest: dict[str, object] = field(default_factory=dict)  # the artifact's manifest.json
+    file_list: tuple[str, ...] = ()  # every path of the pushed image but /
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -238,6 +252,7 @@ class Pushed:
             "manifest_digest": self.manifest_digest,
             "instance_id": self.instance_id,
             "trust_policy": dict(self.trust_policy),
+            "pinned": self.pinned,
         }
 
 
@@ -246,21 +261,70 @@ INSTANCE = "dev.powernode.instance"
 
 
 def push_signed(pki: CertStore, artifact: Path, target: str) -> Pushed:
-    """Push ``artifact`` to ``target`` and sign it with the node's key (annotated)."""
+    """Push ``artifact`` to ``target``, sign it with the node's key (annotated), and verify
+    what the target now holds under the node-made policy (the node's public key)."""
+    from powernode.agent.modules.trust import PolicyReader  # noqa: PLC0415 - on use
+    from powernode.oci.refs import Reference  # noqa: PLC0415 - on use
     from powernode.publish import push_artifact, sign_artifact  # noqa: PLC0415 - on use
     from powernode.publish.target import open_target  # noqa: PLC0415 - on use
+    from powernode.publish.verify import verify_artifact  # noqa: PLC0415 - on use
     from powernode.signing import public_key_pem  # noqa: PLC0415 - on use
 
     creds = pki.load()  # ConfigError when not enrolled: a node-made version names its node
     key = pki.load_key()
+    policy = {"cosign_public_key": public_key_pem(key).decode()}
     registry, ref = open_target(target)
     try:
         digest = push_artifact(registry, ref, artifact)
         annotations = {MADE_BY: "node", INSTANCE: creds.info.instance_id}
         sign_artifact(registry, ref, key, annotations=annotations)
+        verified = verify_artifact(registry, ref, PolicyReader()(policy, "node-made"))
     finally:
         close = getattr(registry, "close", None)
         if close is not None:
             close()
-    policy = {"cosign_public_key": public_key_pem(key).decode()}
-    return Pushed(target, str(digest), creds.info.instance_id, policy)
+    pinned = Reference(ref.registry, ref.repository, None, digest)
+    return Pushed(
+        target,
+        str(digest),
+        creds.info.instance_id,
+        policy,
+        pinned=str(pinned),
+        manifest=verified.manifest,
+        file_list=verified.file_list,
+    )
+
+
+def announcement(pki: CertStore, done: Committed, pushed: Pushed) -> CommitRequest:
+    """The body of ``POST /node_api/module_versions``, signed with the node's key
+    (the statement of signing/nodecommit.py)."""
+    from powernode.signing.nodecommit import CommitStatement  # noqa: PLC0415 - on use
+
+    statement = CommitStatement(
+        instance_id=pushed.instance_id,
+        module=done.module,
+        version=done.version,
+        composefs_digest=done.composefs_digest,
+        manifest_digest=pushed.manifest_digest,
+        reference=pushed.pinned,
+        manifest=pushed.manifest,
+        file_list=pushed.file_list,
+    )
+    return CommitRequest.from_json(
+        {
+            "module": done.module,
+            "version": done.version,
+            "composefs_digest": done.composefs_digest,
+            "manifest_digest": pushed.manifest_digest,
+            "reference": pushed.pinned,
+            "manifest": cast("JSON", pushed.manifest),
+            "file_list": list(pushed.file_list),
+            "signature": statement.sign(pki.load_key()),
+        },
+        "the commit announcement",
+    )
+
+
+def announce(client: NodeClient, request: CommitRequest) -> CommitAnswer:
+    """Tell the platform; it records the version as ``built``, attributed to the instance."""
+    return client.commit_version(request)

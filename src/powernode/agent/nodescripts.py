@@ -7,8 +7,9 @@ body, interpreter, timeout and limits together). Then it runs:
 - from a private directory (mode 0700) holding the script, as
   ``<interpreter> <script file>``, with a minimal environment (``PATH``,
   ``LANG=C.UTF-8``, ``POWERNODE_NODESCRIPT=<name>``, ``…_VERSION``);
-- confined (agent/confine.py: a systemd scope, a cgroup v2 directory, or
-  rlimits; no-new-privileges always);
+- confined (agent/confine.py: a systemd scope, a cgroup v2 directory, cgroup
+  v1 directories, or rlimits; no-new-privileges always), what the cgroup
+  limits did (OOM kills, forks refused) in the outcome's ``limits_hit``;
 - with its timeout: past it the process group gets SIGTERM, then SIGKILL
   after :data:`KILL_GRACE` seconds, and the outcome says ``timed_out``;
   an agent told to stop (SIGTERM) stops the script the same way;
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from powernode.agent.confine import Limits, confine
 from powernode.agent.tasks import TaskContext, TaskError
@@ -179,6 +180,8 @@ def execute(
         "duration_seconds": round(clock() - started, 3),
         "confinement": how.way,
         "confinement_note": how.note,
+        # cgroup ways: what the limits did (confine.py); {} under rlimits or systemd
+        "limits_hit": cast("dict[str, JSON]", dict(how.limits_hit)),
         **out.doc("stdout"),
         **err.doc("stderr"),
     }
@@ -233,6 +236,11 @@ def verdict(result: dict[str, JSON]) -> dict[str, JSON]:
         why = "stopped: the agent is shutting down"
     else:
         why = f"exited {result['exit_code']}"
+    hit = result.get("limits_hit")
+    if isinstance(hit, dict) and hit.get("memory_oom_kills"):
+        why += f" (killed by its memory limit: {hit['memory_oom_kills']} OOM kill(s))"
+    if isinstance(hit, dict) and hit.get("tasks_refused"):
+        why += f" ({hit['tasks_refused']} fork(s) refused at its tasks limit)"
     raise TaskError(
         f"{what} {why} (confinement {result['confinement']}); stderr: {tail!r}",
         retryable=False,

@@ -33,6 +33,8 @@ from powernode.errors import DataError, TransportError, VerificationError
 from powernode.node.fields import JSON
 from powernode.node.records import (
     AckRequest,
+    CommitAnswer,
+    CommitRequest,
     DesiredModules,
     EnrollAnswer,
     EnrollRequest,
@@ -191,6 +193,10 @@ class NodeClient:
 
     def modules(self) -> DesiredModules:
         return self._call("GET", "/modules", None, DesiredModules, idempotent=True)
+
+    def commit_version(self, body: CommitRequest) -> CommitAnswer:
+        # Idempotent: the same announcement again is answered with what was recorded.
+        return self._call("POST", "/module_versions", body, CommitAnswer, idempotent=True)
 
     # -- plumbing ---------------------------------------------------------------------
 

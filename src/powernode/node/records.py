@@ -32,6 +32,7 @@ MAX_OUTCOMES = 100
 MAX_EVENTS = 500
 MAX_DESIRED_MODULES = 1000
 MAX_REFERENCE = 1024
+MAX_COMMIT_FILES = 200_000  # the platform's file_list limit (services/catalog.MAX_FILE_LIST)
 
 R = TypeVar("R")
 
@@ -341,6 +342,42 @@ class NodeScriptAnswer(Record):
     nodescript: dict[str, JSON]
 
 
+# -- node-made versions (powernode-agent commit) -----------------------------------------
+
+
+@record
+class CommitRequest(Record):
+    """``POST /node_api/module_versions``: a version the node made and pushed, announced.
+
+    ``signature``: the node key's over the statement of signing/nodecommit.py
+    (every other field here, and the instance id of the node's certificate).
+    """
+
+    schema = "NodeCommitIn"
+    module: str = bounded(min_length=1, max_length=128)
+    version: str = bounded(min_length=1, max_length=128)
+    composefs_digest: Digest
+    manifest_digest: Digest
+    reference: str = bounded(min_length=1, max_length=MAX_REFERENCE)
+    manifest: dict[str, JSON] = bounded(max_length=256)
+    file_list: list[str] = bounded(max_length=MAX_COMMIT_FILES)
+    signature: str = bounded(min_length=1, max_length=512)
+
+
+@record
+class CommitAnswer(Record):
+    """What the platform recorded: the version, in ``built``, attributed to the instance."""
+
+    schema = "NodeCommitOut"
+    version_id: str = bounded(min_length=1, max_length=128)
+    module: str = bounded(min_length=1, max_length=128)
+    version: str = bounded(min_length=1, max_length=128)
+    promotion_state: str = bounded(min_length=1, max_length=64)
+    committed_by_instance_id: str = bounded(min_length=1, max_length=128)
+    composefs_digest: Digest
+    created: bool
+
+
 # Every record and its method and path: the contract test walks these.
 REQUESTS: dict[tuple[str, str], type[Record]] = {
     ("post", "/node_api/enroll"): EnrollRequest,
@@ -351,6 +388,7 @@ REQUESTS: dict[tuple[str, str], type[Record]] = {
     ("post", "/node_api/tasks/outcomes"): OutcomesRequest,
     ("post", "/node_api/events"): EventsRequest,
     ("post", "/node_api/certificates/rotate"): RotateRequest,
+    ("post", "/node_api/module_versions"): CommitRequest,
 }
 ANSWERS: dict[tuple[str, str], type[Record]] = {
     ("post", "/node_api/enroll"): EnrollAnswer,
@@ -363,4 +401,5 @@ ANSWERS: dict[tuple[str, str], type[Record]] = {
     ("post", "/node_api/certificates/rotate"): RotateAnswer,
     ("get", "/node_api/modules"): DesiredModules,
     ("get", "/node_api/nodescripts/{name}"): NodeScriptAnswer,
+    ("post", "/node_api/module_versions"): CommitAnswer,
 }

@@ -33,6 +33,7 @@ from powernode.platform.api import (
     netboot,
     node_agent_ops,
     node_api,
+    node_api_commits,
     node_api_scripts,
     node_ops,
     nodes,
@@ -132,6 +133,7 @@ def create_app(
     # most frequent request by far.
     app.include_router(node_api.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     app.include_router(node_api_scripts.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
+    app.include_router(node_api_commits.router, prefix="/node_api", responses=PROBLEM_RESPONSES)
     routers = (
         modules,
         versions,

@@ -41,6 +41,8 @@ class Fleet:
     nodes: list[Creds]
     running: dict[str, dict[str, str]] = field(default_factory=dict)
     broken: dict[str, set[str]] = field(default_factory=dict)  # digest -> instances it fails on
+    # digest -> instances where it attaches but its init action fails (module.init_failed)
+    init_broken: dict[str, set[str]] = field(default_factory=dict)
 
     def served(self) -> dict[str, str]:
         """instance id -> the version of MODULE the platform serves it now."""
@@ -75,6 +77,16 @@ class Fleet:
                     assert r.status_code == 200, r.text
                 else:
                     have[name] = d
+                    if c.instance_id in self.init_broken.get(d, set()):
+                        event = {
+                            "id": str(uuid.uuid4()),
+                            "kind": "module.init_failed",
+                            "severity": "error",
+                            "occurred_at": p.clock().isoformat(),
+                            "payload": {"module": name, "action": "start", "exit_code": 1},
+                        }
+                        r = p.node(c, "POST", "/events", json={"events": [event]})
+                        assert r.status_code == 200, r.text
             body = {"boot_id": "b", "running_module_digests": dict(have)}
             r = p.node(c, "POST", "/status/heartbeat", json=body)
             assert r.status_code == 200, r.text

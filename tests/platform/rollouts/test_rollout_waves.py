@@ -90,6 +90,23 @@ def test_bad_version_halts_on_wave_two_and_rolls_it_back(node_platform: NodePlat
     assert v["promotion_state"] == "blessed"
 
 
+def test_a_failing_init_action_counts_as_a_failed_node(node_platform: NodePlatform) -> None:
+    """The version attaches everywhere, but its init action fails on two wave-2 machines:
+    ``module.init_failed`` counts like a failed attach, past max_failed=1 the rollout halts."""
+    p = node_platform
+    fleet = make_fleet(p)
+    bad = publish(p, "app", "2.1.0", files=["/etc/app.conf"], digest=digest("2.1.0"))
+    rid = _start(p, bad["id"], {**WAVES, "max_failed": 1})
+    _, w2, _ = _waves(p, rid)
+    failing = set(sorted(w2)[:2])
+    fleet.init_broken[digest("2.1.0")] = failing
+    doc = _run_until_settled(fleet, rid)
+    assert doc["state"] == "halted" and doc["current_wave"] == 2
+    assert "wave 2: 2 instance(s) failed" in str(doc["reason"])
+    assert doc["waves"][1]["counts"] == {"failed": 2, "rolled_back": 4}
+    assert {fleet.served()[i] for i in failing} == {"1.0.0"}  # rolled back
+
+
 def test_good_version_completes_through_pause_resume_and_a_restart(
     node_platform: NodePlatform, db_url: str, tmp_path: Path
 ) -> None:

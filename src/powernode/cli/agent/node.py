@@ -217,34 +217,71 @@ def commit(
             "--push", help="oci:DIR:TAG or registry/repo:tag: push, sign with the node key."
         ),
     ] = None,
+    announce: Annotated[
+        bool,
+        typer.Option(
+            "--announce/--no-announce",
+            help="After --push, have the platform record the version (built, this instance's).",
+        ),
+    ] = True,
     config: ConfigOpt = None,
     state_dir: StateOpt = None,
     root: RootOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build an instance-variety module's persistent changes as a new version (artifact dir)."""
+    """Build an instance-variety module's persistent changes as a new version (artifact dir);
+    with --push, push and sign it with the node key and announce it to the platform."""
+    from powernode.agent.assemble import build_node_client  # noqa: PLC0415
     from powernode.agent.certstore import CertStore  # noqa: PLC0415
+    from powernode.agent.commit import announce as announce_version  # noqa: PLC0415
+    from powernode.agent.commit import announcement, push_signed  # noqa: PLC0415
     from powernode.agent.commit import commit as commit_module  # noqa: PLC0415
-    from powernode.agent.commit import push_signed  # noqa: PLC0415
     from powernode.cli.agent.modules import _setup  # noqa: PLC0415
 
+    recorded = None
     try:
         cfg, layout = _setup(config, state_dir, root)
         done = commit_module(
             layout, module, version=version, out=out, source_date_epoch=source_date_epoch
         )
-        pushed = push_signed(CertStore(cfg.pki_dir), out, push) if push else None
+        pki = CertStore(cfg.pki_dir)
+        pushed = push_signed(pki, out, push) if push else None
+        if pushed is not None and announce:
+            request = announcement(pki, done, pushed)
+            try:
+                with build_node_client(cfg) as client:
+                    recorded = announce_version(client, request)
+            except PowernodeError as e:
+                typer.echo(
+                    f"pushed {pushed.pinned}, signed by the node, but the platform did not "
+                    "record it (run the same commit again to retry the announcement):",
+                    err=True,
+                )
+                raise _fail(e) from e
     except PowernodeError as e:
         raise _fail(e) from e
     if as_json:
-        _emit({**done.to_dict(), "pushed": pushed.to_dict() if pushed else None})
-    else:
-        if pushed is not None:
-            typer.echo(f"pushed {pushed.reference} {pushed.manifest_digest}, signed by the node")
-        d = done.delta
+        _emit(
+            {
+                **done.to_dict(),
+                "pushed": pushed.to_dict() if pushed else None,
+                "recorded": recorded.to_json() if recorded else None,
+            }
+        )
+        return
+    if pushed is not None:
+        typer.echo(f"pushed {pushed.reference} {pushed.manifest_digest}, signed by the node")
+    d = done.delta
+    typer.echo(
+        f"{done.module} {done.version}: {done.composefs_digest} in {done.out} "
+        f"({len(d.changed)} changed, {len(d.deleted)} deleted, {len(d.opaque)} replaced)"
+    )
+    if recorded is not None:
+        again = "" if recorded.created else " (recorded before)"
         typer.echo(
-            f"{done.module} {done.version}: {done.composefs_digest} in {done.out} "
-            f"({len(d.changed)} changed, {len(d.deleted)} deleted, {len(d.opaque)} replaced)"
+            f"platform recorded {recorded.module} {recorded.version} as "
+            f"{recorded.promotion_state}, made by instance {recorded.committed_by_instance_id} "
+            f"(version id {recorded.version_id}){again}"
         )
 
 

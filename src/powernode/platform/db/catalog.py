@@ -95,6 +95,11 @@ class NodeModuleVersion(Base):
     file_list: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A version a node made (powernode-agent commit): the instance whose live certificate's
+    # key signed it (services/nodeapi/commits.py); None for every other version.
+    committed_by_instance_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("node_instances.id", ondelete="SET NULL"), index=True
+    )
 
     module: Mapped[NodeModule] = relationship(back_populates="versions")
 

@@ -49,7 +49,7 @@ from powernode.platform.db.session import writer
 log = logging.getLogger(__name__)
 
 # The head of every branch of migrations/versions (checked by the tests).
-HEADS: tuple[str, ...] = ("0010_rollouts",)
+HEADS: tuple[str, ...] = ("0011_node_commits",)
 # Alembic's version table as alembic.runtime.migration.MigrationContext defines it.
 VERSION_TABLE = "alembic_version"
 _version = Table(

@@ -46,8 +46,16 @@ from powernode.platform.services.rollouts import cas, event, held_back
 
 log = logging.getLogger(__name__)
 
+# What a node reports when a version it was admitted to does not work there; an init
+# action that fails after the union changed (agent/initactions.py) counts too.
 FAILURE_KINDS: Final = frozenset(
-    {"module.attach_failed", "module.sync_failed", "module.refused", "module.restore_failed"}
+    {
+        "module.attach_failed",
+        "module.sync_failed",
+        "module.refused",
+        "module.restore_failed",
+        "module.init_failed",
+    }
 )
 IN_FLIGHT: Final = frozenset({"admitted", "converged"})
 DONE: Final = frozenset({"succeeded", "failed"})

@@ -258,6 +258,9 @@ class VersionOut(BaseModel):
     file_count: int
     created_at: datetime
     promoted_at: datetime | None
+    committed_by_instance_id: str | None = Field(
+        default=None, description="the instance that made it (powernode-agent commit); else null"
+    )
 
     @classmethod
     def of(cls, v: NodeModuleVersion) -> VersionOut:
@@ -274,6 +277,7 @@ class VersionOut(BaseModel):
             file_count=len(v.file_list),
             created_at=v.created_at,
             promoted_at=v.promoted_at,
+            committed_by_instance_id=v.committed_by_instance_id,
         )
 
 

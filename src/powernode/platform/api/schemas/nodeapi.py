@@ -207,6 +207,31 @@ class DesiredModulesOut(BaseModel):
     )
 
 
+class NodeCommitIn(In):
+    """A version the node made (``powernode-agent commit``), pushed and signed by its key."""
+
+    module: ModuleName
+    version: str = Field(min_length=1, max_length=128)
+    composefs_digest: Digest
+    manifest_digest: Digest
+    reference: str = Field(min_length=1, max_length=1024, description="pinned: repo@sha256:…")
+    manifest: dict[str, object] = Field(max_length=256)
+    file_list: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(max_length=200_000)
+    signature: str = Field(
+        min_length=1, max_length=512, description="the node key's, signing/nodecommit.py"
+    )
+
+
+class NodeCommitOut(BaseModel):
+    version_id: str
+    module: str
+    version: str
+    promotion_state: str
+    committed_by_instance_id: str
+    composefs_digest: Digest
+    created: bool = Field(description="false: the same announcement was recorded before")
+
+
 class NodeScriptDocumentOut(BaseModel):
     """A signed NodeScript document (signing/nodescript.py) as the operator registered it."""
 
