@@ -13,9 +13,12 @@ some still pending) the agents go quiet, the rollout is read through the API,
 then every API process and every worker is SIGKILLed together and started
 again. The rollout read after the restart is the same document (same wave,
 same per-instance states, same ``updated_at``), every agent is served what it
-was, and no event or audit row was added. The agents then carry on and the
-rollout completes, every wave transition recorded exactly once although two
-workers ticked it throughout.
+was, and no event or audit row was added. The agents then carry on; as wave
+3 starts everything is SIGKILLed again, this time busy (right after the
+agents' sync, heartbeats still buffered, workers ticking). The rollout
+completes, every node served 2.0.0 only once its wave admitted it and never
+taken back, every wave completed once and every instance admitted once
+although two workers ticked it throughout and all of them died twice.
 """
 
 from __future__ import annotations
@@ -201,6 +204,27 @@ def _through_haproxy(d: Deployment) -> None:
     raise AssertionError("no API process answered through haproxy after the restart")
 
 
+def _kill_all_and_restart(d: Deployment) -> None:
+    """SIGKILL every API process and every worker at once; start them all again; wait
+    until haproxy has one in rotation and every worker has run a few rounds."""
+    c = d.c
+    procs = [*c.api_procs, *c.worker_procs]
+    for p in procs:
+        assert p.process is not None
+        p.process.send_signal(signal.SIGKILL)
+    for p in procs:
+        assert p.process is not None
+        assert p.process.wait(30) == -signal.SIGKILL
+    for p in procs:
+        c.restart(p)
+    _through_haproxy(d)
+    for _ in range(QUIET_READS):  # every worker ticked the rollouts several times since
+        if all(d.worker_rounds(i) >= WORKER_ROUNDS for i in range(len(c.worker_procs))):
+            return
+        _settle()
+    raise AssertionError("the restarted workers ran no rounds")
+
+
 def _members(doc: dict[str, Any]) -> list[set[str]]:
     return [set(w["instances"]) for w in doc["waves"]]
 
@@ -225,7 +249,7 @@ def _run(d: Deployment, c: Cluster) -> None:
     policy = {
         "waves": [{"percent": 10}, {"percent": 30}, {"percent": 60}],
         "max_converging": 3,
-        "soak_seconds": 2,
+        "soak_seconds": 3,
     }
     r = d.via.call("POST", f"/node_module_versions/{good['id']}/rollouts", json={"policy": policy})
     assert r.status_code == 201, r.text
@@ -247,20 +271,21 @@ def _run(d: Deployment, c: Cluster) -> None:
         on_new.update(now_new)
         return doc
 
-    # Mid wave 2: its first instances admitted (and soaking), the rest still pending.
+    # Mid wave 2: its first instances converged and soaking, the rest still pending.
     for _ in range(MAX_ROUNDS):
         doc = round_()
         counts = doc["waves"][1]["counts"]
-        if doc["current_wave"] == 2 and counts.get("pending") and len(counts) > 1:
+        if doc["current_wave"] == 2 and counts.get("pending") and counts.get("converged"):
             break
     else:
-        raise AssertionError(f"wave 2 never started: {d.rollout(rid)}")
+        raise AssertionError(f"wave 2 never had a soaking instance: {d.rollout(rid)}")
 
     # The agents go quiet; the rollout settles; everything about it is read.
     before = _quiet(d, rid)
     assert before["state"] == "running" and before["current_wave"] == 2
     wave2 = before["waves"][1]["counts"]
-    assert wave2.get("pending", 0) >= 1 and sum(wave2.values()) == 6, wave2
+    assert wave2.get("pending", 0) >= 1 and wave2.get("converged", 0) >= 1, wave2
+    assert sum(wave2.values()) == 6, wave2
     assert before["waves"][2]["counts"] == {"pending": 12}
     served_before = {a.id: a.served() for a in agents}
     assert {i for i, v in served_before.items() if v == "2.0.0"} == w1 | {
@@ -271,22 +296,7 @@ def _run(d: Deployment, c: Cluster) -> None:
     generation_before = d.generation(rid)
 
     # Every platform process SIGKILLed at once, then started again.
-    procs = [*c.api_procs, *c.worker_procs]
-    for p in procs:
-        assert p.process is not None
-        p.process.send_signal(signal.SIGKILL)
-    for p in procs:
-        assert p.process is not None
-        assert p.process.wait(30) == -9
-    for p in procs:
-        c.restart(p)
-    _through_haproxy(d)
-    for _ in range(QUIET_READS):  # every worker ticked the rollout several times since
-        if all(d.worker_rounds(i) >= WORKER_ROUNDS for i in range(len(c.worker_procs))):
-            break
-        _settle()
-    else:
-        raise AssertionError("the restarted workers ran no rounds")
+    _kill_all_and_restart(d)
     _settle()
 
     assert d.rollout(rid) == before  # same wave, same states, not even written again
@@ -294,11 +304,22 @@ def _run(d: Deployment, c: Cluster) -> None:
     assert {a.id: a.served() for a in agents} == served_before
     assert d.records(rid) == records_before
 
-    # The agents carry on: the rollout completes where it left off.
+    # The agents carry on: the rollout completes where it left off. As wave 3
+    # starts, everything is killed again while busy: right after the agents' sync,
+    # their heartbeats still in the API processes' buffers, the workers ticking.
+    busy_kill = False
     for _ in range(MAX_ROUNDS):
         doc = round_()
         if doc["state"] != "running":
             break
+        if doc["current_wave"] == 3 and not busy_kill:
+            busy_kill = True
+            for a in agents:
+                a.sync()
+            _kill_all_and_restart(d)
+            after = d.rollout(rid)
+            assert after["state"] == "running" and after["current_wave"] == 3, after
+    assert busy_kill
     assert doc["state"] == "completed", doc
     assert [w["counts"] for w in doc["waves"]] == [
         {"succeeded": 2}, {"succeeded": 6}, {"succeeded": 12}
