@@ -39,6 +39,7 @@ def test_haproxy_passes_tcp_through_and_checks_every_api_process() -> None:
         assert f"server api{i} 127.0.0.1:{port} check check-ssl verify none" in cfg
     assert "option httpchk GET /healthz" in cfg
     assert "option redispatch" in cfg
+    assert "timeout check 5s" in cfg  # a slow answer on a busy host is not a dead process
 
 
 def test_the_live_table_folds_the_shards() -> None:

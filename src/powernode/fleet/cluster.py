@@ -5,7 +5,9 @@ the node's client certificate and the operator's HTTPS, go through to an API
 process (docs/deploy.md). Its health check is an HTTPS ``GET /healthz`` to
 each API process every second; a process that dies is out of rotation after
 two failed checks, and a connection refused meanwhile is redispatched to
-another process (``option redispatch``, ``retries``).
+another process (``option redispatch``, ``retries``). A check may take up to
+five seconds to answer (``timeout check``): a slow answer on a busy host is not
+a dead process.
 
 The first API process is started alone and waited for: it migrates the
 database and makes the platform CA and the server certificate under the
@@ -51,6 +53,10 @@ defaults
     timeout connect 2s
     timeout client 120s
     timeout server 120s
+    # A check's answer may take this long: with no "timeout check" it is "inter"
+    # (1 s), and on a busy host a live process then failed two checks in a row and
+    # haproxy had no server left. A dead process refuses at once: still out in 2 s.
+    timeout check 5s
     retries 3
     option redispatch
 
