@@ -58,9 +58,10 @@ test: system-deps $(DEV_STAMP) lint typecheck
 	$(BIN)/pytest
 
 # The first real boot (docs/boot.md): kernel-initrd + system-base under QEMU to a heartbeat
-# with drift false, watched through the platform's API (not yet in `make test`: docs/boot.md).
+# with drift false, a reboot, a refused seed and terminate, watched through the platform's
+# API; `make test` runs it too (markers qemu, slow).
 smoke: system-deps $(DEV_STAMP)
-	POWERNODE_SMOKE=1 $(BIN)/pytest -s tests/image/test_smoke_boot.py
+	$(BIN)/pytest -s tests/image/test_smoke_boot.py
 
 bench: system-deps $(DEV_STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

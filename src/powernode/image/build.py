@@ -53,6 +53,7 @@ class Arch:
         "CONFIG_BLK_DEV_INITRD",
         "CONFIG_FW_CFG_SYSFS",
         "CONFIG_9P_FS",
+        "CONFIG_VIRTIO_NET",
         "CONFIG_NET_9P_VIRTIO",
     )
 

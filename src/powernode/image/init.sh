@@ -52,8 +52,10 @@ fi
 [ -n "$init" ] || die "boot stopped: the composed root has no init (/sbin/init, systemd or powernode-agent)"
 set --
 [ "$init" = /usr/bin/powernode-agent ] && set -- boot
+# read once: /proc itself is among what moves
+mounted=$(cut -d ' ' -f 2 /proc/mounts)
 for m in /persist /run /dev /proc /sys; do
-    grep -q "^[^ ]* $m " /proc/mounts || continue
+    echo "$mounted" | grep -qx "$m" || continue
     mkdir -p "$NEWROOT$m" 2>/dev/null || true
     mount --move "$m" "$NEWROOT$m" || die "boot stopped: cannot move $m into the new root"
 done

@@ -27,7 +27,7 @@ from powernode.agent.modules.state import (
     next_previous,
     save_composition,
 )
-from powernode.agent.modules.union import restack, serving_union
+from powernode.agent.modules.union import restack, serving_enforced_union, serving_union
 from powernode.core.composition import Composition
 from powernode.durable import write_bytes
 from powernode.errors import ConfigError, DataError
@@ -240,7 +240,8 @@ def _restore_stack(
 
 
 def restore(layout: NodeLayout) -> AttachResult:
-    """On agent start: remount what was attached, verifying every module deeply again.
+    """On agent start: remount what was attached, verifying every module deeply again
+    (unless the union serving the root is that set with ``verity=require``).
 
     A module that no longer verifies is left out (the rest are served: a node
     that boots should serve what it can prove) and reported in ``refused``;
@@ -249,6 +250,16 @@ def restore(layout: NodeLayout) -> AttachResult:
     with layout.state_file.locked():
         state = layout.state_file.load()
         ordered = _ordered(state.modules)
+        if (
+            state.modules
+            and state.mounted == _wanted_digests(state.modules)
+            and serving_enforced_union(layout)
+        ):
+            # The set recorded is the one serving, with the kernel enforcing fs-verity on
+            # every read (e.g. as the initramfs composed it): nothing to remount or rehash.
+            log.info("restore: generation %d serves the attached set with verity=require; "
+                     "kept as it is", state.generation)  # fmt: skip
+            return AttachResult(state.generation, ordered, changed=False)
         with _verified(layout, ordered, deep=True, partial=True) as (verified, refusals):
             generation = state.generation + 1
             composition = load_composition(layout.agent_dir)

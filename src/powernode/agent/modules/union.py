@@ -51,6 +51,7 @@ class MountInfo:
     mount_point: str
     fstype: str
     source: str
+    options: str = ""  # the superblock's options (overlayfs prints verity=require here)
 
 
 def _unescape(field: str) -> str:
@@ -64,7 +65,8 @@ def mount_table(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountInf
         head, sep, tail = line.partition(" - ")
         fields, rest = head.split(" "), tail.split(" ")
         if sep and len(fields) >= 5 and len(rest) >= 2:
-            out.append(MountInfo(_unescape(fields[4]), rest[0], _unescape(rest[1])))
+            opts = rest[2] if len(rest) >= 3 else ""
+            out.append(MountInfo(_unescape(fields[4]), rest[0], _unescape(rest[1]), opts))
     return out
 
 
@@ -81,6 +83,19 @@ def serving_union(layout: NodeLayout) -> bool:
     """Whether one of our unions is the top mount on the node root."""
     top = top_mount(layout.root)
     return top is not None and top.fstype == "overlay" and top.source == UNION_SOURCE
+
+
+def serving_enforced_union(layout: NodeLayout) -> bool:
+    """Whether our union on the root was mounted with ``verity=require``: the kernel then
+    checks every object's fs-verity digest on each open, so hashing them again in userspace
+    proves nothing more."""
+    top = top_mount(layout.root)
+    return (
+        top is not None
+        and top.fstype == "overlay"
+        and top.source == UNION_SOURCE
+        and "verity=require" in top.options.split(",")
+    )
 
 
 def ensure_run(layout: NodeLayout) -> Path:

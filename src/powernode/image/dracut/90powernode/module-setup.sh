@@ -14,7 +14,8 @@ depends() {
 }
 
 installkernel() {
-    instmods crc32c_generic erofs overlay ext4 virtio_blk loop qemu_fw_cfg 9p 9pnet_virtio
+    # virtio_net: the composed root carries no kernel modules; the agent needs the NIC
+    instmods crc32c_generic erofs overlay ext4 virtio_blk loop qemu_fw_cfg 9p 9pnet_virtio virtio_net
 }
 
 install() {

@@ -1,0 +1,279 @@
+"""The first-boot harness shared by tests/image/test_smoke_boot.py and bench/bench_node_boot.py.
+
+A platform (uvicorn over mutual TLS, PostgreSQL or SQLite) running ``provider = "qemu"``
+with the kernel-initrd image and a boot store holding ``system-base`` (examples/boot/
+system-base: Debian's python3, busybox init and the agent's wheels, built by the module
+toolchain); its version recorded as the ingest worker records a verified one, promoted
+live and assigned to the ``base`` template. Everything after setup is read through the
+operator API only: the console (``GET …/console``), events, the instance record, drift.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from powernode.platform.app import create_app
+from powernode.platform.db.session import make_engine
+from powernode.platform.pki_server import load_or_create_server_identity
+from powernode.platform.services import catalog
+from powernode.platform.services.context import SCOPES, Actor, Ctx
+from powernode.platform.services.qemu_provider import LocalQemuProvider, QemuConfig
+from powernode.platform.services.tokens import create_token
+from powernode.platform.settings import Settings
+from powernode.platform.tlsserve import build_server
+from powernode.toolchain.build import build_module
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_BASE = ROOT / "examples" / "boot" / "system-base"
+ADMIN = Actor("smoke-setup", None, frozenset(SCOPES))
+STEPS = ("staging", "blessed", "live")
+GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1
+# (phase, console marker), in boot order; the console is read through the API
+CONSOLE_PHASES = (
+    ("kernel", "Linux version"),
+    ("identity claimed", "powernode: identity "),
+    ("root composed", "powernode: root composed"),
+    ("switch_root", "powernode: switch_root"),
+    ("agent started", "powernode-agent boot:"),
+)
+STOPPED = ("powernode: boot stopped", "refused to start")
+
+
+def build_system_base(work: Path, cache: Path, epoch: int) -> Path:
+    """system-base built by the module toolchain with this tree's own wheel; the artifact."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(work / "wheel"), str(ROOT)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    [wheel] = sorted((work / "wheel").glob("powernode-*.whl"))
+    out = work / "artifact"
+    build_module(
+        SYSTEM_BASE,
+        out,
+        version="1.0.0",
+        source_date_epoch=epoch,
+        cache_dir=cache,
+        python_wheels=(wheel,),
+    )
+    return out
+
+
+def import_artifact(artifact: Path, store: Path) -> str:
+    """The artifact's image and objects into a ModuleStore layout; its composefs digest."""
+    digest: str = json.loads((artifact / "module.json").read_text())["composefs_digest"]
+    (store / "images").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifact / "image.cfs", store / "images" / f"{digest[7:]}.cfs")
+    shutil.copytree(artifact / "objects", store / "objects", dirs_exist_ok=True)
+    return digest
+
+
+class Api:
+    """The operator API over HTTPS with a bearer token."""
+
+    def __init__(self, url: str, token: str, ca: Path) -> None:
+        self.client = httpx.Client(
+            base_url=url + "/api/v1/system",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+            verify=ssl.create_default_context(cafile=str(ca)),
+        )
+
+    def __call__(self, method: str, path: str, **kw: Any) -> httpx.Response:  # Any: httpx kwargs
+        return self.client.request(method, path, **kw)
+
+    def ok(self, method: str, path: str, **kw: Any) -> Any:  # Any: httpx kwargs; JSON body
+        r = self(method, path, **kw)
+        assert r.status_code in (200, 201), f"{method} {path}: {r.status_code} {r.text}"
+        return r.json()
+
+    def console(self, iid: str) -> str:
+        r = self("GET", f"/node_instances/{iid}/console", params={"tail_bytes": 1 << 20})
+        return r.text if r.status_code == 200 else ""
+
+    def events(self, iid: str, kind: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.ok(
+            "GET", f"/node_instances/{iid}/events", params={"kind": kind}
+        )["events"]
+        return found
+
+
+@dataclass
+class Smoke:
+    api: Api
+    digest: str  # system-base's composefs digest
+    provider: LocalQemuProvider
+    engine: Engine
+
+
+@contextmanager
+def smoke_platform(
+    work: Path, kernel_initrd: Path, system_base: Path, database_url: str = ""
+) -> Iterator[Smoke]:
+    """The platform with the qemu provider, system-base live on ``base``; VMs stopped after."""
+    from tests.platform.qemu.conftest import free_port, stop_all
+
+    data = work / "data"
+    state = data / "instances"
+    store = data / "store"
+    digest = import_artifact(system_base, store)
+    port = free_port()
+    # The node API is mutual TLS: the server certificate names the address the guest
+    # dials (10.0.2.2, QEMU user networking) besides the test's 127.0.0.1.
+    cert, key, ca = load_or_create_server_identity(
+        data / "pki", ["127.0.0.1", "localhost", GUEST_HOST], now=datetime.now(UTC)
+    )
+    settings = Settings(
+        data_dir=data,
+        database_url=database_url,
+        port=port,
+        tls=True,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        guest_ca_file=ca,
+        provider="qemu",
+        image_dir=kernel_initrd,
+        qemu_state_dir=state,
+        qemu_boot_store=store,
+    )
+    provider = LocalQemuProvider(
+        QemuConfig(
+            image_dir=kernel_initrd,
+            state_dir=state,
+            platform_url=f"https://{GUEST_HOST}:{port}",
+            ca_pem=ca.read_text(),
+            accel="tcg",  # FACTS.md: /dev/kvm here hangs a stock kernel
+            memory_mb=1024,
+            persist_disk_mb=1024,
+            boot_store=store,
+            stop_timeout=5,
+        )
+    )
+    app = create_app(settings, provider=provider)
+    engine = make_engine(settings.effective_database_url)
+    with Session(engine) as s:
+        token = create_token(Ctx(s, ADMIN, datetime.now(UTC)), "smoke", list(SCOPES))[1]
+        s.commit()
+    srv = build_server(app, settings, access_log=False, log_level="warning")
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started:
+            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
+            time.sleep(0.05)
+        api = Api(f"https://127.0.0.1:{port}", token, ca)
+        _publish_live(api, engine, digest)
+        yield Smoke(api, digest, provider, engine)
+        api.client.close()
+    finally:
+        stop_all(state)
+        srv.should_exit = True
+        thread.join(10)
+        engine.dispose()
+
+
+def _publish_live(api: Api, engine: Engine, digest: str) -> None:
+    """system-base 1.0.0 with the built digest, as ingest records it; live; assigned to base."""
+    api.ok("POST", "/node_modules", json={"name": "system-base", "category_slug": "system-base",
+                                           "variety": "subscription"})  # fmt: skip
+    with Session(engine) as s:
+        vid = catalog.record_ingested_version(
+            Ctx(s, Actor("ingest-smoke", None, frozenset(SCOPES)), datetime.now(UTC)),
+            "system-base",
+            version_string="1.0.0",
+            verified=catalog.VerifiedFields(
+                composefs_digest=digest,
+                artifact_ref="registry.invalid/powernode/modules/system-base:1.0.0",
+            ),
+            manifest={
+                "name": "system-base",
+                "mask": [],
+                "protected_spec": [],
+                "dependencies": {"requires": [], "provides": []},
+            },
+            file_list=["/etc/os-release"],
+        ).id
+        s.commit()
+    for step in STEPS:
+        api.ok("POST", f"/node_module_versions/{vid}/promote", json={"to": step})
+    api.ok("POST", "/node_templates/base/assignments", json={"module_name": "system-base"})
+
+
+@dataclass
+class Watch:
+    """Phases seen (seconds after ``started``), printed as they come."""
+
+    started: float
+    label: str = "smoke"
+    seen: dict[str, float] = field(default_factory=dict)
+    console: str = ""
+
+    def mark(self, phase: str) -> None:
+        if phase not in self.seen:
+            self.seen[phase] = time.monotonic() - self.started
+            print(f"{self.label}: {phase:<24} {self.seen[phase]:7.1f} s", flush=True)
+
+
+def heartbeat_after(inst: dict[str, Any], since: datetime) -> bool:
+    at = inst.get("last_heartbeat_at")
+    return bool(at) and datetime.fromisoformat(at).astimezone(UTC) > since
+
+
+def watch_boot(
+    smoke: Smoke,
+    iid: str,
+    watch: Watch,
+    *,
+    budget: float,
+    console_from: int = 0,
+    heartbeat_since: datetime | None = None,
+    done: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """Poll the API until drift is false (or ``done``), marking phases; the last instance.
+
+    ``console_from``: console offset where this boot starts (a reboot appends to it);
+    ``heartbeat_since``: a heartbeat counts only after this time (the boot before it beat)."""
+    api = smoke.api
+    deadline = watch.started + budget
+    inst: dict[str, Any] = {}
+    since = heartbeat_since or datetime.min.replace(tzinfo=UTC)
+    while time.monotonic() < deadline:
+        full = api.console(iid) or watch.console
+        watch.console = full
+        this_boot = full[console_from:]
+        for phase, marker in CONSOLE_PHASES:
+            if marker in this_boot:
+                watch.mark(phase)
+        if any(s in this_boot for s in STOPPED):
+            break
+        if api.events(iid, "instance.enrolled"):
+            watch.mark("instance.enrolled")
+        inst = api.ok("GET", f"/node_instances/{iid}")["instance"]
+        if heartbeat_after(inst, since):
+            watch.mark("first heartbeat")
+            if inst["running_module_digests"] == {"system-base": smoke.digest}:
+                watch.mark("running = desired")
+                drift = api.ok("GET", f"/node_instances/{iid}/drift")
+                if drift["drift"] is False:
+                    watch.mark("drift false")
+                    if done is None or done(inst):
+                        break
+        time.sleep(1)
+    return inst
