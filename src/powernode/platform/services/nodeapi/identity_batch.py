@@ -23,6 +23,7 @@ import anyio
 from sqlalchemy import Engine, Select, Table, bindparam, select
 
 from powernode.platform.db import NodeInstance
+from powernode.platform.db.session import single_statement
 from powernode.platform.services.nodeapi.identity import LiveIdentity
 
 MAX_BATCH = 500  # ids per SELECT; more waiting are read in the next round
@@ -37,7 +38,11 @@ def _read_many() -> Select[Any]:  # Any: the rows of a select, typed by SQLAlche
 
 
 def read_identities(engine: Engine, ids: list[str]) -> dict[str, LiveIdentity]:
-    """The live identity of each instance in ``ids`` that exists (blocking)."""
+    """The live identity of each instance in ``ids`` that exists (blocking).
+
+    ``engine`` is best ``single_statement(engine, write=False)``: on
+    PostgreSQL the SELECT then runs alone, without BEGIN and ROLLBACK.
+    """
     with engine.connect() as conn:
         rows = conn.execute(_read_many(), {"ids": ids}).all()
     return {r.id: LiveIdentity(r.status, r.cert_serial, r.new_cert_serial) for r in rows}
@@ -47,7 +52,7 @@ class LiveIdentityReader:
     """Batches live-identity reads of concurrent requests (one event loop)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = single_statement(engine, write=False)
         self._waiting: dict[str, list[asyncio.Future[LiveIdentity | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
 
