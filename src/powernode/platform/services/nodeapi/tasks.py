@@ -44,6 +44,7 @@ from sqlalchemy import (
     case,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -129,7 +130,9 @@ def _lease_statement() -> Update:
         select(t.c.id)
         .where(
             t.c.instance_id == bindparam("me"),
-            t.c.state.in_((TaskState.QUEUED.value, TaskState.LEASED.value)),
+            # Literal, as the partial index's predicate is written: an IN of a
+            # list is a "post-compile" parameter SQLAlchemy renders on every call.
+            text(f"tasks.state IN ('{TaskState.QUEUED.value}', '{TaskState.LEASED.value}')"),
             t.c.available_at <= bindparam("now", type_=at),
         )
         .order_by(t.c.available_at, t.c.created_at, t.c.id)
