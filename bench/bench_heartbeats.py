@@ -44,6 +44,7 @@ from _nodeload import (
     measure,
     platform_process,
     raw_client_for,
+    require_durable,
 )
 
 BODY = {
@@ -99,6 +100,7 @@ def main() -> None:
     ):
         root = Path(tmp)
         url = pgcluster.create_database(server, "bench")
+        durable = require_durable(url)
         with platform_process(url, root / "data") as platform:
             ids = create_instances(platform, args.agents, "hb")
             agents = enroll(platform, ids, root / "agents")
@@ -114,7 +116,7 @@ def main() -> None:
             )
             print(
                 f"\nheartbeats: {args.agents} agents, mTLS, keep-alive, {args.seconds:.0f} s, "
-                f"one uvicorn process, PostgreSQL (durable: fsync, synchronous_commit on); "
+                f"one uvicorn process, PostgreSQL ({durable}); "
                 f"client: {client}"
             )
             print(HEADER)

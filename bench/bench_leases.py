@@ -49,6 +49,7 @@ from _nodeload import (
     enroll,
     platform_process,
     raw_client_for,
+    require_durable,
 )
 from powernode.platform.db import Task
 from powernode.platform.db.fleet import TaskState
@@ -214,6 +215,7 @@ def main() -> None:
     ):
         root = Path(tmp)
         url = pgcluster.create_database(server, "bench")
+        durable = require_durable(url)
         with platform_process(url, root / "data") as platform:
             ids = create_instances(platform, args.instances, "lease")
             agents = enroll(platform, ids, root / "agents")
@@ -242,6 +244,8 @@ def main() -> None:
                     f"states {states}"
                 )
         pq_url = pgcluster.create_database(server, "procrastinate")
+        if require_durable(pq_url) != durable:
+            raise SystemExit("the two databases do not run with the same settings")
         seconds, done = asyncio.run(procrastinate_round(pq_url, args.tasks, args.lessees))
         if done != args.tasks:
             raise SystemExit(f"procrastinate finished {done} of {args.tasks} jobs")
@@ -249,7 +253,7 @@ def main() -> None:
     print(
         f"\ntask leases: {args.tasks} no-op tasks, {args.lessees} concurrent lessees over "
         f"{args.instances} instance(s), one uvicorn process over mTLS, "
-        "PostgreSQL (durable: fsync and synchronous_commit on, both sides)"
+        f"PostgreSQL ({durable}, both sides)"
     )
     print(f"  {'':40} {'tasks/s':>9} {'ratio':>7} {'double (clients)':>17} {'bad rows (DB)':>14}")
     print(f"  {'Procrastinate 32-concurrency worker':40} {reference:9.0f}")
