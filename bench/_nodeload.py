@@ -41,6 +41,20 @@ def spare_port() -> int:
         return int(s.getsockname()[1])
 
 
+def require_durable(database_url: str) -> str:
+    """Refuse to measure on a PostgreSQL without fsync and synchronous_commit; say what it runs."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        got = {k: str(conn.execute(f"SHOW {k}").fetchone()[0]) for k in _DURABLE}  # type: ignore[index]
+    if any(v != "on" for v in got.values()):
+        raise SystemExit(f"PostgreSQL is not durable ({got}): the figures would not count")
+    return ", ".join(f"{k}={v}" for k, v in got.items())
+
+
+_DURABLE = ("fsync", "synchronous_commit", "full_page_writes")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/PID/stat fields 14, 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -63,7 +63,9 @@ PINNED = {
     "heartbeat flush": 3,  # per flush, whatever the number of instances: ids, UPDATE, upsert
     "lease": 2,  # identity; one UPDATE … RETURNING takes the tasks
     "outcomes": 3,  # identity; tasks FOR UPDATE; one executemany UPDATE
-    "events": 5,  # identity; rate bucket FOR UPDATE, UPDATE; node id; one INSERT
+    # identity; the rate bucket's upsert (refill and take in SQL); one INSERT that
+    # reads the node id itself
+    "events": 3,
     # identity; instance + node + template; rollouts held back; fingerprint (2); then,
     # the cache hit, versions + modules and assignment metadata, one each for any count
     "desired set": 7,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,11 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from powernode.platform.db.session import is_busy
+from powernode.platform.db.session import is_busy, single_statement
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import AuthenticationError, BusyError, ConflictError
 from powernode.platform.sealing import Sealer
@@ -57,26 +58,55 @@ class PlatformState:
             try:
                 yield ctx
                 session.commit()
-            except OperationalError as e:
+            except (OperationalError, IntegrityError) as e:
                 session.rollback()
-                if not is_busy(e):
+                translated = _translated(e)
+                if translated is e:
                     raise
-                # SQLite: another writer held the write lock past busy_timeout.
-                raise BusyError(
-                    "the database is busy with other writes (SQLite's single write lock); "
-                    "nothing was changed, retry in a moment"
-                ) from e
-            except IntegrityError as e:
-                session.rollback()
-                # The services check uniqueness first; this is the race two
-                # concurrent writers can still hit.
-                raise ConflictError(
-                    "the change conflicts with another one made at the same time; "
-                    f"reload and retry ({type(e.orig).__name__})"
-                ) from e
+                raise translated from e
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A unit of work of exactly one (writing) statement, on a Core connection.
+
+        Cheaper than :meth:`unit` for the node API's hot one-statement
+        requests: no ORM session, and on PostgreSQL no BEGIN/COMMIT round
+        trips (``db.session.single_statement``: the statement is atomic on
+        its own). Same errors as :meth:`unit`.
+        """
+        try:
+            with self._one_statement.begin() as conn:
+                yield conn
+        except (OperationalError, IntegrityError) as e:
+            translated = _translated(e)
+            if translated is e:
+                raise
+            raise translated from e
+
+    @functools.cached_property
+    def _one_statement(self) -> Engine:
+        return single_statement(self.engine, write=True)
+
+
+def _translated(e: OperationalError | IntegrityError) -> Exception:
+    """What a unit of work raises for a database error it rolled back."""
+    if isinstance(e, IntegrityError):
+        # The services check uniqueness first; this is the race two
+        # concurrent writers can still hit.
+        return ConflictError(
+            "the change conflicts with another one made at the same time; "
+            f"reload and retry ({type(e.orig).__name__})"
+        )
+    if not is_busy(e):
+        return e
+    # SQLite: another writer held the write lock past busy_timeout.
+    return BusyError(
+        "the database is busy with other writes (SQLite's single write lock); "
+        "nothing was changed, retry in a moment"
+    )
 
 
 async def get_state(request: Request) -> PlatformState:

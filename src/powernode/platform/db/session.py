@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from powernode.errors import ConfigError
 
@@ -81,6 +85,50 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+PING_IDLE_SECONDS = 1.0
+"""A pooled PostgreSQL connection idle longer than this is pinged before it is handed out."""
+_USED = "powernode_used_at"
+
+
+def _stamp_use(_dbapi_conn: object, record: ConnectionPoolEntry) -> None:
+    record.info[_USED] = time.monotonic()
+
+
+def _ping_if_idle(
+    engine: Engine,
+) -> Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None]:  # Any: a DBAPI connection
+    """A pool ``checkout`` listener: ping a connection that sat idle, not a busy one.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a BEGIN and a
+    SELECT 1 (psycopg opens a transaction for it), two round trips before
+    each request's own statements — at a fleet's request rate the most
+    expensive part of a one-statement request (bench/bench_leases.py). A
+    connection returned less than :data:`PING_IDLE_SECONDS` ago was just
+    working; one idle longer (a quiet spell, a database restart in between)
+    is pinged, and a dead one is discarded and replaced before any request
+    sees it (``DisconnectionError``: the pool retries the checkout). A
+    connection broken while in use still fails its request, and SQLAlchemy
+    then invalidates every connection of the pool opened before it.
+    """
+    dialect = engine.dialect
+
+    def checkout(  # Any: a DBAPI connection
+        dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        used = record.info.get(_USED)
+        if used is not None and time.monotonic() - used < PING_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()
+        except Exception as e:
+            if dialect.is_disconnect(e, dbapi_conn, None):  # type: ignore[arg-type]
+                raise DisconnectionError(f"pooled connection is gone: {e}") from e
+            raise
+
+    return checkout
+
+
 POOL_SIZE = 20  # connections kept open to PostgreSQL per process (settings: db_pool_size)
 POOL_OVERFLOW = 20  # more, opened under a burst and closed when returned (db_pool_overflow)
 
@@ -104,9 +152,13 @@ def make_engine(
     # The request thread pool runs up to 40 handlers at once (anyio's default):
     # with SQLAlchemy's default 5 + 10 overflow, connections past the fifth were
     # closed on return and opened again under load (a PostgreSQL backend start
-    # per request, bench/bench_leases.py). pre_ping keeps a restarted database
-    # from failing the first requests after it returns.
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+    # per request, bench/bench_leases.py). A connection idle for a while is
+    # pinged before use (_ping_if_idle), so a restarted database does not fail
+    # the first requests after it returns.
+    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+    event.listen(engine, "checkout", _ping_if_idle(engine))
+    event.listen(engine, "checkin", _stamp_use)
+    return engine
 
 
 def is_busy(error: OperationalError) -> bool:
@@ -119,6 +171,21 @@ def is_busy(error: OperationalError) -> bool:
 def writer(engine: Engine) -> Engine:
     """``engine`` whose transactions begin with the write lock on SQLite (same pool)."""
     return engine.execution_options(**{WRITE: True})
+
+
+def single_statement(engine: Engine, *, write: bool) -> Engine:
+    """``engine`` for a unit of work that is exactly one statement (same pool).
+
+    On PostgreSQL: autocommit, the statement is its own transaction — no
+    ``BEGIN`` and ``COMMIT`` round trips around it (psycopg sends each on its
+    own), which on the node API's one-statement requests cost more than the
+    statement. On SQLite: ``writer(engine)`` when ``write`` (the statement's
+    write lock taken up front, as every write unit does), else ``engine``.
+    Use it as ``with single_statement(e, write=True).begin() as conn: …``.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return writer(engine) if write else engine
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:

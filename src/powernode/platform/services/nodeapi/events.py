@@ -10,13 +10,17 @@ returned is the count accepted.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from powernode.platform.db import FleetEvent, NodeInstance
 from powernode.platform.db.base import new_id
@@ -39,12 +43,11 @@ class NodeEvent:
 
 
 def store(session: Session, instance_id: str, events: list[NodeEvent]) -> tuple[int, int]:
-    """Store the events not seen before; (accepted, duplicates). The caller commits."""
-    node_id = session.scalar(select(NodeInstance.node_id).where(NodeInstance.id == instance_id))
-    if node_id is None:
-        raise AuthenticationError(
-            f"instance {instance_id} named by the certificate no longer exists"
-        )
+    """Store the events not seen before; (accepted, duplicates). The caller commits.
+
+    One statement: the node id is read by the INSERT itself (a scalar subquery
+    on the instance row), not by a SELECT before it.
+    """
     unique: dict[str, NodeEvent] = {}
     for e in events:
         unique.setdefault(e.id, e)  # the same id twice in one batch counts as a duplicate
@@ -55,22 +58,40 @@ def store(session: Session, instance_id: str, events: list[NodeEvent]) -> tuple[
             "id": new_id(),
             "kind": e.kind,
             "severity": e.severity,
-            "node_id": node_id,
             "instance_id": instance_id,
+            "b_instance": instance_id,
             "payload": e.payload,
             "occurred_at": e.occurred_at,
             "agent_event_id": e.id,
         }
         for e in unique.values()
     ]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(FleetEvent)
-        .on_conflict_do_nothing(index_elements=["instance_id", "agent_event_id"])
-        .returning(FleetEvent.id)
-    )
-    accepted = len(session.execute(stmt, rows).all())
+    try:
+        accepted = len(session.execute(_insert(session.get_bind().dialect.name), rows).all())
+    except IntegrityError as e:
+        # The instance row went after the caller's identity was read (its
+        # foreign key): as before, the certificate names an instance no more.
+        raise AuthenticationError(
+            f"instance {instance_id} named by the certificate no longer exists"
+        ) from e
     return accepted, len(events) - accepted
+
+
+@functools.cache
+def _insert(dialect_name: str) -> ReturningInsert[tuple[str]]:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    node_of = (
+        select(NodeInstance.node_id)
+        .where(NodeInstance.id == bindparam("b_instance"))
+        .scalar_subquery()
+    )
+    return cast(
+        ReturningInsert[tuple[str]],
+        dialect.insert(FleetEvent)
+        .values(node_id=node_of)
+        .on_conflict_do_nothing(index_elements=["instance_id", "agent_event_id"])
+        .returning(FleetEvent.id),
+    )
 
 
 def list_events(ctx: Ctx, instance_id: str, *, kind: str | None, limit: int) -> list[FleetEvent]:

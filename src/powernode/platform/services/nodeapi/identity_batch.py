@@ -16,30 +16,40 @@ before a request arrived is always seen by it.
 from __future__ import annotations
 
 import asyncio
-import functools
-from typing import Any, cast
 
 import anyio
-from sqlalchemy import Engine, Select, Table, bindparam, select
+from sqlalchemy import Engine
 
-from powernode.platform.db import NodeInstance
+from powernode.platform.db.session import single_statement
 from powernode.platform.services.nodeapi.identity import LiveIdentity
 
 MAX_BATCH = 500  # ids per SELECT; more waiting are read in the next round
 
 
-@functools.cache
-def _read_many() -> Select[Any]:  # Any: the rows of a select, typed by SQLAlchemy
-    t = cast(Table, NodeInstance.__table__)
-    return select(t.c.id, t.c.status, t.c.cert_serial, t.c.new_cert_serial).where(
-        t.c.id.in_(bindparam("ids", expanding=True))
-    )
+_COLUMNS = "id, status, cert_serial, new_cert_serial"
 
 
 def read_identities(engine: Engine, ids: list[str]) -> dict[str, LiveIdentity]:
-    """The live identity of each instance in ``ids`` that exists (blocking)."""
+    """The live identity of each instance in ``ids`` that exists (blocking).
+
+    ``engine`` is best ``single_statement(engine, write=False)``: on
+    PostgreSQL the SELECT then runs alone, without BEGIN and ROLLBACK. The
+    SQL is written out for the driver (text columns in and out, nothing to
+    convert): SQLAlchemy's statement compilation and caching per call cost
+    more than the read (it is sent as it is, still one statement on
+    ``engine``'s events).
+    """
+    if not ids:
+        return {}
     with engine.connect() as conn:
-        rows = conn.execute(_read_many(), {"ids": ids}).all()
+        if conn.dialect.name == "postgresql":
+            sql = f"SELECT {_COLUMNS} FROM node_instances WHERE id = ANY(%(ids)s)"  # noqa: S608
+            result = conn.exec_driver_sql(sql, {"ids": ids})
+        else:
+            marks = ", ".join("?" * len(ids))
+            sql = f"SELECT {_COLUMNS} FROM node_instances WHERE id IN ({marks})"  # noqa: S608
+            result = conn.exec_driver_sql(sql, tuple(ids))
+        rows = result.all()
     return {r.id: LiveIdentity(r.status, r.cert_serial, r.new_cert_serial) for r in rows}
 
 
@@ -47,7 +57,7 @@ class LiveIdentityReader:
     """Batches live-identity reads of concurrent requests (one event loop)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = single_statement(engine, write=False)
         self._waiting: dict[str, list[asyncio.Future[LiveIdentity | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
 

@@ -2,25 +2,31 @@
 
 A token bucket per instance and kind of request (``node_rate_buckets``):
 ``burst`` tokens at most, refilled at ``rate`` per second, a request costs
-its count (one per event). The row is read and written under its lock in the
-request's write transaction (``FOR UPDATE``; on SQLite the unit's ``BEGIN
-IMMEDIATE``), so two platform processes share one budget per instance: a
-node cannot double its rate by spreading requests over processes. A refused
-request takes nothing and raises :class:`RateLimitedError` (429 with
-``Retry-After``). Rotation has its own limit, a minimum interval checked on
-the instance row under the lock rotation takes anyway (services/nodeapi/enroll.py).
+its count (one per event). The charge is one statement, an upsert whose
+``DO UPDATE … WHERE`` refills and takes in SQL only when the level covers
+the cost (the arithmetic of :func:`take`), under the row's lock in the
+request's write transaction (on SQLite the unit's ``BEGIN IMMEDIATE``), so
+two platform processes share one budget per instance: a node cannot double
+its rate by spreading requests over processes. A refused request takes
+nothing and raises :class:`RateLimitedError` (429 with ``Retry-After``); only
+then is the row read again, to say how long to wait. Rotation has its own
+limit, a minimum interval checked on the instance row under the lock rotation
+takes anyway (services/nodeapi/enroll.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import NodeRateBucket
+from powernode.platform.db.base import UTCDateTime
 from powernode.platform.problems import RateLimitedError
 
 
@@ -64,6 +70,66 @@ def charge(
     """
     if rate <= 0:
         return
+    if cost <= burst:
+        params = {
+            "iid": instance_id,
+            "bucket": bucket,
+            "cost": float(cost),
+            "rate": float(rate),
+            "burst": float(burst),
+            "now": now,
+        }
+        dialect = session.get_bind().dialect.name
+        if session.execute(_charge_statement(dialect), params).first() is not None:
+            return
+    # Refused (or a cost no bucket can ever hold): say how long to wait. The
+    # read-check-write below takes the row's lock, as the upsert would have.
+    _charge_locked(session, instance_id, bucket, cost, rate=rate, burst=burst, now=now, what=what)
+
+
+# Seconds from the row's updated_at to :now, exactly (no float day counts): on
+# SQLite the timestamps are 'YYYY-MM-DD HH:MM:SS.ffffff' text (UTCDateTime).
+_ELAPSED = {
+    "postgresql": "CAST(EXTRACT(EPOCH FROM (:now - b.updated_at)) AS DOUBLE PRECISION)",
+    "sqlite": "((strftime('%s', :now) - strftime('%s', b.updated_at)) + "
+    "(CAST(substr(:now, 21, 6) AS INTEGER) - CAST(substr(b.updated_at, 21, 6) AS INTEGER))"
+    " / 1000000.0)",
+}
+_LEAST = {"postgresql": ("LEAST", "GREATEST"), "sqlite": ("MIN", "MAX")}
+
+
+@functools.cache
+def _charge_statement(dialect: str) -> TextClause:
+    """The charge as one upsert (built once per dialect): a new bucket starts full
+    and pays ``cost`` at once; an existing one is refilled up to ``burst`` and
+    pays only when that level covers ``cost`` (no row returned: refused, nothing
+    changed) — :func:`take` in SQL, checked and written under the row's lock."""
+    least, greatest = _LEAST[dialect]
+    level = f"{least}(:burst, b.tokens + {greatest}({_ELAPSED[dialect]}, 0) * :rate)"
+    # Only this module's constants are formatted in; every value is a bound parameter.
+    sql = (
+        "INSERT INTO node_rate_buckets AS b (instance_id, bucket, tokens, updated_at) "  # noqa: S608
+        "VALUES (:iid, :bucket, :burst - :cost, :now) "
+        "ON CONFLICT (instance_id, bucket) DO UPDATE "
+        f"SET tokens = {level} - :cost, updated_at = {greatest}(:now, b.updated_at) "
+        f"WHERE {level} >= :cost "
+        "RETURNING tokens"
+    )
+    return text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def _charge_locked(
+    session: Session,
+    instance_id: str,
+    bucket: str,
+    cost: float,
+    *,
+    rate: float,
+    burst: float,
+    now: datetime,
+    what: str,
+) -> None:
+    """:func:`charge` as a locked read-check-write of the row (the refusal's path)."""
     key = (instance_id, bucket)
     row = session.get(NodeRateBucket, key, with_for_update=True)
     if row is None:

@@ -35,7 +35,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Update, bindparam, case, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    case,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import Task, TaskState
@@ -119,7 +130,9 @@ def _lease_statement() -> Update:
         select(t.c.id)
         .where(
             t.c.instance_id == bindparam("me"),
-            t.c.state.in_((TaskState.QUEUED.value, TaskState.LEASED.value)),
+            # Literal, as the partial index's predicate is written: an IN of a
+            # list is a "post-compile" parameter SQLAlchemy renders on every call.
+            text(f"tasks.state IN ('{TaskState.QUEUED.value}', '{TaskState.LEASED.value}')"),
             t.c.available_at <= bindparam("now", type_=at),
         )
         .order_by(t.c.available_at, t.c.created_at, t.c.id)
@@ -153,7 +166,7 @@ def _lease_statement() -> Update:
 
 
 def lease(
-    session: Session, instance_id: str, n: int, now: datetime, policy: NodeApiPolicy
+    db: Session | Connection, instance_id: str, n: int, now: datetime, policy: NodeApiPolicy
 ) -> list[Leased]:
     """Lease up to ``n`` of the instance's offerable tasks, in one statement; the caller commits.
 
@@ -165,13 +178,13 @@ def lease(
     sort of every due task per lease). A picked task whose lease expired on
     its last attempt (a dead node's) is failed by the same statement instead
     of leased, so a lease may answer fewer than ``n`` while such tasks remain.
+    Being one statement, it may run alone (autocommit: ``PlatformState.statement``).
     """
     until = now + policy.visibility_timeout
-    rows = (
-        session.connection()
-        .execute(_lease_statement(), {"me": instance_id, "n": n, "now": now, "until": until})
-        .all()
-    )
+    conn = db.connection() if isinstance(db, Session) else db
+    rows = conn.execute(
+        _lease_statement(), {"me": instance_id, "n": n, "now": now, "until": until}
+    ).all()
     leased = sorted(
         (r for r in rows if r.state == TaskState.LEASED.value), key=lambda r: (r.created_at, r.id)
     )
@@ -311,6 +324,43 @@ def _write_statement(kind: str) -> Update:
         },
     }
     return update(table).where(table.c.id == bindparam("b_id")).values(**changes[kind])
+
+
+@functools.cache
+def _ack_if_leased() -> Update:
+    """An ack as one compare-and-set (built once): recorded only when the task is
+    leased by ``b_me`` — and, when ``b_attempt`` is not NULL, on that attempt —
+    which is every condition :func:`_judge` lets through, checked on the row the
+    UPDATE locks (PostgreSQL re-checks them on a row changed under it)."""
+    t = cast(Table, Task.__table__)
+    ack = _write_statement("ack")
+    attempt = bindparam("b_attempt", type_=t.c.attempts.type)
+    return ack.where(
+        t.c.instance_id == bindparam("b_me"),
+        t.c.state == TaskState.LEASED.value,
+        t.c.lease_owner == bindparam("b_me"),
+        or_(attempt.is_(None), t.c.attempts == attempt),
+    ).returning(t.c.id)
+
+
+def ack_leased(
+    conn: Connection,
+    instance_id: str,
+    task_id: str,
+    result: dict[str, object],
+    now: datetime,
+    *,
+    attempt: int | None = None,
+) -> bool:
+    """Record success of a task this instance holds, in one statement; whether it was.
+
+    False changed nothing: the task is not (or no longer) this lease's — the
+    caller answers with :func:`ack`, which judges and words why. Being one
+    statement it may run alone (autocommit: ``PlatformState.statement``).
+    """
+    params = {"b_id": task_id, "b_me": instance_id, "b_result": result, "b_now": now}
+    done = conn.execute(_ack_if_leased(), {**params, "b_attempt": attempt}).first()
+    return done is not None
 
 
 def _judge(instance_id: str, o: Outcome, row: _Row) -> Recorded | None:
