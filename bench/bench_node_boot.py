@@ -9,8 +9,9 @@ system-base, the platform with ``provider = "qemu"`` (SQLite here: the database 
 what a boot waits on). BOOTS (default 5) fresh instances are provisioned one after the
 other (a first boot: fs-verity enabled on the whole store), then one instance is
 rebooted BOOTS times (verity kept on its persist disk). Phases, host seconds after
-``provision``/``reboot`` returned, read through the API: kernel banner, identity
-claimed, root composed, switch_root, agent started, first heartbeat accepted.
+``provision``/``reboot`` returned, read through the API: the initramfs's /init, identity
+claimed, root composed, switch_root, agent started, first heartbeat accepted (the kernel
+runs ``quiet``: its first line on the console is our ``/init``'s).
 
 Reference, measured in the same run: the tests' minimal guest (the same kernel with a
 busybox initramfs that only reaches ``/init``, tests/platform/qemu/guest.py) through the
@@ -40,7 +41,7 @@ from powernode.platform.services.providers import ProvisionRequest
 from powernode.platform.services.qemu_provider import LocalQemuProvider, QemuConfig
 
 PHASES = (
-    "kernel",
+    "initramfs /init",
     "identity claimed",
     "root composed",
     "switch_root",

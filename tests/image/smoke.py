@@ -46,7 +46,7 @@ STEPS = ("staging", "blessed", "live")
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1
 # (phase, console marker), in boot order; the console is read through the API
 CONSOLE_PHASES = (
-    ("kernel", "Linux version"),
+    ("initramfs /init", "powernode: initramfs /init"),  # the kernel is booted quiet
     ("identity claimed", "powernode: identity "),
     ("root composed", "powernode: root composed"),
     ("switch_root", "powernode: switch_root"),

@@ -170,19 +170,24 @@ def make_sbom(
     return data
 
 
-def _add_files(doc: dict[str, Any], root_ref: str, files: Sequence[FileEntry]) -> None:
+def _add_files(
+    doc: dict[str, Any],  # Any: the CycloneDX JSON document
+    root_ref: str,
+    files: Sequence[FileEntry],
+) -> None:
     """The file components, added to the library's JSON as it would write them (type
     "file" sorts first, then by name; one dependency entry each, the root depending on
     all): the library's model registers every component by a linear search, and a
     module's 10,000 files made that minutes. Any: the CycloneDX JSON document."""
     entries = []
     for f in sorted(files, key=lambda f: f.path):
-        entry: dict[str, Any] = {"bom-ref": f"file:{f.path}", "name": f.path, "type": "file"}
+        entry: dict[str, Any] = {"name": f.path, "type": "file"}  # Any: a JSON object
+        entry["bom-ref"] = f"file:{f.path}"
         if f.sha256:
             entry["hashes"] = [{"alg": "SHA-256", "content": f.sha256}]
         entries.append(entry)
     doc["components"] = entries + list(doc.get("components", []))
-    deps: list[dict[str, Any]] = list(doc.get("dependencies", []))
+    deps: list[dict[str, Any]] = list(doc.get("dependencies", []))  # Any: JSON objects
     for d in deps:
         if d.get("ref") == root_ref:
             d["dependsOn"] = sorted([*d.get("dependsOn", []), *(e["bom-ref"] for e in entries)])

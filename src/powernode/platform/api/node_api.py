@@ -54,6 +54,10 @@ from powernode.platform.services.nodeapi.heartbeat import HeartbeatReport
 from powernode.platform.services.nodeapi.identity import authenticate
 
 JSON = "application/json"
+# Any: Starlette's coroutine type parameters (send and yield types)
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+# (endpoint, body model, path parameters, async?); Any: each endpoint's own return type
+LeanCall = tuple[Callable[..., Any], type[BaseModel] | None, tuple[str, ...], bool]
 
 
 class NodeRoute(APIRoute):
@@ -78,7 +82,7 @@ class NodeRoute(APIRoute):
     /openapi.json) is FastAPI's, unchanged.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    def get_route_handler(self) -> Handler:
         full = super().get_route_handler()
         call = _lean_call(self)
         if call is None:
@@ -122,7 +126,7 @@ _LEAN_PARAMS = frozenset({"body", "state", "node"})
 
 def _lean_call(
     route: APIRoute,
-) -> tuple[Callable[..., Any], type[BaseModel] | None, tuple[str, ...], bool] | None:
+) -> LeanCall | None:
     """(endpoint, body model, path parameters, async?) when the lean handler can
     run ``route``'s endpoint, else None (FastAPI's handler runs it)."""
     endpoint = route.endpoint

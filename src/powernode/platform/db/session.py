@@ -112,8 +112,10 @@ def _ping_if_idle(
     """
     dialect = engine.dialect
 
-    def checkout(  # Any: a DBAPI connection
-        dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    def checkout(
+        dbapi_conn: Any,  # Any: a DBAPI connection
+        record: ConnectionPoolEntry,
+        _proxy: PoolProxiedConnection,
     ) -> None:
         used = record.info.get(_USED)
         if used is not None and time.monotonic() - used < PING_IDLE_SECONDS:
