@@ -229,8 +229,9 @@ def commit(
     root: RootOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build an instance-variety module's persistent changes as a new version (artifact dir);
-    with --push, push and sign it with the node key and announce it to the platform."""
+    """Build an instance-variety module's persistent changes as a new version (artifact dir).
+
+    With --push, push and sign it with the node key and announce it to the platform."""
     from powernode.agent.assemble import build_node_client  # noqa: PLC0415
     from powernode.agent.certstore import CertStore  # noqa: PLC0415
     from powernode.agent.commit import announce as announce_version  # noqa: PLC0415
