@@ -287,10 +287,14 @@ def test_sigkill_with_work_pending_loses_and_doubles_no_outcome_and_no_event(
             world.server.start(timeout=min(60, left()))
         left()
 
-    # Every kill had events waiting in the buffer and tasks not yet recorded.
+    # Every kill had events waiting in the buffer, and nearly every one tasks not yet
+    # recorded: the loop kills once 2 are left, and on a loaded host the agent sometimes
+    # records those 2 between the check and the kill (seen once in 52, in CI). The
+    # guarantees below hold either way; this only shows the kills found work to lose.
     assert min(figures.pending_events) > 0, figures
     pending = zip(figures.pending_tasks, figures.pending_outcomes, strict=True)
-    assert all(t + o > 0 for t, o in pending), figures
+    with_work = sum(1 for t, o in pending if t + o > 0)
+    assert with_work >= 0.9 * figures.kills, figures
     assert figures.kills >= 50 and figures.kills_platform_down >= 8
 
     # The last agent, with the platform up, finishes everything.
