@@ -5,6 +5,7 @@
 #   requirements-demo.txt   the package with its runtime extras (platform): `make demo`
 #   requirements.txt    that plus the test and lint tools: `make test`, `make unit`
 #   requirements-agent.txt  a node's agent alone (no platform extra)
+#   pylock.toml         dev's pins again in the standard format (PEP 751), for tools that read it
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -76,6 +77,9 @@ lock: $(DEV_STAMP)
 		-c requirements.txt -o requirements-demo.txt
 	$(UV_COMPILE) pyproject.toml requirements-build.in -c requirements.txt \
 		-o requirements-agent.txt
+	$(BIN)/uv pip compile -q --universal --python-version 3.11 pyproject.toml \
+		requirements-build.in --extra platform --extra mcp --extra dev -c requirements.txt \
+		-o pylock.toml
 
 # Build information for `powernode-agent version` (git SHA, build date), before a wheel.
 buildinfo:

@@ -94,6 +94,22 @@ def test_lock_satisfies_pyproject(lock_name: str) -> None:
     assert not unhashed, f"pins without a hash in {lock_name}: {unhashed}"
 
 
+def test_pylock_holds_the_dev_locks_pins() -> None:
+    """pylock.toml (PEP 751, what lock-aware tools read) pins exactly what requirements.txt
+    pins, every file with its sha256: one resolution, two formats."""
+    import tomllib
+
+    doc = tomllib.loads((ROOT / "pylock.toml").read_text())
+    assert doc["lock-version"] == "1.0"
+    pins = {canonicalize_name(p["name"]): p["version"] for p in doc["packages"]}
+    dev = {name: version for name, (version, _) in parse_lock(
+        (ROOT / "requirements.txt").read_text()).items()}  # fmt: skip
+    assert pins == dev
+    for p in doc["packages"]:
+        files = [*p.get("wheels", []), *([p["sdist"]] if "sdist" in p else [])]
+        assert files and all(len(f["hashes"]["sha256"]) == 64 for f in files), p["name"]
+
+
 def test_locks_agree_on_every_version() -> None:
     """demo and agent are resolved inside dev's pins: one package, one version."""
     dev = parse_lock((ROOT / "requirements.txt").read_text())
