@@ -92,19 +92,25 @@ def check(modules: Iterable[BootModule], store: Path) -> list[tuple[Path, set[st
     return found
 
 
+def _place_store(found: list[tuple[Path, set[str]]], store: Path, dest: Path) -> int:
+    """``found``'s images and objects under ``dest/{images,objects}``; how many files."""
+    n = 0
+    for image, objects in found:
+        _place(image, dest / "images" / image.name)
+        n += 1
+        for o in sorted(objects):
+            target = dest / "objects" / o
+            if not target.exists():
+                _place(store / "objects" / o, target)
+                n += 1
+    return n
+
+
 def write_share(modules: tuple[BootModule, ...], store: Path, dest: Path) -> int:
     """``dest/modules.set`` and ``dest/store/``; returns how many files were placed."""
     found = check(modules, store)
     dest.mkdir(mode=0o700, parents=True, exist_ok=False)
-    n = 0
-    for image, objects in found:
-        _place(image, dest / "store" / "images" / image.name)
-        n += 1
-        for o in sorted(objects):
-            target = dest / "store" / "objects" / o
-            if not target.exists():
-                _place(store / "objects" / o, target)
-                n += 1
+    n = _place_store(found, store, dest / "store")
     (dest / "modules.set").write_text(render_module_set(modules))
     return n
 
@@ -114,14 +120,4 @@ def write_persist_tree(modules: tuple[BootModule, ...], store: Path, dest: Path)
     tree for ``mkfs.ext4 -d``); returns ``modules.set``'s text and how many files."""
     found = check(modules, store)
     dest.mkdir(mode=0o700, parents=True, exist_ok=False)
-    base = dest / PERSIST_STORE
-    n = 0
-    for image, objects in found:
-        _place(image, base / "images" / image.name)
-        n += 1
-        for o in sorted(objects):
-            target = base / "objects" / o
-            if not target.exists():
-                _place(store / "objects" / o, target)
-                n += 1
-    return render_module_set(modules), n
+    return render_module_set(modules), _place_store(found, store, dest / PERSIST_STORE)
