@@ -207,3 +207,37 @@ def test_no_union_on_the_root_records_nothing(tmp_path: Path) -> None:
     with pytest.raises(BootError, match="is not a powernode union"):
         record_mounted(node_layout(cfg), {"a": ModuleSpec("a", f"sha256:{HEX_A}", 1)})
     assert not os.path.exists(tmp_path / "state" / "agent" / "state.json")
+
+
+def test_the_seed_bundle_names_the_registry_the_node_pulls_from(tmp_path: Path) -> None:
+    """The qemu provider writes ``modules_registry`` (the host's registry as the guest dials
+    it); ``read_seed`` hands it on, and refuses anything but http(s)://host[:port]."""
+    from powernode.agent.boot import read_seed
+    from powernode.platform.services.seed_bundle import Seed
+
+    iid = str(uuid.uuid4())
+    seed = Seed(
+        iid, "https://10.0.2.2:8443", "", "pnb_x", "", "http://10.0.2.2:5000", "127.0.0.1:5000"
+    )
+    doc = json.loads(seed.manifest())
+    (tmp_path / "seed.json").write_text(seed.manifest())
+    got = read_seed(tmp_path)
+    assert (got.modules_registry, got.modules_registry_name) == (
+        "http://10.0.2.2:5000",
+        "127.0.0.1:5000",
+    )
+    for bad in ("http://127.0.0.1:5000", "127.0.0.1:5000/x"):
+        (tmp_path / "seed.json").write_text(json.dumps({**doc, "modules_registry_name": bad}))
+        with pytest.raises(BootError, match=r"modules_registry_name .* is not host\[:port\]"):
+            read_seed(tmp_path)
+    lone = {k: v for k, v in doc.items() if k != "modules_registry"}  # a name, no registry
+    (tmp_path / "seed.json").write_text(json.dumps(lone))
+    with pytest.raises(BootError, match="beside a modules_registry"):
+        read_seed(tmp_path)
+    del doc["modules_registry"], doc["modules_registry_name"]  # an older bundle: none
+    (tmp_path / "seed.json").write_text(json.dumps(doc))
+    assert read_seed(tmp_path).modules_registry == ""
+    for bad in ("10.0.2.2:5000", "http://10.0.2.2:5000/v2/", "file:///srv/registry", 5000):
+        (tmp_path / "seed.json").write_text(json.dumps({**doc, "modules_registry": bad}))
+        with pytest.raises(BootError, match=r"modules_registry .* is not http\(s\)://host"):
+            read_seed(tmp_path)

@@ -89,3 +89,33 @@ def test_a_composition_naming_a_file_the_winner_lacks_is_refused(layout: NodeLay
     assert (layout.root / "etc/other").read_bytes() == big("o")
     assert not (layout.agent_dir / "composition.json").exists()
     assert Path(layout.run_dir).is_dir()
+
+
+@pytest.mark.mount
+def test_a_composition_that_fixes_no_path_of_the_stack_is_kept_without_a_restack(
+    layout: NodeLayout,
+) -> None:
+    """The first sync after boot: the initramfs stacked by priority and stored no
+    composition; the platform's changes nothing of this stack, so the union serving (and
+    its fs-verity) stays, and no module is hashed again. One that does fix a path
+    restacks."""
+    owner = build_module(layout, "owner", {"etc/owned.conf": big("owner")}, priority=50)
+    app = build_module(layout, "app", {"etc/owned.conf": big("app")}, priority=10)
+    first = apply(layout, {"owner": owner, "app": app})
+    only_carve_out_elsewhere = composition(
+        [("/etc/", ("owner", "app")), ("/etc/owned.conf", ("owner", "app"))],
+        [Dropped("/etc/owned.conf", "app", "protected", "owner", "/etc/owned.conf")],
+    )  # owner is on top already: no fix
+    kept = apply(layout, {"owner": owner, "app": app}, composition=only_carve_out_elsewhere)
+    assert (kept.changed, kept.generation) == (False, first.generation)
+    assert (layout.agent_dir / "composition.json").is_file()  # stored for later restacks
+    assert (layout.root / "etc/owned.conf").read_bytes() == big("owner")
+    hidden = composition(
+        [("/etc/", ("owner", "app")), ("/etc/owned.conf", ("owner", "app"))],
+        [
+            Dropped("/etc/owned.conf", "app", "protected", "owner", "/etc/owned.conf"),
+            Dropped("/etc/secret", "owner", "takeover", "cfg", "/etc/secret"),
+        ],
+    )  # a whiteout for /etc/secret: another union
+    moved = apply(layout, {"owner": owner, "app": app}, composition=hidden)
+    assert (moved.changed, moved.generation) == (True, first.generation + 1)

@@ -1,11 +1,15 @@
 """The first real boot (`make smoke`, also in `make test`): power-on to ``drift: false``.
 
-kernel-initrd is built; ``system-base`` is built by the module toolchain; the platform
-runs on PostgreSQL with ``provider = "qemu"`` (tests/image/smoke.py). An instance is
-provisioned through the API, and from then on only the API is read:
+kernel-initrd is built; ``system-base`` and the userland module ``hello`` are built by
+the module toolchain, pushed and signed into a real registry, ingested and verified by the
+platform, which runs on PostgreSQL with ``provider = "qemu"`` (tests/image/smoke.py). An
+instance is provisioned through the API, and from then on only the API is read:
 
 1. first boot: the console's phases, ``instance.enrolled``, a heartbeat,
    ``running_module_digests`` equal to the desired set, ``drift: false``;
+1b. a new version of ``hello`` is published and promoted to live: the node pulls it from
+   the registry (as 10.0.2.2), verifies it under the module's key, restacks its root and
+   reports it, without a reboot (no ``/init`` on the console, no ``instance.rebooted``);
 2. reboot (``POST …/reboot``, a power cycle): the same identity (no second enrollment),
    the set composed from the persist store's last good set, a new heartbeat, drift false;
 3. a seed bundle whose token was used: a second machine handed the first one's token says
@@ -13,11 +17,11 @@ provisioned through the API, and from then on only the API is read:
 4. terminate: the VM is gone, the console still readable.
 
 Each phase prints its time after provisioning (``-s`` shows them; the CI log keeps them).
-Not yet here: converging to a new version without a reboot (docs/boot.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -30,13 +34,27 @@ import pytest
 from powernode.platform.services.boot_set import BootModule
 from powernode.platform.services.providers import ProvisionRequest
 from tests.conftest import require_tool
-from tests.image.smoke import Smoke, Watch, build_system_base, smoke_platform, watch_boot
+from tests.image.smoke import (
+    Smoke,
+    Watch,
+    build_hello,
+    build_system_base,
+    smoke_platform,
+    watch_boot,
+)
 from tests.package_cache import EPOCH, session_cache
 from tests.platform import pgcluster
 
-pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.tool, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.slow,
+    pytest.mark.tool,
+    pytest.mark.postgres,
+    pytest.mark.registry,
+]
 
 BOOT_BUDGET = 900.0  # s: TCG on a loaded 2-core host; fs-verity over ~180 MB, python's imports
+CONVERGE_BUDGET = 600.0  # s: the agent's 60 s sync, a pull over user networking, a restack
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +80,10 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def smoke(tmp_path: Path, kernel_initrd: Path, system_base: Path, pg_url: str) -> Iterator[Smoke]:
-    for tool in ("qemu-system-x86_64", "mkfs.ext4"):
+    for tool in ("qemu-system-x86_64", "mkfs.ext4", "docker-registry"):
         require_tool(tool)
-    with smoke_platform(tmp_path, kernel_initrd, system_base, pg_url) as s:
+    hello = build_hello(tmp_path, "1.0.0", EPOCH)
+    with smoke_platform(tmp_path, kernel_initrd, system_base, pg_url, userland=hello) as s:
         yield s
 
 
@@ -89,6 +108,26 @@ def _smoke(smoke: Smoke) -> None:
     assert {"instance.enrolled", "first heartbeat", "running = desired"} <= set(watch.seen)
     assert f"powernode: identity {iid} from " in watch.console
     assert "powernode: verity: enabled " in watch.console  # every object, in the guest
+    assert set(smoke.desired) == {"system-base", "hello"}
+
+    # 1b. a new version of the userland module: pulled, verified, restacked, no reboot
+    first_hello = smoke.desired["hello"]
+    promoted_at = datetime.now(UTC)
+    offset = len(watch.console.encode())
+    smoke.publish(build_hello(smoke.store.parent.parent, "1.1.0", EPOCH))
+    assert smoke.desired["hello"] != first_hello
+    moved = Watch(time.monotonic(), "smoke converge")
+    inst = watch_boot(
+        smoke, iid, moved, budget=CONVERGE_BUDGET, console_from=offset, heartbeat_since=promoted_at
+    )
+    after = moved.console[offset:]
+    assert "drift false" in moved.seen, f"phases {moved.seen}; {inst}; console:\n{after[-4000:]}"
+    assert inst["running_module_digests"]["hello"] == smoke.desired["hello"]
+    assert "powernode: initramfs /init" not in after, "the node rebooted to converge"
+    assert not api.events(iid, "instance.rebooted")
+    synced = [e for e in api.events(iid, "module.synced") if "hello" in json.dumps(e)]
+    assert synced, "no module.synced event names hello"
+    print(f"smoke converge: module.synced {json.dumps(synced[-1])[:600]}", flush=True)
 
     # 2. reboot: the same identity and set, from the persist store, without enrolling again
     rebooted_at = datetime.now(UTC)
@@ -104,6 +143,7 @@ def _smoke(smoke: Smoke) -> None:
     assert f"powernode: identity {iid} from " in second
     assert "module set: the persist store's last good set" in second, second[-4000:]
     assert "verity: enabled 0, already " in second  # kept on the persist disk
+    assert inst["running_module_digests"] == smoke.desired  # hello 1.1.0 came back
     assert len(api.events(iid, "instance.enrolled")) == 1  # its certificate was kept
     assert api.events(iid, "instance.rebooted")
 
@@ -115,7 +155,7 @@ def _smoke(smoke: Smoke) -> None:
         assert used.scalar_one() >= 1
     stranger = str(uuid.uuid4())
     token = _seed_token(smoke, iid)
-    first_set = (BootModule("system-base", 10, smoke.digest),)
+    first_set = (BootModule("system-base", 10, smoke.digest),)  # in the boot store
     smoke.provider.provision(
         ProvisionRequest(stranger, "smoke-x", "smoke-x", "base", token, first_set)
     )

@@ -42,3 +42,23 @@ def test_a_bad_settings_file_names_itself(
 def test_a_bad_environment_value_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"^settings: port: "):
         load_settings(None, env={"POWERNODE_PORT": "x"})
+
+
+@pytest.mark.parametrize(
+    ("registry", "given", "guests_see", "signed_as"),
+    [
+        ("http://127.0.0.1:5000", "", "http://10.0.2.2:5000", "127.0.0.1:5000"),  # loopback
+        ("https://localhost:5443/", "", "https://10.0.2.2:5443", "localhost:5443"),
+        ("https://registry.example.com", "", "https://registry.example.com", ""),  # the same
+        ("/srv/powernode/registry", "", "", ""),  # a layout directory: no guest reads it
+        ("", "", "", ""),
+        ("http://127.0.0.1:5000", "http://192.0.2.7:5000/", "http://192.0.2.7:5000",
+         "127.0.0.1:5000"),
+    ],
+)  # fmt: skip
+def test_the_registry_a_guest_dials_and_the_name_its_signatures_carry(
+    registry: str, given: str, guests_see: str, signed_as: str
+) -> None:
+    s = Settings(registry=registry, guest_modules_registry=given)
+    assert s.effective_guest_modules_registry == guests_see
+    assert s.effective_guest_modules_registry_name == signed_as

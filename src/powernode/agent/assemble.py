@@ -77,6 +77,7 @@ def build_puller(
         policies=policy_reader(cfg, clock),
         unsafe_no_signature=unsafe_no_signature,
         default_registry=cfg.modules_registry,
+        registry_name=cfg.modules_registry_name,
     )
 
 

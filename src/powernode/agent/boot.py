@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from powernode.agent.certstore import CertStore
-from powernode.agent.config import AgentConfig
+from powernode.agent.config import HOST_PORT, AgentConfig
 from powernode.agent.enroll import enroll
 from powernode.agent.lifecycle import SystemClock
 from powernode.agent.modules.layout import NodeLayout
@@ -54,6 +54,7 @@ BOOT_REFUSED = 3  # the exit status: init scripts and the unit do not restart it
 INIT_DIR = Path(__file__).parent / "init"  # inittab, rc.sysinit, agent-run, the unit
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_REGISTRY_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")  # scheme, host[:port], no path
 _SET_LINE = re.compile(r"^(-?[0-9]+) ([A-Za-z0-9][A-Za-z0-9._-]*) ([0-9a-f]{64})$")
 
 Say = Callable[[str], None]
@@ -75,6 +76,8 @@ class Seed:
     platform_url: str
     token_file: Path
     ca_file: Path | None
+    modules_registry: str = ""  # http(s)://host[:port]: where this node pulls modules
+    modules_registry_name: str = ""  # host[:port]: the registry's name in signatures
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class BootReport:
     enrolled: str  # "now", "already"
     platform_url: str  # the config's, else the seed bundle's: what service talks to
     modules: dict[str, str]  # name -> sha256:<hex>, as mounted
+    modules_registry: str = ""  # the config's, else the seed bundle's (with its name)
+    modules_registry_name: str = ""
 
 
 def _read(path: Path, what: str) -> str:
@@ -143,8 +148,27 @@ def read_seed(seed_dir: Path) -> Seed:
     iid, url = doc.get("instance_id"), doc.get("platform_url")
     if not isinstance(iid, str) or not isinstance(url, str) or not url:
         raise BootError(f"seed bundle: {seed_dir / 'seed.json'} lacks instance_id or platform_url")
+    registry = doc.get("modules_registry", "")
+    if not isinstance(registry, str) or (registry and not _REGISTRY_URL.match(registry)):
+        raise BootError(
+            f"seed bundle: {seed_dir / 'seed.json'}: modules_registry {registry!r} is not "
+            "http(s)://host[:port]"
+        )
+    name = doc.get("modules_registry_name", "")
+    if not isinstance(name, str) or (name and not (registry and HOST_PORT.match(name))):
+        raise BootError(
+            f"seed bundle: {seed_dir / 'seed.json'}: modules_registry_name {name!r} is not "
+            "host[:port] beside a modules_registry"
+        )
     ca = seed_dir / "platform-ca.pem"
-    return Seed(iid.lower(), url, seed_dir / "bootstrap-token", ca if ca.is_file() else None)
+    return Seed(
+        iid.lower(),
+        url,
+        seed_dir / "bootstrap-token",
+        ca if ca.is_file() else None,
+        registry,
+        name,
+    )
 
 
 def _enroll(cfg: AgentConfig, claim: Claim, seed_dir: Path, say: Say) -> str:
@@ -232,9 +256,21 @@ def first_boot(
     except ConfigError as e:
         raise BootError(str(e)) from e
     say("root verified: " + " ".join(f"{n}@{m.hex[:12]}" for n, m in sorted(mounted.items())))
-    url = cfg.platform_url
-    if not url and (seed_dir / "seed.json").is_file():
-        url = read_seed(seed_dir).platform_url
+    url, registry, name = cfg.platform_url, cfg.modules_registry, cfg.modules_registry_name
+    if not (url and registry) and (seed_dir / "seed.json").is_file():
+        seed = read_seed(seed_dir)
+        url = url or seed.platform_url
+        if not registry:
+            registry, name = seed.modules_registry, seed.modules_registry_name
+            if registry:
+                named = f", signed as {name}" if name else ""
+                say(f"modules from {registry}{named} (the seed bundle's registry)")
     return BootReport(
-        claim.instance_id, claim.source, enrolled, url, {n: m.digest for n, m in mounted.items()}
+        claim.instance_id,
+        claim.source,
+        enrolled,
+        url,
+        {n: m.digest for n, m in mounted.items()},
+        registry,
+        name,
     )

@@ -15,6 +15,7 @@ here, so an operator can see and change it (python-tuf ``ngclient/config.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from pathlib import Path
 from powernode.configmerge import merge
 from powernode.errors import ConfigError
 from powernode.node.fields import FieldErrors, bounded, build, field_names
+
+# a registry name as references and signatures write it: host or [v6], then :port
+HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 ENV_PREFIX = "POWERNODE_AGENT_"
 DEFAULT_CONFIG_FILE = Path("/etc/powernode/agent.toml")
@@ -86,6 +90,10 @@ class AgentConfig:
     # for references naming no host (docs/agent-modules.md "Module source").
     # Empty: each reference's own host, HTTPS unless loopback (docs/publish.md).
     modules_registry: str = ""
+    # The registry's name (host[:port]) as signatures name it, for references naming no
+    # host, when modules_registry is another address of it: a mirror, or QEMU's 10.0.2.2
+    # for the host's 127.0.0.1:5000. Empty: modules_registry's own host[:port].
+    modules_registry_name: str = ""
     # docs/operations.md: where the agent writes its node-exporter textfile
     # (powernode_agent.prom) after every heartbeat cycle; None: not written.
     metrics_textfile_dir: Path | None = None
@@ -108,6 +116,12 @@ class AgentConfig:
             raise ValueError(
                 f"modules_registry: {registry!r}: write the registry as http(s)://host[:port] "
                 "or an OCI layout directory as oci:/absolute/path (no ':' in the path)"
+            )
+        name = self.modules_registry_name
+        if name and (not registry.startswith(("http://", "https://")) or not HOST_PORT.match(name)):
+            raise ValueError(
+                f"modules_registry_name: {name!r}: write the registry's host[:port] as "
+                "signatures name it (no scheme, no path), beside an http(s):// modules_registry"
             )
         # Normalised once here (frozen: set through object.__setattr__).
         object.__setattr__(self, "platform_url", url.rstrip("/"))

@@ -22,8 +22,6 @@ from powernode.cli.base import App, LogFormatOpt, configure_logging
 from powernode.errors import PowernodeError
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
     from powernode.platform.settings import Settings
     from powernode.platform.worker import IngestWorker
 
@@ -163,7 +161,7 @@ def serve(
     watchdog from its event loop (docs/operations.md)."""
     from powernode.platform.app import create_app  # noqa: PLC0415
     from powernode.platform.tlsserve import build_server, server_identity  # noqa: PLC0415
-    from powernode.platform.worker import attach  # noqa: PLC0415
+    from powernode.platform.worker import attach, worker_from_settings  # noqa: PLC0415
     from powernode.systemd import Notifier  # noqa: PLC0415
 
     configure_logging(log_format)
@@ -173,7 +171,7 @@ def serve(
     with _database_errors(settings):
         api = create_app(settings)
         if worker:
-            attach(api, _worker(settings, api.state.platform.sessions))
+            attach(api, worker_from_settings(settings, api.state.platform.sessions))
         server = build_server(api, settings, notifier=Notifier())
         if settings.tls:
             cert, _, platform_ca = server_identity(settings, now=datetime.now(UTC))
@@ -182,29 +180,6 @@ def serve(
                 typer.echo(f"platform CA (give it to agents as --platform-ca): {platform_ca}")
     with _database_errors(settings):
         server.run()
-
-
-def _worker(settings: Settings, sessions: sessionmaker[Session]) -> IngestWorker:
-    from powernode.platform.services.artifacts import PublishArtifactSource  # noqa: PLC0415
-    from powernode.platform.worker import IngestWorker  # noqa: PLC0415
-
-    source = None
-    if settings.registry:
-        source = PublishArtifactSource.from_settings(
-            settings.registry,
-            settings.cosign_roots_file,
-            lambda: datetime.now(UTC),
-            settings.cosign_tlog_keys_file,
-            insecure_ignore_tlog=settings.cosign_insecure_ignore_tlog,
-        )
-    from powernode.platform.services.retention import RetentionPolicy  # noqa: PLC0415
-
-    return IngestWorker(
-        sessions,
-        source,
-        poll_seconds=settings.ingest_poll_seconds,
-        retention=RetentionPolicy.from_settings(settings),
-    )
 
 
 @app.command()
@@ -224,6 +199,7 @@ def worker(
     configure_logging(log_format)
     from powernode.platform.db.migrate import upgrade  # noqa: PLC0415
     from powernode.platform.db.session import make_engine, make_sessionmaker  # noqa: PLC0415
+    from powernode.platform.worker import worker_from_settings  # noqa: PLC0415
 
     with _database_errors(None):
         settings = _settings(config, database, data_dir)
@@ -236,7 +212,7 @@ def worker(
     try:
         with _database_errors(settings):
             upgrade(engine)
-            runner = _worker(settings, make_sessionmaker(engine))
+            runner = worker_from_settings(settings, make_sessionmaker(engine))
             _run_worker(runner, once=once, as_json=as_json)
     except KeyboardInterrupt:
         pass

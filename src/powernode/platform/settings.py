@@ -18,6 +18,7 @@ import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -26,6 +27,7 @@ from powernode.errors import ConfigError
 
 ENV_PREFIX = "POWERNODE_"
 DEFAULT_DATA_DIR = Path("/var/lib/powernode")
+QEMU_HOST = "10.0.2.2"  # QEMU user networking: the host's loopback, as a guest dials it
 
 
 class Settings(BaseModel):
@@ -123,6 +125,11 @@ class Settings(BaseModel):
     # when tls is on, else none).
     guest_platform_url: str = ""
     guest_ca_file: Path | None = None
+    # The module registry as a guest sees it (the agent's modules_registry, in the seed
+    # bundle; with registry's own host[:port] as modules_registry_name when they differ,
+    # since signatures name that). Empty: ``registry`` when it is an http(s) URL, its
+    # loopback host written as 10.0.2.2 (QEMU user networking); none for a directory.
+    guest_modules_registry: str = ""
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -188,7 +195,29 @@ class Settings(BaseModel):
     def effective_guest_platform_url(self) -> str:
         if self.guest_platform_url:
             return self.guest_platform_url.rstrip("/")
-        return f"{'https' if self.tls else 'http'}://10.0.2.2:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{QEMU_HOST}:{self.port}"
+
+    @property
+    def effective_guest_modules_registry(self) -> str:
+        if self.guest_modules_registry:
+            return self.guest_modules_registry.rstrip("/")
+        url = urlsplit(self.registry)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return ""  # none, or a layout directory on this host: no guest reads it
+        host = url.hostname
+        if host in ("localhost", "::1") or host.startswith("127."):
+            host = QEMU_HOST
+        return f"{url.scheme}://{host}" + (f":{url.port}" if url.port else "")
+
+    @property
+    def effective_guest_modules_registry_name(self) -> str:
+        """``registry``'s host[:port] (what signatures name) when a guest dials it at
+        another address (the agent's modules_registry_name); empty when they are one."""
+        url = urlsplit(self.registry)
+        guest = urlsplit(self.effective_guest_modules_registry)
+        if url.scheme not in ("http", "https") or not guest.netloc:
+            return ""
+        return url.netloc if url.netloc != guest.netloc else ""
 
     def guest_ca_pem(self) -> str:
         """The CA certificate(s) a guest pins, PEM; empty when there is none."""

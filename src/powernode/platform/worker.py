@@ -39,6 +39,7 @@ from powernode.platform.services import ingest, retention, rollout_tick, sensors
 from powernode.platform.services.artifacts import ArtifactSource, IngestedArtifact
 from powernode.platform.services.context import Actor, Ctx
 from powernode.platform.services.retention import RetentionPolicy
+from powernode.platform.settings import Settings
 from powernode.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,28 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+
+def worker_from_settings(settings: Settings, sessions: sessionmaker[Session]) -> IngestWorker:
+    """The worker ``platform serve`` and ``platform worker`` run: the settings' registry
+    (verified under each module's trust policy), poll interval and retention."""
+    from powernode.platform.services.artifacts import PublishArtifactSource  # noqa: PLC0415
+
+    source = None
+    if settings.registry:
+        source = PublishArtifactSource.from_settings(
+            settings.registry,
+            settings.cosign_roots_file,
+            lambda: datetime.now(UTC),
+            settings.cosign_tlog_keys_file,
+            insecure_ignore_tlog=settings.cosign_insecure_ignore_tlog,
+        )
+    return IngestWorker(
+        sessions,
+        source,
+        poll_seconds=settings.ingest_poll_seconds,
+        retention=RetentionPolicy.from_settings(settings),
+    )
 
 
 def attach(app: FastAPI, worker: IngestWorker) -> None:

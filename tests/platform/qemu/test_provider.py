@@ -292,7 +292,12 @@ def test_a_first_module_set_is_on_the_persist_disk_and_in_the_seed(
     m = make_module(src, "system-base", 10, store)
     state = tmp_path / "state"
     vm_reaper(state)
-    config = replace(qemu_config(pvh_image, state, 9), boot_store=store)
+    config = replace(
+        qemu_config(pvh_image, state, 9),
+        boot_store=store,
+        modules_registry="http://10.0.2.2:5000",
+        modules_registry_name="127.0.0.1:5000",
+    )
     provider = LocalQemuProvider(config)
     ghost = BootModule("ghost", 1, "sha256:" + "ab" * 32)
     iid = str(uuid.uuid4())
@@ -306,6 +311,14 @@ def test_a_first_module_set_is_on_the_persist_disk_and_in_the_seed(
         member = tar.extractfile("modules.set")
         assert member is not None
         assert f"10 system-base {m.hex}" in member.read().decode()
+        seed_json = tar.extractfile("seed.json")
+        assert seed_json is not None
+        doc = json.loads(seed_json.read())
+    # where the agent pulls later versions from, and the name their signatures carry
+    assert (doc["modules_registry"], doc["modules_registry_name"]) == (
+        "http://10.0.2.2:5000",
+        "127.0.0.1:5000",
+    )
     disk = state / iid / "persist.raw"
 
     def ls(path: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from powernode.agent.modules.integrity import VerifiedImage, verify_module
 from powernode.agent.modules.layout import NodeLayout
+from powernode.agent.modules.masks import plan_fixes
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
 from powernode.agent.modules.render import Renders, load_facts, save_facts, templates_of
 from powernode.agent.modules.state import (
@@ -120,6 +121,20 @@ def _renders(layout: NodeLayout, target: Mapping[str, ModuleSpec], facts: Facts)
     return out
 
 
+def _same_fixes(
+    old: Composition | None, new: Composition | None, target: Mapping[str, ModuleSpec]
+) -> bool:
+    """Whether two compositions fix the same paths of ``target``'s stack (union.restack's
+    mask layer): then the union they build is the same, and nothing need be restacked."""
+    stack = [m.name for m in _ordered(target)]
+    try:
+        before = plan_fixes(old, stack) if old is not None else []
+        after = plan_fixes(new, stack) if new is not None else []
+    except DataError:
+        return False  # a bad entry: the restack says so
+    return before == after
+
+
 def _facts_for(layout: NodeLayout, target: Mapping[str, ModuleSpec], facts: Facts | None) -> Facts:
     chosen = load_facts(layout.agent_dir) if facts is None else facts
     return {n: dict(f) for n, f in chosen.items() if n in target}
@@ -139,8 +154,16 @@ def _apply_locked(
     composition = composition if composition is not None else stored
     wanted_facts = _facts_for(layout, target, facts)
     new_facts = wanted_facts != _facts_for(layout, target, None)
-    same = state.mounted == _wanted_digests(target) and not new_composition and not new_facts
+    same = (
+        state.mounted == _wanted_digests(target)
+        and not new_facts
+        and (not new_composition or _same_fixes(stored, composition, target))
+    )
     if same and (not target or serving_union(layout)):
+        if new_composition and composition is not None:
+            # e.g. the first sync after boot: the initramfs stacked by priority alone, and the
+            # platform's composition changes no path of this stack; kept for later restacks
+            save_composition(layout.agent_dir, composition)
         if dict(state.modules) != dict(target):  # e.g. a version label changed, same content
             previous = next_previous(state, target)
             layout.state_file.save(replace(state.with_modules(target), previous=previous))

@@ -11,6 +11,7 @@ is refused, nothing changes and the report says why, per module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -137,6 +138,9 @@ class PublishPuller:
     # http(s)://host[:port]: for references naming none, or it; oci:/DIR: an OCI image
     # layout directory for references naming none (docs/agent-modules.md "Module source")
     default_registry: str = ""
+    # host[:port] signatures name for references naming none, when default_registry is
+    # another address of that registry (AgentConfig.modules_registry_name); "": its own
+    registry_name: str = ""
     unsafe_no_signature: bool = False
     last: dict[str, PulledArtifact] = field(default_factory=dict, compare=False)
 
@@ -180,6 +184,9 @@ class PublishPuller:
         registry, opened = self.registry, None
         if registry is None:
             registry = opened = self._open(module, ref)
+        if ref.registry is None and self.registry_name:
+            # the signature names the registry's own name, not the address dialled
+            ref = dataclasses.replace(ref, registry=self.registry_name)
         try:
             if policy is not None:
                 verified = (self.verify or verify_artifact)(registry, ref, policy)

@@ -120,7 +120,12 @@ def boot(
             node_layout(cfg),
             lambda line: typer.echo(f"powernode-agent boot: {line}", err=True),
         )
-        cfg = dataclasses.replace(cfg, platform_url=report.platform_url)
+        cfg = dataclasses.replace(
+            cfg,
+            platform_url=report.platform_url,
+            modules_registry=report.modules_registry,
+            modules_registry_name=report.modules_registry_name,
+        )
         code = run_service(cfg)
     except BootError as e:  # refused: retrying cannot help (agent/init/agent-run)
         typer.echo(f"powernode-agent boot: {e}", err=True)

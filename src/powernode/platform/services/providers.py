@@ -100,6 +100,8 @@ def provider_of(settings: Settings) -> InstanceProvider:
             state_dir=settings.effective_qemu_state_dir,
             platform_url=settings.effective_guest_platform_url,
             ca_pem=settings.guest_ca_pem(),
+            modules_registry=settings.effective_guest_modules_registry,
+            modules_registry_name=settings.effective_guest_modules_registry_name,
             memory_mb=settings.qemu_memory_mb,
             vcpus=settings.qemu_vcpus,
             arch=settings.qemu_arch,

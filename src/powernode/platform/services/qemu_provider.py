@@ -72,6 +72,10 @@ class QemuConfig:
     # The platform's URL as the guest sees it (user networking: host 127.0.0.1 is 10.0.2.2).
     platform_url: str
     ca_pem: str = ""
+    # The module registry as the guest sees it (the agent's modules_registry; empty: the
+    # agent's own setting, else each module reference's host).
+    modules_registry: str = ""
+    modules_registry_name: str = ""  # the registry's host[:port] as signatures name it
     memory_mb: int = 512
     vcpus: int = 1
     arch: str = "x86_64"
@@ -192,6 +196,8 @@ class LocalQemuProvider:
             self.config.ca_pem,
             request.bootstrap_token or "",
             modules_set,
+            self.config.modules_registry,
+            self.config.modules_registry_name,
         )
         fd = os.open(seed_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:

@@ -4,7 +4,9 @@ A POSIX tar (the 90powernode initramfs unpacks it with busybox ``tar`` and
 binds it at ``/etc/powernode/seed`` in the composed root), handed over
 fw-cfg as ``opt/com.powernode/seed.tar`` (docs/qemu-provider.md)::
 
-    seed.json         {"format": "powernode-seed/1", "instance_id", "platform_url"}
+    seed.json         {"format": "powernode-seed/1", "instance_id", "platform_url"
+                      [, "modules_registry": the registry URL the node pulls modules from,
+                       "modules_registry_name": its host[:port] as signatures name it]}
     platform-ca.pem   the CA the agent pins for the platform's TLS (absent: plain HTTP)
     bootstrap-token   the single-use enrollment token (pnb_…), for
                       ``powernode-agent enroll --token-file``
@@ -34,6 +36,8 @@ class Seed:
     ca_pem: str
     bootstrap_token: str
     modules_set: str = ""  # render_module_set's text; empty: none
+    modules_registry: str = ""  # http(s)://host[:port] as the node dials it; empty: none
+    modules_registry_name: str = ""  # its host[:port] as signatures name it, when different
 
     def manifest(self) -> str:
         body = {
@@ -41,6 +45,10 @@ class Seed:
             "instance_id": self.instance_id,
             "platform_url": self.platform_url,
         }
+        if self.modules_registry:
+            body["modules_registry"] = self.modules_registry
+        if self.modules_registry_name:
+            body["modules_registry_name"] = self.modules_registry_name
         return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
     def to_tar(self) -> bytes:
