@@ -41,7 +41,8 @@ from powernode.platform.app import create_app
 from powernode.platform.db.session import make_engine
 from powernode.platform.pki_server import load_or_create_server_identity
 from powernode.platform.services.context import SCOPES, Actor, Ctx
-from powernode.platform.services.qemu_provider import LocalQemuProvider, QemuConfig
+from powernode.platform.services.providers import provider_of
+from powernode.platform.services.qemu_provider import LocalQemuProvider
 from powernode.platform.services.tokens import create_token
 from powernode.platform.settings import Settings
 from powernode.platform.tlsserve import build_server
@@ -231,21 +232,13 @@ def smoke_platform(
             qemu_boot_store=store,
             registry=registry.url,
             ingest_poll_seconds=1.0,
+            qemu_accel="tcg",  # FACTS.md: /dev/kvm here hangs a stock kernel
+            qemu_memory_mb=1024,
+            qemu_persist_disk_mb=1024,
         )
-        provider = LocalQemuProvider(
-            QemuConfig(
-                image_dir=kernel_initrd,
-                state_dir=state,
-                platform_url=f"https://{GUEST_HOST}:{port}",
-                ca_pem=ca.read_text(),
-                modules_registry=settings.effective_guest_modules_registry,
-                accel="tcg",  # FACTS.md: /dev/kvm here hangs a stock kernel
-                memory_mb=1024,
-                persist_disk_mb=1024,
-                boot_store=store,
-                stop_timeout=5,
-            )
-        )
+        # the provider as `platform serve` makes it from these settings (provider_of)
+        provider = provider_of(settings)
+        assert isinstance(provider, LocalQemuProvider)
         app = create_app(settings, provider=provider)
         attach(app, worker_from_settings(settings, app.state.platform.sessions))
         engine = make_engine(settings.effective_database_url)
