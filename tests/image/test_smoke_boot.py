@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -125,6 +126,12 @@ def _smoke(smoke: Smoke) -> None:
     assert inst["running_module_digests"]["hello"] == smoke.desired["hello"]
     assert "powernode: initramfs /init" not in after, "the node rebooted to converge"
     assert not api.events(iid, "instance.rebooted")
+    # system-base was checked for the restack by the kernel's fs-verity measurements (no
+    # 175 MB re-read under TCG), hello's new image pulled with fs-verity enabled
+    kept = re.search(
+        r"system-base sha256:\w+ verified: (\d+) objects, 0 re-hashed, (\d+) measured", after
+    )
+    assert kept and kept.group(1) == kept.group(2), after[-4000:]
     synced = [e for e in api.events(iid, "module.synced") if "hello" in json.dumps(e)]
     assert synced, "no module.synced event names hello"
     print(f"smoke converge: module.synced {json.dumps(synced[-1])[:600]}", flush=True)

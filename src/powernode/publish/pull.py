@@ -18,6 +18,7 @@ An image under its final name therefore always has all of its objects.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from powernode.publish.fetch import FetchTuning, fetch_objects
 from powernode.publish.format import FormatLimits
 from powernode.publish.progress import Progress, no_progress
 from powernode.publish.remote import check_image, fetch_artifact, fetch_image, read_blob
+from powernode.verity.composefs.objects import try_enable_verity
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,16 @@ class PulledArtifact:
     bytes_downloaded: int  # object bytes fetched (packs or ranges), excluding metadata
     objects_fetched: int
     objects_reused: int
+
+
+def _enable_verity(paths: list[Path]) -> None:
+    """fs-verity on what this pull added, where the filesystem has it (a node's persist
+    store), as mkcomposefs does: the overlay's ``verity=`` then checks them from the first
+    mount, and the next boot's initramfs has nothing left to enable. Stops at the first
+    "not supported" (this host's kernel); a failure is only logged."""
+    for path in paths:
+        if not try_enable_verity(os.fsencode(path)):
+            return
 
 
 def pull_artifact(
@@ -94,6 +106,7 @@ def pull_artifact(
         if staged is not None:
             staged.unlink(missing_ok=True)
         raise
+    _enable_verity([final, *(objects.path(o.name) for o in missing)])
     reused = len(remote.index.objects) - len(missing)
     log.info(
         "pulled %s: %d objects fetched (%d bytes), %d reused",

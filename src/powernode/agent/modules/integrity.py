@@ -18,7 +18,12 @@ moment its content matched. A later check in the same boot re-hashes only
 objects whose stat changed; any write through the filesystem changes ctime,
 which user space cannot set back. Seals from another boot are ignored (an
 offline edit can forge times), and ``deep=True`` ignores seals altogether:
-the agent's restart path and ``verify <path>`` always check deeply. The image
+the agent's restart path and ``verify <path>`` always check deeply. Where the
+object has fs-verity enabled (a node's persist store) and the kernel's
+measurement (FS_IOC_MEASURE_VERITY) equals its name, a non-deep check takes it
+instead of reading the object: the kernel checks every read against that
+digest (a booted node's first restack measured 6,749 objects instead of hashing
+175 MB under TCG). The image
 itself is re-hashed every time (it is small), and the verified image is
 mounted through the very file descriptor that was hashed.
 """
@@ -37,7 +42,8 @@ from pathlib import Path
 
 from powernode.agent.modules.refusal import ModuleRefused, Refusal
 from powernode.durable import write_json
-from powernode.errors import ImageFormatError, VerificationError
+from powernode.errors import ImageFormatError, SyscallError, VerificationError
+from powernode.linux import measure_verity
 from powernode.node.store import ModuleStore, image_digest
 from powernode.verity.composefs.reader import EntryType, Image
 from powernode.verity.fsverity import fsverity_digest, fsverity_digest_file
@@ -224,16 +230,22 @@ def _ref(p: _Problems, reason: str, detail: str, path: str, **kw: str) -> Refusa
 
 
 def _check_objects(
-    root: Path, names: Iterable[str], sealed: dict[str, Stat], p: _Problems
-) -> tuple[dict[str, Stat], int]:
-    """Hash every object not sealed-and-unchanged; returns the new seals and how many hashed."""
+    root: Path,
+    names: Iterable[str],
+    sealed: dict[str, Stat],
+    p: _Problems,
+    *,
+    kernel: bool = True,
+) -> tuple[dict[str, Stat], int, int]:
+    """Check every object not sealed-and-unchanged; the new seals, how many were checked and
+    how many of those the kernel's fs-verity measurement proved (the rest were hashed)."""
     seals: dict[str, Stat] = {}
-    hashed = 0
+    hashed = measured = 0
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         p.add(_ref(p, "object-missing", f"no object store: {e.strerror}", str(root)))
-        return seals, hashed
+        return seals, hashed, measured
     try:
         for name in names:
             seal = sealed.get(name)
@@ -246,35 +258,56 @@ def _check_objects(
                 if st is not None and stat.S_ISREG(st.st_mode) and _stat_key(st) == seal:
                     seals[name] = seal
                     continue
-            key = _check_one(root_fd, root, name, p)
+            key, by_kernel = _check_one(root_fd, root, name, p, kernel=kernel)
             if key is not None:
                 seals[name] = key
                 hashed += 1
+                measured += by_kernel
     finally:
         os.close(root_fd)
-    return seals, hashed
+    return seals, hashed, measured
 
 
-def _check_one(root_fd: int, root: Path, name: str, p: _Problems) -> Stat | None:
-    """Hash one object; its stat key if it matches its name, else None (problem recorded)."""
+def _kernel_measured(fd: int, name: str) -> str:
+    """The object's fs-verity digest as the kernel measures it, when that is its name.
+
+    With fs-verity enabled on an object (a node's persist store: the initramfs enables it)
+    the kernel checks every read against the Merkle tree whose root this digest covers, so
+    a measurement equal to the name proves the content without reading it (what composefs
+    relies on). "" when there is no fs-verity here (ENOTTY, EOPNOTSUPP), none on this object
+    (ENODATA), or another digest (other parameters, or tampering): then it is hashed.
+    """
+    try:
+        measured = measure_verity(fd).hex()
+    except SyscallError:
+        return ""
+    return measured if measured == name.replace("/", "") else ""
+
+
+def _check_one(
+    root_fd: int, root: Path, name: str, p: _Problems, *, kernel: bool = True
+) -> tuple[Stat | None, bool]:
+    """Check one object (measured by the kernel, else hashed); its stat key if it matches its
+    name, else None (problem recorded), and whether the kernel's measurement sufficed."""
     path = root / name
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
     except FileNotFoundError:
         p.add(_ref(p, "object-missing", f"object {name} is not in the store", str(path)))
-        return None
+        return None, False
     except OSError as e:
         p.add(_ref(p, "object-unreadable", f"cannot open: {e.strerror}", str(path)))
-        return None
+        return None, False
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             p.add(_ref(p, "object-unreadable", "not a regular file", str(path)))
-            return None
-        actual = object_digest_fd(fd, st.st_size, path)
+            return None, False
+        measured = _kernel_measured(fd, name) if kernel else ""
+        actual = measured or object_digest_fd(fd, st.st_size, path)
     except OSError as e:
         p.add(_ref(p, "object-unreadable", f"cannot read: {e.strerror}", str(path)))
-        return None
+        return None, False
     finally:
         os.close(fd)
     expected = name.replace("/", "")
@@ -289,8 +322,8 @@ def _check_one(root_fd: int, root: Path, name: str, p: _Problems) -> Stat | None
                 actual=f"sha256:{actual}",
             )
         )
-        return None
-    return _stat_key(st)
+        return None, False
+    return _stat_key(st), bool(measured)
 
 
 def verify_module(
@@ -356,7 +389,9 @@ def verify_image(
         # No seal for this image yet (a new version): objects other images sealed in
         # this boot need only their stat compared; the changed ones are hashed.
         hints = sealed if sealed is not None else ({} if deep or seals is None else seals.known())
-        new_seals, hashed = _check_objects(objects_dir, names, hints, p)
+        # deep (restart, `verify`): every byte hashed, so a tampered object is reported
+        # rather than left to fail its reads
+        new_seals, hashed, measured = _check_objects(objects_dir, names, hints, p, kernel=not deep)
         if p.found:
             if seals is not None:
                 seals.drop(hex_digest)
@@ -366,5 +401,8 @@ def verify_image(
     except BaseException:
         os.close(fd)
         raise
-    log.info("%s %s verified: %d objects, %d re-hashed", module, p.digest, len(names), hashed)
+    log.info(
+        "%s %s verified: %d objects, %d re-hashed, %d measured by the kernel (fs-verity)",
+        module, p.digest, len(names), hashed - measured, measured,
+    )  # fmt: skip
     return VerifiedImage(module, p.digest, path, fd, len(names), hashed)

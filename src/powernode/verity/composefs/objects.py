@@ -176,7 +176,7 @@ class ObjectStager:
             raise store_error(self.store, e) from e
         self._kept.clear()
         for _, name in kept:
-            if not _try_enable_verity(self._root + b"/" + name):
+            if not try_enable_verity(self._root + b"/" + name):
                 break  # this kernel or filesystem has no fs-verity: no use asking again
         log.info("digest store %s: %d objects added", self.store, len(kept))
         return len(kept)
@@ -323,7 +323,7 @@ def _copy_hashing(ref: ObjectRef, out_fd: int) -> bytes:
     return hasher.digest()
 
 
-def _try_enable_verity(path: bytes) -> bool:
+def try_enable_verity(path: bytes) -> bool:
     """Like mkcomposefs: try to enable fs-verity, ignoring failures.
 
     False when the kernel or filesystem lacks fs-verity (ENOTTY, EOPNOTSUPP:
