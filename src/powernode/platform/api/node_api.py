@@ -79,7 +79,9 @@ class NodeRoute(APIRoute):
     that is not JSON or not valid, an override of ``get_state`` or
     ``current_node`` — is handed to FastAPI's own handler for the route, so
     every refusal is the one FastAPI gives. The route's declaration (and so
-    /openapi.json) is FastAPI's, unchanged.
+    /openapi.json) is FastAPI's, unchanged. Those without path parameters are
+    answered one step earlier still, before FastAPI's middleware and router
+    (node_fast.py); this handler runs when that step hands a request over.
     """
 
     def get_route_handler(self) -> Handler:
