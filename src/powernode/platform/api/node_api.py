@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from powernode.platform import tlsserve
@@ -70,8 +70,8 @@ class NodeRoute(APIRoute):
     bench_heartbeats.py). For an endpoint whose parameters are only ``body``
     (a pydantic model), ``state``, ``node`` and path parameters, the handler
     here does the same steps directly: the body is parsed as FastAPI parses it
-    (``json.loads``, then the model's validation in Python mode) only when the
-    request says ``application/json``; the caller is :func:`current_node` on
+    (the model's validation of the JSON, in one pass) only when the request
+    says ``application/json``; the caller is :func:`current_node` on
     :func:`client_certificate` (or its override, a function of the request,
     as in-process tests set); a sync endpoint runs in the thread pool, as
     FastAPI runs it; a model answer is serialised as FastAPI does
@@ -79,12 +79,14 @@ class NodeRoute(APIRoute):
     that is not JSON or not valid, an override of ``get_state`` or
     ``current_node`` — is handed to FastAPI's own handler for the route, so
     every refusal is the one FastAPI gives. The route's declaration (and so
-    /openapi.json) is FastAPI's, unchanged.
+    /openapi.json) is FastAPI's, unchanged. Those without path parameters are
+    answered one step earlier still, before FastAPI's middleware and router
+    (node_fast.py); this handler runs when that step hands a request over.
     """
 
     def get_route_handler(self) -> Handler:
         full = super().get_route_handler()
-        call = _lean_call(self)
+        call = lean_call(self)
         if call is None:
             return full
         endpoint, body_model, path_params, is_async = call
@@ -124,7 +126,7 @@ class NodeRoute(APIRoute):
 _LEAN_PARAMS = frozenset({"body", "state", "node"})
 
 
-def _lean_call(
+def lean_call(
     route: APIRoute,
 ) -> LeanCall | None:
     """(endpoint, body model, path parameters, async?) when the lean handler can
@@ -171,8 +173,8 @@ def _valid_body(request: Request, raw: bytes, model: type[BaseModel]) -> BaseMod
     if not raw or ctype.partition(";")[0].strip().lower() != JSON:
         return None
     try:
-        return model.model_validate(json.loads(raw))
-    except ValueError:  # not JSON (JSONDecodeError) or not valid (ValidationError)
+        return model.model_validate_json(raw)  # one pass: no json.loads, then validation
+    except ValidationError:  # not JSON or not valid: FastAPI's handler words the 422
         return None
 
 
