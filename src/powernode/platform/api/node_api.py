@@ -272,6 +272,8 @@ def lease(body: LeaseIn, state: State, node: Node) -> Response:
             body.max,
             now=state.clock(),
             policy=state.node_policy,
+            # PostgreSQL: the acks and the lease as one statement, no BEGIN/COMMIT.
+            one_statement=state.statement if state.engine.dialect.name == "postgresql" else None,
         )
     else:
         # One statement: no ORM session, and on PostgreSQL no BEGIN/COMMIT around it.

@@ -132,11 +132,12 @@ def _lease_statement() -> Update:
     Building it per call through the ORM cost about as much CPU as the
     database spent on it (services profile, PostgreSQL, one task a lease).
     """
-    return _lease_update(None)
+    return _lease_update()
 
 
-def _lease_update(exclude: Any) -> Update:  # Any: a SELECT of ids, or None
-    """The lease UPDATE … RETURNING; ``exclude``: ids it must not pick."""
+def _lease_update(exclude: Any = None, only_if: Any = None) -> Update:  # Any: SQL, or None
+    """The lease UPDATE … RETURNING; ``exclude``: a SELECT of ids it must not pick;
+    ``only_if``: a condition without which it picks nothing."""
     t = cast(Table, Task.__table__)
     at = t.c.available_at.type
     offerable: list[Any] = [  # Any: SQL conditions
@@ -148,6 +149,8 @@ def _lease_update(exclude: Any) -> Update:  # Any: a SELECT of ids, or None
     ]
     if exclude is not None:
         offerable.append(t.c.id.not_in(exclude))
+    if only_if is not None:
+        offerable.append(only_if)
     pick = (
         select(t.c.id)
         .where(*offerable)
@@ -466,10 +469,6 @@ def fail(
 Begin = Callable[[], AbstractContextManager[Connection]]
 
 
-class _NotEveryAckTook(Exception):
-    """The one-statement path found an ack it could not record: rolled back, judged again."""
-
-
 def report_and_lease(
     begin: Begin,
     instance_id: str,
@@ -478,6 +477,7 @@ def report_and_lease(
     *,
     now: datetime,
     policy: NodeApiPolicy,
+    one_statement: Begin | None = None,
 ) -> tuple[list[Recorded], list[Leased]]:
     """Record the outcomes of earlier leases and lease up to ``n`` tasks, in ONE transaction.
 
@@ -490,21 +490,21 @@ def report_and_lease(
     nothing, as ``POST /tasks/outcomes`` does. The caller refuses duplicated
     ids before (each task has one outcome).
 
-    On PostgreSQL, when every outcome is an ack, the acks and the lease are
-    one statement (:func:`_ack_and_lease_statement`): one round trip and one
-    commit for a task's outcome and the next lease. When an ack does not take
-    there (already final, refused), that transaction is rolled back and the
-    outcomes are judged one by one as :func:`record` does, in a second one.
+    ``one_statement`` (PostgreSQL only: a unit of exactly one statement,
+    autocommit): when every outcome is an ack, the acks and the lease are
+    first tried as one statement (:func:`_ack_and_lease_statement`) — one
+    round trip, one commit for a task's outcome and the next lease. It
+    changes nothing unless every ack takes; when one does not (already
+    final, or refused) the outcomes are judged one by one as :func:`record`
+    does, in a transaction of ``begin()``.
     """
     until = now + policy.visibility_timeout
     acks = [o for o in outcomes if o.verb == "ack"]
-    try:
-        with begin() as conn:
-            if conn.dialect.name == "postgresql" and len(acks) == len(outcomes):
-                return _ack_and_lease(conn, instance_id, acks, n, now=now, until=until)
-            return _judged_then_leased(conn, instance_id, outcomes, n, now=now, policy=policy)
-    except _NotEveryAckTook:
-        pass
+    if one_statement is not None and len(acks) == len(outcomes):
+        with one_statement() as conn:
+            done = _ack_and_lease(conn, instance_id, acks, n, now=now, until=until)
+        if done is not None:
+            return done
     with begin() as conn:
         return _judged_then_leased(conn, instance_id, outcomes, n, now=now, policy=policy)
 
@@ -547,12 +547,14 @@ def _ack_and_lease(
     *,
     now: datetime,
     until: datetime,
-) -> tuple[list[Recorded], list[Leased]]:
+) -> tuple[list[Recorded], list[Leased]] | None:
+    """The acks and the lease as one statement; None: not every ack took, nothing changed."""
     doc = [{"id": o.task_id, "result": o.result, "attempt": o.attempt} for o in acks]
-    params = {"acks": doc, "me": instance_id, "n": n, "now": now, "until": until}
+    params = {"acks": doc, "k": len(acks), "me": instance_id, "n": n, "now": now, "until": until}
     rows = conn.execute(_ack_and_lease_statement(), params).all()
     if rows[0].acked != len(acks):
-        raise _NotEveryAckTook
+        assert rows[0].acked == 0 and rows[0].id is None, "all or nothing"
+        return None
     leased = [r for r in rows if r.id is not None]
     answers = [Recorded(o.task_id, 200, TaskState.SUCCEEDED.value) for o in acks]
     return answers, _leased(instance_id, leased, until)
@@ -560,35 +562,55 @@ def _ack_and_lease(
 
 @functools.cache
 def _ack_and_lease_statement() -> Select[Any]:  # Any: the rows of a select
-    """PostgreSQL: the acks of tasks this instance holds, then the lease, as one statement.
+    """PostgreSQL: the acks of tasks this instance holds, then the lease, as one statement
+    that changes nothing unless every ack takes::
 
-    ``WITH acked AS (UPDATE tasks … FROM json_to_recordset(:acks) … RETURNING id),
-    leased AS (the lease, never picking an acked id) SELECT (count of acked),
-    leased.* …`` — a row for each task leased, or one row of NULLs; every row
-    carries the number of acks recorded. Each ack is :func:`_ack_if_leased`'s
-    compare-and-set (leased by ``me``, on the attempt it names when it names
-    one). The lease excludes the acked ids: one statement must not change a row
-    twice (a task acked after its lease expired is offerable to the lease too).
+        WITH a AS (SELECT … FROM json_to_recordset(:acks) AS a(id, result, attempt)),
+             held AS (SELECT tasks.id FROM tasks, a WHERE tasks.id = a.id AND <leased by
+                      me, on the attempt named> FOR UPDATE OF tasks),
+             ok AS (SELECT count(*) = :k AS ok FROM held),
+             acked AS (UPDATE tasks … FROM a WHERE tasks.id = a.id AND (SELECT ok FROM ok)
+                       RETURNING tasks.id),
+             leased AS (the lease, WHERE (SELECT ok FROM ok) AND id NOT IN (SELECT id FROM a))
+        SELECT n_acked.acked, leased.* FROM (SELECT count(*) FROM acked) n_acked
+        LEFT JOIN leased ON true
+
+    ``held`` locks each acked task and re-checks :func:`_ack_if_leased`'s
+    condition on its newest version (READ COMMITTED's recheck of a locked
+    row), so ``ok`` cannot change before the UPDATE. A row for each task
+    leased, or one row of NULLs; every row carries the number of acks
+    recorded (``:k`` or 0). The lease never picks an acked id: one statement
+    must not change a row twice (a task acked after its lease expired is
+    offerable to the lease too).
     """
     t = cast(Table, Task.__table__)
     src = (
         func.json_to_recordset(bindparam("acks", type_=JSON))
         .table_valued(column("id", String), column("result", JSON), column("attempt", Integer))
-        .render_derived(name="a", with_types=True)
+        .render_derived(name="src", with_types=True)
     )
-    now = bindparam("now", type_=t.c.updated_at.type)
-    acked = (
-        update(t)
+    a = select(src.c.id, src.c.result, src.c.attempt).cte("a")
+    held = (
+        select(t.c.id)
         .where(
-            t.c.id == src.c.id,
+            t.c.id == a.c.id,
             t.c.instance_id == bindparam("me"),
             t.c.state == TaskState.LEASED.value,
             t.c.lease_owner == bindparam("me"),
-            or_(src.c.attempt.is_(None), t.c.attempts == src.c.attempt),
+            or_(a.c.attempt.is_(None), t.c.attempts == a.c.attempt),
         )
+        .with_for_update(of=t)
+        .cte("held")
+    )
+    ok = select((func.count() == bindparam("k")).label("ok")).select_from(held).cte("ok")
+    every_ack_takes = select(ok.c.ok).scalar_subquery()
+    now = bindparam("now", type_=t.c.updated_at.type)
+    acked = (
+        update(t)
+        .where(t.c.id == a.c.id, every_ack_takes)
         .values(
             state=TaskState.SUCCEEDED.value,
-            result=src.c.result,
+            result=a.c.result,
             lease_expires_at=None,
             finished_at=now,
             updated_at=now,
@@ -596,6 +618,6 @@ def _ack_and_lease_statement() -> Select[Any]:  # Any: the rows of a select
         .returning(t.c.id)
         .cte("acked")
     )
-    leased = _lease_update(select(acked.c.id)).cte("leased")
+    leased = _lease_update(select(a.c.id), every_ack_takes).cte("leased")
     count = select(func.count().label("acked")).select_from(acked).subquery("n_acked")
     return select(count.c.acked, *leased.c).select_from(count.outerjoin(leased, true()))
