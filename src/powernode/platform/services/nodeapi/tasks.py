@@ -38,6 +38,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     Connection,
     Integer,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     String,
     Table,
     Update,
+    any_,
     bindparam,
     case,
     column,
@@ -550,7 +552,9 @@ def _ack_and_lease(
 ) -> tuple[list[Recorded], list[Leased]] | None:
     """The acks and the lease as one statement; None: not every ack took, nothing changed."""
     doc = [{"id": o.task_id, "result": o.result, "attempt": o.attempt} for o in acks]
-    params = {"acks": doc, "k": len(acks), "me": instance_id, "n": n, "now": now, "until": until}
+    ids = [o.task_id for o in acks]
+    params = {"acks": doc, "ids": ids, "k": len(acks), "me": instance_id, "n": n}
+    params |= {"now": now, "until": until}
     rows = conn.execute(_ack_and_lease_statement(), params).all()
     if rows[0].acked != len(acks):
         assert rows[0].acked == 0 and rows[0].id is None, "all or nothing"
@@ -590,9 +594,15 @@ def _ack_and_lease_statement() -> Select[Any]:  # Any: the rows of a select
         .render_derived(name="src", with_types=True)
     )
     a = select(src.c.id, src.c.result, src.c.attempt).cte("a")
+    # Also "id = ANY(:ids)", the same ids as an array: the index scan on the primary
+    # key. A join on a.id alone is planned for json_to_recordset's guess of 100 rows:
+    # a hash join over a sequential scan of every task (bench/bench_leases.py, in
+    # PostgreSQL's CPU per task).
+    by_key = t.c.id == any_(bindparam("ids", type_=ARRAY(String)))
     held = (
         select(t.c.id)
         .where(
+            by_key,
             t.c.id == a.c.id,
             t.c.instance_id == bindparam("me"),
             t.c.state == TaskState.LEASED.value,
@@ -607,7 +617,7 @@ def _ack_and_lease_statement() -> Select[Any]:  # Any: the rows of a select
     now = bindparam("now", type_=t.c.updated_at.type)
     acked = (
         update(t)
-        .where(t.c.id == a.c.id, every_ack_takes)
+        .where(by_key, t.c.id == a.c.id, every_ack_takes)
         .values(
             state=TaskState.SUCCEEDED.value,
             result=a.c.result,
