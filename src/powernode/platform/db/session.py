@@ -156,9 +156,9 @@ def make_engine(
     # closed on return and opened again under load (a PostgreSQL backend start
     # per request, bench/bench_leases.py); with 20 + 20, past the 20th (32
     # lessees: a backend start every 5 leases, 360 per 2,000, most of
-    # PostgreSQL's CPU). So all 40 are kept once opened (opened as needed). A connection idle for a while is
-    # pinged before use (_ping_if_idle), so a restarted database does not fail
-    # the first requests after it returns.
+    # PostgreSQL's CPU). So all 40 are kept once opened (opened as needed). A
+    # connection idle for a while is pinged before use (_ping_if_idle), so a
+    # restarted database does not fail the first requests after it returns.
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     event.listen(engine, "checkin", _stamp_use)
