@@ -30,11 +30,12 @@ attempt is judged by the lessee alone, as before).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -57,6 +58,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import Task, TaskState
@@ -552,16 +554,37 @@ def _ack_and_lease(
 ) -> tuple[list[Recorded], list[Leased]] | None:
     """The acks and the lease as one statement; None: not every ack took, nothing changed."""
     doc = [{"id": o.task_id, "result": o.result, "attempt": o.attempt} for o in acks]
-    ids = [o.task_id for o in acks]
-    params = {"acks": doc, "ids": ids, "k": len(acks), "me": instance_id, "n": n}
-    params |= {"now": now, "until": until}
-    rows = conn.execute(_ack_and_lease_statement(), params).all()
+    sql, constants = _ack_and_lease_sql(conn.dialect)
+    params = constants | {
+        "acks": json.dumps(doc, separators=(",", ":")),
+        "ids": [o.task_id for o in acks],
+        "k": len(acks),
+        "me": instance_id,
+        "n": n,
+        "now": now.astimezone(UTC),
+        "until": until.astimezone(UTC),
+    }
+    rows = conn.exec_driver_sql(sql, params).all()
     if rows[0].acked != len(acks):
         assert rows[0].acked == 0 and rows[0].id is None, "all or nothing"
         return None
     leased = [r for r in rows if r.id is not None]
     answers = [Recorded(o.task_id, 200, TaskState.SUCCEEDED.value) for o in acks]
     return answers, _leased(instance_id, leased, until)
+
+
+_VARIABLE = ("acks", "ids", "k", "me", "n", "now", "until")
+
+
+@functools.cache
+def _ack_and_lease_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:  # Any: parameters
+    """:func:`_ack_and_lease_statement` written out for the driver once, with the values
+    of its constant parameters. Sent with ``exec_driver_sql`` (still one statement on the
+    engine's events): SQLAlchemy's compile-cache lookup and parameter and row processing
+    per call cost about a sixth of the request's database CPU in this process."""
+    compiled = _ack_and_lease_statement().compile(dialect=dialect)
+    fixed = compiled.construct_params(dict.fromkeys(_VARIABLE))
+    return str(compiled), {k: v for k, v in fixed.items() if k not in _VARIABLE}
 
 
 @functools.cache
