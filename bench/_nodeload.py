@@ -291,6 +291,7 @@ class RawClient:
             self._streams[1].close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await self._streams[1].wait_closed()
+        self._streams = None  # a post after this opens a new connection
 
 
 def raw_client_for(platform: Platform, agent: Agent) -> RawClient:

@@ -88,6 +88,8 @@ class FakePlatform:
         self.fail_5xx = 0  # answer this many requests with 503
         self.batch_outcomes = True  # False: a platform without POST /tasks/outcomes
         self.outcome_posts: list[int] = []  # outcomes per POST /tasks/outcomes
+        self.lease_outcomes = True  # False: a platform whose lease takes no outcomes
+        self.lease_carried: list[int] = []  # outcomes per lease that carried some
         self.attempts_reported: list[int | None] = []  # the "attempt" of each outcome
         self.lose_responses = 0  # commit, then drop this many answers
         self.lose_path = ""  # ...only answers to this path, when set
@@ -182,7 +184,25 @@ class FakePlatform:
             self.heartbeats.append((instance, body))
             return 200, {"server_time": now.isoformat()}
         if path == "/node_api/tasks/lease":
-            return 200, {"tasks": self._lease(instance, int(body["max"]), now)}
+            carried = body.get("outcomes")
+            if carried is None:
+                return 200, {"tasks": self._lease(instance, int(body["max"]), now)}
+            if not self.lease_outcomes:
+                return 422, {"detail": "outcomes: Extra inputs are not permitted"}
+            self.lease_carried.append(len(carried))
+            # All or nothing, as the platform: judged first, recorded only if none is refused.
+            refused = [
+                o["id"] for o in carried if self._refusal(instance, o["id"], o.get("attempt"))
+            ]
+            if refused:
+                return 409, {"detail": f"outcomes refused: {', '.join(refused)}; none recorded"}
+            answers = []
+            for sent in carried:
+                item = dict(sent)
+                verb = item.pop("outcome")
+                status, answer = self._outcome(instance, item.pop("id"), verb, item)
+                answers.append({"id": answer["id"], "status": status, **answer})
+            return 200, {"tasks": self._lease(instance, int(body["max"]), now), "outcomes": answers}
         if path == "/node_api/tasks/outcomes" and self.batch_outcomes:
             self.outcome_posts.append(len(body["outcomes"]))
             answers = []
@@ -240,6 +260,15 @@ class FakePlatform:
                 }
             )
         return out
+
+    def _refusal(self, instance: str, task_id: str, attempt: int | None) -> bool:
+        """Whether :meth:`_outcome` would refuse this outcome (404/409), changing nothing."""
+        task = self.tasks.get(task_id)
+        if task is None or task.instance_id != instance:
+            return True
+        if task.state in ("done", "failed"):
+            return False
+        return task.state != "leased" or (attempt is not None and attempt != task.attempt)
 
     def _outcome(
         self, instance: str, task_id: str, verb: str, body: dict[str, Any]

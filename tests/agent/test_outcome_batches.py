@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,5 +87,76 @@ def test_outcomes_stay_buffered_while_the_platform_is_down(
     assert all(platform.tasks[t].outcomes == [] for t in ids)
     platform.fail_5xx = 0
     rt.report_outcomes()
+    assert rt.spool.outcome_depth() == 0
+    assert all(len(platform.tasks[t].outcomes) == 1 for t in ids)
+
+
+# -- outcomes carried by the lease (POST /tasks/lease {"max", "outcomes"}) -------------------
+
+
+def _buffered(rt: Any, platform: FakePlatform, n: int) -> list[str]:  # Any: the Runtime
+    ids = _leased(platform, n)
+    for task_id in ids:
+        rt.spool.record_outcome(task_id, "ack", {"result": {"id": task_id}}, NOW)
+    return ids
+
+
+def test_buffered_outcomes_ride_on_the_beats_lease(tmp_path: Path, platform: FakePlatform) -> None:
+    rt = make_runtime(enrolled_agent(tmp_path, platform), platform)
+    ids = _buffered(rt, platform, 3)
+    queued = platform.add_task(INSTANCE, "agent.noop")
+    assert rt.beat()
+    assert platform.lease_carried == [3]  # one request: the outcomes and the lease
+    assert platform.outcome_posts == []
+    assert rt.spool.outcome_depth() == 0
+    for task_id in ids:
+        assert platform.tasks[task_id].outcomes == [("ack", {"result": {"id": task_id}})]
+    # The task that lease handed out ran, and its outcome was reported after it.
+    assert platform.tasks[queued].state == "done"
+
+
+def test_a_refused_carried_outcome_is_reported_alone_then_the_lease_is_plain(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    rt = make_runtime(enrolled_agent(tmp_path, platform), platform)
+    good = _buffered(rt, platform, 2)
+    rt.spool.record_outcome("not-a-task", "ack", {"result": {}}, NOW)
+    queued = platform.add_task(INSTANCE, "agent.noop")
+    assert rt.beat()
+    assert platform.lease_carried == [3]  # refused (409): nothing recorded, nothing leased
+    assert platform.outcome_posts[0] == 3  # then each judged on its own
+    assert rt.spool.outcome_depth() == 0
+    assert all(len(platform.tasks[t].outcomes) == 1 for t in good)
+    assert platform.tasks[queued].state == "done"  # the plain lease went through
+    assert rt.outcomes.carried  # still carrying: the platform takes the field
+
+
+def test_a_platform_whose_lease_takes_no_outcomes_gets_them_on_their_own(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    platform.lease_outcomes = False
+    rt = make_runtime(enrolled_agent(tmp_path, platform), platform)
+    first = _buffered(rt, platform, 2)
+    assert rt.beat()
+    assert not rt.outcomes.carried
+    assert platform.outcome_posts == [2]
+    assert all(len(platform.tasks[t].outcomes) == 1 for t in first)
+    _buffered(rt, platform, 2)
+    assert rt.beat()
+    assert platform.outcome_posts == [2, 2]  # not tried on the lease again
+    assert rt.spool.outcome_depth() == 0
+
+
+def test_a_lost_answer_keeps_the_carried_outcomes_and_they_count_once(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    rt = make_runtime(enrolled_agent(tmp_path, platform), platform)
+    ids = _buffered(rt, platform, 3)
+    platform.lose_responses, platform.lose_path = 1, "/node_api/tasks/lease"
+    assert not rt.beat()  # recorded there, the answer lost: not resent (a lease)
+    assert platform.lease_carried == [3]
+    assert rt.spool.outcome_depth() == 3
+    assert rt.beat()  # sent again: already recorded, answered 200, changed nothing
+    assert platform.lease_carried == [3, 3]
     assert rt.spool.outcome_depth() == 0
     assert all(len(platform.tasks[t].outcomes) == 1 for t in ids)

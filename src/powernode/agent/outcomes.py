@@ -26,6 +26,39 @@ class OutcomeReporter:
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.batched = True  # until the platform says it has no batch endpoint
+        self.carried = True  # until the platform says its lease takes no outcomes
+
+    def lease(self, client: NodeClient, max_tasks: int) -> list[records.LeasedTask]:
+        """Lease up to ``max_tasks``, carrying up to 100 buffered outcomes in the same request.
+
+        The platform records them and leases in one transaction (``POST /tasks/lease``
+        with ``outcomes``): a beat that has outcomes to report and slots to fill sends
+        one request and costs the platform one commit. They leave the buffer once
+        answered. A refusal (an outcome not taken: 404, 409; a platform that predates
+        the field: 422) changed nothing there: the outcomes are reported as
+        :meth:`report` does, each judged on its own, and the lease is sent plain. A
+        lost answer keeps them buffered: sent again later, recorded once.
+        """
+        batch = self.spool.outcomes(limit=OUTCOME_BATCH) if self.carried else []
+        if not batch:
+            return client.lease(max_tasks)
+        try:
+            answer = client.lease_reporting(max_tasks, [_record(o) for o in batch])
+        except PlatformRefused as e:
+            if e.status in (401, 403):
+                raise  # our certificate is the problem: keep them all
+            if e.status in (400, 422):
+                log.info("the platform's lease does not take these outcomes (%s); "
+                         "reporting them on their own from now on", e)  # fmt: skip
+                self.carried = False
+            else:
+                log.warning("platform refused the lease carrying outcomes (%s); "
+                            "reporting them on their own", e)  # fmt: skip
+            self.report(client)
+            return client.lease(max_tasks)
+        for result in answer.outcomes:
+            self.spool.remove_outcome(result.id)  # all 200 (taken, or already recorded)
+        return answer.tasks
 
     def report(self, client: NodeClient) -> None:
         """Send every buffered outcome; each is removed once the platform took or refused it.

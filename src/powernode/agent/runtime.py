@@ -3,10 +3,13 @@
 Seed 000 (``internal/runtime``): "30s heartbeat tick, task lease, cert
 rotation timer, event buffer flush". One beat, in order:
 
-1. report outcomes still waiting in the buffer (from before a crash or an outage);
+1. report outcomes still waiting in the buffer (from before a crash or an outage)
+   when this beat will not lease; when it will, they ride on the lease (4.);
 2. rotate the certificate if 75 % of its lifetime has passed; while the last
    attempt failed, append a ``system.cert.rotation_failed`` critical event;
-3. heartbeat; 4. lease up to the free executor slots (none while draining);
+3. heartbeat; 4. lease up to the free executor slots (none while draining),
+   the request carrying up to 100 buffered outcomes (one transaction on the
+   platform: :meth:`powernode.agent.outcomes.OutcomeReporter.lease`);
 5. report outcomes; 6. flush the event buffer (bounded batches of ≤ 500);
 7. every ``modules_sync_seconds``, reconcile the modules with
    ``GET /node_api/modules`` (:class:`powernode.agent.modules.service.ModuleService`)
@@ -184,13 +187,15 @@ class Runtime:
         return self._guard(self._beat)
 
     def _beat(self) -> None:
-        self.report_outcomes()
+        leasing = not self.stop.is_set() and self._slots() > 0
+        if not leasing:
+            self.report_outcomes()
         self._pick_up_manual_rotation()
         self._maybe_rotate()
         self.client.heartbeat(self._facts())
         self.beats += 1
-        if not self.stop.is_set():
-            self._lease()
+        if leasing:
+            self._lease()  # carries the outcomes still buffered (agent/outcomes.py)
         self.report_outcomes()
         self.flush_events()
         if self.modules is not None and self.clock.monotonic() >= self._next_modules_sync:
@@ -280,12 +285,16 @@ class Runtime:
 
     # -- tasks -------------------------------------------------------------------------
 
+    def _slots(self) -> int:
+        return min(self.config.lease_max, self.executor.free_slots())
+
     def _lease(self) -> None:
-        slots = min(self.config.lease_max, self.executor.free_slots())
-        if slots <= 0:
+        slots = self._slots()
+        if slots <= 0 or self.stop.is_set():
+            self.report_outcomes()
             return
         running = self.executor.in_flight()
-        for task in self.client.lease(slots):
+        for task in self.outcomes.lease(self.client, slots):
             if task.id in running or self.spool.has_outcome(task.id):
                 # Still running here (it outlived its lease), or ran before a crash or
                 # outage: not run again, and its outcome answers this lease, whose attempt

@@ -165,6 +165,17 @@ class NodeClient:
         body = LeaseRequest(max=max_tasks)
         return self._call("POST", "/tasks/lease", body, LeaseAnswer, idempotent=False).tasks
 
+    def lease_reporting(self, max_tasks: int, outcomes: list[Outcome]) -> LeaseAnswer:
+        """Lease up to ``max_tasks`` and report up to 100 ``outcomes`` of earlier leases,
+        in one request and one transaction on the platform (all or nothing: one refused
+        outcome refuses the whole request, 404 or 409, and nothing was recorded or leased).
+
+        Not retried after it was sent, as :meth:`lease`: a lost answer's outcomes are
+        sent again later (recorded once), its tasks come back after the visibility timeout.
+        """
+        body = LeaseRequest(max=max_tasks, outcomes=outcomes)
+        return self._call("POST", "/tasks/lease", body, LeaseAnswer, idempotent=False)
+
     def ack(self, task_id: str, result: dict[str, JSON], attempt: int | None = None) -> None:
         # attempt None: an outcome buffered by an older agent carries none
         body = AckRequest(result=result, attempt=attempt)

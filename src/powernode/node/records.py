@@ -145,10 +145,18 @@ class HeartbeatAnswer(Record):
 
 @record
 class LeaseRequest(Record):
-    """``POST /node_api/tasks/lease``: up to ``max`` tasks."""
+    """``POST /node_api/tasks/lease``: up to ``max`` tasks; ``outcomes`` of earlier leases
+    ride along, recorded in the lease's transaction (all or nothing, one per task)."""
 
     schema = "LeaseIn"
     max: int = bounded(ge=1, le=MAX_TASKS)
+    outcomes: list[Outcome] = bounded(default_factory=list, max_length=MAX_OUTCOMES)
+
+    def to_json(self) -> dict[str, JSON]:
+        doc = super().to_json()
+        if not self.outcomes:  # as before: a platform that predates the field takes it
+            del doc["outcomes"]
+        return doc
 
 
 @record
@@ -165,6 +173,8 @@ class LeasedTask(Record):
 class LeaseAnswer(Record):
     schema = "LeaseOut"
     tasks: list[LeasedTask] = bounded(max_length=MAX_TASKS)
+    # The answer for each outcome the lease carried (absent when it carried none).
+    outcomes: list[OutcomeResult] = bounded(default_factory=list, max_length=MAX_OUTCOMES)
 
 
 @record

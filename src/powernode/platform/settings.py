@@ -84,9 +84,11 @@ class Settings(BaseModel):
     node_events_burst: float = Field(default=10_000.0, ge=500, le=10_000_000)
 
     # Connections each process keeps open to PostgreSQL, and how many more it may open
-    # under a burst (db/session.py; docs/deploy.md "Connection pools"). SQLite ignores both.
-    db_pool_size: int = Field(default=20, ge=1, le=1000)
-    db_pool_overflow: int = Field(default=20, ge=0, le=1000)
+    # under a burst, closed when returned (db/session.py; docs/deploy.md "Connection
+    # pools"). 40 + 0: as many as the request thread pool runs at once, none churned.
+    # SQLite ignores both.
+    db_pool_size: int = Field(default=40, ge=1, le=1000)
+    db_pool_overflow: int = Field(default=0, ge=0, le=1000)
     # Retention (services/retention.py, docs/deploy.md "Retention"), run by the worker:
     # rows older than *_days go (0: kept whatever their age), and past *_max_rows the
     # oldest go (0: no cap). Deleted in batches of retention_batch_size rows, each its

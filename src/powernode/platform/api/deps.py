@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from powernode.platform.db.session import is_busy, single_statement
+from powernode.platform.db.session import is_busy, single_statement, writer
 from powernode.platform.pki import NodeCA
 from powernode.platform.problems import AuthenticationError, BusyError, ConflictError
 from powernode.platform.sealing import Sealer
@@ -86,9 +86,27 @@ class PlatformState:
                 raise
             raise translated from e
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction on a Core connection: committed when the block ends,
+        rolled back when it raises. For a hot path of a few Core statements that
+        must be one unit (no ORM session); same errors as :meth:`unit`."""
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except (OperationalError, IntegrityError) as e:
+            translated = _translated(e)
+            if translated is e:
+                raise
+            raise translated from e
+
     @functools.cached_property
     def _one_statement(self) -> Engine:
         return single_statement(self.engine, write=True)
+
+    @functools.cached_property
+    def _writer(self) -> Engine:
+        return writer(self.engine)
 
 
 def _translated(e: OperationalError | IntegrityError) -> Exception:

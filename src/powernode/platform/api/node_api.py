@@ -259,25 +259,45 @@ async def heartbeat(body: HeartbeatIn, state: State, node: Node) -> HeartbeatOut
 
 @router.post("/tasks/lease", response_model=LeaseOut)
 def lease(body: LeaseIn, state: State, node: Node) -> Response:
-    # One statement: no ORM session, and on PostgreSQL no BEGIN/COMMIT around it.
-    with state.statement() as conn:
-        leased = tasks.lease(conn, node.instance_id, body.max, state.clock(), state.node_policy)
+    """With ``outcomes``: they and the lease are one transaction, all or nothing
+    (services/nodeapi/tasks.report_and_lease); the answer carries theirs."""
+    answers: list[tasks.Recorded] = []
+    if body.outcomes:
+        sent = [
+            tasks.Outcome(o.id, o.outcome, o.result, o.error, o.retryable, o.attempt)
+            for o in body.outcomes
+        ]
+        answers, leased = tasks.report_and_lease(
+            state.transaction,
+            node.instance_id,
+            sent,
+            body.max,
+            now=state.clock(),
+            policy=state.node_policy,
+            # PostgreSQL: the acks and the lease as one statement, no BEGIN/COMMIT.
+            one_statement=state.statement if state.engine.dialect.name == "postgresql" else None,
+        )
+    else:
+        # One statement: no ORM session, and on PostgreSQL no BEGIN/COMMIT around it.
+        with state.statement() as conn:
+            leased = tasks.lease(conn, node.instance_id, body.max, state.clock(), state.node_policy)
     # Written directly: up to 100 tasks through LeasedOut models, FastAPI's
     # response validation and serialisation were a fifth of a lease's CPU.
-    return _json(
-        {
-            "tasks": [
-                {
-                    "id": t.id,
-                    "kind": t.kind,
-                    "payload": t.payload,
-                    "attempt": t.attempt,
-                    "lease_expires_at": _rfc3339(t.lease_expires_at),
-                }
-                for t in leased
-            ]
-        }
-    )
+    doc: dict[str, Any] = {  # Any: JSON
+        "tasks": [
+            {
+                "id": t.id,
+                "kind": t.kind,
+                "payload": t.payload,
+                "attempt": t.attempt,
+                "lease_expires_at": _rfc3339(t.lease_expires_at),
+            }
+            for t in leased
+        ]
+    }
+    if body.outcomes:  # absent otherwise: an agent that predates the field refuses it
+        doc["outcomes"] = _answers(answers)
+    return _json(doc)
 
 
 def _json(doc: dict[str, Any]) -> Response:  # Any: JSON
@@ -338,15 +358,15 @@ def outcomes(body: OutcomesIn, state: State, node: Node) -> Response:
         answers = tasks.record(
             ctx.session, node.instance_id, batch, now=ctx.now, policy=state.node_policy
         )
-    return _json(
-        {
-            "outcomes": [
-                {"id": a.task_id, "status": a.status, "state": a.state or None}
-                | ({"detail": a.detail} if a.detail else {})
-                for a in answers
-            ]
-        }
-    )
+    return _json({"outcomes": _answers(answers)})
+
+
+def _answers(answers: list[tasks.Recorded]) -> list[dict[str, Any]]:  # Any: JSON
+    return [
+        {"id": a.task_id, "status": a.status, "state": a.state or None}
+        | ({"detail": a.detail} if a.detail else {})
+        for a in answers
+    ]
 
 
 @router.post("/events", responses=RATE_LIMITED)

@@ -131,8 +131,8 @@ def _ping_if_idle(
     return checkout
 
 
-POOL_SIZE = 20  # connections kept open to PostgreSQL per process (settings: db_pool_size)
-POOL_OVERFLOW = 20  # more, opened under a burst and closed when returned (db_pool_overflow)
+POOL_SIZE = 40  # connections kept open to PostgreSQL per process (settings: db_pool_size)
+POOL_OVERFLOW = 0  # more, opened under a burst and closed when returned (db_pool_overflow)
 
 
 def make_engine(
@@ -154,9 +154,11 @@ def make_engine(
     # The request thread pool runs up to 40 handlers at once (anyio's default):
     # with SQLAlchemy's default 5 + 10 overflow, connections past the fifth were
     # closed on return and opened again under load (a PostgreSQL backend start
-    # per request, bench/bench_leases.py). A connection idle for a while is
-    # pinged before use (_ping_if_idle), so a restarted database does not fail
-    # the first requests after it returns.
+    # per request, bench/bench_leases.py); with 20 + 20, past the 20th (32
+    # lessees: a backend start every 5 leases, 360 per 2,000, most of
+    # PostgreSQL's CPU). So all 40 are kept once opened (opened as needed). A
+    # connection idle for a while is pinged before use (_ping_if_idle), so a
+    # restarted database does not fail the first requests after it returns.
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     event.listen(engine, "checkin", _stamp_use)

@@ -8,11 +8,19 @@ node from the operator (the unknown fields are dropped, not stored).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from powernode.platform.api.patterns import JSON_INTEGER
 from powernode.platform.db import FleetEvent, NodeCertificate, Task
@@ -65,20 +73,12 @@ class HeartbeatOut(BaseModel):
     server_time: datetime
 
 
-class LeaseIn(In):
-    max: int = Field(ge=1, le=100)
-
-
 class LeasedOut(BaseModel):
     id: str
     kind: str
     payload: dict[str, object]
     attempt: int
     lease_expires_at: datetime
-
-
-class LeaseOut(BaseModel):
-    tasks: list[LeasedOut]
 
 
 class AckIn(In):
@@ -118,6 +118,26 @@ class OutcomesIn(In):
     outcomes: list[OutcomeIn] = Field(min_length=1, max_length=100)
 
 
+class LeaseIn(In):
+    max: int = Field(ge=1, le=100)
+    outcomes: list[OutcomeIn] = Field(
+        default_factory=list,
+        max_length=100,
+        description="outcomes of earlier leases, recorded in the lease's transaction "
+        "(all or nothing: one refused refuses the lease); one per task",
+    )
+
+    @model_validator(mode="after")
+    def _one_outcome_per_task(self) -> LeaseIn:
+        twice = sorted(i for i, k in Counter(o.id for o in self.outcomes).items() if k > 1)
+        if twice:
+            raise ValueError(
+                f"outcomes: task {', '.join(twice)} reported more than once; a task has "
+                "one outcome, send it once"
+            )
+        return self
+
+
 class OutcomeAnswer(BaseModel):
     """``status`` 200: recorded (or already final: ``state`` unchanged); 404/409: refused."""
 
@@ -129,6 +149,14 @@ class OutcomeAnswer(BaseModel):
 
 class OutcomesOut(BaseModel):
     outcomes: list[OutcomeAnswer]
+
+
+class LeaseOut(BaseModel):
+    tasks: list[LeasedOut]
+    outcomes: list[OutcomeAnswer] = Field(
+        default_factory=list,
+        description="the answer for each outcome the lease carried, in order (absent: none)",
+    )
 
 
 class EventIn(In):

@@ -30,23 +30,35 @@ attempt is judged by the lessee alone, as before).
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ARRAY,
+    JSON,
     Connection,
+    Integer,
     Select,
+    String,
     Table,
     Update,
+    any_,
     bindparam,
     case,
+    column,
+    func,
     or_,
     select,
     text,
+    true,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from powernode.platform.db import Task, TaskState
@@ -124,17 +136,28 @@ def _lease_statement() -> Update:
     Building it per call through the ORM cost about as much CPU as the
     database spent on it (services profile, PostgreSQL, one task a lease).
     """
+    return _lease_update()
+
+
+def _lease_update(exclude: Any = None, only_if: Any = None) -> Update:  # Any: SQL, or None
+    """The lease UPDATE … RETURNING; ``exclude``: a SELECT of ids it must not pick;
+    ``only_if``: a condition without which it picks nothing."""
     t = cast(Table, Task.__table__)
     at = t.c.available_at.type
+    offerable: list[Any] = [  # Any: SQL conditions
+        t.c.instance_id == bindparam("me"),
+        # Literal, as the partial index's predicate is written: an IN of a
+        # list is a "post-compile" parameter SQLAlchemy renders on every call.
+        text(f"tasks.state IN ('{TaskState.QUEUED.value}', '{TaskState.LEASED.value}')"),
+        t.c.available_at <= bindparam("now", type_=at),
+    ]
+    if exclude is not None:
+        offerable.append(t.c.id.not_in(exclude))
+    if only_if is not None:
+        offerable.append(only_if)
     pick = (
         select(t.c.id)
-        .where(
-            t.c.instance_id == bindparam("me"),
-            # Literal, as the partial index's predicate is written: an IN of a
-            # list is a "post-compile" parameter SQLAlchemy renders on every call.
-            text(f"tasks.state IN ('{TaskState.QUEUED.value}', '{TaskState.LEASED.value}')"),
-            t.c.available_at <= bindparam("now", type_=at),
-        )
+        .where(*offerable)
         .order_by(t.c.available_at, t.c.created_at, t.c.id)
         .limit(bindparam("n"))
         .with_for_update(skip_locked=True)
@@ -185,6 +208,11 @@ def lease(
     rows = conn.execute(
         _lease_statement(), {"me": instance_id, "n": n, "now": now, "until": until}
     ).all()
+    return _leased(instance_id, rows, until)
+
+
+def _leased(instance_id: str, rows: Sequence[_Row], until: datetime) -> list[Leased]:
+    """The lease's answer from its rows (a dead last attempt's task is failed, not leased)."""
     leased = sorted(
         (r for r in rows if r.state == TaskState.LEASED.value), key=lambda r: (r.created_at, r.id)
     )
@@ -226,7 +254,7 @@ _Row = Any  # Any: a SQLAlchemy Row (id, instance_id, state, lease_owner, attemp
 
 
 def record(
-    session: Session,
+    session: Session | Connection,
     instance_id: str,
     outcomes: list[Outcome],
     *,
@@ -239,8 +267,9 @@ def record(
     not stop the others. The caller commits.
     """
     ids = sorted({o.task_id for o in outcomes})
+    conn = session.connection() if isinstance(session, Session) else session
     # Locked in id order, so two batches sharing tasks cannot deadlock.
-    rows = {r.id: r for r in session.connection().execute(_locking_read(), {"ids": ids})}
+    rows = {r.id: r for r in conn.execute(_locking_read(), {"ids": ids})}
     answers: list[Recorded] = []
     after: dict[str, str] = {}  # the state each task of this batch was given
     writes: dict[str, list[dict[str, object]]] = {"ack": [], "retry": [], "final": []}
@@ -268,13 +297,12 @@ def record(
             state = TaskState.FAILED.value
         after[o.task_id] = state
         answers.append(Recorded(o.task_id, 200, state))
-    _write(session, writes, now)
+    _write(conn, writes, now)
     return answers
 
 
-def _write(session: Session, writes: dict[str, list[dict[str, object]]], now: datetime) -> None:
+def _write(conn: Connection, writes: dict[str, list[dict[str, object]]], now: datetime) -> None:
     """One executemany per kind of change (psycopg pipelines it: one round trip)."""
-    conn = session.connection()
     for kind, params in writes.items():
         if params:
             conn.execute(_write_statement(kind), [{**p, "b_now": now} for p in params])
@@ -438,3 +466,191 @@ def fail(
     outcome = Outcome(task_id, "fail", error=error, retryable=retryable, attempt=attempt)
     (answer,) = record(session, instance_id, [outcome], now=now, policy=policy)
     return _one(answer)
+
+
+# -- outcomes carried by a lease -------------------------------------------------------------
+
+Begin = Callable[[], AbstractContextManager[Connection]]
+
+
+def report_and_lease(
+    begin: Begin,
+    instance_id: str,
+    outcomes: list[Outcome],
+    n: int,
+    *,
+    now: datetime,
+    policy: NodeApiPolicy,
+    one_statement: Begin | None = None,
+) -> tuple[list[Recorded], list[Leased]]:
+    """Record the outcomes of earlier leases and lease up to ``n`` tasks, in ONE transaction.
+
+    ``begin()`` opens the transaction (committed when its block ends, rolled
+    back when it raises). All or nothing: an outcome refused (a task not
+    found, not leased by this instance, or leased again since the attempt it
+    names) raises :class:`NotFoundError` or :class:`ConflictError` naming
+    every refused outcome, and nothing is recorded or leased. An outcome
+    already recorded (a resend after a lost answer) answers 200 and changes
+    nothing, as ``POST /tasks/outcomes`` does. The caller refuses duplicated
+    ids before (each task has one outcome).
+
+    ``one_statement`` (PostgreSQL only: a unit of exactly one statement,
+    autocommit): when every outcome is an ack, the acks and the lease are
+    first tried as one statement (:func:`_ack_and_lease_statement`) — one
+    round trip, one commit for a task's outcome and the next lease. It
+    changes nothing unless every ack takes; when one does not (already
+    final, or refused) the outcomes are judged one by one as :func:`record`
+    does, in a transaction of ``begin()``.
+    """
+    until = now + policy.visibility_timeout
+    acks = [o for o in outcomes if o.verb == "ack"]
+    if one_statement is not None and len(acks) == len(outcomes):
+        with one_statement() as conn:
+            done = _ack_and_lease(conn, instance_id, acks, n, now=now, until=until)
+        if done is not None:
+            return done
+    with begin() as conn:
+        return _judged_then_leased(conn, instance_id, outcomes, n, now=now, policy=policy)
+
+
+def _judged_then_leased(
+    conn: Connection,
+    instance_id: str,
+    outcomes: list[Outcome],
+    n: int,
+    *,
+    now: datetime,
+    policy: NodeApiPolicy,
+) -> tuple[list[Recorded], list[Leased]]:
+    answers = record(conn, instance_id, outcomes, now=now, policy=policy)
+    refused = [a for a in answers if a.status != 200]
+    if refused:
+        raise _refusal(refused)
+    return answers, lease(conn, instance_id, n, now, policy)
+
+
+def _refusal(refused: list[Recorded]) -> NotFoundError | ConflictError:
+    """The error refusing a lease whose outcomes include ``refused`` (all named)."""
+    named = "; ".join(a.detail for a in refused)
+    detail = (
+        f"{len(refused)} of the outcomes sent with this lease refused, so none was recorded "
+        f"and nothing was leased: {named}. Report the others without them "
+        "(POST /node_api/tasks/outcomes answers each on its own) and lease again"
+    )
+    answers = [{"id": a.task_id, "status": a.status, "detail": a.detail} for a in refused]
+    if all(a.status == 404 for a in refused):
+        return NotFoundError(detail, outcomes=answers)
+    return ConflictError(detail, outcomes=answers)
+
+
+def _ack_and_lease(
+    conn: Connection,
+    instance_id: str,
+    acks: list[Outcome],
+    n: int,
+    *,
+    now: datetime,
+    until: datetime,
+) -> tuple[list[Recorded], list[Leased]] | None:
+    """The acks and the lease as one statement; None: not every ack took, nothing changed."""
+    doc = [{"id": o.task_id, "result": o.result, "attempt": o.attempt} for o in acks]
+    sql, constants = _ack_and_lease_sql(conn.dialect)
+    params = constants | {
+        "acks": json.dumps(doc, separators=(",", ":")),
+        "ids": [o.task_id for o in acks],
+        "k": len(acks),
+        "me": instance_id,
+        "n": n,
+        "now": now.astimezone(UTC),
+        "until": until.astimezone(UTC),
+    }
+    rows = conn.exec_driver_sql(sql, params).all()
+    if rows[0].acked != len(acks):
+        assert rows[0].acked == 0 and rows[0].id is None, "all or nothing"
+        return None
+    leased = [r for r in rows if r.id is not None]
+    answers = [Recorded(o.task_id, 200, TaskState.SUCCEEDED.value) for o in acks]
+    return answers, _leased(instance_id, leased, until)
+
+
+_VARIABLE = ("acks", "ids", "k", "me", "n", "now", "until")
+
+
+@functools.cache
+def _ack_and_lease_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:  # Any: parameters
+    """:func:`_ack_and_lease_statement` written out for the driver once, with the values
+    of its constant parameters. Sent with ``exec_driver_sql`` (still one statement on the
+    engine's events): SQLAlchemy's compile-cache lookup and parameter and row processing
+    per call cost about a sixth of the request's database CPU in this process."""
+    compiled = _ack_and_lease_statement().compile(dialect=dialect)
+    fixed = compiled.construct_params(dict.fromkeys(_VARIABLE))
+    return str(compiled), {k: v for k, v in fixed.items() if k not in _VARIABLE}
+
+
+@functools.cache
+def _ack_and_lease_statement() -> Select[Any]:  # Any: the rows of a select
+    """PostgreSQL: the acks of tasks this instance holds, then the lease, as one statement
+    that changes nothing unless every ack takes::
+
+        WITH a AS (SELECT … FROM json_to_recordset(:acks) AS a(id, result, attempt)),
+             held AS (SELECT tasks.id FROM tasks, a WHERE tasks.id = a.id AND <leased by
+                      me, on the attempt named> FOR UPDATE OF tasks),
+             ok AS (SELECT count(*) = :k AS ok FROM held),
+             acked AS (UPDATE tasks … FROM a WHERE tasks.id = a.id AND (SELECT ok FROM ok)
+                       RETURNING tasks.id),
+             leased AS (the lease, WHERE (SELECT ok FROM ok) AND id NOT IN (SELECT id FROM a))
+        SELECT n_acked.acked, leased.* FROM (SELECT count(*) FROM acked) n_acked
+        LEFT JOIN leased ON true
+
+    ``held`` locks each acked task and re-checks :func:`_ack_if_leased`'s
+    condition on its newest version (READ COMMITTED's recheck of a locked
+    row), so ``ok`` cannot change before the UPDATE. A row for each task
+    leased, or one row of NULLs; every row carries the number of acks
+    recorded (``:k`` or 0). The lease never picks an acked id: one statement
+    must not change a row twice (a task acked after its lease expired is
+    offerable to the lease too).
+    """
+    t = cast(Table, Task.__table__)
+    src = (
+        func.json_to_recordset(bindparam("acks", type_=JSON))
+        .table_valued(column("id", String), column("result", JSON), column("attempt", Integer))
+        .render_derived(name="src", with_types=True)
+    )
+    a = select(src.c.id, src.c.result, src.c.attempt).cte("a")
+    # Also "id = ANY(:ids)", the same ids as an array: the index scan on the primary
+    # key. A join on a.id alone is planned for json_to_recordset's guess of 100 rows:
+    # a hash join over a sequential scan of every task (bench/bench_leases.py, in
+    # PostgreSQL's CPU per task).
+    by_key = t.c.id == any_(bindparam("ids", type_=ARRAY(String)))
+    held = (
+        select(t.c.id)
+        .where(
+            by_key,
+            t.c.id == a.c.id,
+            t.c.instance_id == bindparam("me"),
+            t.c.state == TaskState.LEASED.value,
+            t.c.lease_owner == bindparam("me"),
+            or_(a.c.attempt.is_(None), t.c.attempts == a.c.attempt),
+        )
+        .with_for_update(of=t)
+        .cte("held")
+    )
+    ok = select((func.count() == bindparam("k")).label("ok")).select_from(held).cte("ok")
+    every_ack_takes = select(ok.c.ok).scalar_subquery()
+    now = bindparam("now", type_=t.c.updated_at.type)
+    acked = (
+        update(t)
+        .where(by_key, t.c.id == a.c.id, every_ack_takes)
+        .values(
+            state=TaskState.SUCCEEDED.value,
+            result=a.c.result,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(t.c.id)
+        .cte("acked")
+    )
+    leased = _lease_update(select(a.c.id), every_ack_takes).cte("leased")
+    count = select(func.count().label("acked")).select_from(acked).subquery("n_acked")
+    return select(count.c.acked, *leased.c).select_from(count.outerjoin(leased, true()))
