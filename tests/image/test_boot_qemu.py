@@ -9,7 +9,9 @@ mounts the composefs lowers with ``verity=require``. The composed root's
   a tampered object reading as EIO inside the guest;
 - a module image whose digest does not match its set: refused with a
   console message, nothing mounted; and with a last good set on the persist
-  store, that set boots instead.
+  store, that set boots instead;
+- a reboot into the set the last walk stamped skips the walk, and an object
+  planted on the disk between the boots (no fs-verity) still reads as EIO.
 """
 
 from __future__ import annotations
