@@ -9,12 +9,15 @@ mounts the composefs lowers with ``verity=require``. The composed root's
   a tampered object reading as EIO inside the guest;
 - a module image whose digest does not match its set: refused with a
   console message, nothing mounted; and with a last good set on the persist
-  store, that set boots instead.
+  store, that set boots instead;
+- a reboot into the set the last walk stamped skips the walk, and an object
+  planted on the disk between the boots (no fs-verity) still reads as EIO.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -235,3 +238,40 @@ def test_the_providers_seed_over_fw_cfg_and_first_set_on_the_persist_disk(
     assert "root composed on /sysroot: app base (verity=require)" in c, c
     assert "seed bundle bound at /etc/powernode/seed" in c, c
     assert "ROOT-INIT: up, hello=app" in c, c
+
+
+def test_a_reboot_keeps_verity_without_a_walk_and_a_planted_object_reads_eio(
+    kernel_initrd: Path, busybox: bytes, tmp_path: Path
+) -> None:
+    """Boot 1 enables fs-verity on the whole store and stamps the set. Between boots an
+    object is replaced on the disk behind the initramfs's back (debugfs: a new inode,
+    without fs-verity, other content). Boot 2, same set: the initramfs skips the walk
+    (the stamp), and the union's verity=require still makes the planted object EIO."""
+    _require_qemu()
+    require_tool("debugfs")
+    state = tmp_path / "state"
+    m_base, m_app, tampered = _modules(tmp_path, busybox, state)
+    disk = persist_disk(state, tmp_path / "persist.img")
+    instance = new_id()
+    seed = seed_tar(module_set([m_base, m_app]))
+    first = boot(kernel_initrd, disk, tmp_path, seed=seed, instance_id=instance)
+    c = first.console
+    assert re.search(r"verity: enabled [1-9]\d*, already 0\n", c), c
+    assert "ROOT-INIT: tampered READABLE" in c, c  # intact on this boot
+    (tmp_path / "console.log").unlink()
+    planted = tmp_path / "planted"
+    data = bytearray(PAYLOAD)
+    data[100] ^= 0xFF
+    planted.write_bytes(bytes(data))
+    where = Path(boot_layout().objects_dir).relative_to(boot_layout().persist_mnt)
+    obj_dir, name = tampered.split("/")
+    cmds = tmp_path / "debugfs.cmds"
+    cmds.write_text(f"cd /{where}/{obj_dir}\nrm {name}\nwrite {planted} {name}\n")
+    subprocess.run(["debugfs", "-w", "-f", str(cmds), str(disk)], check=True, capture_output=True)
+    again = boot(kernel_initrd, disk, tmp_path, seed=seed, instance_id=instance)
+    c = again.console
+    assert "module set: the persist store's last good set" in c, c
+    assert re.search(r"verity: enabled 0, already [1-9]\d* \(kept: enabled by an earlier", c), c
+    assert "root composed on /sysroot: app base (verity=require)" in c, c
+    assert "ROOT-INIT: tampered unreadable:" in c and "Input/output error" in c, c
+    assert "ROOT-INIT: intact=intact powernode obj" in c, c
