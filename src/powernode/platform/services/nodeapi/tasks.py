@@ -60,6 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from powernode.platform.db import Task, TaskState
 from powernode.platform.problems import ConflictError, InvalidInputError, NotFoundError
@@ -139,12 +140,14 @@ def _lease_statement() -> Update:
     return _lease_update()
 
 
-def _lease_update(exclude: Any = None, only_if: Any = None) -> Update:  # Any: SQL, or None
+def _lease_update(
+    exclude: Select[tuple[str]] | None = None, only_if: ColumnElement[bool] | None = None
+) -> Update:
     """The lease UPDATE … RETURNING; ``exclude``: a SELECT of ids it must not pick;
     ``only_if``: a condition without which it picks nothing."""
     t = cast(Table, Task.__table__)
     at = t.c.available_at.type
-    offerable: list[Any] = [  # Any: SQL conditions
+    offerable: list[ColumnElement[bool] | TextClause] = [
         t.c.instance_id == bindparam("me"),
         # Literal, as the partial index's predicate is written: an IN of a
         # list is a "post-compile" parameter SQLAlchemy renders on every call.
