@@ -77,28 +77,16 @@ class PlatformState:
         trips (``db.session.single_statement``: the statement is atomic on
         its own). Same errors as :meth:`unit`.
         """
-        try:
-            with self._one_statement.begin() as conn:
-                yield conn
-        except (OperationalError, IntegrityError) as e:
-            translated = _translated(e)
-            if translated is e:
-                raise
-            raise translated from e
+        with _database_errors(), self._one_statement.begin() as conn:
+            yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction on a Core connection: committed when the block ends,
         rolled back when it raises. For a hot path of a few Core statements that
         must be one unit (no ORM session); same errors as :meth:`unit`."""
-        try:
-            with self._writer.begin() as conn:
-                yield conn
-        except (OperationalError, IntegrityError) as e:
-            translated = _translated(e)
-            if translated is e:
-                raise
-            raise translated from e
+        with _database_errors(), self._writer.begin() as conn:
+            yield conn
 
     @functools.cached_property
     def _one_statement(self) -> Engine:
@@ -107,6 +95,18 @@ class PlatformState:
     @functools.cached_property
     def _writer(self) -> Engine:
         return writer(self.engine)
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """The database's refusals as the platform's errors (:func:`_translated`)."""
+    try:
+        yield
+    except (OperationalError, IntegrityError) as e:
+        translated = _translated(e)
+        if translated is e:
+            raise
+        raise translated from e
 
 
 def _translated(e: OperationalError | IntegrityError) -> Exception:

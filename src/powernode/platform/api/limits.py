@@ -26,7 +26,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max:
             await self._refuse(scope, send, declared)
             return
@@ -78,7 +78,8 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The request's declared Content-Length; None when absent or not a number."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:

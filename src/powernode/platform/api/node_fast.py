@@ -53,6 +53,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from powernode.platform.api.deps import get_state
+from powernode.platform.api.limits import content_length
 from powernode.platform.api.node_api import (
     JSON,
     LeanCall,
@@ -148,7 +149,7 @@ class PlatformApp(FastAPI):
     async def _read_body(self, scope: Scope, receive: Receive, read: list[Message]) -> bytes | None:
         """The whole body, or None when the app must see the request (over the limit, a
         disconnect); every message taken from ``receive`` is kept in ``read``."""
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self._fast_max_body:
             return None
         chunks: list[bytes] = []
@@ -269,13 +270,3 @@ def _replay(read: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
