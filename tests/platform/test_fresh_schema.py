@@ -258,3 +258,37 @@ def test_a_new_or_current_database_does_not_load_alembic(tmp_path: Path) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     ).stdout.splitlines()
     assert out == ["[]", "True"]
+
+
+def test_the_wal_switch_is_retried_while_locked_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite may answer ``PRAGMA journal_mode=WAL`` on a new file "database is locked" at
+    once while another connection switches it: retried, a bounded number of times; any
+    other error is raised at once."""
+    import sqlite3
+
+    from powernode.platform.db import session
+
+    monkeypatch.setattr(session, "WAL_PAUSE", 0.0)
+
+    class Cursor:
+        def __init__(self, errors: list[str]) -> None:
+            self.errors, self.calls = errors, 0
+
+        def execute(self, sql: str) -> None:
+            self.calls += 1
+            if self.errors:
+                raise sqlite3.OperationalError(self.errors.pop(0))
+
+    busy = Cursor(["database is locked"] * 3)
+    session._wal(busy)  # type: ignore[arg-type]
+    assert busy.calls == 4
+    other = Cursor(["disk I/O error"])
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        session._wal(other)  # type: ignore[arg-type]
+    assert other.calls == 1
+    stuck = Cursor(["database is locked"] * (session.WAL_ATTEMPTS + 5))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        session._wal(stuck)  # type: ignore[arg-type]
+    assert stuck.calls == session.WAL_ATTEMPTS

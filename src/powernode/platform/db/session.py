@@ -75,9 +75,29 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     # and a BEGIN IMMEDIATE waits up to 5 s for the write lock.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=5000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(cur)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+WAL_ATTEMPTS = 50  # x WAL_PAUSE: as long as busy_timeout
+WAL_PAUSE = 0.1
+
+
+def _wal(cur: sqlite3.Cursor) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection switches the same new
+    file: SQLite can answer that switch "database is locked" at once, without waiting out
+    busy_timeout (four processes starting on one new file did, about one start in three,
+    tests/platform/test_fresh_schema.py). WAL is kept in the file, so later connections
+    find it already set."""
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(WAL_PAUSE)
 
 
 def _sqlite_begin(conn: Connection) -> None:
