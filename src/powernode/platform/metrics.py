@@ -256,20 +256,31 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        seen = StatusSeen(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, seen)
         finally:
             self.metrics.requests.labels(
-                route_template(scope), scope["method"], f"{status // 100}xx"
+                route_template(scope), scope["method"], seen.label
             ).observe(time.perf_counter() - start)
+
+
+class StatusSeen:
+    """An ASGI ``send`` that remembers the response's status class for the histogram
+    (``5xx`` until a response starts: an exception before it is a server error)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+    @property
+    def label(self) -> str:
+        return f"{self.status // 100}xx"
 
 
 def route_template(scope: Scope) -> str:

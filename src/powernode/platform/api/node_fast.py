@@ -62,7 +62,7 @@ from powernode.platform.api.node_api import (
     current_node,
     lean_call,
 )
-from powernode.platform.metrics import Metrics
+from powernode.platform.metrics import Metrics, StatusSeen
 
 _KEY = "powernode.fast"
 _JSON_HEADER = (b"content-type", JSON.encode())
@@ -190,21 +190,14 @@ class _Timed:
         self.requests = metrics.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        seen = StatusSeen(send)
         pending: _Request = scope[_KEY]
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, seen)
         finally:
-            self.requests.labels(
-                pending.route.template, scope["method"], f"{status // 100}xx"
-            ).observe(time.perf_counter() - pending.start)
+            self.requests.labels(pending.route.template, scope["method"], seen.label).observe(
+                time.perf_counter() - pending.start
+            )
 
 
 async def _endpoint(scope: Scope, receive: Receive, send: Send) -> None:
